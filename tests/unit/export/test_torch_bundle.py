@@ -1,0 +1,135 @@
+"""Torch backend bundles, the manifest contract and the bad-input errors of `fedhft export`."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from devices import AdapterPlan
+from export._api import export_bundle
+from export._backbone import load_encoder, resolve_model
+from export._model import build_adapter_model, expected_layout
+from export._verify import verify_bundle
+from fedhft.layout import full_mask, init_trainable
+from fedhft.manifest import BundleError, load_manifest
+
+PLAN = AdapterPlan(depth=2, ranks=(2, 4), mask_density=0.5, max_seq_len=32, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles")
+    return {p: export_bundle("tiny", 3, f"t-{p}", AdapterPlan(**{**PLAN.to_dict(), "precision": p}), "torch", out,
+                             progress=lambda m: None) for p in ("fp32", "int8")}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_torch_bundle_matches_eager(bundles, precision):
+    report = verify_bundle(bundles[precision].bundle_dir, steps=3)
+    assert report.ok, report.problems
+    assert report.losses_backend[-1] < report.losses_backend[0]  # it trains
+
+
+def test_int8_bundle_is_smaller_and_reports_savings(bundles):
+    fp32, int8 = bundles["fp32"], bundles["int8"]
+    assert int8.size_bytes < 0.5 * fp32.size_bytes
+    q = int8.manifest.quantization
+    assert q["precision"] == "int8" and q["bytes_saved"] > 0.6 * q["backbone_bytes_fp32"]
+
+
+def test_manifest_records_layout_files_and_inputs(bundles):
+    m = load_manifest(bundles["fp32"].bundle_dir)
+    raw = json.loads((bundles["fp32"].bundle_dir / "manifest.json").read_text())
+    assert raw["schema_version"] == 1 and raw["base_model"]["id"].startswith("tiny:")
+    assert [t["name"] for t in raw["trainable"]][:2] == ["layer0.query.lora_A", "layer0.query.lora_B"]
+    assert raw["mask"]["length"] == m.mask_length == 2 * 2 * 64
+    assert {i.name for i in m.inputs} == {"input_ids", "attention_mask", "labels", "mask"}
+    assert m.files_with_role("tokenizer") and all(len(e.sha256) == 64 for e in m.files.values())
+
+
+def test_masked_rows_do_not_move_and_mask_is_an_input():
+    model = build_adapter_model(load_encoder(resolve_model("tiny")), PLAN, 2)
+    expected_layout(model)
+    state = init_trainable(PLAN, model.dims, 1)
+    state = {k: (v + 0.05 if k.endswith("lora_B") else v) for k, v in state.items()}
+    model.set_trainable(state)
+    ids, attn = torch.randint(1000, 2000, (2, 8)), torch.ones(2, 8, dtype=torch.long)
+    labels = torch.tensor([0, 1])
+    ones, zeros = torch.tensor(full_mask(PLAN, model.dims)), torch.zeros(len(full_mask(PLAN, model.dims)))
+    assert not torch.allclose(model(ids, attn, labels, ones)[0], model(ids, attn, labels, zeros)[0])
+    loss, _ = model(ids, attn, labels, zeros)
+    loss.backward()
+    grads = dict((n, p.grad) for n, p in model.trainable())
+    assert all(float(grads[n].abs().max()) == 0.0 for n in grads if n.endswith("lora_B"))
+    assert float(grads["head.weight"].abs().max()) > 0
+
+
+def test_only_adapters_and_head_are_trainable():
+    model = build_adapter_model(load_encoder(resolve_model("tiny")), PLAN, 2)
+    trainable = {id(p) for _, p in model.trainable()}
+    assert all(not p.requires_grad for p in model.parameters() if id(p) not in trainable)
+
+
+def test_unknown_tier_lists_known_tiers():
+    from export._commands import export_command
+
+    with pytest.raises(ValueError, match="android-low"):
+        export_command("tiny", 2, "android-ultra", "torch", "/tmp/unused")
+
+
+def test_model_dir_missing_files_names_them(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(FileNotFoundError, match="model.safetensors or pytorch_model.bin.*save_pretrained"):
+        resolve_model(str(tmp_path))
+
+
+def test_unsupported_architecture_is_named(tmp_path):
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (tmp_path / name).write_text(json.dumps({"model_type": "gpt2"}) if name == "config.json" else "x")
+    with pytest.raises(ValueError, match="unsupported architecture model_type='gpt2'"):
+        resolve_model(str(tmp_path))
+
+
+def test_plan_deeper_than_model_fails_before_compiling(tmp_path):
+    deep = AdapterPlan(depth=3, ranks=(1, 1, 1), mask_density=1.0, max_seq_len=16, batch_size=2)
+    with pytest.raises(ValueError, match="deeper than the model's 2 layers"):
+        export_bundle("tiny", 2, "deep", deep, "torch", tmp_path, progress=lambda m: None)
+
+
+def test_corrupted_bundle_file_is_named(bundles, tmp_path):
+    from edge_runtime.sessions import open_session
+
+    bad = tmp_path / "bad"
+    shutil.copytree(bundles["int8"].bundle_dir, bad)
+    with open(bad / "backbone.safetensors", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(BundleError, match="backbone.safetensors sha256 does not match"):
+        open_session(bad)
+    (bad / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_manifest(bad)
+
+
+def test_future_manifest_schema_is_refused(bundles, tmp_path):
+    bad = tmp_path / "future"
+    shutil.copytree(bundles["fp32"].bundle_dir, bad)
+    raw = json.loads((bad / "manifest.json").read_text())
+    raw["schema_version"] = 99
+    (bad / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="schema_version 99 is not supported"):
+        load_manifest(bad)
+
+
+@pytest.mark.parametrize("backend, blocked, extra", [("ort", "onnxruntime", "ort"),
+                                                     ("executorch", "executorch", "executorch")])
+def test_missing_backend_names_the_extra(backend, blocked, extra):
+    import subprocess
+    import sys
+
+    code = (f"import sys; sys.modules[{blocked!r}] = None\n"
+            f"from export._api import backend_compiler\n"
+            f"try:\n    backend_compiler({backend!r})\nexcept ImportError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert f"pip install 'fedhft[{extra}]'" in out
