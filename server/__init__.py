@@ -1,0 +1,56 @@
+"""fedhft server: MQTT coordinator, strategies, client registry, durable state.
+
+``run_server`` is what ``fedhft server`` runs; ``Coordinator`` is the broker-free core (drive it
+with any ``Transport``); ``Store`` is the durable state; ``check_update`` the update validation.
+Strategies (pure numpy) are re-exported from ``server.strategies``.
+"""
+from server._bundles import BundleIndex, BundleInfo
+from server._config import ServerConfig, ServerConfigError, config_help, load_server_config
+from server._coordinator import Coordinator, Inbound, ResumeError, Transport, build_strategy
+from server._metrics import format_status, read_metrics, round_metrics, server_status
+from server._registry import ClientEntry, Registry
+from server._rounds import assignment_digest, select_clients
+from server._run import Auth, run_server
+from server._store import ResumePoint, Store, StoreError, StoredUpdate, TaskRecord, read_tensors, write_tensors
+from server._validation import REASONS, Accepted, Duplicate, Expected, IntakeContext, Rejected, check_update
+from server.strategies import *  # noqa: F401,F403  (the Strategy API and every strategy)
+from server.strategies import __all__ as _strategies_all
+
+__all__ = [
+    "Accepted",
+    "Auth",
+    "BundleIndex",
+    "BundleInfo",
+    "ClientEntry",
+    "Coordinator",
+    "Duplicate",
+    "Expected",
+    "Inbound",
+    "IntakeContext",
+    "REASONS",
+    "Registry",
+    "Rejected",
+    "ResumeError",
+    "ResumePoint",
+    "ServerConfig",
+    "ServerConfigError",
+    "Store",
+    "StoreError",
+    "StoredUpdate",
+    "TaskRecord",
+    "Transport",
+    "assignment_digest",
+    "build_strategy",
+    "check_update",
+    "config_help",
+    "format_status",
+    "load_server_config",
+    "read_metrics",
+    "read_tensors",
+    "round_metrics",
+    "run_server",
+    "select_clients",
+    "server_status",
+    "write_tensors",
+    *_strategies_all,
+]

@@ -1,0 +1,97 @@
+"""Round bookkeeping that needs no broker: client selection, assignment digests, the open round.
+
+Everything here is deterministic given (seed, round, the set of clients), so that a restarted
+server rebuilds exactly the assignments it handed out before the crash and can check them
+against the digests it stored.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from server._registry import ClientEntry
+from server._store import TaskRecord
+from server._validation import Expected
+from server.strategies import Aggregator, ClientAssignment, ClientInfo
+
+
+def select_clients(eligible: list[ClientEntry], count: int, rng: np.random.Generator) -> list[ClientEntry]:
+    """``count`` clients, spread over tiers: tiers take turns (in a seeded order), each tier
+    offering its clients in a seeded order, so every tier is represented when count allows."""
+    by_tier: dict[str, list[ClientEntry]] = {}
+    for c in sorted(eligible, key=lambda c: c.client):
+        by_tier.setdefault(c.tier or "", []).append(c)
+    queues = {t: [cs[i] for i in rng.permutation(len(cs))] for t, cs in sorted(by_tier.items())}
+    order = [t for t in sorted(queues)]
+    order = [order[i] for i in rng.permutation(len(order))]
+    picked: list[ClientEntry] = []
+    while len(picked) < count and any(queues.values()):
+        for t in order:
+            if queues[t] and len(picked) < count:
+                picked.append(queues[t].pop(0))
+    return sorted(picked, key=lambda c: c.client)
+
+
+def assignment_digest(a: ClientAssignment) -> str:
+    """sha256 over everything the client is told (plan, mask, start state) and the membership."""
+    h = hashlib.sha256(json.dumps(a.plan.to_dict(), sort_keys=True).encode())
+    arrays = {"__mask__": a.mask, **({"__membership__": a.membership} if a.membership is not None else {}),
+              **a.start_state}
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def task_id_for(round_idx: int, client: str, digest: str) -> str:
+    """Stable for a (round, client, assignment): a resumed server re-sends the same task id, so a
+    device that trained before the crash can still upload."""
+    return f"r{round_idx}-{client}-{digest[:10]}"
+
+
+@dataclass
+class OpenRound:
+    """The round in flight, in memory. The store holds its durable twin."""
+
+    idx: int
+    salt: int
+    started: float
+    deadline: float
+    infos: dict[str, ClientInfo]
+    assignments: dict[str, ClientAssignment]
+    tasks: dict[str, TaskRecord]
+    aggregator: Aggregator
+    status: dict[str, str] = field(default_factory=dict)
+    accepting: bool = True
+    aggregated: int = 0
+    agg_seconds: float = 0.0
+    bytes_down: int = 0
+    task_sent: dict[str, float] = field(default_factory=dict)  # client -> when its task was last published
+    expected_cache: dict[str, Expected] = field(default_factory=dict)
+
+    def expected(self, dims_for) -> Mapping[str, Expected]:
+        if not self.expected_cache:
+            for cid, a in self.assignments.items():
+                t = self.tasks[cid]
+                self.expected_cache[cid] = Expected(cid, self.idx, t.task_id, a.plan, dims_for(self.infos[cid]), a.mask)
+        return self.expected_cache
+
+    def count(self, *statuses: str) -> int:
+        return sum(1 for s in self.status.values() if s in statuses)
+
+    def should_close(self, now: float, quorum: float) -> str | None:
+        """Why the round closes now (``all_answered``, ``quorum``, ``deadline``), or None."""
+        selected = len(self.status)
+        if selected == 0 or self.count("tasked") == 0:
+            return "all_answered"
+        if self.count("stored") >= math.ceil(quorum * selected) and quorum < 1.0:
+            return "quorum"
+        if now >= self.deadline:
+            return "deadline"
+        return None

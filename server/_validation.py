@@ -1,0 +1,189 @@
+"""Check every update BEFORE it is stored or aggregated.
+
+``check_update`` turns one PUBLISH (topic client + payload bytes) into exactly one of:
+
+* ``Accepted``  - store it, ack it, aggregate it;
+* ``Duplicate`` - the same (client, round, digest) is already stored: ack again, never aggregate twice;
+* ``Rejected``  - a typed ``Rejection`` (reason code + detail), recorded and never aggregated.
+
+Nothing here raises for bad input: one hostile or broken device must not stop a round. The checks
+run cheapest first (size before parsing, header before tensors).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable, Mapping
+
+import numpy as np
+
+from devices import AdapterPlan
+from fedhft.layout import ModelDims, TensorSpec, masked_update_layout
+from fedhft.protocol import (
+    DigestMismatch, PayloadTooLarge, ProtocolError, Rejection, UnsupportedVersion, Update,
+    WrongType, decode, max_update_payload_size, validate_update,
+)
+
+#: Every reason code the server records, in check order. The tensor codes come from
+#: ``fedhft.protocol.validate_update``.
+REASONS = (
+    "oversize", "schema_version", "digest_mismatch", "truncated", "wrong_type", "bad_dtype", "malformed",
+    "wrong_fleet", "client_mismatch", "replay", "future_round", "round_closed", "not_tasked", "unknown_task",
+    "conflict", "missing_tensor", "unexpected_tensor", "bad_shape", "non_finite", "norm_exceeded",
+    "aggregation_error",  # recorded by the coordinator when a strategy refuses a stored update
+)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the server expects from one client in the open round."""
+
+    client: str
+    round: int
+    task_id: str
+    plan: AdapterPlan
+    dims: ModelDims
+    mask: np.ndarray
+
+    @cached_property
+    def specs(self) -> list[TensorSpec]:
+        # Cached: computing the layout costs more than checking a small update against it.
+        return masked_update_layout(self.plan, self.dims, self.mask)
+
+    @cached_property
+    def max_payload(self) -> int:
+        # The fp32 bound is the largest of all encodings: the client may pick a smaller one.
+        return max_update_payload_size(self.specs, "fp32")
+
+
+@dataclass(frozen=True)
+class IntakeContext:
+    """The server's view that the checks need, read-only.
+
+    ``round`` is the open round (None between rounds), ``accepting`` False once it has closed.
+    ``stored_digest(client)`` gives the digest already stored for this round, ``known_tasks(client)``
+    every task id ever issued to the client (task id -> round), ``stored_in_round(round, client)``
+    the digest stored for any round (a late QoS 1 copy of a stored update is a duplicate, not a replay).
+    """
+
+    fleet: str
+    round: int | None
+    accepting: bool
+    expected: Mapping[str, Expected]
+    stored_digest: Callable[[str], str | None]
+    known_tasks: Callable[[str], Mapping[str, int]]
+    norm_bound: float | None
+    max_payload: int
+    stored_in_round: Callable[[int, str], str | None] | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    update: Update
+    digest: str
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    update: Update
+    digest: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A refused update. ``final``: it was the client's own well-formed answer to its task, so the
+    round stops waiting for this client (a garbled or replayed packet is not final: the real
+    answer may still come)."""
+
+    rejection: Rejection
+    client: str
+    round: int | None
+    task_id: str | None
+    digest: str
+    nbytes: int
+    final: bool = False
+
+    @property
+    def reason(self) -> str:
+        return self.rejection.reason_code
+
+
+Verdict = Accepted | Duplicate | Rejected
+#: fedhft.protocol's decoder says "tensor 'x' is float16 but encoding 'fp32' needs float32".
+_WIRE_DTYPE = re.compile(r"is \w+ but encoding")
+
+
+def _decode_error_reason(exc: ProtocolError) -> str:
+    if isinstance(exc, UnsupportedVersion):
+        return "schema_version"
+    if isinstance(exc, PayloadTooLarge):
+        return "oversize"
+    if isinstance(exc, DigestMismatch):
+        return "digest_mismatch"
+    if isinstance(exc, WrongType):
+        return "wrong_type"
+    text = str(exc)
+    # The decoder raises MalformedMessage for both; its messages say which (see fedhft.protocol).
+    if "truncated" in text or "shorter than" in text:
+        return "truncated"
+    if "dtype" in text or _WIRE_DTYPE.search(text):
+        return "bad_dtype"
+    return "malformed"
+
+
+def check_update(topic_client: str, payload: bytes, ctx: IntakeContext) -> Verdict:
+    """The verdict on one update PUBLISH (see the module docstring)."""
+    digest_raw = hashlib.sha256(payload).hexdigest()
+    exp = ctx.expected.get(topic_client)
+
+    def reject(code: str, detail: str, msg: Update | None = None, final: bool = False) -> Rejected:
+        return Rejected(Rejection(code, detail), topic_client, msg.round if msg else ctx.round,
+                        msg.task_id if msg else (exp.task_id if exp else None),
+                        msg.digest if msg else digest_raw, len(payload), final)
+
+    limit = min(ctx.max_payload, exp.max_payload) if exp is not None else ctx.max_payload
+    if len(payload) > limit:
+        return reject("oversize", f"update is {len(payload)} bytes, over the {limit}-byte bound for this client's "
+                      "plan: send only the masked rows, in the task's encoding")
+    try:
+        msg = decode(payload, expect=Update, max_size=ctx.max_payload)
+    except ProtocolError as exc:
+        return reject(_decode_error_reason(exc), str(exc)[:500])
+    assert isinstance(msg, Update)
+    return _check_header(msg, topic_client, ctx, reject)
+
+
+def _check_header(msg: Update, topic_client: str, ctx: IntakeContext, reject) -> Verdict:
+    if msg.fleet != ctx.fleet:
+        return reject("wrong_fleet", f"update is for fleet {msg.fleet!r}, this server runs {ctx.fleet!r}", msg)
+    if msg.client != topic_client:
+        return reject("client_mismatch", f"update says client {msg.client!r} but arrived on {topic_client!r}'s topic", msg)
+    if (ctx.round is None or msg.round != ctx.round) and ctx.stored_in_round is not None \
+            and ctx.stored_in_round(msg.round, topic_client) == msg.digest:
+        return Duplicate(msg, msg.digest)  # a redelivered copy that arrives after its round closed
+    if ctx.round is None or msg.round < ctx.round:
+        return reject("replay", f"update for round {msg.round}, which is not open (open: {ctx.round})", msg)
+    if msg.round > ctx.round:
+        return reject("future_round", f"update for round {msg.round}, but round {ctx.round} is the open one", msg)
+    exp = ctx.expected.get(topic_client)
+    if exp is None:
+        return reject("not_tasked", f"{topic_client!r} has no task in round {ctx.round}", msg)
+    if msg.task_id != exp.task_id:
+        if msg.task_id in ctx.known_tasks(topic_client):
+            return reject("replay", f"task {msg.task_id!r} is an old task; the current one is {exp.task_id!r}", msg)
+        return reject("unknown_task", f"task {msg.task_id!r} was never given to {topic_client!r}", msg)
+    stored = ctx.stored_digest(topic_client)
+    if stored == msg.digest:
+        return Duplicate(msg, msg.digest)
+    if stored is not None:
+        return reject("conflict", f"another update ({stored[:12]}...) is already stored for this task", msg)
+    if not ctx.accepting:
+        return reject("round_closed", f"round {ctx.round} closed before this update arrived", msg)
+    problems = validate_update(msg.tensors, exp.specs, ctx.norm_bound)
+    if problems:
+        detail = "; ".join(p.detail for p in problems[:4])
+        return reject(problems[0].reason_code, detail, msg, final=True)
+    return Accepted(msg, msg.digest, len(msg.encoded))
