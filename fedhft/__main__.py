@@ -1,0 +1,5 @@
+import sys
+
+from fedhft.cli import main
+
+sys.exit(main())

