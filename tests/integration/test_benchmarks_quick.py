@@ -1,0 +1,106 @@
+"""Every benchmark's quick mode, as CI runs it (`fedhft bench NAME --quick`), into a scratch folder.
+
+These check that each benchmark runs end to end on real components and writes well-formed,
+internally consistent results; they never assert a wall-clock time.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import BENCHMARKS
+from fedhft.broker import find_mosquitto
+from fedhft.simulate._results_md import RESULTS_MD
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary: apt-get install mosquitto")
+
+
+def _bench(name: str, *argv: str) -> int:
+    import importlib
+
+    return importlib.import_module(BENCHMARKS[name]).main(list(argv))
+
+
+@pytest.fixture(autouse=True)
+def results_md_untouched():
+    """A quick run into a scratch folder must never rewrite the committed results page."""
+    before = RESULTS_MD.read_bytes() if RESULTS_MD.exists() else None
+    yield
+    assert (RESULTS_MD.read_bytes() if RESULTS_MD.exists() else None) == before
+
+
+def test_comm_quick(tmp_path: Path):
+    assert _bench("comm", "--quick", "--out", str(tmp_path)) == 0
+    rows = json.loads((tmp_path / "comm.json").read_text())["rows"]
+    assert {r["tier"] for r in rows} >= {"android-low", "android-mid", "rpi5", "android-high", "jetson-orin-nano"}
+    for r in rows:
+        assert r["masked_int8"] < r["masked_fp16"] < r["masked_fp32"] <= r["full_fp32"]
+    assert (tmp_path / "comm.png").stat().st_size > 0
+
+
+@needs_mosquitto
+def test_server_scale_quick(tmp_path: Path):
+    out = tmp_path / "server.json"
+    assert _bench("server", "--quick", "--out", str(out)) == 0
+    [row] = json.loads(out.read_text())["results"]
+    assert row["clients"] == 100 and row["rounds"] == 2
+    assert row["stored_last_round"] == 100, row
+    assert row["bytes_up_last_round"] > 0 and row["peak_rss_mb"] > 0
+
+
+def test_device_step_quick(tmp_path: Path):
+    # The tiny model keeps CI short (MiniLM export of three backends takes ~10 min on a busy 2-core box);
+    # `fedhft bench device --quick` on a user's device runs MiniLM.
+    assert _bench("device", "--quick", "--model", "tiny", "--out", str(tmp_path)) == 0
+    doc = json.loads((tmp_path / "device_step.json").read_text())
+    assert doc["steps"] == 3 and doc["rows"]
+    for r in doc["rows"]:
+        assert "error" not in r["backend_run"], r
+        assert r["backend_run"]["peak_rss_mb"] > 0
+    assert (tmp_path / "device_step.png").stat().st_size > 0
+
+
+@needs_mosquitto
+def test_accuracy_quick_runs_every_strategy_and_the_upper_bound(tmp_path: Path):
+    assert _bench("accuracy", "--quick", "--out", str(tmp_path)) == 0, (tmp_path / "runs.jsonl").read_text()
+    doc = json.loads((tmp_path / "accuracy.json").read_text())
+    strategies = {"fedavg-lora", "hetlora", "flexlora", "heterofl", "legend", "heterotune", "fedhft"}
+    assert {r["strategy"] for r in doc["runs"]} == strategies
+    for run in doc["runs"]:
+        assert run["ok"], run
+        assert len(run["rounds"]) == 2 and all(r["accuracy"] is not None for r in run["rounds"]), run
+        assert all(r["bytes_up"] > 0 for r in run["rounds"]), run
+    assert any(r["strategy"].startswith("centralized") for r in doc["rows"])
+    assert (tmp_path / "runs.jsonl").read_text().count("\n") == len(strategies), (tmp_path / "runs.jsonl").read_text()
+
+    # --resume keeps every finished run and starts none again.
+    assert _bench("accuracy", "--quick", "--resume", "--out", str(tmp_path)) == 0
+    again = json.loads((tmp_path / "accuracy.json").read_text())
+    assert [r["run_dir"] for r in again["runs"]] == [r["run_dir"] for r in doc["runs"]]
+    assert again["centralized"] == doc["centralized"]
+
+
+def _has_amazon() -> bool:
+    from fedhft.simulate._datasets import find_data_root
+
+    root = find_data_root()
+    return root is not None and (root / "amazon-multidomain").is_dir()
+
+
+@needs_mosquitto
+@pytest.mark.skipif(not _has_amazon(), reason="needs ../shared/data/amazon-multidomain")
+def test_personalization_quick_reports_clusters_and_both_accuracies(tmp_path: Path):
+    assert _bench("personalization", "--quick", "--out", str(tmp_path)) == 0
+    rows = json.loads((tmp_path / "personalization.json").read_text())["rows"]
+    assert {r["strategy"] for r in rows} == {"fedhft", "fedavg-lora"}
+    assert all(r["ok"] for r in rows), rows
+    [fedhft] = [r for r in rows if r["strategy"] == "fedhft"]
+    assert -1.0 <= fedhft["ari"] <= 1.0
+    for kind in ("global", "personalized"):
+        accs = fedhft[f"{kind}_by_domain"]
+        assert set(accs) == {"books", "dvd", "electronics", "kitchen"}, accs
+        assert all(0.0 <= a <= 1.0 for a in accs.values())
+    assert (tmp_path / "personalization.png").stat().st_size > 0
