@@ -123,14 +123,13 @@ class ScriptedServer:
         cred = fleet.server
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="scripted-server", protocol=mqtt.MQTTv5)
         self.client.username_pw_set(cred.username, cred.password)
-        self.client.on_connect = lambda c, u, f, rc, p: (c.subscribe(f"{self.topics.base}/from/#", qos=1),
-                                                         self._connected.set())
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{self.topics.base}/from/#", qos=1)
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self._connected.set()  # after SUBACK
         self.client.on_message = lambda c, u, m: self._work.put((m.topic, bytes(m.payload)))
         host, port = broker.url.rsplit("//", 1)[1].rsplit(":", 1)
         self.client.connect(host, int(port))
         self.client.loop_start()
-        assert self._connected.wait(10), "scripted server could not connect"
-        time.sleep(0.2)  # SUBACK
+        assert self._connected.wait(10), "scripted server could not connect and subscribe"
         self._worker = threading.Thread(target=self._serve, daemon=True)
         self._worker.start()
 
