@@ -170,15 +170,12 @@ def test_crash_after_autosave_keeps_the_queued_message(mosquitto, fleet, paho_cl
 
 def test_stop_kills_the_process_and_frees_the_port(fleet):
     broker = MosquittoBroker(fleet)
-    started = time.monotonic()
     broker.start()
-    startup_s = time.monotonic() - started
     pid, port = broker.pid, broker.port
     broker.stop()
     assert not broker.running and broker.pid is None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert startup_s < 5
     # The port is free again: a new broker can take it.
     with MosquittoBroker(fleet, port=port) as again:
         assert again.port == port

@@ -67,8 +67,7 @@ def test_simulation_on_the_embedded_broker_runs_on_mqtt311(tmp_path, cache):
     assert "MQTT 3.1.1" in (result.run_dir / "report.md").read_text()  # the embedded broker's note
     # the in-process broker's thread is gone too
     assert not [t.name for t in threading.enumerate() if t.name.startswith("fedhft-amqtt-")]
-    print(f"embedded-broker simulation: {took:.1f} s wall, phases {result.phases}")
-    assert took < 300
+    print(f"embedded-broker simulation: {took:.1f} s wall, phases {result.phases}")  # reported, not asserted
 
 
 @pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary: apt-get install mosquitto")
