@@ -10,10 +10,16 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from fedhft.broker import FleetConfig, MosquittoBroker, find_mosquitto, fleet_init, parse_broker_url
 
 FLEET_DEVICES = 3
+
+# A loaded CI machine must not fail a property test on time: no per-example deadline, and no
+# "generation too slow" health check. Tests that set their own settings still override these.
+settings.register_profile("fedhft", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("fedhft")
 
 
 class MqttConnectError(RuntimeError):

@@ -15,7 +15,8 @@ TEXTS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
 ROWS = st.lists(st.tuples(TEXTS.filter(lambda t: t.strip()), st.integers(0, 9)), min_size=1, max_size=12)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(rows=ROWS, suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]))
 def test_written_rows_read_back_exactly(tmp_path, rows, suffix):
     path = tmp_path / f"d{suffix}"
