@@ -18,7 +18,7 @@ from pathlib import Path
 from fedhft.broker._base import BrokerStartError, accepts_tcp, sleep_until
 from fedhft.broker._fleet_init import FleetConfig
 from fedhft.broker._listeners import ListenerPorts
-from fedhft.broker._mosquitto_conf import AUTOSAVE_INTERVAL_S, render_mosquitto_conf
+from fedhft.broker._mosquitto_conf import AUTOSAVE_INTERVAL_S, PERSISTENCE_FILE, render_mosquitto_conf
 
 _SEARCH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto",
            "/usr/local/opt/mosquitto/sbin/mosquitto")
@@ -103,7 +103,7 @@ class MosquittoBroker(ListenerPorts):
     @property
     def persistence_path(self) -> Path:
         """Mosquitto's database: rewritten on SIGTERM and at each autosave."""
-        return self.config.conf_paths.data_dir / "mosquitto.db"
+        return self.config.conf_paths.data_dir / PERSISTENCE_FILE
 
     @property
     def log_path(self) -> Path:

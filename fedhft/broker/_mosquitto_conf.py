@@ -15,6 +15,8 @@ from pathlib import Path
 # Seconds between persistence saves. Mosquitto also saves on SIGTERM, so a graceful restart loses
 # nothing; after SIGKILL, messages queued in the last interval are lost (a crash test must wait).
 AUTOSAVE_INTERVAL_S = 2
+#: Mosquitto's database, in the fleet's data folder.
+PERSISTENCE_FILE = "mosquitto.db"
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def render_mosquitto_conf(
         # QoS 1 session state (subscriptions, queued and in-flight messages) survives a restart.
         "persistence true",
         f"persistence_location {paths.data_dir}",
-        "persistence_file mosquitto.db",
+        f"persistence_file {PERSISTENCE_FILE}",
         f"autosave_interval {int(autosave_interval)}",
         # A device offline for a whole round still gets its task; 3.1.1 sessions have no expiry
         # of their own, so bound them here (MQTT 5 clients set their own session expiry).
