@@ -1,4 +1,4 @@
-"""Helpers shared by the unit, integration and reliability tests: toy data and subprocesses."""
+"""Helpers shared by the unit, integration and reliability tests: toy data, subprocesses, polling."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,9 @@ import os
 import random
 import signal
 import subprocess
+import time
 from pathlib import Path
+from typing import Callable, Iterable
 
 REPO = Path(__file__).resolve().parents[1]
 POS = ["good", "great", "excellent", "wonderful", "superb"]
@@ -81,3 +83,21 @@ class Proc:
                 except ValueError:
                     pass
         return out
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, procs: Iterable[Proc] = (),
+             must_live: Iterable[Proc] = (), every: float = 0.2):
+    """Poll ``predicate`` until truthy (returned); on timeout, fail with the processes' log tails.
+    A process of ``must_live`` that exits ends the wait at once (its log says why)."""
+    deadline = time.monotonic() + timeout
+    must_live = list(must_live)
+    while True:
+        value = predicate()
+        if value:
+            return value
+        dead = [p for p in must_live if not p.alive]
+        if dead or time.monotonic() > deadline:
+            why = f"{dead[0].name} exited" if dead else f"timed out after {timeout}s"
+            tails = "\n".join(p.tail() for p in [*must_live, *procs])
+            raise AssertionError(f"{why} waiting for {what}\n{tails}")
+        time.sleep(every)

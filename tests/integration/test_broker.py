@@ -16,6 +16,7 @@ from fedhft.broker import (
     find_mosquitto, fleet_init, is_allowed, load_fleet, parse_broker_url,
 )
 from fedhft.broker._passwd import hash_password, read_password_file, verify_password
+from tests._helpers import wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -136,16 +137,11 @@ def test_restart_keeps_persistent_session_and_redelivers(mosquitto, fleet, paho_
     assert msg is not None and msg.payload == b"round 7" and msg.qos == 1
 
 
-def _wait_until_saved(broker, payload: bytes, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if payload in broker.persistence_path.read_bytes():  # payloads are stored verbatim
-                return
-        except FileNotFoundError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"no autosave of {broker.persistence_path} held the message in {timeout} s")
+def _saved(broker) -> bytes:
+    try:
+        return broker.persistence_path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 @pytest.mark.slow
@@ -161,7 +157,9 @@ def test_crash_after_autosave_keeps_the_queued_message(mosquitto, fleet, paho_cl
     # SIGKILL saves nothing: only what the last autosave wrote survives. Measured on Mosquitto
     # 2.0.11: with an interval of 2 s it saves every 3 s, so a fixed sleep of interval + 1 raced
     # the save (it failed in CI); wait for a save that holds the message instead.
-    _wait_until_saved(mosquitto, b"queued before the crash", timeout=10 * mosquitto.autosave_interval)
+    wait_for(lambda: b"queued before the crash" in _saved(mosquitto),  # payloads are stored verbatim
+             10 * mosquitto.autosave_interval, f"an autosave of {mosquitto.persistence_path} holding the message",
+             every=0.1)
     mosquitto.restart(hard=True)
     back = _connect(paho_client, mosquitto, fleet.device(A), clean_start=False, session_expiry=600)
     msg = back.next_message(timeout=10)

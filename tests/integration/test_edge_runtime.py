@@ -119,17 +119,17 @@ class ScriptedServer:
         self.stored: dict[tuple[str, int], str] = {}  # (client, round) -> digest
         self.hold_acks: set[tuple[str, int]] = set()
         self._work: queue.Queue = queue.Queue()
-        self._connected = threading.Event()
+        self._subscribed = threading.Event()
         cred = fleet.server
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="scripted-server", protocol=mqtt.MQTTv5)
         self.client.username_pw_set(cred.username, cred.password)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{self.topics.base}/from/#", qos=1)
-        self.client.on_subscribe = lambda c, u, mid, codes, p: self._connected.set()  # after SUBACK
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self._subscribed.set()  # after SUBACK
         self.client.on_message = lambda c, u, m: self._work.put((m.topic, bytes(m.payload)))
         host, port = broker.url.rsplit("//", 1)[1].rsplit(":", 1)
         self.client.connect(host, int(port))
         self.client.loop_start()
-        assert self._connected.wait(10), "scripted server could not connect and subscribe"
+        assert self._subscribed.wait(10), "scripted server could not connect and subscribe"
         self._worker = threading.Thread(target=self._serve, daemon=True)
         self._worker.start()
 

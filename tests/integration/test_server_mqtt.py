@@ -30,6 +30,7 @@ from server import (
     run_server,
 )
 from server._synthetic import ScriptedPeer, synthetic_update
+from tests._helpers import wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -253,16 +254,6 @@ def _server_proc(cfg: Path, url: str, state: Path, fleet) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _task_status(state: Path, idx: int) -> dict[str, str]:
     if not (state / "server.sqlite").exists():
         return {}
@@ -283,7 +274,7 @@ def test_kill_9_mid_round_then_resume(tmp_path, tiny_bundles, mosquitto, fleet):
     peers = _peers(mosquitto, fleet, **{"dev-001": silent_in_round_1, "dev-002": silent_in_round_1})
     proc = _server_proc(cfg, mosquitto.url, state, fleet)
     try:
-        _wait(lambda: _task_status(state, 1).get("dev-000") == "stored", 60, "dev-000's round-1 update stored")
+        wait_for(lambda: _task_status(state, 1).get("dev-000") == "stored", 60, "dev-000's round-1 update stored")
         os.kill(proc.pid, signal.SIGKILL)  # mid-round: dev-001 and dev-002 still owe round 1
         proc.wait(10)
         store = Store(state, readonly=True)
@@ -295,7 +286,7 @@ def test_kill_9_mid_round_then_resume(tmp_path, tiny_bundles, mosquitto, fleet):
         proc = _server_proc(cfg, mosquitto.url, state, fleet)
         # the re-sent round-1 task reaches the two clients without a stored update (same task id)
         for c in ("dev-001", "dev-002"):
-            _wait(lambda c=c: _round_tasks(peers[c], 1) >= 2, 30, f"{c} re-tasked")
+            wait_for(lambda c=c: _round_tasks(peers[c], 1) >= 2, 30, f"{c} re-tasked")
             first, *again = [m for m in list(peers[c].received.queue) if isinstance(m, Task) and m.round == 1]
             assert {t.task_id for t in again} == {first.task_id}
             task = first
@@ -330,10 +321,10 @@ def test_broker_restart_mid_round(tmp_path, tiny_bundles, mosquitto, fleet):
     peers = _peers(mosquitto, fleet, **{"dev-001": silent_in_round_1, "dev-002": silent_in_round_1})
     try:
         with ServerThread(config, mosquitto.url, state, fleet) as server:
-            _wait(lambda: _task_status(state, 1).get("dev-000") == "stored", 30, "dev-000's round-1 update stored")
+            wait_for(lambda: _task_status(state, 1).get("dev-000") == "stored", 30, "dev-000's round-1 update stored")
             mosquitto.restart()
             for c in ("dev-001", "dev-002"):
-                _wait(lambda c=c: peers[c].mqtt.is_connected(), 30, f"{c} reconnected")
+                wait_for(lambda c=c: peers[c].mqtt.is_connected(), 30, f"{c} reconnected")
                 task = next(t for t in peers[c].tasks if t.round == 1)
                 peers[c].publish_update(encode(synthetic_update(task, SEED)))
             assert server.wait(60) == 2

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from devices import AdapterPlan
-from tests._helpers import REPO, Proc, write_toy_data  # noqa: F401  (re-exported to the tests)
+from tests._helpers import REPO, Proc, wait_for, write_toy_data  # noqa: F401  (re-exported to the tests)
 
 FLEET = "rel"
 SEED = 11
@@ -92,24 +91,6 @@ def edge_cmd(url: str, fleet, client: str, data: Path, state: Path, bundles: Pat
     if bundles is not None:
         cmd += ["--bundle-dir", str(bundles)]
     return cmd + list(extra)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, procs: Iterable[Proc] = (),
-             must_live: Iterable[Proc] = (), every: float = 0.2):
-    """Poll ``predicate`` until truthy (returned); on timeout, fail with the processes' log tails.
-    A process of ``must_live`` that exits ends the wait at once (its log says why)."""
-    deadline = time.monotonic() + timeout
-    must_live = list(must_live)
-    while True:
-        value = predicate()
-        if value:
-            return value
-        dead = [p for p in must_live if not p.alive]
-        if dead or time.monotonic() > deadline:
-            why = f"{dead[0].name} exited" if dead else f"timed out after {timeout}s"
-            tails = "\n".join(p.tail() for p in [*must_live, *procs])
-            raise AssertionError(f"{why} waiting for {what}\n{tails}")
-        time.sleep(every)
 
 
 # ----------------------------------------------------------------------------- durable state (read-only)
