@@ -4,7 +4,7 @@
 with any ``Transport``); ``Store`` is the durable state; ``check_update`` the update validation.
 Strategies (pure numpy) are re-exported from ``server.strategies``.
 """
-from server._bundles import BundleIndex, BundleInfo
+from server._bundles import BundleIndex, BundleInfo, BundleNeed, needed_bundles
 from server._config import ServerConfig, ServerConfigError, config_help, load_server_config
 from server._coordinator import Coordinator, Inbound, ResumeError, Transport, build_strategy
 from server._metrics import format_status, read_metrics, round_metrics, server_status
@@ -21,6 +21,7 @@ __all__ = [
     "Auth",
     "BundleIndex",
     "BundleInfo",
+    "BundleNeed",
     "ClientEntry",
     "Coordinator",
     "Duplicate",
@@ -45,6 +46,7 @@ __all__ = [
     "config_help",
     "format_status",
     "load_server_config",
+    "needed_bundles",
     "read_metrics",
     "read_tensors",
     "round_metrics",

@@ -63,14 +63,13 @@ class Transport(Protocol):
 
 
 class ResumeError(RuntimeError):
-    """The run cannot go on consistently (resume mismatch, a plan with no bundle); the message
-    says why and what to do."""
+    """The run cannot go on consistently (resume mismatch); the message says why and what to do."""
 
 
 def build_strategy(config: ServerConfig, bundles: BundleIndex) -> Strategy:
     """``get_strategy`` with the bundles' dims, the run seed and (if it takes one) warmup_rounds."""
-    opts = dict(config.strategy_options)
     cls = STRATEGIES.get(config.strategy)
+    opts = cls.fleet_options(bundles.plans, config.strategy_options) if cls else dict(config.strategy_options)
     if cls is not None and "warmup_rounds" in inspect.signature(cls.__init__).parameters:
         opts.setdefault("warmup_rounds", config.warmup_rounds)
     if bundles.multi_backbone:
@@ -375,17 +374,6 @@ class Coordinator:
               already_answered=len(tasks) - self.round.count("tasked"), deadline_s=self.config.round_deadline_s)
         self.publish_server_status("running")
 
-    def _tier_for_plan(self, info: ClientInfo, a) -> str:
-        """The tier whose bundle trains the assignment's plan (FedAvg-LoRA gives everyone the
-        cheapest tier's plan, not their own)."""
-        if self.bundles.plans.get(info.tier) == a.plan:
-            return info.tier
-        for tier, plan in sorted(self.bundles.plans.items()):
-            if plan == a.plan and self.bundles.tier_backbone[tier] == info.backbone:
-                return tier
-        raise ResumeError(f"strategy {self.strategy.name} assigned {info.client_id} a plan that no exported tier "
-                          f"has ({a.plan}): export a bundle for it")
-
     def _refeed_stored(self, idx: int) -> None:
         """Stream the round's stored updates (one decoded at a time) into the fresh aggregator."""
         for u in self.store.iter_updates(idx):
@@ -405,8 +393,8 @@ class Coordinator:
         r = self.round
         t, a = r.tasks[client], r.assignments[client]
         try:
-            bundle = self.bundles.get(self._tier_for_plan(r.infos[client], a), t.backend)
-        except (BundleError, ResumeError) as exc:
+            bundle = self.bundles.find(a.plan, t.backend, r.infos[client].tier)
+        except BundleError as exc:
             self._task_failed(client, str(exc))
             return
         hyper = Hyper(self.config.lr, self.config.local_steps, self.config.local_epochs, a.plan.batch_size,

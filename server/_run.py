@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fedhft.manifest import BundleError
 from fedhft.protocol import ServerStatus, encode
 
 from server._bundles import BundleIndex
@@ -82,6 +83,7 @@ def run_server(config: ServerConfig, broker_url: str, state_dir: str | Path, aut
 
     stop = stop or threading.Event()
     bundles = BundleIndex.scan(config.bundles_dir)
+    refuse_missing_bundles(bundles, config)
     store = Store(state_dir)
     transport = MqttTransport(broker_url, config.fleet, auth.username, auth.password, tls_ca=auth.tls_ca,
                               tls_cert=auth.tls_cert, tls_key=auth.tls_key,
@@ -102,6 +104,16 @@ def run_server(config: ServerConfig, broker_url: str, state_dir: str | Path, aut
     event(log, logging.INFO, "server_stopped", seconds=time.time() - t0, committed=coord.next_round,
           rounds=config.rounds, finished=coord.finished)
     return coord.next_round
+
+
+def refuse_missing_bundles(bundles: BundleIndex, config: ServerConfig) -> None:
+    """Refuse to start when the strategy will assign a device a plan that no bundle compiles for
+    its backend: otherwise those devices fail every round."""
+    missing = bundles.missing(config.strategy, config.strategy_options)
+    if missing:
+        lines = "\n".join(f"  - {need.describe()}: {need.export_hint(bundles)}" for need in missing)
+        raise BundleError(f"strategy {config.strategy!r} needs {len(missing)} bundle(s) that {config.bundles_dir} "
+                          f"lacks:\n{lines}")
 
 
 def run_from_args(broker: str, state: str, config_path: str | None, overrides: list[str], *,

@@ -58,22 +58,27 @@ def client_ids(n: int) -> list[str]:
 
 
 def _export_bundles(cfg: SimConfig, tiers: dict[str, str], num_labels: int, run_dir: Path, say) -> tuple[dict, Path, float]:
-    """(tier -> backend, the run's bundles dir, seconds spent exporting)."""
+    """(tier -> backend, the run's bundles dir, seconds spent exporting).
+
+    Every bundle the strategy will use is exported before round 0: each tier's own plan and the
+    plan the strategy assigns its devices (another tier's, under FedAvg-LoRA), for that tier's
+    backend. The server refuses to start on a bundles dir that lacks one."""
     from devices import load_catalog
+    from server import needed_bundles
 
     catalog = load_catalog()
     unknown = sorted(set(cfg.tiers) - set(catalog))
     if unknown:
         raise SimulationError(f"unknown tiers {unknown}: use catalog tiers {sorted(catalog)} (fedhft devices list)")
     model_id, layers = model_identity(cfg.model, num_labels)
-    backends, links, spent = {}, {}, 0.0
+    present = sorted(set(tiers.values()))
+    backends = {tier: cfg.tier_backend(tier, catalog[tier].default_backend) for tier in present}
+    plans = {tier: fit_plan(catalog[tier].plan, layers, cfg.max_seq_len, cfg.batch_size) for tier in present}
+    links, spent = {}, 0.0
     cache = Path(cfg.bundle_cache).expanduser() if cfg.bundle_cache else default_cache_dir()
-    for tier in sorted(set(tiers.values())):
-        spec = catalog[tier]
-        backends[tier] = cfg.tier_backend(tier, spec.default_backend)
-        plan = fit_plan(spec.plan, layers, cfg.max_seq_len, cfg.batch_size)
-        links[(tier, backends[tier])], secs = ensure_bundle(cfg.model, model_id, num_labels, tier, plan,
-                                                            backends[tier], cache, cfg.seed, say)
+    for need in needed_bundles(cfg.strategy, cfg.strategy_options, plans, {t: [b] for t, b in backends.items()}):
+        links[(need.tier, need.backend)], secs = ensure_bundle(cfg.model, model_id, num_labels, need.tier, need.plan,
+                                                               need.backend, cache, cfg.seed, say)
         spent += secs
     return backends, link_bundles(run_dir / "bundles", links), spent
 

@@ -124,6 +124,19 @@ class Strategy(abc.ABC):
         start state is the client's current (personalized) model, e.g. for evaluation."""
         return self.assign(self.round_idx, client, self.client_rng(self.round_idx, client.client_id))
 
+    @classmethod
+    def fleet_options(cls, tier_plans: Mapping[str, AdapterPlan], options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` with whatever this strategy must fix from the fleet's tiers before round 0
+        (their own plans, ``tier_plans``), so that the plans it will assign are known in advance."""
+        return dict(options)
+
+    @classmethod
+    def tier_plans(cls, tier_plans: Mapping[str, AdapterPlan], options: Mapping[str, Any]) -> dict[str, AdapterPlan]:
+        """The plan the devices of each tier train under this strategy, given each tier's own plan
+        and the strategy's options: which bundles a fleet needs, known before any device joins.
+        Most strategies train each tier's own plan."""
+        return dict(tier_plans)
+
     @abc.abstractmethod
     def assign(self, round_idx: int, client: ClientInfo, rng: np.random.Generator) -> ClientAssignment:
         """The assignment of one client (deterministic given the state and ``rng``)."""

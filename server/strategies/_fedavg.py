@@ -31,6 +31,20 @@ class FedAvgLoRA(FactorStrategy):
         # which tiers show up in round 0; otherwise the first configure picks and the state keeps it.
         self.plan = self._configured_plan
 
+    @classmethod
+    def fleet_options(cls, tier_plans: Mapping[str, AdapterPlan], options: Mapping[str, Any]) -> dict[str, Any]:
+        """Pin the plan to the cheapest of the fleet's tiers: otherwise round 0's participants
+        would choose it, and the bundles a fleet needs could not be known before it starts."""
+        if options.get("plan") is not None or not tier_plans:
+            return dict(options)
+        return {**options, "plan": cheapest_plan(tier_plans.values()).to_dict()}
+
+    @classmethod
+    def tier_plans(cls, tier_plans: Mapping[str, AdapterPlan], options: Mapping[str, Any]) -> dict[str, AdapterPlan]:
+        plan = cls.fleet_options(tier_plans, options).get("plan")
+        plan = AdapterPlan.from_dict(dict(plan)) if isinstance(plan, Mapping) else plan
+        return {tier: plan for tier in tier_plans}
+
     def configure(self, round_idx: int, clients: list[ClientInfo], rng: np.random.Generator | None = None) -> dict[str, ClientAssignment]:
         if self.plan is None and clients:
             self.plan = cheapest_plan(c.plan for c in clients)
