@@ -25,7 +25,7 @@ from fedhft.simulate._evaluate import encode_examples
 from fedhft.simulate._fleet import (
     SimulationError, start_edges, start_fleet_broker, start_server, wait_server_running,
 )
-from fedhft.simulate._monitor import EvalWorker, Progress, client_rounds, read_metrics, status_line
+from fedhft.simulate._monitor import EvalWorker, Progress, client_rounds, read_metrics
 from fedhft.simulate._prepare import PreparedData, assign_tiers, prepare_data
 from fedhft.simulate._procs import Children
 
@@ -105,7 +105,7 @@ def _follow(cfg: SimConfig, children: Children, broker, state_dir: Path, evals: 
                 submitted.add(m["round"])
                 evals.submit(m["round"])
         records = client_rounds(state_dir)
-        progress.update(len(committed), status_line(state_dir, committed, records, evals.results, cfg.clients))
+        progress.update(state_dir, committed, records, evals.results)
         if not server.alive and server.returncode == 0:
             return
         _check_children(children, broker)
@@ -162,7 +162,6 @@ def run_simulation(cfg: SimConfig, say: Callable[[str], None] = print) -> SimRes
     except Exception as exc:  # a broker that will not start, a bad fleet dir, ...: still stop and report
         error = f"{type(exc).__name__}: {exc}"
     finally:
-        progress.close()
         killed = children.stop_all()
         if killed:
             say(f"processes {killed} did not stop on SIGTERM and were killed")
@@ -174,6 +173,7 @@ def run_simulation(cfg: SimConfig, say: Callable[[str], None] = print) -> SimRes
     if evals is not None:
         evals.finish(timeout=30 if interrupted else 600, cancel=interrupted)
     rounds = _merge_rounds(run_dir / "server", evals)
+    progress.close(evals.results if evals else None, rounds)  # after the last evaluation: the final accuracy shows
     result = SimResult(run_dir, error is None and len(rounds) == cfg.rounds, rounds, time.time() - t0, phases, error,
                        interrupted)
     if error is None and len(rounds) != cfg.rounds:
