@@ -17,6 +17,7 @@ from server._bundles import BundleIndex
 from server._config import ServerConfig
 from server._coordinator import Coordinator, Inbound
 from server._log import event
+from server._metrics import record_server_state
 from server._store import Store
 
 log = logging.getLogger("fedhft.server")
@@ -95,10 +96,12 @@ def run_server(config: ServerConfig, broker_url: str, state_dir: str | Path, aut
     t0 = time.time()
     transport.connect()
     try:
+        record_server_state(store, "running")  # `fedhft server status` tells a live server from a stopped one
         coord.resume()
         serve(coord, transport.inbox, stop, config.intake_batch)
     finally:
         final = "finished" if coord.finished else "offline"
+        record_server_state(store, final)
         transport.close(encode(ServerStatus(config.fleet, final, None, time.time())))
         store.close()
     event(log, logging.INFO, "server_stopped", seconds=time.time() - t0, committed=coord.next_round,

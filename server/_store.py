@@ -215,6 +215,11 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else row[0]
 
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx():
+            self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                            (key, value))
+
     def bind_run(self, identity: Mapping[str, Any]) -> None:
         """Remember what run this state dir belongs to (fleet, strategy, ...); refuse another one."""
         text = _json(dict(identity))

@@ -109,7 +109,12 @@ def _fleet_init(args) -> int:
 
 def _status(args) -> int:
     from server._metrics import format_status, server_status
+    from server._store import StoreError
 
-    status = server_status(args.state)
+    try:
+        status = server_status(args.state)
+    except StoreError as exc:
+        print(f"fedhft server status: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status))
     return 0
