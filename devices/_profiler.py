@@ -230,3 +230,15 @@ def recommend_tier(profile: DeviceProfile, catalog: Mapping[str, Any] | None = N
         f"available, {profile.matmul_gflops:.1f} GFLOP/s): the smallest tier {low.name!r} needs "
         f"{low.memory_budget_mb:.0f} MB and {low.compute_gflops:.1f} GFLOP/s. Free memory or close apps and profile again"
     )
+
+
+def profile_report(quick: bool = True) -> dict[str, Any]:
+    """What ``fedhft devices profile`` prints: ``profile`` (exactly the hello payload, which the
+    server parses strictly, so the recommendation stays beside it, not in it), ``recommended_tier``
+    (None when no tier fits) and ``no_tier_reason`` (why not, and what to do; None when one fits)."""
+    profile = profile_device(quick=quick)
+    try:
+        tier, reason = recommend_tier(profile), None
+    except ValueError as exc:
+        tier, reason = None, str(exc)
+    return {"profile": profile.to_dict(), "recommended_tier": tier, "no_tier_reason": reason}

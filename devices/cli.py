@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from devices._catalog import get_tier, load_catalog
-from devices._profiler import profile_device, recommend_tier
+from devices._profiler import profile_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("tier", help="tier name, e.g. android-mid (see `fedhft devices list`)")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("profile", help="measure this device and recommend a tier")
-    p.add_argument("--json", action="store_true", help="print the profile as JSON (as sent in the hello message)")
+    p.add_argument("--json", action="store_true", help="print JSON: {profile: the hello message's payload, recommended_tier, no_tier_reason}")
     p.add_argument("--full", action="store_true", help="longer matmul benchmark (~0.8 s instead of ~0.25 s)")
     p.set_defaults(func=cmd_profile)
     return parser
@@ -67,15 +67,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    profile = profile_device(quick=not args.full)
+    report = profile_report(quick=not args.full)
     if args.json:
-        print(json.dumps(profile.to_dict(), indent=2))
+        print(json.dumps(report, indent=2))
         return 0
-    try:
-        tier = recommend_tier(profile)
-    except ValueError as exc:
-        tier = f"none ({exc})"
-    rows = list(profile.to_dict().items()) + [("recommended tier", tier)]
+    tier = report["recommended_tier"] or f"none ({report['no_tier_reason']})"
+    rows = list(report["profile"].items()) + [("recommended tier", tier)]
     print(format_table(("field", "value"), rows))
     return 0
 
