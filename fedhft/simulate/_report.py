@@ -62,14 +62,41 @@ def _tiers_table(stats: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _status_text(result) -> str:
+    verdict = result.verdict
+    if verdict is None:  # a result built by hand (tests, old callers)
+        return result.status.value if result.ok else f"{result.status.value}: {result.error}"
+    text = verdict.headline()
+    if result.error and result.error not in text:
+        text += f" ({' '.join(result.error.split())[:500]})"
+    return text
+
+
+def _failures_section(verdict) -> list[str]:
+    """Which clients did not store an update, in which rounds, and why (empty when none failed)."""
+    if verdict is None or not verdict.failures:
+        return []
+    lines = ["## Failures", "", f"{len(verdict.failures)} of {verdict.client_rounds} selected client-rounds stored "
+             "no update.", "", "| client | tier | backend | rounds failed | reasons |", "|---|---|---|---|---|"]
+    for row in verdict.failed_clients():
+        reasons = ", ".join(f"{r} x{n}" for r, n in row["reasons"].items())
+        lines.append(f"| {row['client']} | {row['tier'] or '?'} | {row['backend'] or '?'} | "
+                     f"{len(row['rounds'])} ({', '.join(map(str, row['rounds']))}) | {reasons} |")
+    lines += ["", "First message of each reason:", ""]
+    for reason, f in verdict.examples().items():
+        msg = " ".join(f.detail.split())[:500] or "(no message)"
+        lines.append(f"- `{reason}` ({f.client}, round {f.round}): {msg}")
+    return lines + ["", "Logs: `logs/server.log` and `logs/<client>.log` in this folder.", ""]
+
+
 def write_report(path: Path, cfg, result, summary: dict, stats: dict, plots: list[str], notes: list[str]) -> None:
     lines = [f"# fedhft simulation: {cfg.strategy} on {summary['dataset']}", ""]
-    status = "completed" if result.ok else f"FAILED: {result.error}"
-    lines += [f"- status: **{status}**", f"- wall time: {result.wall_s:.0f} s "
+    lines += [f"- status: **{_status_text(result)}**", f"- wall time: {result.wall_s:.0f} s "
               f"({', '.join(f'{k} {v:.0f} s' for k, v in result.phases.items())})",
               f"- final global accuracy: {_fmt(result.final_accuracy)} on {summary['test_examples']} held-out examples",
               f"- data: {summary['train_examples']} training examples over {cfg.clients} clients "
               f"({summary['partition']}{f', alpha {cfg.alpha}' if summary['partition'] == 'dirichlet' else ''})", ""]
+    lines += _failures_section(result.verdict)
     lines += ["## Rounds", ""] + _rounds_table(result.rounds) + [""]
     lines += ["## Tiers (peak RSS vs budget, step time)", "",
               "Peak RSS is the whole edge process (Python, its imports, the runtime); the enforced budget is "
@@ -173,7 +200,9 @@ def write_outputs(cfg, result, data, tiers: dict, backends: dict, broker_kind: s
     if eval_error:
         notes.append(f"evaluation failed to start: {eval_error.strip().splitlines()[-1]}")
     summary = data.summary()
-    out = {"ok": result.ok, "error": result.error, "wall_s": result.wall_s, "phases": result.phases,
+    out = {"status": result.status.value, "ok": result.ok, "error": result.error,
+           "failures": result.verdict.to_json() if result.verdict else None, "wall_s": result.wall_s,
+           "phases": result.phases,
            "final_accuracy": result.final_accuracy, "accuracy": result.accuracies, "rounds": result.rounds,
            "tiers": stats, "tier_of_client": tiers, "backend_of_tier": backends, "broker": broker_kind,
            "mqtt_protocol": mqtt_protocol, "memberships": members, "data": summary, "config": to_dict(cfg),

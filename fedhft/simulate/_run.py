@@ -28,6 +28,7 @@ from fedhft.simulate._fleet import (
 from fedhft.simulate._monitor import EvalWorker, Progress, client_rounds, read_metrics
 from fedhft.simulate._prepare import PreparedData, assign_tiers, prepare_data
 from fedhft.simulate._procs import Children
+from fedhft.simulate._status import RunStatus, RunVerdict, classify_run
 
 POLL_S = 1.0
 
@@ -35,12 +36,22 @@ POLL_S = 1.0
 @dataclass
 class SimResult:
     run_dir: Path
-    ok: bool
+    status: RunStatus
     rounds: list[dict]  # per committed round: server metrics + evaluation
     wall_s: float
     phases: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-    interrupted: bool = False  # Ctrl-C / SIGTERM: a caller running many simulations should stop too
+    verdict: RunVerdict | None = None  # which client-rounds did not store, and why
+
+    @property
+    def ok(self) -> bool:
+        """Every round committed and every selected client stored an update in each."""
+        return self.status is RunStatus.COMPLETED
+
+    @property
+    def interrupted(self) -> bool:
+        """Ctrl-C / SIGTERM: a caller running many simulations should stop too."""
+        return self.status is RunStatus.INTERRUPTED
 
     @property
     def accuracies(self) -> list[float | None]:
@@ -174,10 +185,10 @@ def run_simulation(cfg: SimConfig, say: Callable[[str], None] = print) -> SimRes
         evals.finish(timeout=30 if interrupted else 600, cancel=interrupted)
     rounds = _merge_rounds(run_dir / "server", evals)
     progress.close(evals.results if evals else None, rounds)  # after the last evaluation: the final accuracy shows
-    result = SimResult(run_dir, error is None and len(rounds) == cfg.rounds, rounds, time.time() - t0, phases, error,
-                       interrupted)
-    if error is None and len(rounds) != cfg.rounds:
-        result.error = f"the server exited after {len(rounds)} of {cfg.rounds} rounds; see {run_dir / 'logs/server.log'}"
+    verdict = classify_run(client_rounds(run_dir / "server"), rounds, cfg.rounds, None if interrupted else error,
+                           interrupted, evals.error if evals else None)
+    result = SimResult(run_dir, verdict.status, rounds, time.time() - t0, phases,
+                       error or (None if verdict.status is RunStatus.COMPLETED else verdict.headline()), verdict)
     write_outputs(cfg, result, data, tiers, backends, broker.kind if broker else "none",
                   evals.error if evals else None, children.pids, broker.mqtt_protocol if broker else None)
     return result

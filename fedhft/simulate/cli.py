@@ -6,13 +6,35 @@ import sys
 
 _OPTIONS = ("--config", "--broker", "--out")
 
+DESCRIPTION = """\
+Start a broker, the fedhft server and one fedhft edge process per client, run the rounds,
+evaluate the global model each round and write results.json, report.md and plots.
+With no arguments: MiniLM on Rotten Tomatoes, 12 clients over 3 tiers, 5 rounds.
+
+Every setting is checked before anything starts (strategy and its options, tiers, backends,
+dataset, model, output folder); a bad one is reported with the others and creates no folder."""
+
+EPILOG = """\
+run status (results.json "status", report.md, and a summary on stderr):
+  completed    every round committed and every selected client stored an update in each
+  degraded     every round committed, but some client-round stored nothing (the device
+               reported an error or skipped, its update was rejected, or it was dropped);
+               the summary counts them by reason and tier
+  failed       rounds are missing, or a process, the broker or the export failed
+  interrupted  stopped by Ctrl-C or SIGTERM (every process is stopped)
+
+exit codes:
+  0    completed
+  1    degraded or failed
+  2    bad settings or input: nothing was started and no run folder was created
+  130  interrupted"""
+
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "simulate", help="run a real federated simulation on this machine (broker + server + edge processes)",
-        description="Start a broker, the fedhft server and one fedhft edge process per client, run the rounds, "
-                    "evaluate the global model each round and write results.json, report.md and plots. "
-                    "With no arguments: MiniLM on Rotten Tomatoes, 12 clients over 3 tiers, 5 rounds.")
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--config", help="YAML file of simulation settings (see --help-config)")
     p.add_argument("--broker", help="auto, mosquitto, embedded or mqtt://HOST:PORT (same as broker=...)")
     p.add_argument("--out", help="run directory (same as out=...)")
@@ -80,8 +102,10 @@ def _simulate(cfg) -> int:
         print(f"fedhft simulate: {exc}", file=sys.stderr)
         return 2
     acc = " ".join("-" if a is None else f"{a:.3f}" for a in result.accuracies)
-    print(f"run dir: {result.run_dir}\naccuracy per round: {acc}\nwall time: {result.wall_s:.0f} s")
-    if not result.ok:
-        print(f"fedhft simulate: FAILED: {result.error}", file=sys.stderr)
-        return 1
-    return 0
+    print(f"run dir: {result.run_dir}\naccuracy per round: {acc}\nwall time: {result.wall_s:.0f} s\n"
+          f"status: {result.status.value}", flush=True)
+    if result.verdict is not None:
+        print(f"fedhft simulate: {result.verdict.summary(result.run_dir)}", file=sys.stderr)
+    if result.error and (result.verdict is None or result.error not in result.verdict.headline()):
+        print(f"fedhft simulate: {result.status.value.upper()}: {result.error}", file=sys.stderr)
+    return result.status.exit_code

@@ -12,7 +12,9 @@ from fedhft.simulate._datasets import Dataset, Example
 from fedhft.simulate._evaluate import dense_state, memberships
 from fedhft.simulate._prepare import PreparedData
 from fedhft.simulate._report import tier_stats, write_outputs
+from fedhft.simulate._monitor import client_rounds
 from fedhft.simulate._run import SimResult
+from fedhft.simulate._status import classify_run
 from fedhft.simulate._config import SimConfig
 
 RNG = np.random.default_rng(0)
@@ -87,7 +89,8 @@ def test_report_from_fake_metrics(tmp_path):
     cfg = SimConfig(model="tiny", clients=3, rounds=2, out=str(run))
     rounds = [dict(json.loads(line), accuracy=0.6 + 0.1 * i)
               for i, line in enumerate((run / "server" / "metrics.jsonl").read_text().splitlines())]
-    result = SimResult(run, True, rounds, 12.0, {"export_s": 1.0, "federated_s": 10.0})
+    verdict = classify_run(client_rounds(run / "server"), rounds, 2)
+    result = SimResult(run, verdict.status, rounds, 12.0, {"export_s": 1.0, "federated_s": 10.0}, None, verdict)
     ds = Dataset("toy", [Example("a", 0)], [Example("b", 1)], ["neg", "pos"])
     data = PreparedData(ds, {}, {"dev-0": 5, "dev-1": 5, "dev-2": 5}, {"dev-0": "x", "dev-1": "y", "dev-2": "x"},
                         {}, ds.test, run / "test.jsonl")
@@ -97,7 +100,13 @@ def test_report_from_fake_metrics(tmp_path):
         assert (run / name).is_file(), name
     report = (run / "report.md").read_text()
     assert "| 1 | 0.700 | 3/3 | 2,000 | 5,000 |" in report and "android-mid" in report and "over_budget" in report
-    assert json.loads((run / "results.json").read_text())["final_accuracy"] == pytest.approx(0.7)
+    results = json.loads((run / "results.json").read_text())
+    assert results["final_accuracy"] == pytest.approx(0.7)
+    # dev-2 (android-mid) skipped round 0 over budget: the run is degraded, and the report says who and why.
+    assert results["status"] == "degraded" and results["ok"] is False
+    assert results["failures"]["failures_by_reason"] == {"over_budget": {"android-mid": 1}}
+    assert "- status: **degraded: 1 of 6 client-rounds did not store: over_budget x1 (android-mid x1)**" in report
+    assert "## Failures" in report and "| dev-2 | android-mid | torch | 1 (0) | over_budget x1 |" in report
     assert out["memberships"]["dev-1"] == [0.2, 0.8]
     stats = tier_stats([json.loads(x) for x in (run / "clients.jsonl").read_text().splitlines()])
     assert stats["android-mid"]["outcomes"] == {"over_budget": 1} and stats["rpi5"]["peak_rss_mb"] == 301.0
