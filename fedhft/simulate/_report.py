@@ -111,6 +111,13 @@ def write_report(path: Path, cfg, result, summary: dict, stats: dict, plots: lis
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+def _integer_ticks(axis) -> None:
+    """Rounds and client counts are whole numbers: no 0.5 ticks on a 2-round run."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _plot_rounds(run_dir: Path, rounds: list[dict], plt) -> list[str]:
     made = []
     xs = [r["round"] for r in rounds if r.get("accuracy") is not None]
@@ -119,7 +126,12 @@ def _plot_rounds(run_dir: Path, rounds: list[dict], plt) -> list[str]:
         return made
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(xs, ys, marker="o")
-    ax.set_xlabel("round"), ax.set_ylabel("global test accuracy"), ax.grid(alpha=0.3)
+    for r in rounds:  # a round in which some selected client stored nothing says so at its point
+        if r.get("accuracy") is not None and r.get("stored") is not None and r["stored"] < r.get("selected", 0):
+            ax.annotate(f"stored {r['stored']}/{r['selected']}", (r["round"], r["accuracy"]), fontsize=7,
+                        color="tab:red", textcoords="offset points", xytext=(0, -12), ha="center")
+    ax.set_xlabel("round"), ax.set_ylabel("global test accuracy"), ax.grid(alpha=0.3), ax.margins(x=0.08, y=0.15)
+    _integer_ticks(ax.xaxis)
     fig.tight_layout(), fig.savefig(run_dir / "accuracy_vs_round.png", dpi=110), plt.close(fig)
     made.append("accuracy_vs_round.png")
     cum = np.cumsum([(r.get("bytes_up") or 0) + (r.get("bytes_down") or 0) for r in rounds]) / 1e6
@@ -131,36 +143,91 @@ def _plot_rounds(run_dir: Path, rounds: list[dict], plt) -> list[str]:
     return made
 
 
+def _mark_missing(ax, names: list[str], values: list, stats: dict[str, dict]) -> None:
+    """A tier with no measurement gets a hatched bar across the axis and why, not an empty slot."""
+    top = max([v for v in values if v] or [1.0])
+    for i, (n, v) in enumerate(zip(names, values)):
+        if v:
+            continue
+        ax.bar(i, top, color="none", edgecolor="tab:red", hatch="//", linewidth=0)
+        failed = stats[n]["tasks"] - stats[n]["stored"]
+        text = f"failed: {failed}/{stats[n]['tasks']}" if failed else "no data"
+        ax.text(i, top / 2, text, ha="center", va="center", rotation=90, fontsize=8, color="tab:red",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+
+
+FAILURE_COLORS = ("tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
+
+
+def _plot_outcomes(ax, names: list[str], stats: dict[str, dict]) -> None:
+    """Client-rounds per tier: stored, then each reason they did not store, stacked."""
+    reasons = sorted({k for n in names for k in stats[n]["outcomes"]})
+    bottom = np.zeros(len(names))
+    stored = np.asarray([stats[n]["stored"] for n in names], float)
+    ax.bar(names, stored, color="tab:green", label="stored")
+    bottom += stored
+    for j, reason in enumerate(reasons):
+        vals = np.asarray([stats[n]["outcomes"].get(reason, 0) for n in names], float)
+        ax.bar(names, vals, bottom=bottom, color=FAILURE_COLORS[j % len(FAILURE_COLORS)], hatch="//",
+               edgecolor="white", label=reason)
+        bottom += vals
+    for i, n in enumerate(names):
+        failed = stats[n]["tasks"] - stats[n]["stored"]
+        if failed:
+            ax.text(i, bottom[i], f"failed: {failed}/{stats[n]['tasks']}", ha="center", va="bottom", fontsize=8,
+                    color="tab:red", fontweight="bold")
+    ax.set_ylim(0, max(bottom.max(), 1) * 1.2)
+    ax.set_ylabel("client-rounds"), ax.set_title("updates stored per tier", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0)), ax.tick_params(axis="x", rotation=20)
+    _integer_ticks(ax.yaxis)
+
+
 def _plot_tiers(run_dir: Path, stats: dict[str, dict], plt) -> list[str]:
     if not stats:
         return []
     names = list(stats)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a1.bar(names, [stats[n]["step_s"] or 0 for n in names])
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(14, 3.8))
+    steps = [stats[n]["step_s"] for n in names]
+    a1.bar(names, [v or 0 for v in steps])
+    _mark_missing(a1, names, steps, stats)
     a1.set_ylabel("median step time (s)"), a1.tick_params(axis="x", rotation=20)
-    a2.bar(names, [stats[n]["peak_rss_mb"] or 0 for n in names], label="peak RSS")
-    for i, n in enumerate(names):
-        if stats[n]["budget_mb"]:
-            a2.hlines(stats[n]["budget_mb"], i - 0.4, i + 0.4, colors="red", label="budget" if i == 0 else None)
-    a2.set_ylabel("MB"), a2.legend(), a2.tick_params(axis="x", rotation=20)
+    rss = [stats[n]["peak_rss_mb"] for n in names]
+    a2.bar(names, [v or 0 for v in rss], label="peak RSS")
+    _mark_missing(a2, names, rss, stats)
+    budgets = [(i, stats[n]["budget_mb"]) for i, n in enumerate(names) if stats[n]["budget_mb"]]
+    for j, (i, mb) in enumerate(budgets):
+        a2.hlines(mb, i - 0.4, i + 0.4, colors="red", label="budget" if j == 0 else None)
+    a2.set_ylabel("MB"), a2.legend(fontsize=7), a2.tick_params(axis="x", rotation=20)
+    _plot_outcomes(a3, names, stats)
     fig.tight_layout(), fig.savefig(run_dir / "tiers.png", dpi=110), plt.close(fig)
     return ["tiers.png"]
 
 
-def _plot_clusters(run_dir: Path, members: dict[str, list[float]], groups: dict | None, plt) -> list[str]:
+def device_label(cid: str, tiers: dict[str, str] | None, groups: dict[str, str] | None) -> str:
+    """``dev-003 (rpi5)``; with a natural data split also the client's data group (``rpi5, books``)."""
+    parts = [p for p in ((tiers or {}).get(cid), (groups or {}).get(cid)) if p and p != "mixed"]
+    return f"{cid} ({', '.join(parts)})" if parts else cid
+
+
+def _plot_clusters(run_dir: Path, members: dict[str, list[float]], tiers: dict[str, str] | None,
+                   groups: dict | None, plt, last_round: int | None = None) -> list[str]:
     if not members:
         return []
     cids = sorted(members)
     mat = np.asarray([members[c] for c in cids])
-    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * mat.shape[1], 1 + 0.28 * len(cids)))
+    fig, ax = plt.subplots(figsize=(3.5 + 0.6 * mat.shape[1], 1.6 + 0.28 * len(cids)))
     im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0, vmax=1)
-    ax.set_yticks(range(len(cids)), [f"{c} ({groups[c]})" if groups and c in groups else c for c in cids], fontsize=7)
-    ax.set_xticks(range(mat.shape[1])), ax.set_xlabel("cluster")
-    fig.colorbar(im, ax=ax), fig.tight_layout(), fig.savefig(run_dir / "clusters.png", dpi=110), plt.close(fig)
+    ax.set_yticks(range(len(cids)), [device_label(c, tiers, groups) for c in cids], fontsize=7)
+    ax.set_xticks(range(mat.shape[1]), [str(k) for k in range(mat.shape[1])])
+    ax.set_xlabel("cluster (one global model each)"), ax.set_ylabel("device (tier)")
+    after = f" after round {last_round}" if last_round is not None else ""
+    ax.set_title(f"cluster membership of each device{after}", fontsize=9)
+    fig.colorbar(im, ax=ax, label="membership weight (0..1)")
+    fig.tight_layout(), fig.savefig(run_dir / "clusters.png", dpi=110), plt.close(fig)
     return ["clusters.png"]
 
 
-def make_plots(run_dir: Path, rounds, stats, members, groups) -> list[str]:
+def make_plots(run_dir: Path, rounds, stats, members, groups, tiers: dict[str, str] | None = None) -> list[str]:
     try:
         import matplotlib
 
@@ -168,8 +235,9 @@ def make_plots(run_dir: Path, rounds, stats, members, groups) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
+    last = rounds[-1]["round"] if rounds else None
     return (_plot_rounds(run_dir, rounds, plt) + _plot_tiers(run_dir, stats, plt)
-            + _plot_clusters(run_dir, members, groups, plt))
+            + _plot_clusters(run_dir, members, tiers, groups, plt, last))
 
 
 def write_outputs(cfg, result, data, tiers: dict, backends: dict, broker_kind: str, eval_error: str | None,
@@ -190,7 +258,7 @@ def write_outputs(cfg, result, data, tiers: dict, backends: dict, broker_kind: s
         pass
     last = result.rounds[-1]["round"] if result.rounds else None
     members = memberships(state, last) if last is not None else {}
-    plots = make_plots(run_dir, result.rounds, stats, members, data.client_groups)
+    plots = make_plots(run_dir, result.rounds, stats, members, data.client_groups, tiers)
     notes = []
     if broker_kind == "embedded":
         notes.append(f"embedded amqtt broker (server and devices spoke MQTT {mqtt_protocol or '3.1.1'}): no MQTT 5, so "
