@@ -16,11 +16,9 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from fedhft.datafile import LABEL_COLUMNS, TEXT_COLUMNS, DataError, read_records
+from fedhft.datafile import PAIR_COLUMNS, DataError, label_ids, read_columns, read_records  # noqa: F401 (re-exported)
 from fedhft.datafile import data_error as _fail
-
-PAIR_COLUMNS = (("sentence1", "sentence2"), ("text_a", "text_b"), ("question", "passage"),
-                ("question", "sentence"), ("premise", "hypothesis"), ("question1", "question2"))
+from fedhft.datafile import detect_columns as _detect_columns
 
 
 @dataclass(frozen=True)
@@ -78,70 +76,15 @@ class LocalData:
 # ----------------------------------------------------------------------------- columns and labels
 
 
-def _pick(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path) -> str | None:
-    lower = {c.lower(): c for c in columns}
-    if wanted is not None:
-        if wanted in columns:
-            return wanted
-        if wanted.lower() in lower:
-            return lower[wanted.lower()]
-        raise _fail(path, None, f"no {what} column {wanted!r} (columns: {list(columns)})",
-                    f"pass the right name with --{what.replace(' ', '-')}-column")
-    return next((lower[c] for c in candidates if c in lower), None)
-
-
 def detect_columns(columns: Sequence[str], options: DataOptions, path: Path) -> tuple[str, str | None, str]:
-    """(text column, pair column or None, label column), from the options or common names."""
-    label = _pick(columns, options.label_column, LABEL_COLUMNS, "label", path)
-    text = _pick(columns, options.text_column, (), "text", path)
-    pair = _pick(columns, options.text_pair_column, (), "text pair", path)
-    if text is None:
-        lower = {c.lower(): c for c in columns}
-        for a, b in PAIR_COLUMNS:
-            if a in lower and b in lower:
-                text, pair = lower[a], lower[b]
-                break
-        else:
-            text = _pick(columns, None, TEXT_COLUMNS, "text", path)
-    if text is None or label is None:
-        missing = "text" if text is None else "label"
-        raise _fail(path, None, f"cannot tell which column holds the {missing} (columns: {list(columns)})",
-                    f"name it with --{missing}-column, or call it one of "
-                    f"{list(TEXT_COLUMNS if missing == 'text' else LABEL_COLUMNS)}")
-    return text, pair, label
-
-
-def _int_label(value) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return None
+    """(text column, pair column or None, label column), from the options or common names
+    (``fedhft.datafile.detect_columns``, shared with ``fedhft simulate``)."""
+    return _detect_columns(columns, path, options.text_column, options.text_pair_column, options.label_column)
 
 
 def map_labels(raw: list, rownums: list[int], options: DataOptions, path: Path, num_labels: int | None):
     """Integer labels (and the index -> name list for string labels)."""
-    ints = [_int_label(v) for v in raw]
-    names = None
-    if options.label_map is not None:
-        mapping = {str(k): int(v) for k, v in options.label_map.items()}
-        out = []
-        for value, row in zip(raw, rownums):
-            key = str(value).strip()
-            if key not in mapping:
-                raise _fail(path, row, f"label {key!r} is not in the label map {sorted(mapping)}",
-                            "add it to the label map or fix the row")
-            out.append(mapping[key])
-    elif all(i is not None for i in ints):
-        out = ints
-    else:
-        names = sorted({str(v).strip() for v in raw})
-        index = {n: i for i, n in enumerate(names)}
-        out = [index[str(v).strip()] for v in raw]
+    out, names = label_ids(raw, rownums, path, options.label_map)
     labels = np.asarray(out, dtype=np.int64)
     if num_labels is not None and len(labels):
         bad = np.flatnonzero((labels < 0) | (labels >= num_labels))
@@ -162,16 +105,7 @@ def load_examples(path: str | Path, options: DataOptions = DataOptions(), num_la
     if not rows:
         raise _fail(path, None, "the file has no examples", "add at least two labelled rows")
     text_col, pair_col, label_col = detect_columns(columns, options, path)
-    texts, pairs, raw, rownums = [], [] if pair_col else None, [], []
-    for number, record in rows:
-        for col in (text_col, pair_col, label_col):
-            if col is not None and (col not in record or record[col] is None or str(record[col]).strip() == ""):
-                raise _fail(path, number, f"the {col!r} field is missing or empty", "fill it in or delete the row")
-        texts.append(str(record[text_col]))
-        if pairs is not None:
-            pairs.append(str(record[pair_col]))
-        raw.append(record[label_col])
-        rownums.append(number)
+    texts, pairs, raw, rownums = read_columns(rows, path, text_col, pair_col, label_col)
     labels, names = map_labels(raw, rownums, options, path, num_labels)
     return Examples(path, texts, pairs, labels, names, tuple(c for c in (text_col, pair_col, label_col) if c))
 
