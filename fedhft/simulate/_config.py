@@ -28,7 +28,25 @@ def _f(default: Any, help: str, factory: bool = False):
 class SimConfig:
     # -- model and data ------------------------------------------------------------------------
     model: str = _f("minilm", "backbone: minilm (bundled all-MiniLM-L6-v2), tiny[:layers=2,...] or a local HF dir")
-    dataset: str = _f("rotten_tomatoes", "rotten_tomatoes | sst2 | agnews | mrpc | amazon | path/to/file.{tsv,csv,jsonl}")
+    dataset: str = _f("rotten_tomatoes", "rotten_tomatoes | sst2 | agnews | mrpc | amazon | path/to/file"
+                                         ".{tsv,csv,txt,jsonl}: a file with a header row (or JSON objects) holding a "
+                                         "text column (and optionally a second text for pairs) and a label column")
+    test_dataset: str | None = _f(None, "separate global test file, read with the same column settings; its labels "
+                                        "must be among the training labels. Default none: a seeded 15% of a user "
+                                        "file (and of rotten_tomatoes) is held out as the test set; the other "
+                                        "built-in datasets use their own test split")
+    text_column: str | None = _f(None, "text column of a user file (auto: text/sentence/review/content/document/"
+                                       "utterance, or a pair such as sentence1+sentence2); as fedhft edge "
+                                       "--text-column")
+    text_pair_column: str | None = _f(None, "second text column of a sentence-pair file, e.g. sentence2 (encoded as "
+                                            "a tokenizer pair; auto only with an auto text column)")
+    label_column: str | None = _f(None, "label column of a user file (auto: label/labels/class/category/y/target)")
+    label_map: dict[str, int] | None = _f(None, "string label -> class id of a user file, e.g. {neg: 0, pos: 1} "
+                                                "(default: integer labels as they are, string labels numbered in "
+                                                "sorted order)")
+    data_encoding: str = _f("utf-8", "text encoding of dataset= and test_dataset= files, e.g. latin-1, cp1252, "
+                                     "utf-16 (default utf-8; a leading byte-order mark is skipped). Not the update "
+                                     "encoding, which is encoding=")
     data_root: str | None = _f(None, "folder with sst2/, agnews/, mrpc/, amazon-multidomain/ (default: find ../shared/data)")
     natural_key: str | None = _f(None, "column of a user file used by partition=natural")
     partition: str = _f("auto", "client split: natural (movie/domain key), dirichlet (label skew, see alpha), iid, "
@@ -100,7 +118,8 @@ class SimConfig:
             if b not in BACKEND_CHOICES:
                 e.append(f"{name}={b!r}: use one of {list(BACKEND_CHOICES)}")
         if self.encoding not in ENCODINGS:
-            e.append(f"encoding={self.encoding!r}: use one of {list(ENCODINGS)}")
+            e.append(f"encoding={self.encoding!r}: use one of {list(ENCODINGS)} (the update encoding; a data "
+                     f"file's text encoding is data_encoding={self.encoding})")
         if self.max_seq_len < 8 or self.batch_size < 1:
             e.append("max_seq_len must be >= 8 and batch_size >= 1")
         if self.train_size < 0 or self.test_size < 0:
@@ -123,6 +142,27 @@ class SimConfig:
         c = self.clients_per_round
         if c is not None and not (0 < c < 1 or (c >= 1 and float(c).is_integer())):
             e.append(f"clients_per_round={c}: use a fraction in (0, 1) or a whole count >= 1")
+        return e + self._data_problems()
+
+    def _data_problems(self) -> list[str]:
+        """The data settings that can be checked without reading a file (the files: _prepare.dataset_of)."""
+        import codecs
+
+        from fedhft.simulate._datasets import BUILTIN
+
+        e = []
+        try:
+            codecs.lookup(self.data_encoding)
+        except LookupError:
+            e.append(f"data_encoding={self.data_encoding!r} is not a known text encoding: use e.g. utf-8, latin-1, "
+                     "cp1252 or utf-16")
+        user_only = [k for k in ("text_column", "text_pair_column", "label_column", "label_map")
+                     if getattr(self, k) is not None]
+        if self.dataset in BUILTIN and user_only:
+            e.append(f"{', '.join(user_only)} apply to dataset=<your file>; the built-in dataset {self.dataset} has "
+                     "fixed columns: drop them")
+        if self.label_map is not None and (not self.label_map or min(self.label_map.values()) < 0):
+            e.append(f"label_map={self.label_map}: map every label to a class id >= 0, e.g. {{neg: 0, pos: 1}}")
         return e
 
     def protocol_for(self, broker_kind: str) -> str:

@@ -12,7 +12,9 @@ with the ``csv`` module; a row that does not fit is a ``DatasetError`` naming th
 * agnews: dev.tsv as train, test.tsv as test; no header, text labels in AG News' own order.
 * mrpc: train.tsv / dev.tsv, sentence pairs, quoting disabled (the files hold bare quotes).
 * amazon: <domain>/train.tsv (+ dev.tsv) / test-labeled.tsv, quoted multi-line fields, key = domain.
-* a path: .tsv/.csv/.jsonl with text (and optionally text_pair) and label columns.
+* a path: a user's .tsv/.csv/.txt/.jsonl file, read by ``_userdata`` with ``fedhft.datafile`` (the
+  reader of ``fedhft edge``): text, optional second text (pairs) and label columns; a seeded 15% is
+  the test set unless ``test_dataset`` names a separate file.
 """
 from __future__ import annotations
 
@@ -23,16 +25,17 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fedhft.simulate._userdata import UserFileOptions
 
 BUILTIN = ("rotten_tomatoes", "sst2", "agnews", "mrpc", "amazon")
 AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 AMAZON_DOMAINS = ("books", "dvd", "electronics", "kitchen")
 RT_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
-#: The second text of a pair in a user's file (its text and label columns: fedhft.datafile).
-PAIR_COLUMNS = ("text_pair", "sentence2", "text_b")
 # Amazon reviews can be long; csv's default 128 KB field limit is not a data problem.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -247,21 +250,37 @@ def _split(examples: list[Example], test_fraction: float, seed: int) -> tuple[li
     return ([e for i, e in enumerate(examples) if i not in test_idx], [e for i, e in enumerate(examples) if i in test_idx])
 
 
-def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 0, key_column: str | None = None) -> Dataset:
-    """A built-in dataset by name, or a user file (.tsv/.csv/.jsonl) by path."""
+def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 0, key_column: str | None = None,
+                 options: "UserFileOptions | None" = None, test_file: str | Path | None = None) -> Dataset:
+    """A built-in dataset by name, or a user file (.tsv/.csv/.txt/.jsonl) by path; ``test_file``
+    replaces its test set (labels mapped onto the training labels)."""
+    from fedhft.simulate._userdata import UserFileOptions, load_test_file, load_user_file
+
+    options = options or UserFileOptions()
+    if name in BUILTIN:
+        ds = _load_builtin(name, data_root, seed)
+    elif _is_path(name):
+        ds = load_user_file(Path(name).expanduser(), seed, key_column, options, split=test_file is None)
+    else:
+        raise DatasetError(f"dataset={name!r} is neither one of {list(BUILTIN)} nor a data file path: pick a "
+                           "built-in name or give the path of your file (.tsv, .csv, .txt or .jsonl)")
+    if test_file is not None:
+        ds = load_test_file(ds, Path(test_file).expanduser(), options, builtin=name in BUILTIN)
+    return ds
+
+
+def _is_path(name: str) -> bool:
+    """A dataset name that is meant as a file: it has a folder or an extension, or exists."""
+    path = Path(name).expanduser()
+    return bool(path.suffix) or len(path.parts) > 1 or path.exists()
+
+
+def _load_builtin(name: str, data_root: str | Path | None, seed: int) -> Dataset:
     if name == "rotten_tomatoes":
         return load_rotten_tomatoes(seed)
-    if name in BUILTIN:
-        root = find_data_root(data_root)
-        if root is None or not root.is_dir():
-            raise DatasetError(
-                f"dataset={name} needs the shared data folder (shared/data with sst2/, agnews/, mrpc/, "
-                f"amazon-multidomain/) and none was found{f' at {root}' if root else ''}: pass data_root=/path/to/shared/data")
-        return {"sst2": load_sst2, "agnews": load_agnews, "mrpc": load_mrpc, "amazon": load_amazon}[name](root)
-    path = Path(name).expanduser()
-    if path.suffix.lower() in (".tsv", ".csv", ".jsonl", ".json") or path.exists():
-        from fedhft.simulate._userdata import load_user_file
-
-        return load_user_file(path, seed, key_column)
-    raise DatasetError(f"dataset={name!r} is neither one of {list(BUILTIN)} nor a .tsv/.csv/.jsonl file: "
-                       "pick a built-in name or give the path of your file")
+    root = find_data_root(data_root)
+    if root is None or not root.is_dir():
+        raise DatasetError(
+            f"dataset={name} needs the shared data folder (shared/data with sst2/, agnews/, mrpc/, "
+            f"amazon-multidomain/) and none was found{f' at {root}' if root else ''}: pass data_root=/path/to/shared/data")
+    return {"sst2": load_sst2, "agnews": load_agnews, "mrpc": load_mrpc, "amazon": load_amazon}[name](root)

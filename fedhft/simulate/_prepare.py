@@ -10,6 +10,7 @@ import numpy as np
 from fedhft.simulate._config import SimConfig
 from fedhft.simulate._datasets import Dataset, Example, load_dataset
 from fedhft.simulate._partition import label_histogram, partition
+from fedhft.simulate._userdata import UserFileOptions
 
 
 @dataclass
@@ -59,8 +60,14 @@ def _balanced_subsample(examples: list[Example], size: int, seed: int) -> list[E
     return out
 
 
+def dataset_of(cfg: SimConfig) -> Dataset:
+    """The dataset a run uses: dataset=, its column settings and test_dataset= (raises DatasetError)."""
+    return load_dataset(cfg.dataset, cfg.data_root, cfg.seed, cfg.natural_key, UserFileOptions.of(cfg),
+                        cfg.test_dataset)
+
+
 def prepare_data(cfg: SimConfig, client_ids: list[str], out_dir: Path, say=print) -> PreparedData:
-    ds = load_dataset(cfg.dataset, cfg.data_root, cfg.seed, cfg.natural_key)
+    ds = dataset_of(cfg)
     kind = cfg.partition if cfg.partition != "auto" else ("natural" if ds.natural_key else "dirichlet")
     if kind == "natural":
         train = _balanced_subsample(ds.train, cfg.train_size, cfg.seed)

@@ -129,7 +129,7 @@ def test_user_files_with_string_labels(tmp_path, suffix):
 def test_user_file_errors(tmp_path):
     with pytest.raises(DatasetError, match="row 3: 2 fields but the header has 3"):
         load_dataset(str(_write(tmp_path / "x.csv", "text,label,extra\na,1,z\nb,0\nc,1,z\nd,0,z\n")))
-    with pytest.raises(DatasetError, match="no label column"):
+    with pytest.raises(DatasetError, match="cannot tell which column holds the label.*label_column="):
         load_dataset(str(_write(tmp_path / "y.csv", "text,what\na,1\nb,0\nc,1\nd,0\n")))
     with pytest.raises(DatasetError, match="row 2: invalid JSON"):
         load_dataset(str(_write(tmp_path / "z.jsonl", '{"text": "a", "label": 1}\n{oops\n')))
