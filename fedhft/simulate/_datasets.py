@@ -134,7 +134,15 @@ def _rows(path: Path, delimiter: str, quoting: int = csv.QUOTE_MINIMAL, opener=o
                 if fields:
                     yield reader.line_num, fields
     except UnicodeDecodeError as exc:
-        raise _fail(path, None, f"not UTF-8 ({exc.reason} at byte {exc.start})", "save the file as UTF-8") from None
+        # exc.start counts from the reader's current chunk; decoding the file itself gives the real offset.
+        if opener is open:
+            from fedhft.datafile import DataError, decode
+
+            try:
+                decode(path)
+            except DataError as real:
+                raise DatasetError(str(real)) from None
+        raise _fail(path, None, f"not UTF-8 ({exc.reason})", "save the file as UTF-8") from None
 
 
 def _int_label(value: str, path: Path, row: int, allowed: Iterable[int]) -> int:

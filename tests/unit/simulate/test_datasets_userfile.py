@@ -171,3 +171,12 @@ def test_data_settings_are_checked_with_the_config(overrides, words):
 
 def test_a_user_file_is_named_by_its_folder_and_file_name(files):
     assert dataset_of(_cfg(dataset=files["train"])).name == "mydata/train.tsv"
+
+
+def test_a_builtin_file_that_is_not_utf8_is_reported_at_its_real_byte_offset(tmp_path):
+    root = tmp_path / "data"
+    body = "sentence\tlabel\n" + "fine\t1\n" * 3000
+    _write(root / "sst2" / "train_full.tsv", body + "ol\u00e9\t1\n", "latin-1")
+    _write(root / "sst2" / "dev.tsv", "sentence\tlabel\nok\t1\n")
+    with pytest.raises(DatasetError, match=rf"byte offset {len(body) + 2} \(line 3002"):
+        load_dataset("sst2", root)
