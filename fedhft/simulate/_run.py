@@ -26,6 +26,7 @@ from fedhft.simulate._fleet import (
     SimulationError, start_edges, start_fleet_broker, start_server, wait_server_running,
 )
 from fedhft.simulate._monitor import EvalWorker, Progress, client_rounds, read_metrics
+from fedhft.simulate._preflight import preflight
 from fedhft.simulate._prepare import PreparedData, assign_tiers, prepare_data
 from fedhft.simulate._procs import Children
 from fedhft.simulate._status import RunStatus, RunVerdict, classify_run
@@ -128,9 +129,6 @@ def _follow(cfg: SimConfig, children: Children, broker, state_dir: Path, evals: 
 
 
 def _setup(cfg: SimConfig, run_dir: Path, say) -> tuple[list[str], PreparedData, dict[str, str]]:
-    if (run_dir / "fleet").exists() or (run_dir / "server").exists():
-        raise SimulationError(f"{run_dir} already holds a run (fleet/ or server/ exists): pass a new out=DIR, or "
-                              "delete that folder first")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
     ids = client_ids(cfg.clients)
@@ -145,6 +143,7 @@ def run_simulation(cfg: SimConfig, say: Callable[[str], None] = print) -> SimRes
 
     t0 = time.time()
     run_dir = cfg.run_dir().resolve()
+    preflight(cfg, run_dir)  # every config problem at once, before any folder or process exists
     phases: dict[str, float] = {}
     ids, data, tiers = _setup(cfg, run_dir, say)
     backends, bundles_dir, phases["export_s"] = _export_bundles(cfg, tiers, data.dataset.num_labels, run_dir, say)

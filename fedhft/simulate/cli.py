@@ -91,6 +91,7 @@ def _split_options(args, items: list[str]) -> list[str]:
 
 
 def _simulate(cfg) -> int:
+    from fedhft.config import ConfigError
     from fedhft.simulate._datasets import DatasetError
     from fedhft.simulate._fleet import SimulationError
     from fedhft.simulate._partition import PartitionError
@@ -98,7 +99,7 @@ def _simulate(cfg) -> int:
 
     try:
         result = run_simulation(cfg, say=lambda m: print(m, file=sys.stderr, flush=True))
-    except (DatasetError, PartitionError, SimulationError) as exc:
+    except (ConfigError, DatasetError, PartitionError, SimulationError) as exc:
         print(f"fedhft simulate: {exc}", file=sys.stderr)
         return 2
     acc = " ".join("-" if a is None else f"{a:.3f}" for a in result.accuracies)
