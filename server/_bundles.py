@@ -180,11 +180,14 @@ class BundleNeed:
                 f"on {self.backend}, trained by {used} devices")
 
     def export_hint(self, index: "BundleIndex | None" = None) -> str:
-        where = ""
+        """The export command (the manifest's base model id is a valid ``--model``)."""
+        model, where = "<the base model>", ""
         if index is not None and index.bundles:
-            some = next(iter(index.bundles.values()))
+            some = next((b for b in index.bundles.values() if b.tier in self.for_tiers),
+                        next(iter(index.bundles.values())))
+            model = some.manifest.base_model_id
             where = f" --num-labels {some.manifest.dims.num_labels} --out {some.dir.parent.parent}"
-        return f"export it with `fedhft export --model <the base model> --tier {self.tier} --backend {self.backend}{where}`"
+        return f"export it with `fedhft export --model {model} --tier {self.tier} --backend {self.backend}{where}`"
 
 
 def needed_bundles(strategy: str, options: Mapping[str, Any], tier_plans: Mapping[str, AdapterPlan],
