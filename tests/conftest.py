@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from fedhft.broker import FleetConfig, MosquittoBroker, find_mosquitto, fleet_init, parse_broker_url
+from fedhft.broker import FleetConfig, MosquittoBroker, fleet_init, parse_broker_url
+# Integration and reliability tests fail, never skip, when a component is missing (see tests/_require.py).
+from tests._require import pytest_configure, pytest_runtest_makereport, pytest_runtest_setup, require  # noqa: F401
 
 FLEET_DEVICES = 3
 
@@ -31,7 +33,9 @@ class MqttConnectError(RuntimeError):
 
 
 def _paho():
-    mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt missing: pip install 'fedhft[mqtt]'")
+    require("paho")
+    import paho.mqtt.client as mqtt
+
     return mqtt
 
 
@@ -169,8 +173,7 @@ def fleet(tmp_path: Path) -> FleetConfig:
 @pytest.fixture
 def mosquitto(fleet: FleetConfig):
     """A private Mosquitto for `fleet` on a free loopback port; stopped by its pid at teardown."""
-    if find_mosquitto() is None:
-        pytest.skip("no mosquitto binary: apt-get install mosquitto (or set FEDHFT_MOSQUITTO)")
+    require("mosquitto")
     broker = MosquittoBroker(fleet).start()
     try:
         yield broker

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cli import BENCHMARKS
-from fedhft.broker import find_mosquitto
 from fedhft.simulate._results_md import RESULTS_MD
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary: apt-get install mosquitto")
+needs_mosquitto = pytest.mark.requires("mosquitto")
 
 
 def _bench(name: str, *argv: str) -> int:
@@ -91,6 +90,7 @@ def _has_amazon() -> bool:
 
 
 @needs_mosquitto
+@pytest.mark.may_skip("the Amazon multi-domain data is not public: a fresh clone has no ../shared/data")
 @pytest.mark.skipif(not _has_amazon(), reason="needs ../shared/data/amazon-multidomain")
 def test_personalization_quick_reports_clusters_and_both_accuracies(tmp_path: Path):
     assert _bench("personalization", "--quick", "--out", str(tmp_path)) == 0

@@ -13,14 +13,15 @@ import pytest
 
 from fedhft.broker import (
     BrokerStartError, BrokerUrl, BrokerUrlError, FleetConfigError, FleetNameError, MosquittoBroker,
-    find_mosquitto, fleet_init, is_allowed, load_fleet, parse_broker_url,
+    fleet_init, is_allowed, load_fleet, parse_broker_url,
 )
 from fedhft.broker._passwd import hash_password, read_password_file, verify_password
 from tests._helpers import wait_for
+from tests._require import require
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary: apt-get install mosquitto"),
+    pytest.mark.requires("mosquitto"),
 ]
 
 A, B = "dev-000", "dev-001"
@@ -227,9 +228,8 @@ def test_mosquitto_and_is_allowed_agree_on_publish(mosquitto, fleet, paho_client
 
 
 def test_mosquitto_passwd_hashes_interoperate(tmp_path):
+    require("mosquitto_passwd")
     binary = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    if not os.access(binary, os.X_OK):
-        pytest.skip("mosquitto_passwd not installed")
     path = tmp_path / "pw"
     subprocess.run([binary, "-c", "-b", str(path), "alice", "s3cret"], check=True, capture_output=True)
     hashed = read_password_file(path)["alice"]
@@ -289,8 +289,7 @@ def test_fleet_init_refuses_bad_input(tmp_path, fleet):
 
 @pytest.mark.reliability
 def test_broker_dies_with_a_killed_launcher(fleet):
-    if not shutil.which("setpriv"):
-        pytest.skip("no util-linux setpriv: a killed launcher leaves its broker running")
+    require("setpriv")  # without it a killed launcher leaves its broker running
     script = (
         "import sys, time\n"
         "from fedhft.broker import MosquittoBroker\n"

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from devices import AdapterPlan
-from fedhft.broker import find_mosquitto
 from tests._helpers import REPO, Proc, write_toy_data
 from fedhft.layout import init_trainable, mask_from_rows, masked_update_layout, rows_per_module, scatter_update
 from fedhft.manifest import MANIFEST_NAME, bundle_digest, load_manifest
@@ -30,7 +29,7 @@ from fedhft.protocol import (
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary: apt-get install mosquitto"),
+    pytest.mark.requires("mosquitto"),
 ]
 
 # tier -> (plan, backend, lr). Tiny model: 2 layers, hidden 64. Plans differ in depth, ranks, density,

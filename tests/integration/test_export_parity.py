@@ -5,6 +5,7 @@ import pytest
 from devices import load_catalog
 from export._api import export_bundle
 from export._verify import verify_bundle
+from tests._require import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -17,10 +18,7 @@ BACKENDS = ("torch", "ort", "executorch")
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("tier", sorted(CATALOG))
 def test_every_tier_and_backend_matches_eager(tier, backend, tmp_path):
-    if backend == "ort":
-        pytest.importorskip("onnxruntime.training")
-    if backend == "executorch":
-        pytest.importorskip("executorch")
+    require({"ort": "onnxruntime", "executorch": "executorch"}.get(backend, "torch"))
     result = export_bundle(TINY6, 2, tier, CATALOG[tier].plan, backend, tmp_path, progress=lambda m: None)
     report = verify_bundle(result.bundle_dir, steps=3)
     assert report.ok, f"{tier}/{backend}: {report.problems}"
@@ -30,8 +28,7 @@ def test_every_tier_and_backend_matches_eager(tier, backend, tmp_path):
 @pytest.mark.parametrize("backend", ["torch", "ort"])
 def test_real_minilm_exports_and_verifies_for_one_tier(backend, tmp_path):
     """The bundled pretrained backbone, int8 tier: smaller than fp32 and parity with eager."""
-    if backend == "ort":
-        pytest.importorskip("onnxruntime.training")
+    require({"ort": "onnxruntime"}.get(backend, "torch"))
     plan = CATALOG["android-low"].plan
     result = export_bundle("minilm", 2, "android-low", plan, backend, tmp_path, progress=lambda m: None)
     q = result.manifest.quantization

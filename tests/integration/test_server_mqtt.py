@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 from devices import AdapterPlan
-from fedhft.broker import find_mosquitto
 from fedhft.protocol import BundleChunk, BundleRequest, ChunkAssembler, Task, Update, decode, encode
 from server import (
     STRATEGIES, Auth, BundleIndex, Store, assignment_digest, build_strategy, load_server_config, read_tensors,
@@ -31,10 +30,11 @@ from server import (
 )
 from server._synthetic import ScriptedPeer, synthetic_update
 from tests._helpers import wait_for
+from tests._require import require
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary: apt-get install mosquitto"),
+    pytest.mark.requires("mosquitto"),
 ]
 
 TIERS = {  # the tiny test model has 2 layers
@@ -49,7 +49,7 @@ SEED = 5
 @pytest.fixture(scope="session")
 def tiny_bundles(tmp_path_factory) -> Path:
     """One real torch bundle per tier of the tiny model (export is allowed in tests, not in server/)."""
-    pytest.importorskip("torch")
+    require("torch")
     from export._api import export_bundle
 
     out = tmp_path_factory.mktemp("bundles")

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from fedhft.broker import find_mosquitto
 from tests.integration._sim_helpers import pid_gone, write_toy_sentiment
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary: apt-get install mosquitto"),
+    pytest.mark.requires("mosquitto"),
 ]
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,7 +37,9 @@ def cache(tmp_path_factory) -> Path:
 
 def test_simulate_end_to_end(tmp_path, cache):
     out = tmp_path / "run"
-    proc = subprocess.run(_args(tmp_path, cache, out), cwd=REPO, capture_output=True, text=True, timeout=600)
+    # progress on, stdout a pipe: the per-round lines a log file gets
+    proc = subprocess.run(_args(tmp_path, cache, out, progress="true"), cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["ok"] and len(results["rounds"]) == 2
@@ -51,6 +52,8 @@ def test_simulate_end_to_end(tmp_path, cache):
     assert {"server", "broker", "dev-000", "dev-003"} <= set(pids)
     assert all(pid_gone(p) for p in pids.values()), pids
     assert "accuracy per round" in proc.stdout
+    assert "round 1 committed (2 of 2 rounds): 4/4 clients stored" in proc.stdout, proc.stdout
+    assert "round 1 test accuracy" in proc.stdout, proc.stdout
 
 
 def test_simulate_ctrl_c_stops_every_process(tmp_path, cache):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fedhft.broker import find_mosquitto
+from tests._require import require
 from tests.integration._sim_helpers import pid_gone, write_toy_sentiment
 from fedhft.simulate import SimConfig, run_simulation
 
@@ -55,7 +55,7 @@ def cache(tmp_path_factory) -> Path:
 
 
 def test_simulation_on_the_embedded_broker_runs_on_mqtt311(tmp_path, cache):
-    pytest.importorskip("amqtt", reason="the embedded broker needs amqtt: pip install 'fedhft[broker]'")
+    require("amqtt")
     said: list[str] = []
     started = time.monotonic()
     result = run_simulation(_config(tmp_path, cache, broker="embedded"), say=said.append)
@@ -70,7 +70,7 @@ def test_simulation_on_the_embedded_broker_runs_on_mqtt311(tmp_path, cache):
     print(f"embedded-broker simulation: {took:.1f} s wall, phases {result.phases}")  # reported, not asserted
 
 
-@pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary: apt-get install mosquitto")
+@pytest.mark.requires("mosquitto")
 def test_server_and_edges_forced_to_mqtt311_on_mosquitto(tmp_path, cache):
     """Mosquitto speaks both versions: its log shows each client's protocol (Mosquitto 2.0's own enum:
     p2 = MQTT 3.1.1, p5 = MQTT 5) and clean-session flag (c0 = persistent session)."""

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fedhft.broker import MosquittoBroker, find_mosquitto, fleet_init
+from fedhft.broker import MosquittoBroker, fleet_init
+from tests._require import require
 
 from .harness import FLEET, Figures, Proc, edge_cmd, export_bundles, server_cmd
 
@@ -53,15 +54,14 @@ def figures() -> Figures:
 
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory) -> Path:
-    pytest.importorskip("torch", reason="the tiny bundles need torch: pip install 'fedhft[torch]'")
+    require("torch")
     return export_bundles(tmp_path_factory.mktemp("bundles"))
 
 
 @pytest.fixture
 def broker_for(tmp_path):
     """Factory: ``broker_for(n_devices) -> (fleet, broker)``, a fleet-init folder and its own Mosquitto."""
-    if find_mosquitto() is None:
-        pytest.skip("no mosquitto binary: apt-get install mosquitto (or set FEDHFT_MOSQUITTO)")
+    require("mosquitto")
     started = []
 
     def make(n: int, **kw):

@@ -18,6 +18,7 @@ import shutil
 import pytest
 
 from devices import AdapterPlan
+from tests._require import require
 
 from .harness import StateView, server_yaml, wait_for, write_toy_data
 
@@ -91,8 +92,7 @@ OTHER_TIERS = {"android-mid": ("executorch", AdapterPlan(depth=1, ranks=(4,), ma
 @pytest.fixture(scope="module")
 def all_tier_bundles(bundles, tmp_path_factory):
     """Every catalog tier: the shared torch bundles plus android-mid (ExecuTorch) and rpi5 (ONNX Runtime)."""
-    pytest.importorskip("onnxruntime", reason="rpi5 trains with ONNX Runtime: pip install 'fedhft[ort]'")
-    pytest.importorskip("executorch", reason="android-mid trains with ExecuTorch: pip install 'fedhft[executorch]'")
+    require("onnxruntime", "executorch")  # rpi5 trains with ONNX Runtime, android-mid with ExecuTorch
     from export._api import export_bundle
 
     out = tmp_path_factory.mktemp("all-tier-bundles")

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from server._synthetic import ScriptedPeer
+from tests._require import require
 
 from .harness import SEED, TIERS, StateView, read_state, server_yaml, wait_for
 
@@ -78,10 +79,9 @@ def _globals(state) -> list[dict]:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory, bundles):
     """The same job, uninterrupted: its committed global states."""
-    from fedhft.broker import MosquittoBroker, find_mosquitto, fleet_init
+    from fedhft.broker import MosquittoBroker, fleet_init
 
-    if find_mosquitto() is None:
-        pytest.skip("no mosquitto binary")
+    require("mosquitto")
     from .harness import FLEET, Proc, server_cmd
 
     tmp = tmp_path_factory.mktemp("baseline")
