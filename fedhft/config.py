@@ -179,10 +179,17 @@ def _over_default(f: dataclasses.Field, value: Any) -> Any:
     return _deep_merge(base, value) if isinstance(base, dict) else value
 
 
+def close_match(word: str, known: Sequence[str]) -> str | None:
+    """The one spelling of ``known`` that ``word`` is probably a typo of (the "did you mean" of every
+    unknown key and every unknown command-line option), or None."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def _unknown_key(cls: type, key: str, prefix: str, known: list[str]) -> str:
     path = f"{prefix}.{key}" if prefix else key
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else ""
+    close = close_match(key, known)
+    hint = f"; did you mean {(prefix + '.' if prefix else '') + close!r}?" if close else ""
     return f"unknown key {path!r} for {cls.__name__}{hint} (known: {', '.join(sorted(known))})"
 
 
@@ -395,6 +402,12 @@ def _rows(cls: type, prefix: str, parent: Any = None) -> list[tuple[str, str, st
     return rows
 
 
+def setting_types(cls: type) -> dict[str, str]:
+    """Every key of ``cls`` as written on a command line (nested sections dotted, the sections
+    themselves included) -> its type name ("bool", "int", "section", ...)."""
+    return {key: ("section" if default == "(section)" else type_name) for key, type_name, default, _ in _rows(cls, "")}
+
+
 def describe(cls: type) -> str:
     """A help table of every key of ``cls`` (nested sections dotted): key, type, default, help."""
     rows = [("key", "type", "default", "help")] + _rows(cls, "")
@@ -427,4 +440,4 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
-__all__ = ["ConfigError", "describe", "load_config", "to_dict"]
+__all__ = ["ConfigError", "close_match", "describe", "load_config", "setting_types", "to_dict"]
