@@ -49,7 +49,7 @@ mosquitto:
 ## Without Mosquitto (and no root to install it) the demo still runs, on the embedded broker.
 demo: $(STAMP)
 	@$(MAKE) --no-print-directory mosquitto || echo "continuing with the embedded broker"
-	$(VENV)/bin/fedhft simulate --out $(RUN)
+	$(VENV)/bin/fedhft simulate out=$(RUN)
 
 ## Compile every tier x backend bundle on the bundled MiniLM, then prove parity with eager PyTorch.
 export: $(STAMP)

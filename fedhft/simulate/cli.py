@@ -1,10 +1,8 @@
-"""``fedhft simulate [--config FILE] [--broker URL] [--out RUN_DIR] [key=value ...]``."""
+"""``fedhft simulate [--config FILE] [--help-config] [key=value ...]`` (the rule: fedhft/cli_settings.py)."""
 from __future__ import annotations
 
 import argparse
 import sys
-
-_OPTIONS = ("--config", "--broker", "--out")
 
 DESCRIPTION = """\
 Start a broker, the fedhft server and one fedhft edge process per client, run the rounds,
@@ -30,64 +28,30 @@ exit codes:
   130  interrupted"""
 
 
-
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "simulate", help="run a real federated simulation on this machine (broker + server + edge processes)",
+    from fedhft.cli_settings import add_settings_parser
+
+    p = add_settings_parser(
+        subparsers, "simulate", help="run a real federated simulation on this machine (broker + server + edge processes)",
+        config_help="YAML file of simulation settings; key=value words override it",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION, epilog=EPILOG)
-    p.add_argument("--config", help="YAML file of simulation settings (see --help-config)")
-    p.add_argument("--broker", help="auto, mosquitto, embedded or mqtt://HOST:PORT (same as broker=...)")
-    p.add_argument("--out", help="run directory (same as out=...)")
-    p.add_argument("--help-config", action="store_true", help="list every setting with its default and help")
-    # REMAINDER, then split by hand: argparse rejects key=value that come after an option that follows
-    # other key=values (``clients=4 --out X rounds=2``), an easy trap on a command line.
-    p.add_argument("overrides", nargs=argparse.REMAINDER,
-                   help="settings as key=value, e.g. clients=4 rounds=3 strategy=hetlora")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
+    from fedhft.cli_settings import settings_overrides
     from fedhft.config import ConfigError, describe
     from fedhft.simulate._config import SimConfig, load_sim_config
 
-    try:
-        overrides = _split_options(args, list(args.overrides))
-    except ValueError as exc:
-        print(f"fedhft simulate: {exc}", file=sys.stderr)
-        return 2
     if args.help_config:
         print(describe(SimConfig))
         return 0
-    overrides += [f"broker={args.broker}"] if args.broker else []
-    overrides += [f"out={args.out}"] if args.out else []
     try:
-        cfg = load_sim_config(args.config, overrides)
+        cfg = load_sim_config(args.config, settings_overrides(args.settings, SimConfig, args.config))
     except ConfigError as exc:
         print(f"fedhft simulate: {exc}", file=sys.stderr)
         return 2
     return _simulate(cfg)
-
-
-def _split_options(args, items: list[str]) -> list[str]:
-    """Take --config/--broker/--out (and --help-config) out of the key=value list onto ``args``."""
-    rest, i = [], 0
-    while i < len(items):
-        item = items[i]
-        name, eq, value = item.partition("=")
-        if name in _OPTIONS:
-            if not eq:
-                if i + 1 >= len(items):
-                    raise ValueError(f"{name} needs a value, e.g. {name} VALUE")
-                value, i = items[i + 1], i + 1
-            setattr(args, name[2:], value)
-        elif item == "--help-config":
-            args.help_config = True
-        elif item.startswith("-"):
-            raise ValueError(f"unknown option {item!r}: use --config, --broker, --out, or settings as key=value")
-        else:
-            rest.append(item)
-        i += 1
-    return rest
 
 
 def _simulate(cfg) -> int:
