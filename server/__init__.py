@@ -2,12 +2,17 @@
 
 ``run_server`` is what ``fedhft server`` runs; ``Coordinator`` is the broker-free core (drive it
 with any ``Transport``); ``Store`` is the durable state; ``check_update`` the update validation.
+``pick_clients``, ``plan_round`` and ``task_message`` turn a round's selection into tasks without
+I/O: the coordinator and in-process engines share them.
 Strategies (pure numpy) are re-exported from ``server.strategies``.
 """
 from server._bundles import BundleIndex, BundleInfo, BundleNeed, needed_bundles
 from server._config import ServerConfig, ServerConfigError, config_help, load_server_config
 from server._coordinator import Coordinator, Inbound, ResumeError, Transport, build_strategy
-from server._metrics import format_status, read_metrics, round_metrics, server_status
+from server._metrics import append_metrics, format_status, metrics_line, read_metrics, round_metrics, server_status
+from server._plan_round import (
+    Participant, RoundPlan, cluster_sizes, intake_context, pick_clients, plan_round, state_files, task_message,
+)
 from server._registry import ClientEntry, Registry
 from server._rounds import assignment_digest, select_clients
 from server._run import Auth, run_server
@@ -28,11 +33,13 @@ __all__ = [
     "Expected",
     "Inbound",
     "IntakeContext",
+    "Participant",
     "REASONS",
     "Registry",
     "Rejected",
     "ResumeError",
     "ResumePoint",
+    "RoundPlan",
     "ServerConfig",
     "ServerConfigError",
     "Store",
@@ -40,19 +47,27 @@ __all__ = [
     "StoredUpdate",
     "TaskRecord",
     "Transport",
+    "append_metrics",
     "assignment_digest",
     "build_strategy",
     "check_update",
+    "cluster_sizes",
     "config_help",
     "format_status",
+    "intake_context",
     "load_server_config",
+    "metrics_line",
     "needed_bundles",
+    "pick_clients",
+    "plan_round",
     "read_metrics",
     "read_tensors",
     "round_metrics",
     "run_server",
     "select_clients",
     "server_status",
+    "state_files",
+    "task_message",
     "write_tensors",
     *_strategies_all,
 ]

@@ -16,10 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-import numpy as np
-
 from fedhft.protocol import (
-    Ack, BundleRequest, ClientStatus, Hello, Hyper, Outcome, ProtocolError, ServerStatus, Task, Topics,
+    Ack, BundleRequest, ClientStatus, Hello, Outcome, ProtocolError, ServerStatus, Topics,
     decode, decode_update, encode, payload_budget,
 )
 
@@ -31,10 +29,13 @@ from server._faults import fault_point
 from server._log import event
 from server._metrics import append_metrics, repair_metrics, round_metrics
 from server._registry import Registry
-from server._rounds import OpenRound, assignment_digest, select_clients, task_id_for
+from server._plan_round import (
+    Participant, RoundPlan, cluster_sizes, intake_context, pick_clients, plan_round, state_files, task_message,
+)
+from server._rounds import OpenRound
 from server._store import Store, StoredUpdate, TaskRecord, read_tensors, write_tensors
-from server._validation import Accepted, Duplicate, IntakeContext, Rejected, check_update
-from server.strategies import STRATEGIES, ClientInfo, Strategy, get_strategy
+from server._validation import Accepted, Duplicate, Rejected, check_update
+from server.strategies import STRATEGIES, Strategy, get_strategy
 
 log = logging.getLogger("fedhft.server")
 
@@ -190,13 +191,9 @@ class Coordinator:
 
     def _check(self, client: str, payload: bytes):
         r = self.round
-        ctx = IntakeContext(
-            fleet=self.config.fleet, round=r.idx if r else None, accepting=bool(r and r.accepting),
-            expected=r.expected(self.strategy.dims_for) if r else {},
-            stored_digest=(lambda c: self._stored_digest(c)), known_tasks=self.store.task_ids,
-            norm_bound=self.config.norm_bound,
-            max_payload=self.config.max_packet_size, stored_in_round=self.store.stored_digest,
-        )
+        ctx = intake_context(self.config, r.idx if r else None, bool(r and r.accepting),
+                             r.expected(self.strategy.dims_for) if r else {}, self._stored_digest,
+                             self.store.task_ids, self.store.stored_digest)
         return check_update(client, payload, ctx)
 
     def _stored_digest(self, client: str) -> str | None:
@@ -338,31 +335,25 @@ class Coordinator:
         if now - self.ready_since < self.config.start_grace_s:
             return
         idx = self.next_round
-        rng = np.random.default_rng([self.config.seed, idx])
-        picked = select_clients(eligible, self.config.select_count(len(eligible)), rng)
-        salt = int(rng.integers(2**62))
-        infos = {c.client: self.bundles.client_info(c.client, c.tier) for c in picked}
-        backends = {c.client: c.backend for c in picked}
-        self._open(idx, salt, infos, backends, now)
+        picked, salt = pick_clients(eligible, idx, self.config)
+        self._open(plan_round(self.strategy, self.bundles, idx, salt,
+                              [Participant(c.client, c.tier, c.backend) for c in picked]), now)
 
-    def _open(self, idx: int, salt: int, infos: dict[str, ClientInfo], backends: dict[str, str], now: float,
-              existing: dict[str, TaskRecord] | None = None) -> None:
-        """Configure the strategy, persist the round (unless ``existing``), publish the tasks."""
-        assignments = self.strategy.configure(idx, list(infos.values()), np.random.default_rng(salt))
-        tasks = {}
-        for cid, a in assignments.items():
-            digest = assignment_digest(a)
-            tasks[cid] = TaskRecord(idx, cid, task_id_for(idx, cid, digest), infos[cid].tier, backends[cid], digest)
-            if existing is not None and existing[cid].assignment_digest != digest:
-                raise ResumeError(
-                    f"round {idx}: strategy {self.strategy.name} rebuilt a different assignment for {cid} than the "
-                    "one stored before the restart (the strategy is not deterministic): start a new --state dir")
+    def _open(self, plan: RoundPlan, now: float, existing: dict[str, TaskRecord] | None = None) -> None:
+        """Persist the configured round (unless ``existing``), publish its tasks."""
+        idx = plan.idx
+        if existing is not None:
+            for cid, t in plan.tasks.items():
+                if existing[cid].assignment_digest != t.assignment_digest:
+                    raise ResumeError(
+                        f"round {idx}: strategy {self.strategy.name} rebuilt a different assignment for {cid} than "
+                        "the one stored before the restart (the strategy is not deterministic): start a new --state dir")
         deadline = now + self.config.round_deadline_s
         if existing is None:
-            self.store.create_round(idx, salt, deadline, list(tasks.values()), now)
-        status = {cid: (existing[cid].status if existing is not None else "tasked") for cid in tasks}
-        self.round = OpenRound(idx, salt, now, deadline, infos, assignments, tasks, self.strategy.aggregator(idx),
-                               status=status)
+            self.store.create_round(idx, plan.salt, deadline, list(plan.tasks.values()), now)
+        status = {cid: (existing[cid].status if existing is not None else "tasked") for cid in plan.tasks}
+        self.round = OpenRound(idx, plan.salt, now, deadline, plan.infos, plan.assignments, plan.tasks,
+                               self.strategy.aggregator(idx), status=status)
         self._refeed_stored(idx)
         self.store.set_round_state(idx, "open", deadline=deadline)
         fault_point("before_tasks")
@@ -370,8 +361,8 @@ class Coordinator:
             if st == "tasked":
                 self._publish_task(cid)
         fault_point("after_publish", settle_s=1.0)
-        event(log, logging.INFO, "round_open", round=idx, clients=len(tasks), tasked=self.round.count("tasked"),
-              already_answered=len(tasks) - self.round.count("tasked"), deadline_s=self.config.round_deadline_s)
+        event(log, logging.INFO, "round_open", round=idx, clients=len(plan.tasks), tasked=self.round.count("tasked"),
+              already_answered=len(plan.tasks) - self.round.count("tasked"), deadline_s=self.config.round_deadline_s)
         self.publish_server_status("running")
 
     def _refeed_stored(self, idx: int) -> None:
@@ -381,26 +372,21 @@ class Coordinator:
                 self._aggregate(u.client, decode_update(u.payload, u.encoding), u.num_examples)
 
     def _reopen(self, idx: int, salt: int, tasks: list[TaskRecord]) -> None:
-        infos, backends, existing = {}, {}, {t.client: t for t in tasks}
+        participants = []
         for t in tasks:
             entry = self.registry.clients.get(t.client)
-            client_tier = entry.tier if entry and entry.tier else t.tier
-            infos[t.client] = self.bundles.client_info(t.client, client_tier)
-            backends[t.client] = t.backend
-        self._open(idx, salt, infos, backends, self.clock(), existing=existing)
+            participants.append(Participant(t.client, entry.tier if entry and entry.tier else t.tier, t.backend))
+        self._open(plan_round(self.strategy, self.bundles, idx, salt, participants), self.clock(),
+                   existing={t.client: t for t in tasks})
 
     def _publish_task(self, client: str) -> None:
         r = self.round
-        t, a = r.tasks[client], r.assignments[client]
         try:
-            bundle = self.bundles.find(a.plan, t.backend, r.infos[client].tier)
+            plan = RoundPlan(r.idx, r.salt, r.infos, r.assignments, r.tasks)
+            task = task_message(plan, client, self.bundles, self.config, r.deadline)
         except BundleError as exc:
             self._task_failed(client, str(exc))
             return
-        hyper = Hyper(self.config.lr, self.config.local_steps, self.config.local_epochs, a.plan.batch_size,
-                      a.plan.max_seq_len, self.config.update_encoding)
-        task = Task(self.config.fleet, client, r.idx, t.task_id, t.tier, t.backend, bundle.bundle_id, bundle.sha256,
-                    a.plan.to_dict(), hyper, r.deadline, a.start_state, a.mask)
         try:
             r.bytes_down += self._publish(self.topics.task(client), task)
             r.task_sent[client] = self.clock()
@@ -427,7 +413,7 @@ class Coordinator:
         agg_s = r.agg_seconds + time.perf_counter() - t0
         extra = {"strategy": self.strategy.name, "closed_by": why, "round_s": round(now - r.started, 4),
                  "aggregation_s": round(agg_s, 4), "bytes_down": r.bytes_down,
-                 "cluster_sizes": self._cluster_sizes(r)}
+                 "cluster_sizes": cluster_sizes(r.assignments)}
         metrics = round_metrics(self.store, r.idx, extra)
         self.store.commit_round(r.idx, files, metrics, self.clock())
         append_metrics(self.store.dir, metrics)
@@ -439,25 +425,9 @@ class Coordinator:
 
     def _write_states(self, idx: int, state) -> dict:
         """Strategy, global and cluster states, each atomically, before the commit names them."""
-        tensors, meta = self.strategy.state_dict()
-        strategy_file = write_tensors(self.store.state_path("strategy", idx), tensors, meta)
-        fault_point("write_state")
-        files = {"strategy": strategy_file,
-                 "global": write_tensors(self.store.state_path("global", idx), state.global_state,
-                                         {"round": idx, "strategy": self.strategy.name, "dims": state.dims.to_dict()}),
-                 "clusters": None}
-        if state.cluster_states:
-            flat = {f"cluster{k}/{n}": v for k, c in enumerate(state.cluster_states) for n, v in c.items()}
-            if state.cluster_weights is not None:
-                flat["cluster_weights"] = np.asarray(state.cluster_weights, dtype=np.float64)
-            files["clusters"] = write_tensors(self.store.state_path("clusters", idx), flat, {"round": idx})
+        files = {"clusters": None}
+        for kind, (tensors, meta) in state_files(self.strategy, idx, state).items():
+            files[kind] = write_tensors(self.store.state_path(kind, idx), tensors, meta)
+            if kind == "strategy":
+                fault_point("write_state")
         return files
-
-    @staticmethod
-    def _cluster_sizes(r: OpenRound) -> list[int] | None:
-        members = [a.membership for a in r.assignments.values() if a.membership is not None]
-        if not members:
-            return None
-        k = len(members[0])
-        counts = np.bincount([int(np.argmax(m)) for m in members], minlength=k)
-        return [int(c) for c in counts]

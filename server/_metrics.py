@@ -35,7 +35,12 @@ def round_metrics(store: Store, idx: int, extra: dict[str, Any]) -> dict[str, An
     """The metrics line of round ``idx``: counts by status, client-reported accuracy (mean and per
     tier), bytes, rejections by reason, outcomes by kind, plus ``extra`` (durations, clusters)."""
     summary = store.round_summary(idx)
-    tasks = summary["tasks"]
+    return metrics_line(idx, summary["tasks"], summary["rejections"], extra)
+
+
+def metrics_line(idx: int, tasks: list[dict], rejections: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:
+    """``round_metrics`` from the round's client records (``client_rounds`` rows as dicts: status,
+    tier, bytes, outcome and metrics as JSON text) and its rejection counts by reason."""
     status = Counter(t["status"] for t in tasks)
     acc_all, acc_tier, loss = [], {}, []
     for t in tasks:
@@ -60,7 +65,7 @@ def round_metrics(store: Store, idx: int, extra: dict[str, Any]) -> dict[str, An
         "accuracy_by_tier": {k: float(np.mean(v)) for k, v in sorted(acc_tier.items())},
         "loss_mean": float(np.mean(loss)) if loss else None,
         "bytes_up": int(sum(t["bytes"] or 0 for t in tasks if t["status"] == "stored")),
-        "rejections": dict(sorted(summary["rejections"].items())),
+        "rejections": dict(sorted(rejections.items())),
         "outcomes": dict(sorted(Counter(t["outcome"] for t in tasks if t["status"] == "outcome").items())),
         "clients_by_tier": dict(sorted(Counter(t["tier"] for t in tasks).items())),
     }
