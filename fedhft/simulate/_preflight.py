@@ -64,14 +64,23 @@ def tier_backend_problems(cfg: SimConfig) -> list[str]:
 
 
 def dataset_problems(cfg: SimConfig) -> list[str]:
-    """Load the dataset (and test file) once, as the run will: a missing file or a bad format is named here."""
+    """Load the dataset (and test file) once, as the run will, and split it over the clients without
+    writing anything: a missing file, a bad format or too few examples per client is named here."""
     from fedhft.simulate._datasets import DatasetError
-    from fedhft.simulate._prepare import dataset_of
+    from fedhft.simulate._partition import PartitionError, partition
+    from fedhft.simulate._prepare import _balanced_subsample, dataset_of, subsample
 
     try:
-        dataset_of(cfg)
+        ds = dataset_of(cfg)
     except (DatasetError, OSError) as exc:
         return [f"dataset: {exc}"]
+    kind = cfg.partition if cfg.partition != "auto" else ("natural" if ds.natural_key else "dirichlet")
+    train = (_balanced_subsample(ds.train, cfg.train_size, cfg.seed) if kind == "natural"
+             else subsample(ds.train, cfg.train_size, cfg.seed, 11))
+    try:
+        partition(kind, [e.label for e in train], [e.key for e in train], cfg.clients, cfg.alpha, cfg.seed)
+    except PartitionError as exc:
+        return [f"partition: {exc}"]
     return []
 
 

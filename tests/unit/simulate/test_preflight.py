@@ -59,7 +59,7 @@ def test_a_folder_that_holds_a_run_is_refused(tmp_path):
 
 
 def test_a_good_config_passes(tmp_path):
-    preflight(SimConfig(model="tiny", dataset=str(_toy(tmp_path / "toy.jsonl")), out=str(tmp_path / "r")),
+    preflight(SimConfig(model="tiny", clients=4, dataset=str(_toy(tmp_path / "toy.jsonl")), out=str(tmp_path / "r")),
               tmp_path / "r")
     assert not (tmp_path / "r").exists()
 
@@ -79,3 +79,11 @@ def test_help_documents_the_exit_codes(capsys):
     out = capsys.readouterr().out
     for line in ("0    completed", "1    degraded or failed", "2    bad settings", "130  interrupted"):
         assert line in out
+
+
+def test_too_few_examples_for_the_clients_is_caught_before_the_folder(tmp_path, no_fleet):
+    run = tmp_path / "run"
+    cfg = SimConfig(model="tiny", dataset=str(_toy(tmp_path / "toy.jsonl")), clients=40, train_size=0, out=str(run))
+    with pytest.raises(ConfigError, match="partition: .* cannot give 40 clients"):
+        _run.run_simulation(cfg, say=lambda m: None)
+    assert not run.exists()
