@@ -24,9 +24,9 @@ def _make(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def test_each_demo_gets_its_own_run_folder_or_the_one_passed():
     out = _make("-n", "-o", STAMP, "demo", "MOSQUITTO_FOUND=true").stdout
-    assert re.search(r"fedhft simulate --out runs/demo-\d{8}-\d{6}$", out, re.M), out
+    assert re.search(r"fedhft simulate out=runs/demo-\d{8}-\d{6}$", out, re.M), out
     out = _make("-n", "-o", STAMP, "demo", "RUN=runs/mine", "MOSQUITTO_FOUND=true").stdout
-    assert "fedhft simulate --out runs/mine" in out
+    assert "fedhft simulate out=runs/mine" in out
 
 
 def test_clean_says_what_it_removes_and_keeps_runs():
