@@ -3,13 +3,19 @@
 ``train_round`` returns a ``RoundResult`` or one of the typed outcomes (``OverBudget``,
 ``LowBattery``, ``DeadlineMissed``, ``Stopped``); it raises only for real errors (a state that does
 not fit the bundle, a diverged loss), which the agent reports as an ``error`` outcome.
+
+Its data is any ``TrainingData``: the agent's ``DataSource`` (a file, tokenized per bundle and
+split into train and local validation on the device), or ``PreparedData`` (token ids made once by
+the caller, with an explicit evaluation set), which an in-process engine uses to train many
+clients without re-reading or re-tokenizing their files every round.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -31,7 +37,7 @@ from edge_runtime._budget import (
     rss_mb,
     shape_limits,
 )
-from edge_runtime._data import DataSource, Encoded, eval_batches, iter_batches
+from edge_runtime._data import Encoded, eval_batches, iter_batches
 
 #: The first step runs at this fraction of the chosen batch: its measured RSS growth, scaled up,
 #: decides the batch of the remaining steps (the estimate alone under-predicted ORT by ~40 %).
@@ -51,6 +57,61 @@ class TrainBudget:
     progress_every: int = 10
     log: Callable[..., None] = lambda event, **kv: None
     clock_offset_s: float = 0.0  # server clock minus this device's clock (deadlines are server time)
+
+
+class LocalSets(Protocol):
+    """The training part and the evaluation part of a device's data, tokenized at one length."""
+
+    train: Encoded
+    val: Encoded
+
+
+class TrainingData(Protocol):
+    """What ``train_round`` reads its data from: the sets for a bundle at the round's ``seq_len``
+    (``round_shape(...).seq_len``). ``DataSource`` and ``PreparedData`` implement it."""
+
+    def at(self, bundle_dir: str | Path, seq_len: int) -> LocalSets: ...
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Token ids made by the caller: ``train`` is trained on, ``val`` is the evaluation set that
+    ``val_acc_before``/``val_acc_after`` are measured on (e.g. a client's local test shard; it may
+    be empty). Both are at one sequence length, the round's: tokenize at
+    ``round_shape(session, task, budget).seq_len`` with the bundle's tokenizer."""
+
+    train: Encoded
+    val: Encoded
+
+    def __post_init__(self) -> None:
+        problems = [f"{name}: {p}" for name, part in (("train", self.train), ("val", self.val))
+                    for p in _encoded_problems(part)]
+        if not problems and len(self.train) == 0:
+            problems.append("train has no examples: give at least one")
+        if not problems and len(self.val) and self.val.input_ids.shape[1] != self.seq_len:
+            problems.append(f"val has {self.val.input_ids.shape[1]} tokens per example, train {self.seq_len}: "
+                            "tokenize both at the round's seq_len")
+        if problems:
+            raise ValueError("PreparedData: " + "; ".join(problems))
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.train.input_ids.shape[1])
+
+    def at(self, bundle_dir: str | Path, seq_len: int) -> "PreparedData":
+        if int(seq_len) != self.seq_len:
+            raise ValueError(f"the data was tokenized at {self.seq_len} tokens, this round of {bundle_dir} trains at "
+                             f"{seq_len}: tokenize it at round_shape(session, task, budget).seq_len")
+        return self
+
+
+def _encoded_problems(part: Encoded) -> list[str]:
+    ids, attn, labels = (np.asarray(a) for a in (part.input_ids, part.attention_mask, part.labels))
+    if ids.ndim != 2 or attn.shape != ids.shape or labels.shape != (ids.shape[0],):
+        return [f"input_ids {ids.shape}, attention_mask {attn.shape} and labels {labels.shape} must be [N, S], "
+                "[N, S] and [N]"]
+    return [f"{n} is {a.dtype}, use int64" for n, a in (("input_ids", ids), ("attention_mask", attn),
+                                                         ("labels", labels)) if a.dtype != np.int64]
 
 
 @dataclass(frozen=True)
@@ -94,6 +155,13 @@ def plan_memory(session, want_batch: int, want_seq: int, budget: TrainBudget) ->
                           max(limits.min_seq, min(want_seq, limits.max_seq)), 0.0)
     return choose_shape(memory_model(session.manifest, session.bundle_dir), limits, want_batch, want_seq, rss_mb(),
                         budget.memory_budget_mb, budget.margin)
+
+
+def round_shape(session, task, budget: "TrainBudget | None" = None) -> MemoryPlan | OverBudget:
+    """The (batch, seq_len) ``train_round`` will use for ``task`` on ``session`` under ``budget``
+    (before the first step's memory probe, which may lower the batch only)."""
+    hyper = task.hyper
+    return plan_memory(session, int(hyper.batch_size), int(hyper.seq_len), budget or TrainBudget())
 
 
 def _check_before_step(guard: DeadlineGuard, watcher: RssWatcher | None, budget: TrainBudget, steps: int):
@@ -182,14 +250,17 @@ def _step(session, loop: _Loop, guard: DeadlineGuard, ids, attn, rows, train: En
     loop.seen.update(int(r) for r in rows)
 
 
-def train_round(session, task, data: DataSource, budget: TrainBudget | None = None):
-    """Train one task. Returns RoundResult | OverBudget | LowBattery | DeadlineMissed | Stopped."""
+def train_round(session, task, data: TrainingData, budget: TrainBudget | None = None):
+    """Train one task on ``data.at(bundle, seq_len)``: its ``train`` part is trained on, its ``val``
+    part evaluated before and after. The session's trainable state and optimizer are set from the
+    task (``set_state`` + ``begin_round``), so one session serves many clients in turn.
+    Returns RoundResult | OverBudget | LowBattery | DeadlineMissed | Stopped."""
     budget = budget or TrainBudget()
     low = check_battery(budget.battery, budget.battery_threshold)
     if low is not None:
         return low
     hyper = task.hyper
-    mem = plan_memory(session, int(hyper.batch_size), int(hyper.seq_len), budget)
+    mem = round_shape(session, task, budget)
     if isinstance(mem, OverBudget):
         return mem
     static = shape_limits(session.manifest).static
