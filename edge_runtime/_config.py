@@ -1,14 +1,15 @@
 """``AgentConfig``: every setting of the edge runtime, with its default and help in one place.
 
-The CLI builds its flags from these fields (``--memory-budget-mb`` <- ``memory_budget_mb``) and
-also takes a YAML file and ``key=value`` overrides through ``fedhft.config.load_config``, so a
-default is written once. ``problems()`` lists every invalid setting at once.
+`fedhft edge` takes these fields as ``key=value`` words (``memory_budget_mb=256``) and as the keys
+of a YAML file (``--config``), both through ``fedhft.config.load_config``, so a default is written
+once; ``fedhft edge --help-config`` lists them. ``problems()`` lists every invalid setting at once,
+each spelled as the key=value to fix.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -24,18 +25,18 @@ def _f(default, help: str, **meta):
 
 @dataclass
 class AgentConfig:
-    broker: str | None = _f(None, "broker address mqtt://HOST:PORT or mqtts://HOST:PORT (default: from --credentials)")
-    client_id: str | None = _f(None, "this device's id (= its MQTT username); default: from --credentials")
+    broker: str | None = _f(None, "broker address mqtt://HOST:PORT or mqtts://HOST:PORT (default: from credentials=)")
+    client_id: str | None = _f(None, "this device's id (= its MQTT username); default: from credentials=")
     data: str | None = _f(None, "labelled local data: a .tsv, .csv or .jsonl file")
-    fleet: str | None = _f(None, "fleet name (topic prefix fedhft/v1/<fleet>/); default: from --credentials, else 'default'")
+    fleet: str | None = _f(None, "fleet name (topic prefix fedhft/v1/<fleet>/); default: from credentials=, else 'default'")
     tier: str = _f("auto", "device tier name from the catalog, or 'auto' to pick one from the measured profile")
     backend: str = _f("auto", "training backends this device offers: auto (every installed one), torch, ort or executorch")
     username: str | None = _f(None, "MQTT username (default: the client id)")
-    password: str | None = _f(None, "MQTT password (prefer --credentials FILE.json: a flag shows in `ps`)", secret=True)
+    password: str | None = _f(None, "MQTT password (prefer credentials=FILE.json: the command line shows in `ps`)", secret=True)
     credentials: str | None = _f(None, "device credentials file written by `fedhft server fleet-init` (clients/<id>.json)")
     tls_ca: str | None = _f(None, "CA certificate that signed the broker's certificate (mqtts://)")
     tls_cert: str | None = _f(None, "client certificate, when the broker requires one")
-    tls_key: str | None = _f(None, "client private key for --tls-cert")
+    tls_key: str | None = _f(None, "client private key for tls_cert=")
     state: str | None = _f(None, "state directory (checkpoint, persisted updates, bundle cache); default ~/.fedhft/edge/<client>")
     bundle_dir: str | None = _f(None, "pre-provisioned bundles DIR/<tier>/<backend>/ (used when their digest matches; no download)")
     text_column: str | None = _f(None, "text column (auto: text/sentence/review/content, or a sentence1+sentence2 style pair)")
@@ -91,37 +92,38 @@ class AgentConfig:
     def problems(self) -> list[str]:
         """Every invalid setting, each with its fix."""
         errs = []
-        for name, flag in (("broker", "--broker mqtt://HOST:PORT"), ("client_id", "--client-id ID"),
-                           ("data", "--data PATH")):
+        for name, fix in (("broker", "broker=mqtt://HOST:PORT (or a credentials= file that has it)"),
+                          ("client_id", "client_id=ID (or a credentials= file that has it)"),
+                          ("data", "data=PATH (the labelled local data file)")):
             if not getattr(self, name):
-                errs.append(f"{name} is not set: pass {flag} (or a --credentials file that has it)")
+                errs.append(f"{name} is not set: pass {fix}")
         if self.broker:
             from fedhft.broker import BrokerUrlError, parse_broker_url
 
             try:
                 tls = parse_broker_url(self.broker).tls
                 if not tls and (self.tls_ca or self.tls_cert):
-                    errs.append(f"--tls-ca/--tls-cert are given but --broker {self.broker} is not TLS: use mqtts://")
+                    errs.append(f"tls_ca/tls_cert are given but broker={self.broker} is not TLS: use mqtts://")
             except BrokerUrlError as exc:
                 errs.append(str(exc))
         if self.data and not os.path.isfile(self.data):
-            errs.append(f"--data {self.data}: no such file")
+            errs.append(f"data={self.data}: no such file")
         if self.backend not in ("auto", "torch", "ort", "executorch"):
-            errs.append(f"--backend {self.backend!r}: use auto, torch, ort or executorch")
+            errs.append(f"backend={self.backend!r}: use auto, torch, ort or executorch")
         if self.memory_accounting not in ("process", "bundle"):
-            errs.append(f"--memory-accounting must be 'process' or 'bundle', got {self.memory_accounting!r}")
+            errs.append(f"memory_accounting must be 'process' or 'bundle', got {self.memory_accounting!r}")
         if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
-            errs.append(f"--memory-budget-mb must be > 0, got {self.memory_budget_mb}")
+            errs.append(f"memory_budget_mb must be > 0, got {self.memory_budget_mb}")
         if not 0.1 <= self.memory_margin <= 1.0:
-            errs.append(f"--memory-margin must be in [0.1, 1], got {self.memory_margin}")
+            errs.append(f"memory_margin must be in [0.1, 1], got {self.memory_margin}")
         if not 0.0 < self.val_fraction < 1.0:
-            errs.append(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+            errs.append(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.mqtt_protocol not in MQTT_PROTOCOLS:
-            errs.append(f"--mqtt-protocol {self.mqtt_protocol!r}: use one of {list(MQTT_PROTOCOLS)}")
+            errs.append(f"mqtt_protocol={self.mqtt_protocol!r}: use one of {list(MQTT_PROTOCOLS)}")
         if self.log_format not in ("json", "kv"):
-            errs.append(f"--log-format {self.log_format!r}: use json or kv")
+            errs.append(f"log_format={self.log_format!r}: use json or kv")
         if bool(self.tls_cert) != bool(self.tls_key):
-            errs.append("--tls-cert and --tls-key go together: pass both or neither")
+            errs.append("tls_cert= and tls_key= go together: pass both or neither")
         for name in ("label_map",):
             try:
                 self.label_map_dict()
@@ -142,11 +144,11 @@ class AgentConfig:
                 raise ValueError
             return {str(k): int(v) for k, v in mapping.items()}
         except (ValueError, TypeError):
-            raise ValueError(f"--label-map {self.label_map!r} is not a JSON object of label -> int, "
+            raise ValueError(f"label_map={self.label_map!r} is not a JSON object of label -> int, "
                              "e.g. '{\"neg\": 0, \"pos\": 1}'") from None
 
     def battery_options(self) -> dict | None:
-        """``--simulated-battery`` as SimulatedBattery keyword arguments (None: use the real battery)."""
+        """``simulated_battery=`` as SimulatedBattery keyword arguments (None: use the real battery)."""
         if not self.simulated_battery:
             return None
         known = {"level": float, "drain_per_step": float, "charging": lambda v: v.lower() in ("1", "true", "yes"),
@@ -156,15 +158,9 @@ class AgentConfig:
             key, _, value = item.partition("=")
             key = key.strip()
             if key not in known or not value:
-                raise ValueError(f"--simulated-battery item {item!r}: use key=value with keys {sorted(known)}")
+                raise ValueError(f"simulated_battery item {item!r}: use key=value with keys {sorted(known)}")
             try:
                 out[key] = known[key](value.strip())
             except ValueError:
-                raise ValueError(f"--simulated-battery {key}={value!r} is not a number") from None
+                raise ValueError(f"simulated_battery {key}={value!r} is not a number") from None
         return out
-
-
-def config_fields():
-    """(name, type, default, help, secret) of every AgentConfig field, for building a CLI."""
-    for f in fields(AgentConfig):
-        yield f.name, f.type, f.default, f.metadata.get("help", ""), bool(f.metadata.get("secret"))

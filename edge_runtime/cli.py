@@ -1,50 +1,42 @@
-"""`fedhft edge`: run this device as a member of a fleet. Parses flags and calls ``run_agent``."""
+"""`fedhft edge [--config FILE] [--help-config] key=value ...`: run this device as a member of a fleet.
+Every setting is an AgentConfig field, given as key=value (the rule: fedhft/cli_settings.py)."""
 from __future__ import annotations
 
 import argparse
 import sys
-import typing
-
-_TYPES = {"str": str, "int": int, "float": float}
-
-
-def _flag_type(annotation) -> type:
-    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "str")
-    return _TYPES.get(name.split("|")[0].strip(), str)
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add the ``edge`` subcommand; its flags are generated from AgentConfig (defaults in one place)."""
-    from edge_runtime._config import config_fields
+    """Add the ``edge`` subcommand; its settings are AgentConfig's fields (defaults in one place)."""
+    from fedhft.cli_settings import add_settings_parser
 
-    parser = subparsers.add_parser(
-        "edge", help="run this device: join a fleet over MQTT and train the rounds it is given",
-        description="Join a fedhft fleet over MQTT 5 (or 3.1.1: --mqtt-protocol 3.1.1), train each round's task "
+    parser = add_settings_parser(
+        subparsers, "edge", help="run this device: join a fleet over MQTT and train the rounds it is given",
+        description="Join a fedhft fleet over MQTT 5 (or 3.1.1: mqtt_protocol=3.1.1), train each round's task "
                     "on the local data under the device's memory, battery and time budgets, and upload compact "
                     "masked updates. "
-                    "Stops cleanly on SIGTERM/SIGINT; restart it with the same --state to resume.",
+                    "Stops cleanly on SIGTERM/SIGINT; restart it with the same state=DIR to resume. "
+                    "Example: fedhft edge credentials=fleet/clients/dev-000.json broker=mqtt://HOST:PORT "
+                    "data=my.tsv state=edge-state",
+        config_help="YAML file of edge settings (the keys of --help-config); key=value words override it",
     )
-    parser.add_argument("--config", default=None, help="YAML file of settings (the flags below are its keys)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set memory_budget_mb=256 (repeatable)")
-    for name, annotation, default, help_text, _secret in config_fields():
-        shown = f" (default: {default})" if default is not None else ""
-        # SUPPRESS: only flags actually given override the YAML file and the dataclass defaults.
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=_flag_type(annotation),
-                            default=argparse.SUPPRESS, help=help_text + shown)
     parser.set_defaults(func=main_from_args)
     return parser
 
 
 def main_from_args(args: argparse.Namespace) -> int:
-    from fedhft.config import ConfigError as SettingsError, load_config
+    from fedhft.cli_settings import settings_overrides
+    from fedhft.config import ConfigError as SettingsError, describe, load_config
     from edge_runtime._agent import ConfigError, run_agent
-    from edge_runtime._config import AgentConfig, config_fields
+    from edge_runtime._config import AgentConfig
     from edge_runtime._data import DataError
 
-    flags = [f"{name}={getattr(args, name)}" for name, *_ in config_fields() if hasattr(args, name)]
+    if args.help_config:
+        print(describe(AgentConfig))
+        return 0
     try:
-        code = run_agent(load_config(AgentConfig, args.config, [*args.set, *flags]))
+        overrides = settings_overrides(args.settings, AgentConfig, args.config)
+        code = run_agent(load_config(AgentConfig, args.config, overrides))
     except (ConfigError, SettingsError, DataError) as exc:
         print(f"fedhft edge: {exc}", file=sys.stderr)
         return 2
@@ -78,4 +70,3 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["register", "main"]
-_ = typing  # annotations of AgentConfig are strings (from __future__), parsed by _flag_type

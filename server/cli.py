@@ -1,12 +1,14 @@
 """``fedhft server``: run the coordinator, create a fleet, or show a run's status.
 
-    fedhft server --broker mqtt://HOST:PORT --state DIR --config server.yaml [--strategy NAME]
-                  [--mqtt-protocol 5|3.1.1] [--credentials server.json | --username U --password P]
-                  [--insecure] [key=value ...]
+    fedhft server [run] --broker mqtt://HOST:PORT --state DIR [--config server.yaml]
+                  [--credentials server.json | --username U --password P | --insecure] [key=value ...]
+    fedhft server --help-config
     fedhft server fleet-init --clients N --out DIR [--tls] [--max-packet-size BYTES]
     fedhft server status --state DIR [--json]
 
-Each subcommand parses its arguments and calls one library function.
+Settings of the run (ServerConfig: strategy=, rounds=, mqtt_protocol=, ...) are key=value words;
+the options say where to connect and keep state (the rule: fedhft/cli_settings.py). Each subcommand
+parses its arguments and calls one library function.
 """
 from __future__ import annotations
 
@@ -15,50 +17,27 @@ import json
 import sys
 
 
-class _Subcommands(dict):
-    """The subcommand map, which also admits a ``key=value`` first word: argparse checks the first
-    positional against ``choices`` BEFORE the action runs, so the action alone cannot reroute it."""
-
-    def __contains__(self, word) -> bool:
-        return dict.__contains__(self, word) or (isinstance(word, str) and "=" in word)
-
-
-class _RunByDefault(argparse._SubParsersAction):
-    """``fedhft server [opts] key=value ...``: positionals that are not a subcommand name are the
-    run's key=value overrides (argparse alone would reject them as unknown subcommands)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._name_parser_map = self.choices = _Subcommands()
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if values and not dict.__contains__(self._name_parser_map, values[0]):
-            values = ["run", *values]
-        super().__call__(parser, namespace, values, option_string)
-
-
 def register(subparsers) -> None:
-    p = subparsers.add_parser("server", help="run the federated server (and fleet-init, status)",
-                              description="Run the fedhft server: rounds, update intake, aggregation, durable state.")
+    from fedhft.cli_settings import add_settings_parser
+
+    p = add_settings_parser(subparsers, "server", help="run the federated server (and fleet-init, status)",
+                            description="Run the fedhft server: rounds, update intake, aggregation, durable state. "
+                                        "Settings (strategy=, rounds=, mqtt_protocol=, ...: see --help-config) "
+                                        "are key=value words after the options.",
+                            config_help="server YAML (ServerConfig keys; see --help-config); key=value words "
+                                        "override it")
+    p.run_word = "run"
     p.add_argument("--broker", help="broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT")
     p.add_argument("--state", help="state dir (SQLite + adapter states); reuse it to resume after a crash")
-    p.add_argument("--config", help="server YAML (see `fedhft server run --help-config`)")
-    p.add_argument("--strategy", help="strategy name (overrides the config's)")
-    p.add_argument("--mqtt-protocol", metavar="5|3.1.1",
-                   help="MQTT protocol version (overrides the config's mqtt_protocol; default 5): 3.1.1 for a "
-                        "broker without MQTT 5, such as the embedded amqtt broker")
     p.add_argument("--credentials", help="server.json written by `fedhft server fleet-init`")
-    p.add_argument("--username")
-    p.add_argument("--password")
+    p.add_argument("--username", help="broker username (with --password), instead of --credentials")
+    p.add_argument("--password", help="broker password for --username")
     p.add_argument("--insecure", action="store_true", help="connect without credentials (test brokers only)")
-    p.set_defaults(func=_run, overrides=[])
-    p.register("action", "run_by_default", _RunByDefault)
-    sub = p.add_subparsers(dest="server_command", metavar="[fleet-init|status|key=value ...]",
-                           action="run_by_default")
-    run = sub.add_parser("run", help="run the server (default; the same as giving no subcommand)")
-    run.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. rounds=5 quorum=0.8)")
-    run.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
-    run.set_defaults(func=_run)
+    p.set_defaults(func=_run)
+    # The subcommands parse their own plain options (a settings parser would take them as settings).
+    sub = p.add_subparsers(dest="server_command", metavar="{run,fleet-init,status}",
+                           parser_class=argparse.ArgumentParser)
+    sub.add_parser("run", help="run the server (the default: the same as giving no subcommand)")
 
     fi = sub.add_parser("fleet-init", help="write broker config, users, ACL and credentials for a fleet")
     fi.add_argument("--clients", type=int, required=True, help="number of devices")
@@ -76,19 +55,23 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from server._config import ServerConfigError, config_help
+    from fedhft.cli_settings import settings_overrides
+    from fedhft.config import ConfigError
+    from server._config import ServerConfig, ServerConfigError, config_help
     from server._run import run_from_args
 
-    if getattr(args, "help_config", False):
+    if args.help_config:
         print(config_help())
         return 0
-    missing = [f"--{n}" for n in ("broker", "state") if not getattr(args, n)]
-    if missing:
-        print(f"fedhft server: {' and '.join(missing)} required (e.g. --broker mqtt://127.0.0.1:1883 --state run/)",
-              file=sys.stderr)
+    problems = [f"--{n} is required (e.g. --broker mqtt://127.0.0.1:1883 --state run/)"
+                for n in ("broker", "state") if not getattr(args, n)]
+    try:
+        overrides = settings_overrides(args.settings, ServerConfig, args.config)
+    except ConfigError as exc:
+        problems += exc.errors
+    if problems:
+        print(f"fedhft server: {ConfigError(problems, 'the command line')}", file=sys.stderr)
         return 2
-    overrides = list(args.overrides) + ([f"strategy={args.strategy}"] if args.strategy else [])
-    overrides += [f"mqtt_protocol={args.mqtt_protocol}"] if args.mqtt_protocol else []
     try:
         return run_from_args(args.broker, args.state, args.config, overrides, credentials=args.credentials,
                              username=args.username, password=args.password, insecure=args.insecure)

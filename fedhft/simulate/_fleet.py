@@ -91,23 +91,22 @@ def start_server(children: Children, cfg: SimConfig, broker: BrokerHandle, bundl
 def edge_args(cfg: SimConfig, broker: BrokerHandle, cid: str, tier: str, backend: str, data: Path,
               run_dir: Path, bundles_dir: Path) -> list[str]:
     cred = broker.fleet.dir / "clients" / f"{cid}.json"
-    args = ["edge", "--broker", broker.url, "--credentials", str(cred), "--data", str(data),
-            "--state", str(run_dir / "edges" / cid), "--tier", tier, "--backend", backend,
-            "--threads", str(cfg.edge_threads), "--log-format", "json"]
+    settings = {"broker": broker.url, "credentials": cred, "data": data, "state": run_dir / "edges" / cid,
+                "tier": tier, "backend": backend, "threads": cfg.edge_threads, "log_format": "json"}
     if cfg.provision_bundles:
-        args += ["--bundle-dir", str(bundles_dir.resolve())]
+        settings["bundle_dir"] = bundles_dir.resolve()
     from devices import load_catalog
 
     budget = cfg.memory_budget_mb(load_catalog()[tier].memory_budget_mb)
     if budget is not None:
-        args += ["--memory-budget-mb", f"{budget:g}"]
-    if cfg.memory_accounting != "process":  # only passed when asked: older edges lack the flag
-        args += ["--memory-accounting", cfg.memory_accounting]
+        settings["memory_budget_mb"] = f"{budget:g}"
+    if cfg.memory_accounting != "process":  # only passed when asked: the default is not spelled out
+        settings["memory_accounting"] = cfg.memory_accounting
     if cfg.battery:
-        args += ["--simulated-battery", cfg.battery]
+        settings["simulated_battery"] = cfg.battery
     if broker.mqtt_protocol != "5":  # e.g. 3.1.1 on the embedded amqtt broker, which has no MQTT 5
-        args += ["--mqtt-protocol", broker.mqtt_protocol]
-    return args
+        settings["mqtt_protocol"] = broker.mqtt_protocol
+    return ["edge", *(f"{key}={value}" for key, value in settings.items())]
 
 
 def start_edges(children: Children, cfg: SimConfig, broker: BrokerHandle, tiers: dict[str, str],

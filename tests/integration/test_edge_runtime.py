@@ -224,9 +224,8 @@ class EdgeProcess(Proc):
 
     def __init__(self, tmp: Path, broker, fleet, client: str, data: Path, state: Path, *extra: str, url: str = ""):
         cred = fleet.dir / "clients" / f"{client}.json"
-        cmd = [sys.executable, "-m", "fedhft", "edge", "--broker", url or broker.url, "--credentials", str(cred),
-               "--data", str(data), "--state", str(state), "--threads", "1", "--ack-timeout-s", "5",
-               "--progress-every", "5", *extra]
+        cmd = [sys.executable, "-m", "fedhft", "edge", f"broker={url or broker.url}", f"credentials={cred}",
+               f"data={data}", f"state={state}", "threads=1", "ack_timeout_s=5", "progress_every=5", *extra]
         super().__init__(client, cmd, tmp / f"{client}-{int(time.time() * 1000)}.log")
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 15.0) -> int | None:
@@ -279,7 +278,7 @@ def test_fleet_of_three_processes_trains_two_rounds(tmp_path, bundles, server, e
     assert {TIERS[t][1] for t in tiers} == {"torch", "ort", "executorch"}
     plan = {c: (tiers[i % len(tiers)], TIERS[tiers[i % len(tiers)]][1]) for i, c in enumerate(clients)}
     data = {c: write_toy_data(tmp_path / f"{c}.csv", 80, seed=i) for i, c in enumerate(clients)}
-    procs = {c: edge(c, data[c], None, "--memory-budget-mb", "2048") for c in clients}
+    procs = {c: edge(c, data[c], None, "memory_budget_mb=2048") for c in clients}
     for c in clients:
         hello = server.wait("hello", c, timeout=60).msg
         assert isinstance(hello, Hello) and hello.profile["cpu_count"] >= 1
@@ -319,7 +318,7 @@ def test_killed_mid_round_resumes_without_a_second_different_upload(tmp_path, bu
     bundle = bundles["jetson-orin-nano"]["torch"]
     data = write_toy_data(tmp_path / "d.csv", 80, seed=3)
     state = tmp_path / "state"
-    p = edge(c, data, state, "--memory-budget-mb", "2048")
+    p = edge(c, data, state, "memory_budget_mb=2048")
     server.wait("hello", c, timeout=60)
     server.hold_acks.add((c, 1))  # the first upload is received but not acknowledged
     server.send_task(c, 1, bundle, steps=200)
@@ -330,12 +329,12 @@ def test_killed_mid_round_resumes_without_a_second_different_upload(tmp_path, bu
     p.stop(signal.SIGKILL)  # killed mid-training: nothing was uploaded yet
     assert not server.received("update", c)
     # The restarted process retrains the persisted task (the server does not re-send it) and uploads it.
-    p = edge(c, data, state, "--memory-budget-mb", "2048")
+    p = edge(c, data, state, "memory_budget_mb=2048")
     first = server.wait("update", c, timeout=180)
     p.stop(signal.SIGKILL)  # killed after uploading, before any ack
     server.hold_acks.clear()
     restarted = time.monotonic()
-    p = edge(c, data, state, "--memory-budget-mb", "2048")
+    p = edge(c, data, state, "memory_budget_mb=2048")
     again = server.wait("update", c, timeout=60, since=restarted)
     assert again.msg.digest == first.msg.digest and again.payload == first.payload
     server.wait("status", c, timeout=30, where=lambda m: m.state == "idle", since=again.at)
@@ -344,7 +343,7 @@ def test_killed_mid_round_resumes_without_a_second_different_upload(tmp_path, bu
     assert p.stop() == 0
     # Acked result survives a restart: the same task again is answered from the checkpoint, not retrained.
     restarted = time.monotonic()
-    p = edge(c, data, state, "--memory-budget-mb", "2048")
+    p = edge(c, data, state, "memory_budget_mb=2048")
     server.wait("hello", c, timeout=60, since=restarted)
     n_before = len(server.received("update", c))
     republished = time.monotonic()
@@ -359,7 +358,7 @@ def test_killed_mid_round_resumes_without_a_second_different_upload(tmp_path, bu
 def test_memory_budget_below_bundle_need_reports_over_budget_and_stays_alive(tmp_path, bundles, server, edge):
     c = "dev-001"
     data = write_toy_data(tmp_path / "d.csv", 40, seed=1)
-    p = edge(c, data, None, "--memory-budget-mb", "120")
+    p = edge(c, data, None, "memory_budget_mb=120")
     server.wait("hello", c, timeout=60)
     server.send_task(c, 1, bundles["jetson-orin-nano"]["torch"], steps=5)
     out = server.wait("outcome", c, timeout=60).msg
@@ -375,7 +374,7 @@ def test_memory_budget_below_bundle_need_reports_over_budget_and_stays_alive(tmp
 def test_low_simulated_battery_reports_low_battery(tmp_path, bundles, server, edge):
     c = "dev-002"
     data = write_toy_data(tmp_path / "d.csv", 40, seed=2)
-    p = edge(c, data, None, "--simulated-battery", "level=12,charging=0", "--battery-threshold", "20")
+    p = edge(c, data, None, "simulated_battery=level=12,charging=0", "battery_threshold=20")
     server.wait("hello", c, timeout=60)
     server.send_task(c, 1, bundles["jetson-orin-nano"]["torch"], steps=5)
     out = server.wait("outcome", c, timeout=60).msg
@@ -395,8 +394,8 @@ def test_tls_with_client_certificate_from_the_credentials_file(tmp_path):
     try:
         server = ScriptedServer(broker, fleet)
         data = write_toy_data(tmp_path / "d.csv", 20, seed=4)
-        proc = EdgeProcess(tmp_path, broker, fleet, "dev-000", data, tmp_path / "state", "--simulated-battery",
-                           "level=5", url=broker.tls_url)
+        proc = EdgeProcess(tmp_path, broker, fleet, "dev-000", data, tmp_path / "state", "simulated_battery=level=5",
+                           url=broker.tls_url)
         hello = server.wait("hello", "dev-000", timeout=60)
         assert isinstance(hello.msg, Hello), proc.tail()
         assert any(e.get("event") == "mqtt_connected" for e in proc.events())

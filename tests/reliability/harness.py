@@ -84,12 +84,11 @@ def server_cmd(cfg: Path, url: str, state: Path, fleet, *overrides: str) -> list
 
 
 def edge_cmd(url: str, fleet, client: str, data: Path, state: Path, bundles: Path | None, *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "fedhft", "edge", "--broker", url, "--credentials",
-           str(fleet.dir / "clients" / f"{client}.json"), "--data", str(data), "--state", str(state),
-           "--backend", "torch", "--threads", "1", "--ack-timeout-s", "5", "--progress-every", "0",
-           "--log-format", "json"]
+    cmd = [sys.executable, "-m", "fedhft", "edge", f"broker={url}",
+           f"credentials={fleet.dir / 'clients' / f'{client}.json'}", f"data={data}", f"state={state}",
+           "backend=torch", "threads=1", "ack_timeout_s=5", "progress_every=0", "log_format=json"]
     if bundles is not None:
-        cmd += ["--bundle-dir", str(bundles)]
+        cmd += [f"bundle_dir={bundles}"]
     return cmd + list(extra)
 
 

@@ -213,10 +213,11 @@ EDGE_CASES = {  # name -> (data file text or None, extra flags, words the messag
     "empty dataset": ("text,label\n", [], ["no examples"]),
     "no text column": ("words,y2\nhello,1\n", [], ["which column holds the text"]),
     "broken jsonl": ('{"text": "a", "label": 1}\n{broken\n', [], ["row 2", "invalid JSON"]),
-    "bad budget and battery": (None, ["--memory-budget-mb", "-5", "--simulated-battery", "level=abc"],
-                               ["--memory-budget-mb must be > 0", "level='abc' is not a number"]),
-    "unknown setting": (None, ["--set", "bogus_key=1"], ["unknown key 'bogus_key'"]),
-    "bad label map": (None, ["--label-map", '{"x":'], ["--label-map"]),
+    "bad budget and battery": (None, ["memory_budget_mb=-5", "simulated_battery=level=abc"],
+                               ["memory_budget_mb must be > 0", "level='abc' is not a number"]),
+    "unknown setting": (None, ["bogus_key=1"], ["unknown key 'bogus_key'"]),
+    "a setting spelled as an option": (None, ["--memory-budget-mb", "256"], ["did you mean memory_budget_mb=256?"]),
+    "bad label map": (None, ['label_map={"x":'], ["label_map="]),
 }
 
 
@@ -232,8 +233,8 @@ def test_bad_edge_config_or_dataset_exits_nonzero_naming_the_problem(tmp_path, b
         data = tmp_path / ("d.jsonl" if "jsonl" in case else "d.csv")
         data.write_text(text)
     figures.add(bad_inputs_tried=1)
-    r = _cli(["edge", "--broker", broker.url, "--credentials", str(fleet.dir / "clients" / "dev-000.json"),
-              "--data", str(data), "--state", str(tmp_path / "edge"), *flags], tmp_path)
+    r = _cli(["edge", f"broker={broker.url}", f"credentials={fleet.dir / 'clients' / 'dev-000.json'}",
+              f"data={data}", f"state={tmp_path / 'edge'}", *flags], tmp_path)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert all(w in r.stderr for w in words), r.stderr[-2000:]
     figures.add(bad_inputs_rejected=1)

@@ -36,7 +36,7 @@ def test_broker_restarts_mid_round_nothing_lost_nothing_twice(tmp_path, bundles,
     v = StateView(state)
     srv = procs.server(cfg, broker.url, state, fleet, env={"FEDHFT_FAULT": "after_publish:2"})
     edges = {c: procs.edge(broker.url, fleet, c, write_toy_data(tmp_path / f"{c}.csv", 40, i), tmp_path / f"e-{c}",
-                           bundles, "--tier", t, "--memory-budget-mb", "4000")
+                           bundles, f"tier={t}", "memory_budget_mb=4000")
              for i, (c, t) in enumerate(EDGES.items())}
     everyone = list(edges.values())
 

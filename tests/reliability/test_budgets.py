@@ -41,9 +41,9 @@ def test_peak_rss_within_budget_every_round_and_low_battery_stops(tmp_path, bund
     v = StateView(state)
     edges = {}
     for i, (c, (tier, budget)) in enumerate(EDGES.items()):
-        extra = ["--simulated-battery", BATTERY, "--battery-threshold", "20"] if c == LOW else []
+        extra = [f"simulated_battery={BATTERY}", "battery_threshold=20"] if c == LOW else []
         edges[c] = procs.edge(broker.url, fleet, c, write_toy_data(tmp_path / f"{c}.csv", 40, i), tmp_path / f"e-{c}",
-                              bundles, "--tier", tier, "--memory-budget-mb", str(int(budget)), *extra)
+                              bundles, f"tier={tier}", f"memory_budget_mb={int(budget)}", *extra)
     srv = procs.server(cfg, broker.url, state, fleet)
     assert srv.wait(400) == 0, srv.tail() + "\n" + "\n".join(p.tail(15) for p in edges.values())
 
@@ -105,7 +105,7 @@ def all_tier_bundles(bundles, tmp_path_factory):
 
 def test_catalog_budgets_hold_under_bundle_accounting(tmp_path, all_tier_bundles, broker_for, procs, figures):
     """All five catalog tiers with their own budgets (android-low 192 MB ... jetson 2048 MB) and all
-    three runtimes, with `--memory-accounting bundle`: the budget counts RSS above the host baseline
+    three runtimes, with `memory_accounting=bundle`: the budget counts RSS above the host baseline
     (Python, the runtime and the model code the open imports, measured by the edge before the bundle
     loads), as a native runtime on the device would. Every tier holds its tiny bundle (~20-40 MB above
     the baseline, measured here), so every device trains in both rounds, and the peak each reports is
@@ -126,7 +126,7 @@ def test_catalog_budgets_hold_under_bundle_accounting(tmp_path, all_tier_bundles
     v = StateView(state)
     for i, (c, (tier, backend)) in enumerate(devices.items()):
         procs.edge(broker.url, fleet, c, write_toy_data(tmp_path / f"{c}.csv", 40, i), tmp_path / f"e-{c}",
-                   all_tier_bundles, "--tier", tier, "--backend", backend, "--memory-accounting", "bundle")
+                   all_tier_bundles, f"tier={tier}", f"backend={backend}", "memory_accounting=bundle")
     srv = procs.server(cfg, broker.url, state, fleet)
     assert srv.wait(600) == 0, srv.tail() + "\n" + "\n".join(p.tail(15) for p in procs.all)
     peaks = {}

@@ -1,7 +1,7 @@
 """Client faults: 30% of a 10-client fleet SIGKILLed mid-round, restarted later; a stalled client
 (SIGSTOP) declared offline through keepalive and its Last Will.
 
-The fleet: 4 real `fedhft edge` processes (tiny torch bundles pre-provisioned with --bundle-dir)
+The fleet: 4 real `fedhft edge` processes (tiny torch bundles pre-provisioned with bundle_dir=)
 and 6 scripted devices, each its own process (tests/reliability/peer.py: real MQTT connections,
 synthetic updates; a 2-core CI machine cannot start 10 torch processes in a reasonable time).
 The victims: 2 edges, killed as soon as they have persisted their round-0 task, and 1 scripted
@@ -57,8 +57,8 @@ def test_thirty_percent_killed_mid_round_then_rejoin(tmp_path, bundles, broker_f
     data = {c: write_toy_data(tmp_path / f"{c}.csv", 40, i) for i, c in enumerate(EDGES)}
 
     def start_edge(c):
-        return procs.edge(broker.url, fleet, c, data[c], tmp_path / f"edge-{c}", bundles, "--tier", EDGES[c],
-                          "--memory-budget-mb", "4000")
+        return procs.edge(broker.url, fleet, c, data[c], tmp_path / f"edge-{c}", bundles, f"tier={EDGES[c]}",
+                          "memory_budget_mb=4000")
 
     edges = {c: start_edge(c) for c in EDGES}
     peers = {c: procs.run(c, _peer_cmd(broker, fleet, c, t, delay=600.0 if c == VICTIM_PEER else 0.0))
@@ -127,7 +127,7 @@ def test_stalled_client_is_declared_offline_by_keepalive_and_last_will(tmp_path,
     srv = procs.server(cfg, broker.url, state, fleet)
     c = "dev-000"
     edge = procs.edge(broker.url, fleet, c, write_toy_data(tmp_path / "d.csv", 20, 0), tmp_path / "edge", bundles,
-                      "--tier", "android-low", "--keepalive", "2")
+                      "tier=android-low", "keepalive=2")
     online = lambda: v.clients().get(c, {}).get("online") == 1  # noqa: E731
     wait_for(online, 120, f"{c} registered online", procs=[edge], must_live=[srv, edge])
     edge.send(signal.SIGSTOP)  # alive, holding its connection, silent: only keepalive can tell

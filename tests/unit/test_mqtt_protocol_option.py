@@ -47,7 +47,7 @@ def test_server_help_config_lists_the_option():
     assert "mqtt_protocol" in config_help()
 
 
-def test_server_cli_flag_becomes_the_override(monkeypatch, tmp_path):
+def test_server_cli_setting_becomes_the_override(monkeypatch, tmp_path):
     import server._run
     from fedhft.cli import main
 
@@ -58,9 +58,9 @@ def test_server_cli_flag_becomes_the_override(monkeypatch, tmp_path):
         return 0
 
     monkeypatch.setattr(server._run, "run_from_args", fake_run)
-    assert main(["server", "--broker", "mqtt://127.0.0.1:9", "--state", str(tmp_path), "--mqtt-protocol", "3.1.1",
+    assert main(["server", "--broker", "mqtt://127.0.0.1:9", "--state", str(tmp_path), "mqtt_protocol=3.1.1",
                  "--insecure", "rounds=2"]) == 0
-    assert seen["overrides"] == ["rounds=2", "mqtt_protocol=3.1.1"]
+    assert seen["overrides"] == ["mqtt_protocol=3.1.1", "rounds=2"]
 
 
 def test_server_cli_bad_protocol_exits_2_naming_the_values(tmp_path, capsys):
@@ -69,7 +69,7 @@ def test_server_cli_bad_protocol_exits_2_naming_the_values(tmp_path, capsys):
     cfg = tmp_path / "s.yaml"
     cfg.write_text(f"fleet: f\nbundles_dir: {tmp_path}\n")
     rc = main(["server", "--broker", "mqtt://127.0.0.1:9", "--state", str(tmp_path / "st"), "--config", str(cfg),
-               "--insecure", "--mqtt-protocol", "4"])
+               "--insecure", "mqtt_protocol=4"])
     err = capsys.readouterr().err
     assert rc == 2 and "mqtt_protocol" in err and "3.1.1" in err
 
@@ -106,20 +106,19 @@ def test_agent_config_rejects_other_versions_naming_the_allowed_ones():
     from edge_runtime._config import AgentConfig
 
     problems = "\n".join(AgentConfig(mqtt_protocol="3").problems())
-    assert "--mqtt-protocol '3': use one of ['5', '3.1.1']" in problems
+    assert "mqtt_protocol='3': use one of ['5', '3.1.1']" in problems
     with pytest.raises(ConfigError, match=r"mqtt_protocol.*'5', '3.1.1'"):
         load_config(AgentConfig, None, ["mqtt_protocol=v3"])
 
 
-def test_edge_cli_has_the_flag_and_a_bad_value_exits_2(capsys):
+def test_edge_cli_has_the_setting_and_a_bad_value_exits_2(capsys):
     from edge_runtime.cli import main_from_args, register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["edge", "--broker", "mqtt://h:1", "--mqtt-protocol", "3.1.1"])
-    assert args.mqtt_protocol == "3.1.1"
-    assert "--mqtt-protocol" in parser._subparsers._group_actions[0].choices["edge"].format_help()
-    bad = parser.parse_args(["edge", "--broker", "mqtt://h:1", "--mqtt-protocol", "4"])
+    assert main_from_args(parser.parse_args(["edge", "--help-config"])) == 0
+    assert "mqtt_protocol" in capsys.readouterr().out
+    bad = parser.parse_args(["edge", "broker=mqtt://h:1", "mqtt_protocol=4"])
     assert main_from_args(bad) == 2
     assert "mqtt_protocol" in capsys.readouterr().err
 
@@ -202,6 +201,6 @@ def test_simulate_passes_311_to_server_and_every_edge_on_the_embedded_broker(tmp
         assert ServerConfig(**sc).mqtt_protocol == want
         args = edge_args(cfg, handle, "dev-000", "rpi5", "torch", tmp_path / "d.csv", tmp_path, tmp_path)
         if want == "5":
-            assert "--mqtt-protocol" not in args  # the default is not spelled out
+            assert not [a for a in args if a.startswith("mqtt_protocol=")]  # the default is not spelled out
         else:
-            assert args[args.index("--mqtt-protocol") + 1] == "3.1.1"
+            assert "mqtt_protocol=3.1.1" in args

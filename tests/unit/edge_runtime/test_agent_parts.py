@@ -28,8 +28,8 @@ def test_config_reports_every_problem_at_once(tmp_path):
     cfg = AgentConfig(backend="tpu", memory_budget_mb=-1, label_map="[1]", simulated_battery="level=x",
                       tls_cert="c.pem")
     problems = "\n".join(cfg.problems())
-    for words in ("--broker", "--client-id", "--data", "--backend 'tpu'", "--memory-budget-mb", "--label-map",
-                  "--simulated-battery level", "--tls-cert and --tls-key"):
+    for words in ("broker=", "client_id=", "data=", "backend='tpu'", "memory_budget_mb", "label_map=",
+                  "simulated_battery level", "tls_cert= and tls_key="):
         assert words in problems
     assert "mqtt://" in "\n".join(AgentConfig(broker="tcp://h:1").problems())
     assert "use mqtts://" in "\n".join(AgentConfig(broker="mqtt://h:1", tls_ca="ca.crt").problems())
@@ -59,16 +59,16 @@ def test_publish_refuses_payloads_over_the_broker_limit_before_sending():
     assert link.max_payload("t") > 60000
 
 
-def test_cli_flags_come_from_the_config_fields():
+def test_cli_settings_are_key_value_words():
     from edge_runtime.cli import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["edge", "--broker", "mqtt://h:1", "--client-id", "d", "--data", "x.csv",
-                              "--memory-budget-mb", "256", "--threads", "2"])
-    assert args.memory_budget_mb == 256.0 and args.threads == 2
-    assert not hasattr(args, "tier")  # not given: the YAML file or the dataclass default decides
-    assert args.func.__name__ == "main_from_args"
+    args = parser.parse_args(["edge", "broker=mqtt://h:1", "--config", "e.yaml", "client_id=d", "data=x.csv",
+                              "memory_budget_mb=256", "threads=2"])
+    assert args.settings.words == ("broker=mqtt://h:1", "client_id=d", "data=x.csv", "memory_budget_mb=256",
+                                   "threads=2")
+    assert args.config == "e.yaml" and args.func.__name__ == "main_from_args"
 
 
 def test_yaml_settings_and_overrides_build_the_config(tmp_path):
@@ -84,7 +84,7 @@ def test_yaml_settings_and_overrides_build_the_config(tmp_path):
 def test_cli_exits_2_with_every_problem(tmp_path, capsys):
     from edge_runtime.cli import main
 
-    assert main(["--broker", "mqtt://127.0.0.1:1", "--client-id", "d", "--data", str(tmp_path / "none.csv")]) == 2
+    assert main(["broker=mqtt://127.0.0.1:1", "client_id=d", f"data={tmp_path / 'none.csv'}"]) == 2
     assert "no such file" in capsys.readouterr().err
 
 
