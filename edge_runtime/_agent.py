@@ -387,7 +387,7 @@ class EdgeAgent:
         labels = self.source.examples.labels
         if labels.size and int(labels.max()) >= manifest.dims.num_labels:
             raise DataError(f"{self.cfg.data}: labels go up to {int(labels.max())} but the model has "
-                            f"{manifest.dims.num_labels} classes: pass --label-map or fix the data")
+                            f"{manifest.dims.num_labels} classes: pass label_map=JSON or fix the data")
         self._set_state("training", task.round)
         budget = TrainBudget(budget_mb, self.cfg.memory_margin, self.battery, threshold, self.cfg.deadline_reserve_s,
                              self.stop_event.is_set, self.cfg.progress_every, self.log, self._clock_offset)

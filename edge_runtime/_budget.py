@@ -40,7 +40,7 @@ class OverBudget:
 
     def reason(self) -> str:
         return (f"peak RSS {self.peak_mb:.0f} MB would exceed the memory budget {self.budget_mb:.0f} MB ({self.where}); "
-                f"raise --memory-budget-mb or use a smaller tier")
+                f"raise memory_budget_mb= or use a smaller tier")
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def map_labels(raw: list, rownums: list[int], options: DataOptions, path: Path, 
             i = int(bad[0])
             shown = f"{len(names)} distinct string labels {names[:8]}" if names else f"label {raw[i]!r}"
             raise _fail(path, rownums[i], f"{shown} outside the model's {num_labels} classes [0, {num_labels})",
-                        "map the labels to 0..num_labels-1 (--label-map '{\"neg\":0,\"pos\":1}') or drop those rows")
+                        "map the labels to 0..num_labels-1 (label_map='{\"neg\":0,\"pos\":1}') or drop those rows")
     return labels, names
 
 
@@ -100,7 +100,7 @@ def load_examples(path: str | Path, options: DataOptions = DataOptions(), num_la
     """Parse and check the whole file (fail fast at start-up, before joining the fleet)."""
     path = Path(path)
     if not path.is_file():
-        raise _fail(path, None, "no such file", "pass --data with the path of a .tsv, .csv or .jsonl file")
+        raise _fail(path, None, "no such file", "pass data=PATH of a .tsv, .csv or .jsonl file")
     rows, columns = read_records(path)
     if not rows:
         raise _fail(path, None, "the file has no examples", "add at least two labelled rows")

@@ -16,7 +16,7 @@ What it takes care of (each one a trap measured with Mosquitto 2.0 / paho 2.2, s
 * ``on_message`` only enqueues ``Inbound`` items into ``inbox`` (a ``queue.Queue``) that the agent's
   main loop drains; decoding and all work happen there.
 
-``MqttOptions.protocol="3.1.1"`` (``--mqtt-protocol 3.1.1``) is for brokers that lack MQTT 5, such as
+``MqttOptions.protocol="3.1.1"`` (``fedhft edge mqtt_protocol=3.1.1``) is for brokers that lack MQTT 5, such as
 the embedded amqtt broker of ``fedhft simulate``. What changes, and what is lost:
 
 * the persistent session is asked for with ``clean_session=False`` in the ``Client`` constructor

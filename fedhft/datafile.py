@@ -47,8 +47,9 @@ def data_error(path: Path, row: int | None, problem: str, fix: str) -> DataError
 
 
 def cli_option(name: str) -> str:
-    """How the edge's command line spells a setting, before its value: ``--text-column ``."""
-    return "--" + name.replace("_", "-") + " "
+    """How the edge's command line spells a setting, before its value: ``text_column=`` (every
+    command takes its settings as key=value: fedhft/cli_settings.py)."""
+    return name + "="
 
 
 def setting_option(name: str) -> str:

@@ -37,7 +37,7 @@ class SimConfig:
                                         "built-in datasets use their own test split")
     text_column: str | None = _f(None, "text column of a user file (auto: text/sentence/review/content/document/"
                                        "utterance, or a pair such as sentence1+sentence2); as fedhft edge "
-                                       "--text-column")
+                                       "text_column=")
     text_pair_column: str | None = _f(None, "second text column of a sentence-pair file, e.g. sentence2 (encoded as "
                                             "a tokenizer pair; auto only with an auto text column)")
     label_column: str | None = _f(None, "label column of a user file (auto: label/labels/class/category/y/target)")
@@ -66,12 +66,12 @@ class SimConfig:
                                         "allowance for this Python host process, which a native device runtime does "
                                         "not carry: ~300-400 MB of interpreter, torch and runtime imports), a number "
                                         "of MB, or off")
-    memory_accounting: str = _f("process", "what the budget counts (fedhft edge --memory-accounting): process (whole RSS) "
+    memory_accounting: str = _f("process", "what the budget counts (fedhft edge memory_accounting=): process (whole RSS) "
                                            "or bundle (RSS above the Python host's baseline; use with memory_budget=tier)")
     battery: str | None = _f("level=90,drain_per_step=0.05,charging=0",
-                             "simulated battery of every device (fedhft edge --simulated-battery); null = none")
+                             "simulated battery of every device (fedhft edge simulated_battery=); null = none")
     edge_threads: int = _f(1, "CPU threads per edge process (12 processes share the machine's cores)")
-    provision_bundles: bool = _f(True, "give devices the bundles on disk (--bundle-dir); false: they download them over MQTT")
+    provision_bundles: bool = _f(True, "give devices the bundles on disk (edge bundle_dir=); false: they download them over MQTT")
     # -- federation ----------------------------------------------------------------------------
     strategy: str = _f("fedhft", "fedhft, fedavg-lora, hetlora, flexlora, heterofl, legend, heterotune")
     strategy_options: dict = _f(dict, "keyword arguments of the strategy, e.g. {num_clusters: 3}", True)
@@ -177,7 +177,7 @@ class SimConfig:
         return default_backend if chosen == "default" else chosen
 
     def memory_budget_mb(self, tier_budget_mb: float) -> float | None:
-        """The --memory-budget-mb of a device whose catalog budget is ``tier_budget_mb`` (None: the tier's)."""
+        """The memory_budget_mb= of a device whose catalog budget is ``tier_budget_mb`` (None: the tier's)."""
         if self.memory_budget == "tier":
             return None
         if self.memory_budget == "off":
