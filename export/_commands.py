@@ -6,16 +6,80 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from fedhft.manifest import BACKENDS
 
+if TYPE_CHECKING:
+    from devices import AdapterPlan
 
-def _tiers(tier: str) -> dict:
-    from devices import get_tier, load_catalog
 
-    if tier == "all":
-        return {name: spec.plan for name, spec in load_catalog().items()}
-    return {tier: get_tier(tier).plan}
+def _names(text: str, known: Sequence[str], what: str, flag: str, problems: list[str]) -> list[str]:
+    """``text`` (a name, a comma list of names, or ``all``) as known names, in the order given."""
+    words = [w.strip() for w in str(text).split(",") if w.strip()]
+    if "all" in words:
+        return list(known)
+    unknown = [w for w in words if w not in known]
+    if unknown or not words:
+        problems.append(f"{flag} {text!r}: unknown {what} {', '.join(map(repr, unknown)) or '(none given)'}; "
+                        f"use one of {', '.join(known)}, a comma list of them, or all")
+    return list(dict.fromkeys(w for w in words if w in known))
+
+
+def _model_layers(model: str, num_labels: int) -> tuple[str, int]:
+    """(model id, encoder layers) without loading the weights; ValueError/OSError for a bad --model."""
+    from export._backbone import resolve_model
+    from export._model import model_dims_from_config
+
+    source = resolve_model(model)
+    if source.path is None:
+        return source.model_id, int(source.tiny["layers"])
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source.path, local_files_only=True)
+    return source.model_id, model_dims_from_config(config, num_labels).num_layers
+
+
+def _too_deep(model_id: str, layers: int, plans: dict[str, AdapterPlan]) -> str | None:
+    """The problem of plans deeper than the model, naming each such tier and the fixes; None if all fit."""
+    deep = {tier: plan.depth for tier, plan in plans.items() if plan.problems(layers)}
+    if not deep:
+        return None
+    fit = [tier for tier in plans if tier not in deep]
+    fixes = [f"a model with at least {max(deep.values())} layers (e.g. --model minilm or "
+             f"--model tiny:layers={max(deep.values())})"]
+    fixes += [f"only the tiers that fit (--tier {','.join(fit)})"] if fit else []
+    listed = ", ".join(f"{tier} (depth {depth})" for tier, depth in deep.items())
+    return (f"the plans of tiers {listed} adapt more layers than model {model_id} has ({layers}): "
+            f"export {' or '.join(fixes)}")
+
+
+def export_request(model: str, num_labels: int, tier: str, backend: str) -> tuple[dict, list[str]]:
+    """({tier: plan}, backends) of an export request, or ConfigError listing every problem (unknown
+    tier or backend, missing runtime, bad model, plans deeper than the model) before any export."""
+    from devices import load_catalog
+    from export._api import backend_compiler
+    from fedhft.config import ConfigError
+
+    problems: list[str] = []
+    if num_labels < 2:
+        problems.append(f"--num-labels must be >= 2 for classification, got {num_labels}")
+    catalog = load_catalog()
+    plans = {name: catalog[name].plan for name in _names(tier, list(catalog), "tier", "--tier", problems)}
+    backends = _names(backend, BACKENDS, "backend", "--backend", problems)
+    for name in backends:  # a missing runtime fails here, before any slow work
+        try:
+            backend_compiler(name)
+        except ImportError as exc:
+            problems.append(str(exc))
+    try:
+        model_id, layers = _model_layers(model, max(num_labels, 2))
+        problems += filter(None, [_too_deep(model_id, layers, plans)])
+    except (OSError, ValueError, ImportError) as exc:
+        problems.append(f"--model {model!r}: {exc}")
+    if problems:
+        raise ConfigError(problems, "the export request")
+    return plans, backends
 
 
 def _say(msg: str) -> None:
@@ -23,14 +87,12 @@ def _say(msg: str) -> None:
 
 
 def export_command(model: str, num_labels: int, tier: str, backend: str, out: str | Path) -> int:
-    """Export every requested (tier, backend) bundle and print a summary table."""
+    """Export every requested (tier, backend) bundle and print a summary table. ``tier`` and
+    ``backend`` are a name, a comma list of names or ``all``. Raises ConfigError for a bad request."""
     from export._api import export_all
 
-    if num_labels < 2:
-        raise ValueError(f"--num-labels must be >= 2 for classification, got {num_labels}")
-    backends = list(BACKENDS) if backend == "all" else [backend]
-    tiers = _tiers(tier)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tiers, backends = export_request(model, num_labels, tier, backend)
     started = time.perf_counter()
     results = export_all(model, num_labels, tiers, backends, Path(out), progress=_say)
     print(f"{'tier':<18} {'backend':<11} {'precision':<9} {'size MB':>8} {'export s':>9}  path")

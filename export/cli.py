@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import argparse
-
-BACKEND_CHOICES = ("torch", "ort", "executorch", "all")
-
+import sys
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="compile masked-adapter training bundles per tier and backend",
                        description="Compile training bundles: DIR/<tier>/<backend>/manifest.json and files.")
     p.add_argument("--model", default="minilm", help="'minilm' (bundled), 'tiny[:hidden=64,...]' or a local HF dir")
     p.add_argument("--num-labels", type=int, default=2, help="classifier outputs")
-    p.add_argument("--tier", default="all", help="tier name from `fedhft devices list`, or 'all'")
-    p.add_argument("--backend", default="all", choices=BACKEND_CHOICES, help="which runtime to compile for")
+    p.add_argument("--tier", default="all",
+                   help="tier names from `fedhft devices list`, comma-separated (rpi5,android-mid), or all")
+    p.add_argument("--backend", default="all",
+                   help="runtimes to compile for: torch, ort, executorch, comma-separated (torch,ort), or all")
     p.add_argument("--out", default="bundles", help="output directory")
     p.set_defaults(func=_export)
     verbs = p.add_subparsers(dest="export_cmd", metavar="verify")
@@ -25,8 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _export(args) -> int:
     from export._commands import export_command
+    from fedhft.config import ConfigError
 
-    return export_command(args.model, args.num_labels, args.tier, args.backend, args.out)
+    try:
+        return export_command(args.model, args.num_labels, args.tier, args.backend, args.out)
+    except ConfigError as exc:
+        print(f"fedhft export: {exc}", file=sys.stderr)
+        return 2
 
 
 def _verify(args) -> int:
