@@ -58,7 +58,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         tier = get_tier(args.tier)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"fedhft devices: {exc}", file=sys.stderr)
         return 2
     rows = [(k, v) for k, v in tier.to_dict().items() if k != "plan"]
     rows += [(f"plan.{k}", v) for k, v in tier.plan.to_dict().items()]
