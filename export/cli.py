@@ -36,5 +36,10 @@ def _export(args) -> int:
 
 def _verify(args) -> int:
     from export._commands import verify_command
+    from fedhft.manifest import BundleError
 
-    return verify_command(args.dir, args.steps, args.json)
+    try:
+        return verify_command(args.dir, args.steps, args.json)
+    except BundleError as exc:
+        print(f"fedhft export verify: {exc}", file=sys.stderr)
+        return 2

@@ -81,10 +81,14 @@ def _run(args) -> int:
 
 
 def _fleet_init(args) -> int:
-    from fedhft.broker import fleet_init
+    from fedhft.broker import FleetConfigError, fleet_init
 
-    fleet = fleet_init(args.out, args.clients, fleet=args.fleet, max_packet_size=args.max_packet_size,
-                       tls=args.tls, port=args.port)
+    try:
+        fleet = fleet_init(args.out, args.clients, fleet=args.fleet, max_packet_size=args.max_packet_size,
+                           tls=args.tls, port=args.port)
+    except FleetConfigError as exc:
+        print(f"fedhft server fleet-init: {exc}", file=sys.stderr)
+        return 2
     print(f"fleet {fleet.fleet!r}: {len(fleet.devices)} devices, broker config {fleet.dir / 'mosquitto.conf'}, "
           f"server credentials {fleet.dir / 'server.json'}")
     return 0

@@ -60,3 +60,9 @@ def test_a_bad_model_is_a_clean_error(tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "nowhere"), "--backend", "torch", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--model" in err and "neither 'minilm', 'tiny' nor an existing directory" in err and "Traceback" not in err
+
+
+def test_verify_without_bundles_is_a_clean_error(tmp_path, capsys):
+    assert main(["export", "verify", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedhft export verify: no bundles") and "Traceback" not in err

@@ -78,3 +78,8 @@ def test_generated_passwords_never_look_like_an_option(monkeypatch):
     assert _fleet_init.new_password() == "_fine-one"
     monkeypatch.undo()
     assert not any(_fleet_init.new_password().startswith("-") for _ in range(2000))
+
+
+def test_cli_fleet_init_bad_count_is_a_clean_error(tmp_path, capsys):
+    assert main(["server", "fleet-init", "--clients", "0", "--out", str(tmp_path / "fleet")]) == 2
+    assert capsys.readouterr().err.startswith("fedhft server fleet-init: clients=0: a fleet needs at least 1 device")
