@@ -197,6 +197,7 @@ def _plot_tiers(run_dir: Path, stats: dict[str, dict], plt) -> list[str]:
     budgets = [(i, stats[n]["budget_mb"]) for i, n in enumerate(names) if stats[n]["budget_mb"]]
     for j, (i, mb) in enumerate(budgets):
         a2.hlines(mb, i - 0.4, i + 0.4, colors="red", label="budget" if j == 0 else None)
+    a2.set_ylim(0, 1.25 * max([v for v in rss if v] + [mb for _, mb in budgets] + [1.0]))  # room for the legend
     a2.set_ylabel("MB"), a2.legend(fontsize=7), a2.tick_params(axis="x", rotation=20)
     _plot_outcomes(a3, names, stats)
     fig.tight_layout(), fig.savefig(run_dir / "tiers.png", dpi=110), plt.close(fig)
