@@ -33,6 +33,8 @@ import numpy as np
 _SITE = re.compile(r"^layer(\d+)\.(query|value|intermediate|output)$")
 _SHARED = re.compile(r"^shared/top(\d+)\.(query|value|intermediate|output)\.\d+x\d+$")
 _BB = re.compile(r"^bb/[^/]+/layer(\d+)\.(query|value|intermediate|output)$")
+#: Backbone precisions a bundle's plan can have (devices.AdapterPlan.precision).
+PRECISIONS = ("fp32", "int8")
 
 
 def read_state(path: Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -163,19 +165,31 @@ def encode_examples(tokenizer_json: Path, examples, seq_len: int) -> EncodedSet:
 
 
 class Evaluator:
-    """The fp32 backbone once; each call merges a dense state into a copy of the adapted weights."""
+    """The backbone once; each call merges a dense state into a copy of the adapted weights.
 
-    def __init__(self, model: str, threads: int | None = None):
+    ``precision``: the backbone's weights as a bundle of that precision holds them. ``fp32`` (the
+    default) is the reference for a GLOBAL model: no tier's bundle can hold a full-rank FedHFT
+    mixture, a server deploys it on fp32 weights, and one reference keeps rounds and strategies
+    comparable. ``int8`` is the backbone an int8 tier trains on (export._quant: per-row int8,
+    dequantized): evaluate a CLIENT's own model with its bundle's ``plan.precision`` to score the
+    forward that client actually runs.
+    """
+
+    def __init__(self, model: str, threads: int | None = None, precision: str = "fp32"):
         import torch
 
         from export._backbone import load_encoder, resolve_model
         from export._model import _SITE_PATHS, architecture_family
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}: use one of {list(PRECISIONS)} (a bundle's plan.precision)")
         if threads:
             torch.set_num_threads(threads)
-        self.torch = torch
+        self.torch, self.precision = torch, precision
         self.encoder = load_encoder(resolve_model(model))
         self.encoder.requires_grad_(False)
+        if precision == "int8":
+            _dequantized_int8(self.encoder)
         self.paths = _SITE_PATHS[architecture_family(self.encoder.config.model_type)]
         self.num_layers = len(self._layers())
         self._orig: dict[tuple[int, str], object] = {}
@@ -225,3 +239,60 @@ def evaluate_round(ev: Evaluator, state_dir: Path, idx: int, data: EncodedSet, b
     acc, pred = ev.accuracy(global_state(state_dir, idx, ev.num_layers), data, batch)
     return {"round": idx, "accuracy": acc, "eval_s": round(time.perf_counter() - t0, 2),
             "pred_hist": np.bincount(pred, minlength=int(data.labels.max()) + 1).tolist() if len(pred) else []}
+
+
+def evaluate_state(ev: Evaluator, idx: int, tensors: Mapping[str, np.ndarray], strategy_meta: Mapping,
+                   data: EncodedSet, batch: int = 64) -> dict:
+    """``evaluate_round`` of a global state held in memory (an in-process engine's): ``tensors`` as
+    the global file holds them, ``strategy_meta`` the strategy file's metadata."""
+    t0 = time.perf_counter()
+    alpha = None
+    if strategy_meta.get("strategy") == "fedavg-lora":
+        alpha = float((strategy_meta.get("plan") or {}).get("alpha", 16.0))
+    acc, pred = ev.accuracy(dense_state(tensors, ev.num_layers, alpha), data, batch)
+    return {"round": idx, "accuracy": acc, "eval_s": round(time.perf_counter() - t0, 2),
+            "pred_hist": np.bincount(pred, minlength=int(data.labels.max()) + 1).tolist() if len(pred) else []}
+
+
+def client_state(plan, dims, trainable: Mapping[str, np.ndarray], mask: np.ndarray) -> tuple:
+    """Dense form of ONE client's model (its bundle's trainable tensors under its row mask), for
+    ``Evaluator.accuracy``: dW = alpha/r (B * row mask) @ A, as the bundle's LoRA forward."""
+    from fedhft.layout import adapted_modules, lora_names, mask_layout
+
+    rows = {s.b_name: np.asarray(mask[s.offset: s.offset + s.rows], np.float64) for s in mask_layout(plan, dims)}
+    deltas = {}
+    for layer, module, rank in adapted_modules(plan, dims):
+        a_name, b_name = lora_names(layer, module)
+        b = np.asarray(trainable[b_name], np.float64) * rows[b_name][:, None]
+        deltas[(layer, module)] = (plan.alpha / rank) * (b @ np.asarray(trainable[a_name], np.float64))
+    return (deltas, np.asarray(trainable["head.weight"], np.float32), np.asarray(trainable["head.bias"], np.float32))
+
+
+def _dequantized_int8(module) -> None:
+    """Replace, below ``module``, every layer that an int8 bundle stores in int8 (export._quant
+    decides which) by a plain fp32 layer holding the dequantized weights: the values the int8
+    bundle computes with, in modules whose weights a dense delta can be added to."""
+    from export._quant import quantize_frozen
+
+    quantize_frozen(module)
+    _replace_int8(module)
+
+
+def _replace_int8(module) -> None:
+    from torch import nn
+
+    from export._quant import Int8Embedding, Int8Linear
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, Int8Linear):
+            plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+            plain.weight.data = child.dequantized_weight()
+            if child.bias is not None:
+                plain.bias.data = child.bias.detach().clone()
+        elif isinstance(child, Int8Embedding):
+            plain = nn.Embedding(child.num_embeddings, child.embedding_dim, padding_idx=child.padding_idx)
+            plain.weight.data = child.weight_int8.to(child.weight_scale.dtype) * child.weight_scale[:, None]
+        else:
+            _replace_int8(child)
+            continue
+        setattr(module, name, plain.requires_grad_(False))
