@@ -131,19 +131,56 @@ class RoundResult:
     metrics: dict[str, float]
 
 
-def evaluate(session, data: Encoded, batch_size: int, static: bool) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the current weights on ``data``."""
+@dataclass(frozen=True)
+class ShardScore:
+    """A model's scores on one local shard: accuracy, mean cross-entropy, balanced accuracy (mean
+    per-class recall over the classes present, so a one-class predictor cannot look good on a
+    skewed shard) and the shard size (the weight of this client in fleet-wide means)."""
+
+    accuracy: float
+    loss: float
+    balanced_accuracy: float
+    examples: int
+
+
+def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """Mean recall over the classes present in ``labels`` (nan for an empty shard)."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    if labels.size == 0:
+        return float("nan")
+    return float(np.mean([np.mean(predictions[labels == c] == c) for c in np.unique(labels)]))
+
+
+def majority_accuracy(train_labels: np.ndarray, shard_labels: np.ndarray) -> float:
+    """Accuracy on ``shard_labels`` of always predicting the most frequent training label (ties:
+    the smallest label): the label-prior reference a personalized model must beat."""
+    train_labels, shard_labels = np.asarray(train_labels), np.asarray(shard_labels)
+    if train_labels.size == 0 or shard_labels.size == 0:
+        return float("nan")
+    return float(np.mean(shard_labels == np.bincount(train_labels).argmax()))
+
+
+def score_shard(session, data: Encoded, batch_size: int, static: bool) -> ShardScore:
+    """The current weights' ``ShardScore`` on ``data``."""
     if len(data) == 0:
-        return float("nan"), float("nan")
-    correct, loss_sum = 0, 0.0
+        return ShardScore(float("nan"), float("nan"), float("nan"), 0)
+    loss_sum, preds = 0.0, []
     for ids, attn, labels, real in eval_batches(data, batch_size, static):
         logits = np.asarray(session.logits(ids, attn), dtype=np.float64)[:real]
         labels = labels[:real]
         shifted = logits - logits.max(axis=1, keepdims=True)
         logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         loss_sum += float(-logp[np.arange(real), labels].sum())
-        correct += int((logits.argmax(axis=1) == labels).sum())
-    return correct / len(data), loss_sum / len(data)
+        preds.append(logits.argmax(axis=1))
+    pred = np.concatenate(preds)
+    return ShardScore(float(np.mean(pred == data.labels)), loss_sum / len(data),
+                      balanced_accuracy(data.labels, pred), len(data))
+
+
+def evaluate(session, data: Encoded, batch_size: int, static: bool) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the current weights on ``data``."""
+    score = score_shard(session, data, batch_size, static)
+    return score.accuracy, score.loss
 
 
 def plan_memory(session, want_batch: int, want_seq: int, budget: TrainBudget) -> MemoryPlan | OverBudget:
@@ -275,11 +312,11 @@ def train_round(session, task, data: TrainingData, budget: TrainBudget | None = 
     if watcher is not None:
         watcher.__enter__()
     try:
-        acc_before, vloss_before = evaluate(session, local.val, mem.batch_size, static)
+        before = score_shard(session, local.val, mem.batch_size, static)
         loop = _run_steps(session, task, local.train, mem, budget, watcher, guard, static)
         if not isinstance(loop, _Loop):
             return loop
-        acc_after, vloss_after = evaluate(session, local.val, mem.batch_size, static)
+        after = score_shard(session, local.val, mem.batch_size, static)
     finally:
         if watcher is not None:
             watcher.__exit__(None, None, None)
@@ -287,19 +324,20 @@ def train_round(session, task, data: TrainingData, budget: TrainBudget | None = 
         return watcher.over_budget("train")
     trained = session.get_state()
     update = gather_update(manifest.plan, manifest.dims, start, trained, task.mask)
-    metrics = _metrics(loop, guard, mem, watcher, budget, (acc_before, acc_after, vloss_before, vloss_after))
+    metrics = _metrics(loop, guard, mem, watcher, budget, (before, after))
+    metrics.update(_shard_metrics(before, after, majority_accuracy(local.train.labels, local.val.labels)))
     return RoundResult(task.round, task.task_id, update, trained, len(loop.seen), metrics)
 
 
 def _metrics(loop: _Loop, guard: DeadlineGuard, mem: MemoryPlan, watcher, budget: TrainBudget, evals) -> dict[str, float]:
-    acc_before, acc_after, vloss_before, vloss_after = evals
+    before, after = evals
     level, _ = budget.battery.read()
     out = {
         "loss_first": loop.losses[0] if loop.losses else float("nan"),
         "loss_last": loop.losses[-1] if loop.losses else float("nan"),
         "loss_mean": float(np.mean(loop.losses)) if loop.losses else float("nan"),
-        "val_acc_before": acc_before, "val_acc_after": acc_after,
-        "val_loss_before": vloss_before, "val_loss_after": vloss_after,
+        "val_acc_before": before.accuracy, "val_acc_after": after.accuracy,
+        "val_loss_before": before.loss, "val_loss_after": after.loss,
         "examples_used": float(len(loop.seen)), "steps": float(len(loop.losses)),
         "batch_size": float(loop.batch), "seq_len": float(mem.seq_len),
         "step_time_median_s": guard.median_step_s(),
@@ -312,4 +350,11 @@ def _metrics(loop: _Loop, guard: DeadlineGuard, mem: MemoryPlan, watcher, budget
     if level is not None:
         out["battery_pct"] = float(level)
     # The wire carries finite floats only; an empty validation part has no accuracy.
+    return {k: round(float(v), 6) for k, v in out.items() if math.isfinite(v)}
+
+
+def _shard_metrics(before: ShardScore, after: ShardScore, majority: float) -> dict[str, float]:
+    """The personalization metrics of the local shard (the server reads them: SHARD_KEYS)."""
+    out = {"val_bal_acc_before": before.balanced_accuracy, "val_bal_acc_after": after.balanced_accuracy,
+           "val_majority_acc": majority, "val_examples": float(after.examples)}
     return {k: round(float(v), 6) for k, v in out.items() if math.isfinite(v)}
