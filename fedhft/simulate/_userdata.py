@@ -1,6 +1,6 @@
 """A user's own labelled file (.tsv, .csv, .txt or .jsonl) as a simulation Dataset.
 
-The file is read exactly as ``fedhft edge --data`` reads it (``fedhft.datafile``): the same formats,
+The file is read exactly as ``fedhft edge data=FILE`` reads it (``fedhft.datafile``): the same formats,
 the same column options and auto-detection (text, optional second text of a pair, label), the same
 label rule (integers as they are, strings numbered in sorted order, or ``label_map``). A seeded 15%
 of the rows is the held-out global test set, unless ``test_dataset`` names a separate file, whose
