@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     from fedhft.cli_settings import add_settings_parser
 
     p = add_settings_parser(
-        subparsers, "simulate", help="run a real federated simulation on this machine (broker + server + edge processes)",
+        subparsers, "simulate",
+        help="run a real federated simulation on this machine (broker + server + edge processes)",
         config_help="YAML file of simulation settings; key=value words override it",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION, epilog=EPILOG)
     p.set_defaults(func=_run)
