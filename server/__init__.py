@@ -9,7 +9,9 @@ Strategies (pure numpy) are re-exported from ``server.strategies``.
 from server._bundles import BundleIndex, BundleInfo, BundleNeed, needed_bundles
 from server._config import ServerConfig, ServerConfigError, config_help, load_server_config
 from server._coordinator import Coordinator, Inbound, ResumeError, Transport, build_strategy
-from server._metrics import append_metrics, format_status, metrics_line, read_metrics, round_metrics, server_status
+from server._metrics import (
+    append_metrics, format_status, metrics_line, personalized_summary, read_metrics, round_metrics, server_status,
+)
 from server._plan_round import (
     Participant, RoundPlan, cluster_sizes, intake_context, pick_clients, plan_round, state_files, task_message,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "intake_context",
     "load_server_config",
     "metrics_line",
+    "personalized_summary",
     "needed_bundles",
     "pick_clients",
     "plan_round",

@@ -31,6 +31,31 @@ def _accuracy(metrics: dict) -> float | None:
     return next((float(metrics[k]) for k in ACCURACY_KEYS if k in metrics), None)
 
 
+#: The shard scores ``fedhft edge`` reports per round (see edge_runtime's ``score_shard``).
+SHARD_KEYS = ("val_acc_before", "val_acc_after", "val_bal_acc_before", "val_bal_acc_after", "val_majority_acc")
+#: The share of clients whose mean is the "worst clients" figure.
+WORST_SHARE = 0.10
+
+
+def personalized_summary(client_metrics: list[dict[str, float]]) -> dict[str, Any] | None:
+    """Fleet-wide personalized scores of one round from the clients' shard metrics: means weighted
+    by shard size (``val_examples``) of each ``SHARD_KEYS`` score, and the unweighted mean of the
+    worst 10% of clients (at least one) on accuracy after local training. None when no client
+    reported a shard."""
+    rows = [m for m in client_metrics if m.get("val_examples", 0) > 0 and "val_acc_after" in m]
+    if not rows:
+        return None
+    weights = np.array([float(m["val_examples"]) for m in rows])
+    out: dict[str, Any] = {"clients": len(rows), "examples": int(weights.sum())}
+    for key in SHARD_KEYS:
+        have = [(w, float(m[key])) for w, m in zip(weights, rows) if key in m]
+        out[key.removeprefix("val_")] = float(np.average([v for _, v in have], weights=[w for w, _ in have])) \
+            if have else None
+    after = np.sort([float(m["val_acc_after"]) for m in rows])
+    out["worst10_acc_after"] = float(after[: max(1, int(np.ceil(WORST_SHARE * len(after))))].mean())
+    return out
+
+
 def round_metrics(store: Store, idx: int, extra: dict[str, Any]) -> dict[str, Any]:
     """The metrics line of round ``idx``: counts by status, client-reported accuracy (mean and per
     tier), bytes, rejections by reason, outcomes by kind, plus ``extra`` (durations, clusters)."""
@@ -42,11 +67,12 @@ def metrics_line(idx: int, tasks: list[dict], rejections: dict[str, int], extra:
     """``round_metrics`` from the round's client records (``client_rounds`` rows as dicts: status,
     tier, bytes, outcome and metrics as JSON text) and its rejection counts by reason."""
     status = Counter(t["status"] for t in tasks)
-    acc_all, acc_tier, loss = [], {}, []
+    acc_all, acc_tier, loss, shards = [], {}, [], []
     for t in tasks:
         if t["status"] != "stored":
             continue
         m = json.loads(t["metrics"] or "{}")
+        shards.append(m)
         a = _accuracy(m)
         if a is not None:
             acc_all.append(a)
@@ -68,6 +94,7 @@ def metrics_line(idx: int, tasks: list[dict], rejections: dict[str, int], extra:
         "rejections": dict(sorted(rejections.items())),
         "outcomes": dict(sorted(Counter(t["outcome"] for t in tasks if t["status"] == "outcome").items())),
         "clients_by_tier": dict(sorted(Counter(t["tier"] for t in tasks).items())),
+        "personalized": personalized_summary(shards),
     }
     out.update(extra)
     return out
