@@ -73,7 +73,7 @@ class SimConfig:
     edge_threads: int = _f(1, "CPU threads per edge process (12 processes share the machine's cores)")
     provision_bundles: bool = _f(True, "give devices the bundles on disk (edge bundle_dir=); false: they download them over MQTT")
     # -- federation ----------------------------------------------------------------------------
-    strategy: str = _f("fedhft", "fedhft, fedavg-lora, hetlora, flexlora, heterofl, legend, heterotune")
+    strategy: str = _f("fedhft", "fedhft, fedavg-lora, hetlora, flexlora, heterofl, legend, heterotune, or local-only (the no-federation reference)")
     strategy_options: dict = _f(dict, "keyword arguments of the strategy, e.g. {num_clusters: 3}", True)
     rounds: int = _f(5, "federated rounds")
     clients_per_round: float | None = _f(None, "clients per round: a count (>= 1) or a fraction in (0, 1); null = all")

@@ -17,6 +17,7 @@ from server.strategies._heterofl import HeteroFL
 from server.strategies._heterotune import HeteroTune
 from server.strategies._hetlora import HetLoRA
 from server.strategies._legend import Legend
+from server.strategies._local import LocalOnly
 from server.strategies._registry import STRATEGIES, get_strategy
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "HeteroTune",
     "HetLoRA",
     "Legend",
+    "LocalOnly",
     "STRATEGIES",
     "Strategy",
     "StrategyState",

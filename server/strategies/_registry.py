@@ -11,9 +11,10 @@ from server.strategies._heterofl import HeteroFL
 from server.strategies._heterotune import HeteroTune
 from server.strategies._hetlora import HetLoRA
 from server.strategies._legend import Legend
+from server.strategies._local import LocalOnly
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (FedAvgLoRA, HetLoRA, FlexLoRA, HeteroFL, Legend, FedHFT, HeteroTune)
+    cls.name: cls for cls in (FedAvgLoRA, HetLoRA, FlexLoRA, HeteroFL, Legend, FedHFT, HeteroTune, LocalOnly)
 }
 
 
