@@ -59,7 +59,8 @@ def test_data_at_another_length_is_refused_with_the_length_to_use(tiny_session, 
 def test_malformed_token_arrays_are_named():
     ids = np.zeros((4, 8), np.int64)
     with pytest.raises(ValueError, match="val: input_ids is int32, use int64"):
-        PreparedData(Encoded(ids, ids, np.zeros(4, np.int64)), Encoded(ids.astype(np.int32), ids, np.zeros(4, np.int64)))
+        PreparedData(Encoded(ids, ids, np.zeros(4, np.int64)),
+                     Encoded(ids.astype(np.int32), ids, np.zeros(4, np.int64)))
     with pytest.raises(ValueError, match="train: .*must be"):
         PreparedData(Encoded(ids, ids[:, :4], np.zeros(4, np.int64)), Encoded(ids, ids, np.zeros(4, np.int64)))
     with pytest.raises(ValueError, match="train has no examples"):
