@@ -51,6 +51,40 @@ def _rounds_table(rounds: list[dict]) -> list[str]:
     return lines
 
 
+#: The personalized scores (server metrics line ``personalized``) shown per round.
+PERSONALIZED_COLUMNS = (("acc_before", "acc before"), ("acc_after", "acc after"), ("bal_acc_after", "balanced after"),
+                        ("worst10_acc_after", "worst 10% after"), ("majority_acc", "majority label"))
+
+
+def headline(rounds: list[dict]) -> dict[str, dict[str, float | None]]:
+    """Final and best-over-rounds of the global accuracy and of each personalized score."""
+    series = {"global_accuracy": [r.get("accuracy") for r in rounds]}
+    for key, _ in PERSONALIZED_COLUMNS:
+        series[f"personalized_{key}"] = [(r.get("personalized") or {}).get(key) for r in rounds]
+    out = {}
+    for name, values in series.items():
+        have = [v for v in values if v is not None]
+        out[name] = {"final": values[-1] if values else None, "best": max(have) if have else None}
+    return out
+
+
+def _personalized_table(rounds: list[dict]) -> list[str]:
+    """Each client's own model on its own local shard (shard-size-weighted), per round."""
+    if not any(r.get("personalized") for r in rounds):
+        return []
+    head = " | ".join(title for _, title in PERSONALIZED_COLUMNS)
+    lines = ["## Personalized accuracy (each client's model on its own local shard)", "",
+             "Means weighted by shard size; before/after the round's local training; worst 10% = mean of the "
+             "worst tenth of clients; majority label = always predicting the client's most frequent training "
+             "label. A personalization gain counts only above the majority label (and a local-only run).", "",
+             f"| round | clients | {head} |", "|---" * (len(PERSONALIZED_COLUMNS) + 2) + "|"]
+    for r in rounds:
+        p = r.get("personalized") or {}
+        lines.append(f"| {r['round']} | {p.get('clients', '-')} | "
+                     + " | ".join(_fmt(p.get(key)) for key, _ in PERSONALIZED_COLUMNS) + " |")
+    return lines + [""]
+
+
 def _tiers_table(stats: dict[str, dict]) -> list[str]:
     lines = ["| tier | backend | tasks | stored | other outcomes | peak RSS MB | enforced budget MB | "
              "catalog budget MB | median step s | mean update bytes |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -97,7 +131,13 @@ def write_report(path: Path, cfg, result, summary: dict, stats: dict, plots: lis
               f"- data: {summary['train_examples']} training examples over {cfg.clients} clients "
               f"({summary['partition']}{f', alpha {cfg.alpha}' if summary['partition'] == 'dirichlet' else ''})", ""]
     lines += _failures_section(result.verdict)
+    best = headline(result.rounds)
+    lines += [f"- global accuracy final {_fmt(best['global_accuracy']['final'])}, best over rounds "
+              f"{_fmt(best['global_accuracy']['best'])}; personalized accuracy after local training final "
+              f"{_fmt(best['personalized_acc_after']['final'])}, best {_fmt(best['personalized_acc_after']['best'])}",
+              ""]
     lines += ["## Rounds", ""] + _rounds_table(result.rounds) + [""]
+    lines += _personalized_table(result.rounds)
     lines += ["## Tiers (peak RSS vs budget, step time)", "",
               "Peak RSS is the whole edge process (Python, its imports, the runtime); the enforced budget is "
               f"`memory_budget={cfg.memory_budget}` applied to the catalog's.", ""] + _tiers_table(stats) + [""]
@@ -272,7 +312,8 @@ def write_outputs(cfg, result, data, tiers: dict, backends: dict, broker_kind: s
     out = {"status": result.status.value, "ok": result.ok, "error": result.error,
            "failures": result.verdict.to_json() if result.verdict else None, "wall_s": result.wall_s,
            "phases": result.phases,
-           "final_accuracy": result.final_accuracy, "accuracy": result.accuracies, "rounds": result.rounds,
+           "final_accuracy": result.final_accuracy, "accuracy": result.accuracies,
+           "headline": headline(result.rounds), "rounds": result.rounds,
            "tiers": stats, "tier_of_client": tiers, "backend_of_tier": backends, "broker": broker_kind,
            "mqtt_protocol": mqtt_protocol, "memberships": members, "data": summary, "config": to_dict(cfg),
            "pids": pids, "plots": plots}

@@ -63,7 +63,10 @@ def _fake_state_dir(state: Path) -> None:
     (state / "states").mkdir(parents=True)
     lines = [{"round": i, "selected": 3, "stored": 2 + (i > 0), "bytes_up": 1000 * (i + 1), "bytes_down": 5000,
               "round_s": 10.0 + i, "aggregation_s": 0.01, "rejections": {}, "outcomes": {"over_budget": 1} if i == 0 else {},
-              "cluster_sizes": [2, 1]} for i in range(2)]
+              "cluster_sizes": [2, 1],
+              "personalized": {"clients": 2 + (i > 0), "acc_before": 0.5, "acc_after": 0.8 - 0.1 * i,
+                               "bal_acc_after": 0.6, "worst10_acc_after": 0.4, "majority_acc": 0.7}}
+             for i in range(2)]
     (state / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
     db = sqlite3.connect(state / "server.sqlite")
     db.executescript("CREATE TABLE clients (client TEXT); CREATE TABLE client_rounds (round INTEGER, client TEXT, "
@@ -108,6 +111,10 @@ def test_report_from_fake_metrics(tmp_path):
     assert "- status: **degraded: 1 of 6 client-rounds did not store: over_budget x1 (android-mid x1)**" in report
     assert "## Failures" in report and "| dev-2 | android-mid | torch | 1 (0) | over_budget x1 |" in report
     assert out["memberships"]["dev-1"] == [0.2, 0.8]
+    # both metrics, final and best over rounds; the personalized table per round
+    assert results["headline"]["global_accuracy"] == {"final": pytest.approx(0.7), "best": pytest.approx(0.7)}
+    assert results["headline"]["personalized_acc_after"] == {"final": pytest.approx(0.7), "best": pytest.approx(0.8)}
+    assert "## Personalized accuracy" in report and "| 0 | 2 | 0.500 | 0.800 | 0.600 | 0.400 | 0.700 |" in report
     stats = tier_stats([json.loads(x) for x in (run / "clients.jsonl").read_text().splitlines()])
     assert stats["android-mid"]["outcomes"] == {"over_budget": 1} and stats["rpi5"]["peak_rss_mb"] == 301.0
     assert memberships(run / "server", 0) == {}
