@@ -165,7 +165,7 @@ def _run_one(setting_name, setting, strategy, seed, sizing, out, overrides) -> d
         raise KeyboardInterrupt
     print(f"[{setting_name}] {strategy} seed {seed}: accuracy {res.accuracies} in {res.wall_s:.0f} s"
           f"{'' if res.ok else ' FAILED: ' + str(res.error)}", file=sys.stderr, flush=True)
-    return {"setting": setting_name, "strategy": strategy, "seed": seed, "ok": res.ok, "error": res.error,
+    return {"setting": setting_name, "strategy": strategy, "seed": seed, "ok": res.ok, "status": res.status.value, "error": res.error,
             "final_accuracy": res.final_accuracy, "rounds": res.rounds, "wall_s": res.wall_s,
             "run_dir": str(res.run_dir)}
 
