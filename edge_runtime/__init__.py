@@ -42,6 +42,8 @@ _EXPORTS = {
     "DataError": "edge_runtime._data",
     "DataSource": "edge_runtime._data",
     "load_examples": "edge_runtime._data",
+    "load_tokenizer": "edge_runtime._data",
+    "tokenize": "edge_runtime._data",
     "MqttLink": "edge_runtime._mqtt",
     "MqttOptions": "edge_runtime._mqtt",
     "PublishFailed": "edge_runtime._mqtt",

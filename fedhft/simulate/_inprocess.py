@@ -1,0 +1,424 @@
+"""The in-process engine: a federated run with no broker and no subprocess, for experiments.
+
+Every client trains inside this process through the code the MQTT engine runs:
+
+* server side: the strategy ``fedhft server`` would build from this run's server settings
+  (``server_config`` of the MQTT engine), the same selection and task planning
+  (``server.pick_clients``, ``plan_round``, ``task_message``), the same validation of the encoded
+  update bytes (``server.check_update``), the same streaming aggregation, the same state files
+  and the same metrics line (``server.metrics_line``);
+* device side: the task passes through the protocol codec as a device receives it,
+  ``edge_runtime.train_round`` trains it on a session of the task's bundle under the device's
+  battery and deadline, and the update is encoded in the task's encoding, as ``fedhft edge`` does.
+
+One session per bundle: the frozen backbone is loaded once and shared by every client of that
+bundle; ``train_round`` loads each client's start state and starts a fresh optimizer.
+
+What differs from the MQTT engine, by design:
+
+* memory budgets are off: all clients share one process, so no per-device RSS can be measured.
+  Each device trains as a ``fedhft edge`` started with ``memory_budget=off`` does (the same
+  probe-step schedule), whatever ``memory_budget`` says;
+* clients train one after another and the aggregator adds their updates in client order (MQTT:
+  arrival order; floating-point sums then differ in rounding only);
+* a round closes when every selected client has answered: no deadline drops, no redeliveries,
+  no bundle downloads (``bytes_down`` counts task messages, as with ``provision_bundles``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from fedhft.datafile import DataError
+from fedhft.manifest import BundleError
+from fedhft.protocol import PayloadTooLarge, ProtocolError, Task, Topics, Update, decode, encode, payload_budget
+from fedhft.simulate._config import SimConfig
+from fedhft.simulate._evaluate import EncodedSet, state_file
+
+FLEET = "sim"
+#: The exceptions ``fedhft edge`` reports as an ``error`` outcome of a task (edge_runtime._agent).
+DEVICE_ERRORS = (BundleError, DataError, ProtocolError, ValueError, RuntimeError, OSError, ImportError,
+                 FloatingPointError, MemoryError)
+
+
+class EngineError(RuntimeError):
+    """The in-process run cannot start or go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """One simulated device: its tier, training backend and data file (what ``fedhft edge --data``
+    reads). ``eval_data``: an explicit local evaluation set; None = the device's own validation
+    split of ``data``, as ``fedhft edge`` makes it."""
+
+    client: str
+    tier: str
+    backend: str
+    data: Path
+    eval_data: Path | None = None
+
+
+@dataclass
+class EngineResult:
+    rounds: list[dict]  # per committed round: the server's metrics line (+ accuracy when evaluated)
+    records: list[dict]  # per selected client-round, shaped as fedhft.simulate._monitor.client_rounds rows
+    states: dict[int, dict[str, np.ndarray]]  # committed global state per round (keep_states)
+    wall_s: float
+    phases: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def devices_for(client_files: dict[str, Path], tiers: dict[str, str], backends: dict[str, str],
+                eval_files: dict[str, Path] | None = None) -> list[Device]:
+    """Devices from a prepared run: client -> data file, client -> tier, tier -> backend."""
+    return [Device(c, tiers[c], backends[tiers[c]], Path(client_files[c]), (eval_files or {}).get(c))
+            for c in sorted(client_files)]
+
+
+@dataclass
+class _Client:
+    device: Device
+    entry: object  # server.ClientEntry: what the registry would hold for it
+    examples: object  # edge_runtime Examples of its data file
+    eval_examples: object | None
+    battery: object
+    prepared: dict = field(default_factory=dict)  # (base model, seq_len) -> PreparedData
+
+
+class InProcessEngine:
+    """A federated run of ``cfg`` over ``devices`` on the bundles in ``bundles_dir``.
+
+    ``state_dir``: when given, committed states and metrics lines are written there in the layout of
+    ``fedhft server``'s state dir (``states/``, ``metrics.jsonl``). ``test``: evaluate each committed
+    global model on it. ``threads``: torch threads (default ``cfg.edge_threads``, as each edge)."""
+
+    def __init__(self, cfg: SimConfig, devices: Sequence[Device], bundles_dir: Path, *, state_dir: Path | None = None,
+                 test: EncodedSet | None = None, threads: int | None = None, keep_states: bool = True,
+                 say: Callable[[str], None] = print):
+        from fedhft.simulate._fleet import server_config
+        from server import BundleIndex, ServerConfig, build_strategy
+
+        self.cfg, self.say, self.keep_states = cfg, say, keep_states
+        self.threads = int(threads or cfg.edge_threads)
+        self.config = ServerConfig(**server_config(cfg, Path(bundles_dir), cfg.rounds, FLEET))
+        try:
+            self.bundles = BundleIndex.scan(bundles_dir)
+        except BundleError as exc:
+            raise EngineError(str(exc)) from None
+        self.strategy = build_strategy(self.config, self.bundles)
+        self.topics = Topics(FLEET)
+        self.clients = self._load_clients(devices)
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        if self.state_dir is not None:
+            (self.state_dir / "states").mkdir(parents=True, exist_ok=True)
+        self.test, self.evaluator = test, None
+        self.sessions: dict[Path, object] = {}
+        self.off_budget_mb = replace(cfg, memory_budget="off").memory_budget_mb(0.0)
+        self.timings: Counter = Counter()
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _load_clients(self, devices: Sequence[Device]) -> dict[str, _Client]:
+        """Every device checked at once (tier, backend, data), as ``fedhft edge`` and the registry would."""
+        from edge_runtime import load_examples
+        from server import ClientEntry
+
+        problems, out = [], {}
+        for d in devices:
+            if d.tier not in self.bundles.tiers:
+                problems.append(f"{d.client}: tier {d.tier!r} has no bundle in {self.config.bundles_dir} "
+                                f"(tiers: {self.bundles.tiers})")
+                continue
+            if d.backend not in self.bundles.backends(d.tier):
+                problems.append(f"{d.client}: tier {d.tier} is exported for {self.bundles.backends(d.tier)}, "
+                                f"not {d.backend!r}")
+                continue
+            try:
+                options = self._data_options()
+                examples = load_examples(d.data, options)
+                extra = load_examples(d.eval_data, options) if d.eval_data is not None else None
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            entry = ClientEntry(d.client, {}, d.tier, d.backend, [d.backend])
+            out[d.client] = _Client(d, entry, examples, extra, self._battery())
+        if not devices:
+            problems.append("no devices: give at least one")
+        if problems:
+            raise EngineError("the in-process run cannot start:\n  - " + "\n  - ".join(problems))
+        return out
+
+    @staticmethod
+    def _data_options():
+        from edge_runtime import DataOptions
+        from edge_runtime._config import AgentConfig
+
+        return DataOptions(val_fraction=AgentConfig.val_fraction)  # what `fedhft edge --data` uses
+
+    def _battery(self):
+        from edge_runtime import SimulatedBattery, SystemBattery
+        from edge_runtime._config import AgentConfig
+
+        opts = AgentConfig(simulated_battery=self.cfg.battery).battery_options()
+        return SystemBattery() if opts is None else SimulatedBattery(**opts)
+
+    def _session(self, bundle_dir: Path):
+        """One session per bundle, opened on first use and shared by its clients."""
+        if bundle_dir not in self.sessions:
+            from edge_runtime import open_session
+
+            t0 = time.perf_counter()
+            self.sessions[bundle_dir] = open_session(bundle_dir, threads=self.threads)
+            self.timings["open_s"] += time.perf_counter() - t0
+        return self.sessions[bundle_dir]
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self, on_round: Callable[[dict], None] | None = None) -> EngineResult:
+        """Every round of ``cfg.rounds``; Ctrl-C returns what committed so far (``interrupted``)."""
+        import torch
+
+        torch.set_num_threads(self.threads)
+        t0 = time.perf_counter()
+        rounds, records, states, interrupted = [], [], {}, False
+        try:
+            for idx in range(self.strategy.round_idx, self.cfg.rounds):
+                line, recs, state = self.run_round(idx)
+                rounds.append(line)
+                records += recs
+                if self.keep_states:
+                    states[idx] = state
+                if on_round is not None:
+                    on_round(line)
+        except KeyboardInterrupt:
+            interrupted = True
+        phases = {k: round(v, 3) for k, v in sorted(self.timings.items())}
+        return EngineResult(rounds, records, states, time.perf_counter() - t0, phases, interrupted)
+
+    def run_round(self, idx: int) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
+        """One round: (its metrics line, its client records, the committed global state)."""
+        from server import Participant, intake_context, pick_clients, plan_round
+
+        started = time.perf_counter()
+        eligible = self._eligible()
+        if len(eligible) < self.config.min_clients:
+            raise EngineError(f"round {idx}: {len(eligible)} of {self.config.min_clients} devices are eligible "
+                              "(the others' batteries are below their tier's threshold): charge them (battery=) "
+                              "or run fewer rounds")
+        picked, salt = pick_clients(eligible, idx, self.config)
+        plan = plan_round(self.strategy, self.bundles, idx, salt, [Participant(c.client, c.tier, c.backend)
+                                                                     for c in picked])
+        stored: dict[str, str] = {}
+        rnd = _RoundLog(idx, plan, self.strategy.aggregator(idx))
+        ctx = intake_context(self.config, idx, True, plan.expected(self.strategy.dims_for), stored.get)
+        deadline = time.time() + self.config.round_deadline_s
+        for cid in sorted(plan.tasks):
+            self._serve(rnd, cid, deadline, ctx, stored)
+        return self._commit(rnd, started)
+
+    def _eligible(self) -> list:
+        """The registry's rule: a device on battery below its tier's threshold is not selected."""
+        from devices import load_catalog
+
+        catalog, out = load_catalog(), []
+        for cid, c in sorted(self.clients.items()):
+            level, charging = c.battery.read()
+            c.entry.battery, c.entry.charging = level, charging
+            spec = catalog.get(c.entry.tier)
+            if c.entry.eligible(spec.battery_threshold if spec is not None else self.config.battery_threshold):
+                out.append(c.entry)
+        return out
+
+    def _serve(self, rnd: "_RoundLog", cid: str, deadline: float, ctx, stored: dict[str, str]) -> None:
+        """One client's task: send it, train it on the device side, take in the answer."""
+        from server import task_message
+
+        try:
+            task = task_message(rnd.plan, cid, self.bundles, self.config, deadline)
+            payload = encode(task, max_size=payload_budget(self.config.max_packet_size, self.topics.task(cid)))
+        except (BundleError, ProtocolError) as exc:  # the coordinator's _task_failed
+            rnd.outcome(cid, "error", f"server could not send the task: {exc}", {})
+            return
+        rnd.bytes_down += len(payload)
+        answer = self._device_round(self.clients[cid], decode(payload, expect=Task))
+        if isinstance(answer, bytes):
+            self._intake(rnd, cid, answer, ctx, stored)
+        else:
+            from edge_runtime import outcome_of
+
+            kind, reason, metrics = outcome_of(answer)
+            rnd.outcome(cid, kind, reason[:1024], metrics)
+
+    def _device_round(self, client: _Client, task: Task):
+        """What ``fedhft edge`` does with a task: the encoded update bytes, or a typed outcome or error."""
+        from devices import AdapterPlan
+        from edge_runtime import RoundResult, TrainBudget, train_round
+        from edge_runtime._config import AgentConfig
+
+        t0 = time.perf_counter()
+        try:
+            bundle = self.bundles.by_id[task.bundle_id]
+            if bundle.plan != AdapterPlan.from_dict(dict(task.plan)):
+                raise BundleError(f"bundle {bundle.dir} was compiled for plan {bundle.plan.to_dict()}, the task "
+                                  f"says {task.plan}: re-export the tier")
+            session = self._session(bundle.dir)
+            spec_threshold = _tier_threshold(task.tier)
+            budget = TrainBudget(self.off_budget_mb, AgentConfig.memory_margin, client.battery, spec_threshold,
+                                 AgentConfig.deadline_reserve_s, progress_every=0)
+            data = self._prepared(client, session, task, budget)
+            result = train_round(session, task, data, budget)
+        except DEVICE_ERRORS as exc:
+            result = exc
+        finally:
+            self.timings["device_s"] += time.perf_counter() - t0
+        if not isinstance(result, RoundResult):
+            return result
+        update = Update(FLEET, client.device.client, task.round, task.task_id, result.num_examples, result.metrics,
+                        task.hyper.encoding, result.update)
+        try:
+            return encode(update, max_size=payload_budget(self.config.max_packet_size,
+                                                          self.topics.update(client.device.client)))
+        except PayloadTooLarge as exc:
+            return exc
+
+    def _prepared(self, client: _Client, session, task: Task, budget):
+        """The client's token ids at the round's length, made once per (base model, length): the
+        device's own train/validation split, or all its data plus its explicit evaluation set."""
+        from edge_runtime import DataSource, OverBudget, PreparedData, load_tokenizer, round_shape, tokenize
+
+        shape = round_shape(session, task, budget)
+        if isinstance(shape, OverBudget):
+            raise MemoryError(shape.reason())
+        labels = client.examples.labels
+        if labels.size and int(labels.max()) >= session.manifest.dims.num_labels:
+            raise DataError(f"{client.device.data}: labels go up to {int(labels.max())} but the model has "
+                            f"{session.manifest.dims.num_labels} classes: pass --label-map or fix the data")
+        key = (session.manifest.base_model_id, shape.seq_len)
+        if key not in client.prepared:
+            t0 = time.perf_counter()
+            if client.eval_examples is None:
+                local = DataSource(client.examples, self._data_options()).at(session.bundle_dir, shape.seq_len)
+                client.prepared[key] = PreparedData(local.train, local.val)
+            else:
+                tok = load_tokenizer(session.bundle_dir)
+                client.prepared[key] = PreparedData(tokenize(tok, client.examples, shape.seq_len),
+                                                    tokenize(tok, client.eval_examples, shape.seq_len))
+            self.timings["tokenize_s"] += time.perf_counter() - t0
+        return client.prepared[key]
+
+    def _intake(self, rnd: "_RoundLog", cid: str, payload: bytes, ctx, stored: dict[str, str]) -> None:
+        """The coordinator's intake of one update PUBLISH: validate, record, aggregate."""
+        from server import Accepted, check_update
+
+        t0 = time.perf_counter()
+        verdict = check_update(cid, payload, ctx)
+        if not isinstance(verdict, Accepted):  # a duplicate cannot happen: each client answers once
+            rnd.rejected(cid, verdict)
+            return
+        u = verdict.update
+        stored[cid] = verdict.digest
+        rnd.stored(cid, u)
+        try:
+            rnd.aggregator.add(rnd.plan.infos[cid], rnd.plan.assignments[cid], u.tensors, float(max(1, u.num_examples)))
+        except Exception as exc:  # as the coordinator: the update leaves the round, the run goes on
+            rnd.unstore(cid, f"{type(exc).__name__}: {exc}")
+        finally:
+            rnd.agg_s += time.perf_counter() - t0
+
+    def _commit(self, rnd: "_RoundLog", started: float) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
+        from server import append_metrics, cluster_sizes, metrics_line, state_files, write_tensors
+
+        t0 = time.perf_counter()
+        rnd.close()
+        state = rnd.aggregator.finish()
+        files = state_files(self.strategy, rnd.idx, state)
+        if self.state_dir is not None:
+            for kind, (tensors, meta) in files.items():
+                write_tensors(state_file(self.state_dir, kind, rnd.idx), tensors, meta)
+        agg_s = rnd.agg_s + time.perf_counter() - t0
+        extra = {"strategy": self.strategy.name, "closed_by": "all_answered",
+                 "round_s": round(time.perf_counter() - started, 4), "aggregation_s": round(agg_s, 4),
+                 "bytes_down": rnd.bytes_down, "cluster_sizes": cluster_sizes(rnd.plan.assignments)}
+        line = metrics_line(rnd.idx, list(rnd.rows.values()), dict(rnd.rejections), extra)
+        self.timings["server_s"] += agg_s
+        if self.state_dir is not None:
+            append_metrics(self.state_dir, line)
+        line = dict(line, **self._evaluate(rnd.idx, files))
+        self.say(f"round {rnd.idx}: stored {line['stored']}/{line['selected']}, client accuracy "
+                 f"{_num(line['accuracy_mean'])}, global accuracy {_num(line.get('accuracy'))}, "
+                 f"{line['round_s']:.1f} s")
+        return line, rnd.records(), {k: np.array(v) for k, v in state.global_state.items()}
+
+    def _evaluate(self, idx: int, files: dict) -> dict:
+        """The global model's accuracy on the test set (fedhft.simulate._evaluate, as for the MQTT engine)."""
+        if self.test is None:
+            return {}
+        from fedhft.simulate._evaluate import Evaluator, evaluate_state
+
+        t0 = time.perf_counter()
+        if self.evaluator is None:
+            self.evaluator = Evaluator(self.cfg.model, threads=self.threads)
+        tensors, meta = files["global"]
+        out = evaluate_state(self.evaluator, idx, tensors, files["strategy"][1], self.test, self.cfg.eval_batch)
+        self.timings["eval_s"] += time.perf_counter() - t0
+        return {k: v for k, v in out.items() if k != "round"}
+
+
+class _RoundLog:
+    """The round's client records and counts, as the coordinator's store would hold them."""
+
+    def __init__(self, idx: int, plan, aggregator):
+        self.idx, self.plan, self.aggregator = idx, plan, aggregator
+        self.rows = {cid: {"round": idx, "client": cid, "tier": t.tier, "backend": t.backend, "status": "tasked",
+                           "bytes": None, "num_examples": None, "metrics": None, "outcome": None, "reason": None}
+                     for cid, t in sorted(plan.tasks.items())}
+        self.rejections: Counter = Counter()
+        self.bytes_down, self.agg_s = 0, 0.0
+
+    def stored(self, cid: str, update) -> None:
+        self.rows[cid].update(status="stored", bytes=len(update.encoded), num_examples=update.num_examples,
+                              metrics=_json(update.metrics))
+
+    def unstore(self, cid: str, detail: str) -> None:
+        self.rows[cid].update(status="rejected", reason="aggregation_error")
+        self.rejections["aggregation_error"] += 1
+        _ = detail  # the coordinator keeps it in its rejections table; nothing reads it here
+
+    def rejected(self, cid: str, verdict) -> None:
+        self.rejections[verdict.reason] += 1
+        if verdict.final:
+            self.rows[cid].update(status="rejected", reason=verdict.reason)
+
+    def outcome(self, cid: str, kind: str, reason: str, metrics: dict) -> None:
+        self.rows[cid].update(status="outcome", outcome=kind, reason=reason, metrics=_json(metrics))
+
+    def close(self) -> None:
+        """As the coordinator closes a round: a task still unanswered is ``dropped``."""
+        for row in self.rows.values():
+            if row["status"] == "tasked":
+                row["status"] = "dropped"
+
+    def records(self) -> list[dict]:
+        """The rows with metrics parsed, like ``client_rounds``."""
+        return [dict(row, metrics=json.loads(row["metrics"] or "{}")) for row in self.rows.values()]
+
+
+def _tier_threshold(tier: str) -> float:
+    """The agent's battery threshold for a tier: the catalog's, else 20 %."""
+    from devices import load_catalog
+
+    spec = load_catalog().get(tier)
+    return float(spec.battery_threshold) if spec is not None else 20.0
+
+
+def _json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _num(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
