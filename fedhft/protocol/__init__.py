@@ -3,6 +3,7 @@
 * topics and the broker ACL: ``Topics``, ``acl_lines``;
 * messages: one frozen dataclass per type, ``encode(msg) -> bytes`` and
   ``decode(payload, expect=None) -> Message`` (any bytes -> a message or a ``ProtocolError``);
+  schema ``PROTOCOL_VERSION`` (major) revision ``PROTOCOL_MINOR``: unknown header keys are ignored;
 * update encoding (fp32/fp16/int8), its digest, size bound and server-side validation;
 * bundle chunking and reassembly.
 """
@@ -16,7 +17,7 @@ from fedhft.protocol._chunks import (
     iter_file_chunks,
     split_bytes,
 )
-from fedhft.protocol._envelope import MAGIC, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION
+from fedhft.protocol._envelope import MAGIC, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, PROTOCOL_MINOR, PROTOCOL_VERSION
 from fedhft.protocol._errors import (
     ERROR_CODES,
     ChunkMismatch,
@@ -71,6 +72,7 @@ from fedhft.protocol._update_codec import (
 __all__ = [
     # versions and bounds
     "PROTOCOL_VERSION",
+    "PROTOCOL_MINOR",
     "MAGIC",
     "MAX_HEADER_BYTES",
     "MAX_PAYLOAD_BYTES",

@@ -9,6 +9,14 @@ the body is opaque bytes here (safetensors for tensors, raw bytes for bundle chu
 is written canonically (sorted keys, no spaces) so that equal messages give equal bytes: the
 edge's retry of an update re-sends the very same payload, and golden tests can pin the format.
 
+Versions: the version byte and ``schema`` are the MAJOR version (``PROTOCOL_VERSION``); a payload
+of another major is refused (``UnsupportedVersion``). Within a major, revisions 1.0, 1.1, ... only
+ADD optional header fields, so that older peers keep working: a reader ignores header keys it does
+not know, and a field added in revision 1.N may be absent from an older sender's message (its
+default stands in). Removing a field, making one required, or changing a field's meaning or unit
+is a breaking change: it takes a new field name, or a new major. ``PROTOCOL_MINOR`` is this build's
+revision; it is not sent (what a reader does never depends on it).
+
 Sizes are bounded BEFORE anything is parsed, so a hostile or corrupted packet can cost at most
 ``max_size`` bytes of memory and one bounded JSON parse.
 """
@@ -26,7 +34,11 @@ import numpy as np
 from fedhft.protocol._errors import DigestMismatch, MalformedMessage, PayloadTooLarge, UnsupportedVersion
 
 MAGIC = b"FHFT"
+#: The major version: the envelope's version byte and the header's ``schema``.
 PROTOCOL_VERSION = 1
+#: The revision within the major this build writes and reads (1.1: unknown header keys are
+#: ignored; ClientStatus.battery_percent, 0-100, replaced the 0-1 ``battery``).
+PROTOCOL_MINOR = 1
 #: magic + version byte + header length
 PREFIX_LEN = len(MAGIC) + 1 + 4
 MAX_HEADER_BYTES = 64 * 1024
@@ -116,14 +128,15 @@ def parse_header(raw: bytes) -> dict[str, Any]:
 def _check_version(version: int) -> None:
     if version == PROTOCOL_VERSION:
         return
+    # A major version is a breaking change: never guess at a message of another one.
     if version > PROTOCOL_VERSION:
         raise UnsupportedVersion(
-            f"payload uses protocol schema {version} but this fedhft speaks schema {PROTOCOL_VERSION}: "
-            "upgrade fedhft on this machine (pip install -U fedhft)"
+            f"payload uses protocol schema {version} (a major version: breaking changes) but this fedhft speaks "
+            f"schema {PROTOCOL_VERSION}.x only: upgrade fedhft on this machine (pip install -U fedhft)"
         )
     raise UnsupportedVersion(
-        f"payload uses protocol schema {version}, older than this fedhft's schema {PROTOCOL_VERSION}: "
-        "upgrade fedhft on the sender"
+        f"payload uses protocol schema {version}, older than this fedhft's schema {PROTOCOL_VERSION}.x (a major "
+        "version: breaking changes): upgrade fedhft on the sender"
     )
 
 
@@ -189,6 +202,7 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_PAYLOAD_BYTES",
     "PREFIX_LEN",
+    "PROTOCOL_MINOR",
     "PROTOCOL_VERSION",
     "dump_header",
     "pack",

@@ -6,6 +6,11 @@ sent) and when decoding (so nothing unchecked leaves ``decode``). Tensors travel
 safetensors body, bundle chunk data as the raw body.
 
 ``decode`` turns ANY byte string into either a valid message or a ``ProtocolError`` subclass.
+
+Compatibility within a major version (see ``_envelope``): ``decode`` drops header keys it does not
+know (a newer 1.x sender's optional fields), and accepts the absence of a field listed in the
+class's ``SINCE`` (added in a later 1.x revision than the sender's). ``encode`` always writes every
+field, so what this build sends is canonical.
 """
 from __future__ import annotations
 
@@ -49,6 +54,9 @@ class Message:
 
     TYPE: ClassVar[str]
     FIELDS: ClassVar[dict[str, F.Validator]]
+    #: Fields added after revision 1.0 -> the revision that added them. A message from an older
+    #: 1.x sender lacks them; the dataclass default stands in. Every other field is required.
+    SINCE: ClassVar[dict[str, int]] = {}
 
     def _header(self) -> dict[str, Any]:
         return {name: _plain(getattr(self, name)) for name in self.FIELDS}
@@ -80,17 +88,12 @@ def _plain(value: Any) -> Any:
 
 
 def _read_fields(cls: type[Message], header: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate the per-type header fields (envelope keys excluded); unknown or missing keys are errors."""
-    envelope_keys = {"type", "schema", "fleet", "body_sha256", "body_len"}
-    unknown = sorted(set(header) - set(cls.FIELDS) - envelope_keys)
-    if unknown:
-        raise MalformedMessage(
-            f"{cls.TYPE} header has unknown key(s) {unknown[:8]}: the sender speaks another revision of the protocol"
-        )
-    missing = [k for k in cls.FIELDS if k not in header]
+    """Validate the per-type header fields. Keys this revision does not know are dropped (a newer
+    1.x sender's optional fields); a missing key is an error unless the field is in ``SINCE``."""
+    missing = [k for k in cls.FIELDS if k not in header and k not in cls.SINCE]
     if missing:
         raise MalformedMessage(f"{cls.TYPE} header lacks required key(s) {missing}")
-    return {name: check(header[name], f"{cls.TYPE}.{name}") for name, check in cls.FIELDS.items()}
+    return {name: check(header[name], f"{cls.TYPE}.{name}") for name, check in cls.FIELDS.items() if name in header}
 
 
 # ----------------------------------------------------------------------------- nested values
@@ -123,8 +126,9 @@ class Hyper:
     def check(cls, value: Any, where: str) -> "Hyper":
         if isinstance(value, Hyper):
             value = value.to_dict()
-        if not isinstance(value, dict) or set(value) != set(cls.FIELDS):
-            raise MalformedMessage(f"{where} must be an object with exactly the keys {sorted(cls.FIELDS)}")
+        # The header rule holds inside it too: unknown keys (a newer 1.x sender's) are dropped.
+        if not isinstance(value, dict) or not set(cls.FIELDS) <= set(value):
+            raise MalformedMessage(f"{where} must be an object with (at least) the keys {sorted(cls.FIELDS)}")
         hyper = cls(**{k: check(value[k], f"{where}.{k}") for k, check in cls.FIELDS.items()})
         if hyper.lr <= 0.0:
             raise MalformedMessage(f"{where}.lr must be > 0, got {hyper.lr}")
