@@ -229,7 +229,8 @@ class EdgeAgent:
     def _status_payload(self, state: str, round_: int | None = None, detail: str = "") -> bytes:
         level, _ = self.battery.read()
         return encode(ClientStatus(self.cfg.fleet, self.client, state, round_, detail[:1024],
-                                   None if level is None else round(level / 100.0, 4), round(rss_mb(), 1), time.time()))
+                                   battery_percent=None if level is None else round(level, 2),
+                                   rss_mb=round(rss_mb(), 1), ts=time.time()))
 
     def _set_state(self, state: str, round_: int | None = None, detail: str = "") -> None:
         if (state, round_) == self._state and not detail:

@@ -157,8 +157,8 @@ class Registry:
         if entry is None:
             return None  # a status before any hello (or from an unknown device): nothing to update
         entry.state, entry.online, entry.last_seen = msg.state, msg.state != "offline", now
-        if msg.battery is not None:
-            entry.battery = 100.0 * msg.battery  # ClientStatus reports a fraction, the profile percent
+        if msg.battery_percent is not None:
+            entry.battery = msg.battery_percent  # percent, like the Hello profile and the thresholds
         self.store.set_client_status(msg.client, msg.state, entry.online, entry.battery, now)
         return entry
 

@@ -162,14 +162,18 @@ class Hello(Message):
 
 @dataclass(frozen=True)
 class ClientStatus(Message):
-    """Device status/telemetry (retained; its Last Will says ``offline``)."""
+    """Device status/telemetry (retained; its Last Will says ``offline``).
+
+    ``battery_percent`` is 0-100, the unit of the Hello profile and the catalog's thresholds
+    (revision 1.0 sent a 0-1 ``battery`` instead: a 1.0 status decodes with battery unknown).
+    """
 
     fleet: str
     client: str
     state: str
     round: int | None = None
     detail: str = ""
-    battery: float | None = None
+    battery_percent: float | None = None
     rss_mb: float | None = None
     ts: float = 0.0
 
@@ -180,10 +184,11 @@ class ClientStatus(Message):
         "state": F.enum(CLIENT_STATES),
         "round": F.optional(F.ROUND),
         "detail": F.str_(1024),
-        "battery": F.optional(F.float_(0.0, 1.0)),
+        "battery_percent": F.optional(F.float_(0.0, 100.0)),
         "rss_mb": F.optional(F.float_(0.0)),
         "ts": F.TS,
     }
+    SINCE: ClassVar[dict[str, int]] = {"battery_percent": 1}
 
 
 @dataclass(frozen=True)

@@ -380,7 +380,7 @@ def test_low_simulated_battery_reports_low_battery(tmp_path, bundles, server, ed
     out = server.wait("outcome", c, timeout=60).msg
     assert out.kind == "low_battery" and out.metrics["level"] == 12 and out.metrics["threshold"] == 20
     status = server.wait("status", c, timeout=30, where=lambda m: m.state == "low_battery").msg
-    assert isinstance(status, ClientStatus) and status.battery == pytest.approx(0.12)
+    assert isinstance(status, ClientStatus) and status.battery_percent == pytest.approx(12.0)
     assert p.stop() == 0
 
 

@@ -37,7 +37,7 @@ def samples() -> list[Message]:
     return [
         Hello(FLEET, CLIENT, {"ram_mb": 4096, "cpu": {"cores": 8}, "os": "android"}, ["ort", "torch"], "phone-mid", "0.1.0"),
         Hello(FLEET, CLIENT, {}, [], None, ""),
-        ClientStatus(FLEET, CLIENT, "training", 3, "step 10/50", 0.61, 512.5, 1700000000.25),
+        ClientStatus(FLEET, CLIENT, "training", 3, "step 10/50", 61.0, 512.5, 1700000000.25),
         ClientStatus(FLEET, CLIENT, "offline"),
         ServerStatus(FLEET, "running", 7, 1700000000.0),
         ServerStatus(FLEET, "offline"),

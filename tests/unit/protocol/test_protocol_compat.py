@@ -56,6 +56,15 @@ def test_a_newer_revisions_extra_hyper_field_is_dropped():
     assert back.hyper == task.hyper
 
 
+def test_a_field_added_in_a_later_revision_may_be_absent():
+    """A 1.0 status (no battery_percent, the old 0-1 ``battery`` instead) still decodes."""
+    assert ClientStatus.SINCE == {"battery_percent": 1} and P.PROTOCOL_MINOR >= 1
+    v1_0 = _with(encode(ClientStatus(FLEET, CLIENT, "idle", 2, "", 40.0, 10.0, 5.0)), battery_percent=_DROP,
+                 battery=0.4)
+    back = decode(v1_0, expect=ClientStatus)
+    assert back == ClientStatus(FLEET, CLIENT, "idle", 2, "", None, 10.0, 5.0)
+
+
 @pytest.mark.parametrize("key", ["state", "ts", "rss_mb", "round"])
 def test_a_required_field_stays_required(key):
     payload = _with(encode(ClientStatus(FLEET, CLIENT, "idle", 2, "", None, 10.0, 5.0)), **{key: _DROP})
@@ -78,6 +87,12 @@ def test_another_major_version_is_refused_with_the_fix(major):
         with pytest.raises(UnsupportedVersion, match=r"major version.*upgrade fedhft") as info:
             decode(payload)
         assert info.value.code == "schema_version"
+
+
+def test_battery_is_a_percent_on_the_wire():
+    assert decode(encode(ClientStatus(FLEET, CLIENT, "idle", battery_percent=87.5))).battery_percent == 87.5
+    with pytest.raises(MalformedMessage, match=r"battery_percent must be a finite number in \[0.0, 100.0\]"):
+        encode(ClientStatus(FLEET, CLIENT, "idle", battery_percent=101.0))
 
 
 def test_envelope_keys_stay_required():

@@ -182,7 +182,7 @@ def test_task_needs_its_mask():
 @pytest.mark.parametrize(
     "msg, match",
     [
-        (ClientStatus(FLEET, CLIENT, "online", battery=1.5), "battery"),
+        (ClientStatus(FLEET, CLIENT, "online", battery_percent=150.0), "battery_percent"),
         (ClientStatus(FLEET, "bad/id", "online"), "client"),
         (ClientStatus(FLEET, CLIENT, "online", round=-1), "round"),
         (Ack(FLEET, CLIENT, 1, "t", "xyz", "stored"), "update_digest"),
@@ -214,7 +214,7 @@ def test_hyper_validation():
 def test_numpy_scalars_are_accepted_on_encode():
     msg = ClientStatus(FLEET, CLIENT, "training", np.int64(3), "", np.float32(0.5), np.float64(10.0), np.float64(2.0))
     back = decode(encode(msg))
-    assert back.round == 3 and type(back.round) is int and back.battery == 0.5
+    assert back.round == 3 and type(back.round) is int and back.battery_percent == 0.5
 
 
 def test_encode_rejects_non_messages():

@@ -44,8 +44,9 @@ def test_bad_profile_without_hint_is_registered_but_not_eligible(registry):
 
 def test_status_offline_and_battery(registry):
     registry.hello(_hello(hint="small"), 1.0)
-    registry.status(ClientStatus("test", "dev-1", "online", battery=0.1), 2.0)
+    registry.status(ClientStatus("test", "dev-1", "online", battery_percent=10.0), 2.0)
     assert registry.clients["dev-1"].battery == pytest.approx(10.0)
+    assert registry.store.clients()[0].battery == pytest.approx(10.0)  # stored as a percent too
     assert registry.eligible(20.0) == [] and len(registry.eligible(5.0)) == 1
     registry.status(ClientStatus("test", "dev-1", "offline"), 3.0)
     assert registry.eligible(5.0) == []
