@@ -40,10 +40,24 @@ class ClientEntry:
     last_seen: float = 0.0
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def taskable(self) -> bool:
+        """False while the device has ``problems`` (an invalid profile, no tier or backend that fits):
+        a tier hint alone must not get a device with an unreadable profile tasked."""
+        return not self.problems and self.tier is not None and self.backend is not None
+
     def eligible(self, battery_threshold: float) -> bool:
-        if not self.online or self.state in UNAVAILABLE or self.tier is None or self.backend is None:
+        if not self.online or self.state in UNAVAILABLE or not self.taskable:
             return False
         return self.battery is None or bool(self.charging) or self.battery >= battery_threshold
+
+
+def read_profile(profile: dict) -> tuple[DeviceProfile | None, list[str]]:
+    """(the DeviceProfile, []) or (None, [why it is unusable])."""
+    try:
+        return DeviceProfile.from_dict(profile), []
+    except ValueError as exc:
+        return None, [f"profile: {exc}"]
 
 
 def _catalog_spec(tier: str | None):
@@ -80,10 +94,12 @@ class Registry:
         self.store, self.bundles, self.tier_mode = store, bundles, tier_mode
         self.clients: dict[str, ClientEntry] = {}
         for rec in store.clients():
-            # Everyone is offline until the broker replays their retained status (or they say hello).
+            # Everyone is offline until the broker replays their retained status (or they say hello);
+            # the profile is judged again, so a retained "online" does not make a bad one taskable.
+            _, problems = read_profile(rec.profile)
             self.clients[rec.client] = ClientEntry(rec.client, rec.profile, rec.tier, rec.backend, rec.backends,
                                                    online=False, state="offline", battery=rec.battery,
-                                                   last_seen=rec.last_seen)
+                                                   last_seen=rec.last_seen, problems=problems)
 
     # -- tier and backend ------------------------------------------------------------------------
     def choose_tier(self, profile: DeviceProfile | None, hint: str | None, backends: list[str]) -> str | None:
@@ -129,11 +145,7 @@ class Registry:
 
     # -- messages ------------------------------------------------------------------------------
     def hello(self, msg: Hello, now: float) -> ClientEntry:
-        problems, profile = [], None
-        try:
-            profile = DeviceProfile.from_dict(msg.profile)
-        except ValueError as exc:
-            problems.append(f"profile: {exc}")
+        profile, problems = read_profile(msg.profile)
         tier = self.choose_tier(profile, msg.tier_hint, list(msg.backends))
         backend = self.choose_backend(tier, list(msg.backends)) if tier else None
         if tier is None:
