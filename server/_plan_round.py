@@ -93,11 +93,12 @@ def intake_context(config: ServerConfig, idx: int | None, accepting: bool, expec
                    stored_digest: Callable[[str], str | None],
                    known_tasks: Callable[[str], Mapping[str, int]] = lambda client: {},
                    stored_in_round: Callable[[int, str], str | None] | None = None) -> IntakeContext:
-    """``check_update``'s view of the round: the run's fleet, norm bound and packet bound, and
-    the caller's record of what is stored (``stored_digest(client)`` for this round)."""
+    """``check_update``'s view of the round: the run's fleet, norm bound, packet bound and update
+    encoding, and the caller's record of what is stored (``stored_digest(client)`` for this round)."""
     return IntakeContext(fleet=config.fleet, round=idx, accepting=accepting, expected=expected,
                          stored_digest=stored_digest, known_tasks=known_tasks, norm_bound=config.norm_bound,
-                         max_payload=config.max_packet_size, stored_in_round=stored_in_round)
+                         max_payload=config.max_packet_size, stored_in_round=stored_in_round,
+                         encoding=config.update_encoding)
 
 
 def cluster_sizes(assignments: Mapping[str, ClientAssignment]) -> list[int] | None:

@@ -31,7 +31,7 @@ from fedhft.protocol import (
 REASONS = (
     "oversize", "schema_version", "digest_mismatch", "truncated", "wrong_type", "bad_dtype", "malformed",
     "wrong_fleet", "client_mismatch", "replay", "future_round", "round_closed", "not_tasked", "unknown_task",
-    "conflict", "missing_tensor", "unexpected_tensor", "bad_shape", "non_finite", "norm_exceeded",
+    "conflict", "wrong_encoding", "missing_tensor", "unexpected_tensor", "bad_shape", "non_finite", "norm_exceeded",
     "aggregation_error",  # recorded by the coordinator when a strategy refuses a stored update
 )
 
@@ -54,7 +54,7 @@ class Expected:
 
     @cached_property
     def max_payload(self) -> int:
-        # The fp32 bound is the largest of all encodings: the client may pick a smaller one.
+        # The fp32 bound is the largest of all encodings (the task's encoding is checked once decoded).
         return max_update_payload_size(self.specs, "fp32")
 
 
@@ -66,6 +66,8 @@ class IntakeContext:
     ``stored_digest(client)`` gives the digest already stored for this round, ``known_tasks(client)``
     every task id ever issued to the client (task id -> round), ``stored_in_round(round, client)``
     the digest stored for any round (a late QoS 1 copy of a stored update is a duplicate, not a replay).
+    ``encoding`` is the update encoding every task of the run asks for (``Hyper.encoding``); None
+    accepts any.
     """
 
     fleet: str
@@ -77,6 +79,7 @@ class IntakeContext:
     norm_bound: float | None
     max_payload: int
     stored_in_round: Callable[[int, str], str | None] | None = None
+    encoding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,11 @@ def _check_header(msg: Update, topic_client: str, ctx: IntakeContext, reject) ->
         return reject("conflict", f"another update ({stored[:12]}...) is already stored for this task", msg)
     if not ctx.accepting:
         return reject("round_closed", f"round {ctx.round} closed before this update arrived", msg)
+    if ctx.encoding is not None and msg.encoding != ctx.encoding:
+        # The task asked for it (fp16/int8 to save bandwidth and storage): storing another one
+        # would quietly undo that choice.
+        return reject("wrong_encoding", f"update is encoded {msg.encoding} but its task asked for {ctx.encoding} "
+                      "(task.hyper.encoding): encode the update in the task's encoding", msg, final=True)
     problems = validate_update(msg.tensors, exp.specs, ctx.norm_bound)
     if problems:
         detail = "; ".join(p.detail for p in problems[:4])
