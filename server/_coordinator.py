@@ -34,6 +34,7 @@ from server._plan_round import (
 )
 from server._rounds import OpenRound
 from server._store import Store, StoredUpdate, TaskRecord, read_tensors, write_tensors
+from server._task_ids import other_run
 from server._validation import Accepted, Duplicate, Rejected, check_update
 from server.strategies import STRATEGIES, Strategy, get_strategy
 
@@ -99,6 +100,7 @@ class Coordinator:
         self._resumed = False  # no round starts before resume() has looked at the store
         store.bind_run({"fleet": config.fleet, "strategy": config.strategy, "seed": config.seed,
                         "strategy_options": config.strategy_options})
+        self.run_id = store.run_id()  # in every task id: another run's messages never match this run's tasks
 
     # -- lifecycle -----------------------------------------------------------------------------------
     @property
@@ -193,7 +195,7 @@ class Coordinator:
         r = self.round
         ctx = intake_context(self.config, r.idx if r else None, bool(r and r.accepting),
                              r.expected(self.strategy.dims_for) if r else {}, self._stored_digest,
-                             self.store.task_ids, self.store.stored_digest)
+                             self.store.task_ids, self.store.stored_digest, run_id=self.run_id)
         return check_update(client, payload, ctx)
 
     def _stored_digest(self, client: str) -> str | None:
@@ -289,6 +291,9 @@ class Coordinator:
         r = self.round
         task = r.tasks.get(msg.client) if r else None
         if r is None or msg.round != r.idx or task is None or task.task_id != msg.task_id:
+            stale = other_run(msg.task_id, self.run_id)
+            if stale is not None:  # another run's: recorded like a rejected update (the caller acks it)
+                self.store.record_rejection(msg.round, msg.client, msg.task_id, "stale_run", stale, None, 0, now)
             log.info("outcome %s from %s for round %s task %s is stale: ignored", msg.kind, msg.client, msg.round,
                      msg.task_id)
             return
@@ -337,7 +342,7 @@ class Coordinator:
         idx = self.next_round
         picked, salt = pick_clients(eligible, idx, self.config)
         self._open(plan_round(self.strategy, self.bundles, idx, salt,
-                              [Participant(c.client, c.tier, c.backend) for c in picked]), now)
+                              [Participant(c.client, c.tier, c.backend) for c in picked], self.run_id), now)
 
     def _open(self, plan: RoundPlan, now: float, existing: dict[str, TaskRecord] | None = None) -> None:
         """Persist the configured round (unless ``existing``), publish its tasks."""
@@ -376,7 +381,7 @@ class Coordinator:
         for t in tasks:
             entry = self.registry.clients.get(t.client)
             participants.append(Participant(t.client, entry.tier if entry and entry.tier else t.tier, t.backend))
-        self._open(plan_round(self.strategy, self.bundles, idx, salt, participants), self.clock(),
+        self._open(plan_round(self.strategy, self.bundles, idx, salt, participants, self.run_id), self.clock(),
                    existing={t.client: t for t in tasks})
 
     def _publish_task(self, client: str) -> None:

@@ -64,16 +64,16 @@ def pick_clients(eligible: Sequence[ClientEntry], idx: int, config: ServerConfig
 
 
 def plan_round(strategy: Strategy, bundles: BundleIndex, idx: int, salt: int,
-               participants: Sequence[Participant]) -> RoundPlan:
+               participants: Sequence[Participant], run_id: str = "") -> RoundPlan:
     """Configure the strategy for round ``idx`` (its generator seeded by ``salt``) and name each
-    task: the task id depends only on (round, client, assignment digest)."""
+    task: the task id depends only on (run, round, client, assignment digest)."""
     infos = {p.client: bundles.client_info(p.client, p.tier) for p in participants}
     backends = {p.client: p.backend for p in participants}
     assignments = strategy.configure(idx, list(infos.values()), np.random.default_rng(salt))
     tasks = {}
     for cid, a in assignments.items():
         digest = assignment_digest(a)
-        tasks[cid] = TaskRecord(idx, cid, task_id_for(idx, cid, digest), infos[cid].tier, backends[cid], digest)
+        tasks[cid] = TaskRecord(idx, cid, task_id_for(idx, cid, digest, run_id), infos[cid].tier, backends[cid], digest)
     return RoundPlan(idx, salt, infos, assignments, tasks)
 
 
@@ -92,13 +92,14 @@ def task_message(plan: RoundPlan, client: str, bundles: BundleIndex, config: Ser
 def intake_context(config: ServerConfig, idx: int | None, accepting: bool, expected: Mapping[str, Expected],
                    stored_digest: Callable[[str], str | None],
                    known_tasks: Callable[[str], Mapping[str, int]] = lambda client: {},
-                   stored_in_round: Callable[[int, str], str | None] | None = None) -> IntakeContext:
+                   stored_in_round: Callable[[int, str], str | None] | None = None,
+                   run_id: str | None = None) -> IntakeContext:
     """``check_update``'s view of the round: the run's fleet, norm bound, packet bound and update
     encoding, and the caller's record of what is stored (``stored_digest(client)`` for this round)."""
     return IntakeContext(fleet=config.fleet, round=idx, accepting=accepting, expected=expected,
                          stored_digest=stored_digest, known_tasks=known_tasks, norm_bound=config.norm_bound,
                          max_payload=config.max_packet_size, stored_in_round=stored_in_round,
-                         encoding=config.update_encoding)
+                         encoding=config.update_encoding, run_id=run_id)
 
 
 def cluster_sizes(assignments: Mapping[str, ClientAssignment]) -> list[int] | None:

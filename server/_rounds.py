@@ -16,6 +16,7 @@ import numpy as np
 
 from server._registry import ClientEntry
 from server._store import TaskRecord
+from server._task_ids import task_id_for  # noqa: F401  (re-exported: the round planner names tasks with it)
 from server._validation import Expected
 from server.strategies import Aggregator, ClientAssignment, ClientInfo
 
@@ -47,12 +48,6 @@ def assignment_digest(a: ClientAssignment) -> str:
         h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
-
-
-def task_id_for(round_idx: int, client: str, digest: str) -> str:
-    """Stable for a (round, client, assignment): a resumed server re-sends the same task id, so a
-    device that trained before the crash can still upload."""
-    return f"r{round_idx}-{client}-{digest[:10]}"
 
 
 @dataclass

@@ -29,6 +29,8 @@ from safetensors.numpy import save as st_save
 
 from fedhft.protocol import atomic_write
 
+from server._task_ids import new_run_id
+
 DB_NAME = "server.sqlite"
 STATES_DIR = "states"
 METRICS_FILE = "metrics.jsonl"
@@ -174,7 +176,7 @@ class Store:
     coordinator's), so that the write order is the processing order and no lock is needed."""
 
     def __init__(self, state_dir: str | Path, *, readonly: bool = False):
-        self.dir = Path(state_dir)
+        self.dir, self.readonly = Path(state_dir), readonly
         if readonly:
             if not (self.dir / DB_NAME).is_file():
                 raise StoreError(f"{self.dir} holds no {DB_NAME}: it is not a fedhft server state dir "
@@ -219,6 +221,19 @@ class Store:
         with self._tx():
             self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                             (key, value))
+
+    def run_id(self) -> str:
+        """This state dir's run id (``server._task_ids``): random, made the first time it is asked
+        for and kept, so a resume re-issues the same task ids and MQTT session. A dir that already
+        holds tasks but no run id was written before run ids existed: it keeps ``""`` (untagged
+        task ids, the fleet-wide session) so that its resume still matches."""
+        saved = self.get_meta("run_id")
+        if saved is not None or self.readonly:
+            return saved or ""
+        legacy = self.db.execute("SELECT 1 FROM client_rounds LIMIT 1").fetchone() is not None
+        value = "" if legacy else new_run_id()
+        self.set_meta("run_id", value)
+        return value
 
     def bind_run(self, identity: Mapping[str, Any]) -> None:
         """Remember what run this state dir belongs to (fleet, strategy, ...); refuse another one."""

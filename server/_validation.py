@@ -26,11 +26,13 @@ from fedhft.protocol import (
     WrongType, decode, max_update_payload_size, validate_update,
 )
 
+from server._task_ids import other_run
+
 #: Every reason code the server records, in check order. The tensor codes come from
 #: ``fedhft.protocol.validate_update``.
 REASONS = (
     "oversize", "schema_version", "digest_mismatch", "truncated", "wrong_type", "bad_dtype", "malformed",
-    "wrong_fleet", "client_mismatch", "replay", "future_round", "round_closed", "not_tasked", "unknown_task",
+    "wrong_fleet", "client_mismatch", "stale_run", "replay", "future_round", "round_closed", "not_tasked", "unknown_task",
     "conflict", "wrong_encoding", "missing_tensor", "unexpected_tensor", "bad_shape", "non_finite", "norm_exceeded",
     "aggregation_error",  # recorded by the coordinator when a strategy refuses a stored update
 )
@@ -67,7 +69,8 @@ class IntakeContext:
     every task id ever issued to the client (task id -> round), ``stored_in_round(round, client)``
     the digest stored for any round (a late QoS 1 copy of a stored update is a duplicate, not a replay).
     ``encoding`` is the update encoding every task of the run asks for (``Hyper.encoding``); None
-    accepts any.
+    accepts any. ``run_id`` is this server run's id (``Store.run_id``): an update whose task id
+    carries another run's tag is ``stale_run``; None or "" skips that check.
     """
 
     fleet: str
@@ -80,6 +83,7 @@ class IntakeContext:
     max_payload: int
     stored_in_round: Callable[[int, str], str | None] | None = None
     encoding: str | None = None
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,9 @@ def _check_header(msg: Update, topic_client: str, ctx: IntakeContext, reject) ->
         return reject("wrong_fleet", f"update is for fleet {msg.fleet!r}, this server runs {ctx.fleet!r}", msg)
     if msg.client != topic_client:
         return reject("client_mismatch", f"update says client {msg.client!r} but arrived on {topic_client!r}'s topic", msg)
+    stale = other_run(msg.task_id, ctx.run_id)
+    if stale is not None:  # before the round checks: its round number is another run's
+        return reject("stale_run", stale, msg)
     if (ctx.round is None or msg.round != ctx.round) and ctx.stored_in_round is not None \
             and ctx.stored_in_round(msg.round, topic_client) == msg.digest:
         return Duplicate(msg, msg.digest)  # a redelivered copy that arrives after its round closed

@@ -38,7 +38,8 @@ def test_a_twin_engine_builds_the_coordinators_tasks_and_states(tmp_path, bundle
     for idx in range(2):
         sent = h.open_tasks()
         picked, salt = pick_clients(_entries(), idx, config)
-        plan = plan_round(twin, index, idx, salt, [Participant(c.client, c.tier, c.backend) for c in picked])
+        plan = plan_round(twin, index, idx, salt, [Participant(c.client, c.tier, c.backend) for c in picked],
+                          h.store.run_id())  # the run's id names its tasks
         assert salt == h.coord.round.salt and sorted(plan.tasks) == sorted(sent)
         agg = twin.aggregator(idx)
         stored: dict[str, str] = {}
