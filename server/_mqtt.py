@@ -39,6 +39,7 @@ from fedhft.broker import parse_broker_url
 from fedhft.protocol import BundleChunk, ServerStatus, Topics, encode, payload_budget
 
 from server._coordinator import Inbound
+from server._task_ids import run_tag
 
 log = logging.getLogger("fedhft.server.mqtt")
 
@@ -54,15 +55,22 @@ def _paho():
     return mqtt
 
 
-def server_client_id(fleet: str, username: str | None, password: str | None) -> str:
-    """The server's MQTT client id: stable across restarts (its persistent session), and not
-    guessable by a device. Mosquitto does not bind client ids to usernames, so a device that
+def server_client_id(fleet: str, username: str | None, password: str | None, run_id: str = "") -> str:
+    """The server's MQTT client id: stable across restarts of one run (its persistent session),
+    and not guessable by a device. Mosquitto does not bind client ids to usernames, so a device that
     connected with the server's id would take the session over (the broker drops the server and,
-    with clean_start, discards the updates queued for it)."""
+    with clean_start, discards the updates queued for it).
+
+    The run tag (``Store.run_id``, one per state dir) gives each run its own session: a server on
+    a new state dir never receives what devices had queued for an earlier run, while a resume on
+    the same state dir gets back the updates queued while it was down. (A run's messages that
+    still reach a later one, say a device that trained under the old task, are refused
+    ``stale_run`` by the intake.)"""
+    tag = f"-{run_tag(run_id)}" if run_id else ""
     if not password:
-        return f"fedhft-server-{fleet}"
+        return f"fedhft-server-{fleet}{tag}"
     secret = hashlib.sha256(f"fedhft-server-id|{fleet}|{username}|{password}".encode()).hexdigest()[:16]
-    return f"fedhft-server-{fleet}-{secret}"
+    return f"fedhft-server-{fleet}-{secret}{tag}"
 
 
 class MqttTransport:
@@ -72,7 +80,8 @@ class MqttTransport:
     def __init__(self, url: str, fleet: str, username: str | None, password: str | None, *,
                  client_id: str | None = None, session_expiry: int = 86_400, tls_ca: str | None = None,
                  tls_cert: str | None = None, tls_key: str | None = None,
-                 max_packet_size: int = 1_048_576, inbox: queue.Queue | None = None, protocol: str = "5"):
+                 max_packet_size: int = 1_048_576, inbox: queue.Queue | None = None, protocol: str = "5",
+                 run_id: str = ""):
         mqtt = _paho()
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
@@ -85,7 +94,7 @@ class MqttTransport:
         self.max_packet_size = max_packet_size
         self.inbox: queue.Queue = inbox if inbox is not None else queue.Queue()
         self.connected = threading.Event()
-        cid = client_id or server_client_id(fleet, username, password)
+        cid = client_id or server_client_id(fleet, username, password, run_id)
         if self.mqtt5:
             self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5,
                                       manual_ack=True)
@@ -201,11 +210,25 @@ class MqttTransport:
                 window = []
         log.info("sent %d bundle chunks to %s", sent, client)
 
-    def close(self, final_status: bytes | None = None) -> None:
+    def close(self, final_status: bytes | None = None, end_session: bool = False) -> None:
+        """Publish ``final_status`` (retained) and disconnect. ``end_session``: a finished run will
+        not resume, so its broker session (subscriptions, and messages devices send later) is
+        dropped now rather than kept for ``session_expiry`` (MQTT 5; a 3.1.1 session lasts as
+        long as the broker's own setting)."""
         self._closing = True
         if final_status is not None and self.connected.is_set():
             info = self.client.publish(self.topics.server_status, final_status, qos=1, retain=True)
             info.wait_for_publish(timeout=5)
         self._bundle_jobs.put(None)
-        self.client.disconnect()
+        self.client.disconnect(properties=self._end_session_props() if end_session else None)
         self.client.loop_stop()
+
+    def _end_session_props(self):
+        if not self.mqtt5:
+            return None
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0
+        return props

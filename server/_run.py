@@ -89,7 +89,7 @@ def run_server(config: ServerConfig, broker_url: str, state_dir: str | Path, aut
     transport = MqttTransport(broker_url, config.fleet, auth.username, auth.password, tls_ca=auth.tls_ca,
                               tls_cert=auth.tls_cert, tls_key=auth.tls_key,
                               session_expiry=config.session_expiry_s, max_packet_size=config.max_packet_size,
-                              protocol=config.mqtt_protocol)
+                              protocol=config.mqtt_protocol, run_id=store.run_id())
     coord = Coordinator(config, store, bundles, transport)
     _prewarm(coord)
     _install_signals(stop)
@@ -102,7 +102,7 @@ def run_server(config: ServerConfig, broker_url: str, state_dir: str | Path, aut
     finally:
         final = "finished" if coord.finished else "offline"
         record_server_state(store, final)
-        transport.close(encode(ServerStatus(config.fleet, final, None, time.time())))
+        transport.close(encode(ServerStatus(config.fleet, final, None, time.time())), end_session=coord.finished)
         store.close()
     event(log, logging.INFO, "server_stopped", seconds=time.time() - t0, committed=coord.next_round,
           rounds=config.rounds, finished=coord.finished)
