@@ -313,7 +313,9 @@ class EdgeAgent:
             self.log("task_refused", severity="warning", why=f"addressed to {task.fleet}/{task.client}")
             return
         rec = self.store.get(task.round)
-        if rec is not None and rec.status != TRAINING:
+        # Only the SAME task is answered from the checkpoint: a new server run re-uses round numbers
+        # with new task ids, and must get this run's training, not an earlier run's update.
+        if rec is not None and rec.status != TRAINING and rec.task_id == task.task_id:
             self._ack(item)
             self.log("task_replayed", round=task.round, status=rec.status, task_id=task.task_id)
             return self._answer_from_checkpoint(rec)
