@@ -121,7 +121,9 @@ def _replay(config, state: Path, tasks: dict[tuple[int, str], Task]) -> list[dic
                 continue
             update = decode(encode(synthetic_update(tasks[(rec.idx, t.client)], SEED)))  # the wire's fp16 rounding
             agg.add(info, assigns[t.client], update.tensors, float(max(1, update.num_examples)))
-        states.append(agg.finish().global_state)
+        done = agg.finish()
+        states.append({**done.global_state, **{f"cluster{k}/{n}": v for k, c in enumerate(done.cluster_states)
+                                                for n, v in c.items()}})
     store.close()
     return states
 
@@ -129,14 +131,17 @@ def _replay(config, state: Path, tasks: dict[tuple[int, str], Task]) -> list[dic
 def _assert_matches_replay(config, state: Path, tasks) -> None:
     want = _replay(config, state, tasks)
     store = Store(state, readonly=True)
-    got = [read_tensors(store.path(r.global_file))[0] for r in store.rounds()]
+    got = [{**read_tensors(store.path(r.global_file))[0],
+            **({k: v for k, v in read_tensors(store.path(r.clusters_file))[0].items() if k != "cluster_weights"}
+               if r.clusters_file else {})} for r in store.rounds()]
     store.close()
     assert len(got) == len(want) == config.rounds
     for r, (g, w) in enumerate(zip(got, want)):
         assert sorted(g) == sorted(w)
         for k in w:
             np.testing.assert_allclose(g[k], w[k], rtol=1e-5, atol=1e-6, err_msg=f"round {r} {k}")
-    # the global state moved every round (the updates were really aggregated)
+    # the committed state moved every round (the updates were really aggregated; local-only's per-client
+    # models are its cluster states)
     for prev, cur in zip(got, got[1:]):
         assert any(not np.allclose(prev[k], cur[k]) for k in cur if k in prev)
 

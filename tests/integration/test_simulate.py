@@ -58,8 +58,11 @@ def test_simulate_end_to_end(tmp_path, cache):
 
 def test_simulate_ctrl_c_stops_every_process(tmp_path, cache):
     out = tmp_path / "run"
+    # A shell that starts a job in the background (`cmd &`, nohup) makes it ignore SIGINT, and the
+    # ignore is inherited: give the simulation the default action back, as a terminal's Ctrl-C has.
     proc = subprocess.Popen(_args(tmp_path, cache, out, rounds=50), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 480  # generous: CI boxes are slow and shared; this is liveness only
         while not (out / "server" / "metrics.jsonl").is_file():  # a round has committed
