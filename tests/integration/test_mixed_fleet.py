@@ -16,7 +16,7 @@ from server import STRATEGIES
 from fedhft.simulate import SimConfig, run_simulation
 from tests.integration._sim_helpers import pid_gone, write_toy_sentiment
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.requires("mosquitto", "onnxruntime", "executorch")]
 
 TIERS = ["android-mid", "rpi5", "jetson-orin-nano"]
 #: Small clustered settings so that FedHFT clusters in round 1 of 2.

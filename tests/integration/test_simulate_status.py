@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from fedhft.broker import find_mosquitto
 from tests.integration._sim_helpers import pid_gone, write_toy_sentiment
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary: apt-get install mosquitto"),
+    pytest.mark.requires("mosquitto"),
 ]
 REPO = Path(__file__).resolve().parents[2]
 
