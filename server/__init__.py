@@ -19,6 +19,7 @@ from server._registry import ClientEntry, Registry
 from server._rounds import assignment_digest, select_clients
 from server._run import Auth, run_server
 from server._store import ResumePoint, Store, StoreError, StoredUpdate, TaskRecord, read_tensors, write_tensors
+from server._task_ids import new_run_id
 from server._validation import REASONS, Accepted, Duplicate, Expected, IntakeContext, Rejected, check_update
 from server.strategies import *  # noqa: F401,F403  (the Strategy API and every strategy)
 from server.strategies import __all__ as _strategies_all
@@ -61,6 +62,7 @@ __all__ = [
     "metrics_line",
     "personalized_summary",
     "needed_bundles",
+    "new_run_id",
     "pick_clients",
     "plan_round",
     "read_metrics",

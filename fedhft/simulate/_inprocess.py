@@ -103,7 +103,7 @@ class InProcessEngine:
                  test: EncodedSet | None = None, threads: int | None = None, keep_states: bool = True,
                  say: Callable[[str], None] = print):
         from fedhft.simulate._fleet import server_config
-        from server import BundleIndex, ServerConfig, build_strategy
+        from server import BundleIndex, ServerConfig, build_strategy, new_run_id
 
         self.cfg, self.say, self.keep_states = cfg, say, keep_states
         self.threads = int(threads or cfg.edge_threads)
@@ -113,6 +113,7 @@ class InProcessEngine:
         except BundleError as exc:
             raise EngineError(str(exc)) from None
         self.strategy = build_strategy(self.config, self.bundles)
+        self.run_id = new_run_id()  # in task ids, as a fresh `fedhft server` state dir makes one
         self.topics = Topics(FLEET)
         self.clients = self._load_clients(devices)
         self.state_dir = Path(state_dir) if state_dir is not None else None
@@ -148,8 +149,9 @@ class InProcessEngine:
                 continue
             entry = ClientEntry(d.client, {}, d.tier, d.backend, [d.backend])
             out[d.client] = _Client(d, entry, examples, extra, self._battery())
-        if not devices:
-            problems.append("no devices: give at least one")
+        if len({d.client for d in devices}) != len(devices) or len(devices) != self.cfg.clients:
+            problems.append(f"{len(devices)} devices ({len({d.client for d in devices})} distinct ids) for clients="
+                            f"{self.cfg.clients}: give one device per client, each with its own id")
         if problems:
             raise EngineError("the in-process run cannot start:\n  - " + "\n  - ".join(problems))
         return out
@@ -211,15 +213,21 @@ class InProcessEngine:
                               "(the others' batteries are below their tier's threshold): charge them (battery=) "
                               "or run fewer rounds")
         picked, salt = pick_clients(eligible, idx, self.config)
-        plan = plan_round(self.strategy, self.bundles, idx, salt, [Participant(c.client, c.tier, c.backend)
-                                                                     for c in picked])
+        plan = plan_round(self.strategy, self.bundles, idx, salt,
+                          [Participant(c.client, c.tier, c.backend) for c in picked], self.run_id)
         stored: dict[str, str] = {}
         rnd = _RoundLog(idx, plan, self.strategy.aggregator(idx))
-        ctx = intake_context(self.config, idx, True, plan.expected(self.strategy.dims_for), stored.get)
+        ctx = intake_context(self.config, idx, True, plan.expected(self.strategy.dims_for), stored.get,
+                             run_id=self.run_id)
         deadline = time.time() + self.config.round_deadline_s
         for cid in sorted(plan.tasks):
             self._serve(rnd, cid, deadline, ctx, stored)
-        return self._commit(rnd, started)
+        line, files = self._commit(rnd, started)
+        line = dict(line, **self._evaluate(idx, files))
+        self.say(f"round {idx}: stored {line['stored']}/{line['selected']}, client accuracy "
+                 f"{_num(line['accuracy_mean'])}, global accuracy {_num(line.get('accuracy'))}, "
+                 f"{line['round_s']:.1f} s")
+        return line, rnd.records(), {k: np.array(v) for k, v in files["global"][0].items()}
 
     def _eligible(self) -> list:
         """The registry's rule: a device on battery below its tier's threshold is not selected."""
@@ -330,7 +338,8 @@ class InProcessEngine:
         finally:
             rnd.agg_s += time.perf_counter() - t0
 
-    def _commit(self, rnd: "_RoundLog", started: float) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
+    def _commit(self, rnd: "_RoundLog", started: float) -> tuple[dict, dict]:
+        """Close, aggregate, write the state files (with a state dir): (the metrics line, the files)."""
         from server import append_metrics, cluster_sizes, metrics_line, state_files, write_tensors
 
         t0 = time.perf_counter()
@@ -348,11 +357,7 @@ class InProcessEngine:
         self.timings["server_s"] += agg_s
         if self.state_dir is not None:
             append_metrics(self.state_dir, line)
-        line = dict(line, **self._evaluate(rnd.idx, files))
-        self.say(f"round {rnd.idx}: stored {line['stored']}/{line['selected']}, client accuracy "
-                 f"{_num(line['accuracy_mean'])}, global accuracy {_num(line.get('accuracy'))}, "
-                 f"{line['round_s']:.1f} s")
-        return line, rnd.records(), {k: np.array(v) for k, v in state.global_state.items()}
+        return line, files
 
     def _evaluate(self, idx: int, files: dict) -> dict:
         """The global model's accuracy on the test set (fedhft.simulate._evaluate, as for the MQTT engine)."""

@@ -54,12 +54,12 @@ def test_every_bad_device_is_reported_before_anything_runs(tmp_path, bundles):
 
     good = write_toy_sentiment(tmp_path / "ok.jsonl", 10)
     devices = [Device("a", "android-low", "torch", good), Device("b", "rpi5", "ort", good),
-               Device("c", "rpi5", "torch", tmp_path / "missing.jsonl")]
+               Device("c", "rpi5", "torch", tmp_path / "missing.jsonl"), Device("c", "rpi5", "torch", good)]
     with pytest.raises(EngineError) as err:
         InProcessEngine(_cfg(clients=3), devices, bundles)
     text = str(err.value)
     assert "a: tier 'android-low' has no bundle" in text and "b: tier rpi5 is exported for ['torch'], not 'ort'" in text
-    assert "missing.jsonl" in text
+    assert "missing.jsonl" in text and "4 devices (3 distinct ids) for clients=3" in text
 
 
 def test_a_run_writes_what_the_evaluator_reads_and_shares_one_session_per_bundle(tmp_path, bundles):
