@@ -12,6 +12,7 @@ from typing import Any, Literal, Sequence, get_args
 
 from fedhft.protocol import ENCODINGS
 
+TRAIN_POOLS = ("all", "tune", "eval")
 BACKEND_CHOICES = ("default", "torch", "ort", "executorch")
 BROKER_CHOICES = ("auto", "mosquitto", "embedded")
 MqttProtocolChoice = Literal["auto", "5", "3.1.1"]
@@ -54,6 +55,8 @@ class SimConfig:
     alpha: float = _f(0.5, "Dirichlet concentration: 0.1 very skewed, 1.0 mild, 100 ~ iid")
     train_size: int = _f(2400, "training examples drawn (seeded) from the dataset and split over clients; 0 = all")
     test_size: int = _f(500, "held-out global test examples used to evaluate each round; 0 = all")
+    train_pool: str = _f("all", "which half of the training file the run draws from: all, tune or eval (two fixed "
+                                "disjoint halves, the same for every seed: tune hyperparameters on tune, report on eval)")
     # -- fleet ---------------------------------------------------------------------------------
     clients: int = _f(12, "number of edge device processes")
     tiers: list[str] = _f(lambda: ["android-mid", "rpi5", "jetson-orin-nano"], "device tiers (catalog names)", True)
@@ -122,6 +125,8 @@ class SimConfig:
                      f"file's text encoding is data_encoding={self.encoding})")
         if self.max_seq_len < 8 or self.batch_size < 1:
             e.append("max_seq_len must be >= 8 and batch_size >= 1")
+        if self.train_pool not in TRAIN_POOLS:
+            e.append(f"train_pool={self.train_pool!r}: use one of {list(TRAIN_POOLS)}")
         if self.train_size < 0 or self.test_size < 0:
             e.append("train_size and test_size must be >= 0 (0 = all)")
         if not 0 < self.lr <= 10:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +60,26 @@ def _balanced_subsample(examples: list[Example], size: int, seed: int) -> list[E
     return out
 
 
+#: Seed of the fixed split of a training file into its tune and eval halves (never a run's seed:
+#: the halves must be the same for every seed, or tuning would see the reported runs' data).
+POOL_SEED = 20261204
+
+
 def dataset_of(cfg: SimConfig) -> Dataset:
-    """The dataset a run uses: dataset=, its column settings and test_dataset= (raises DatasetError)."""
-    return load_dataset(cfg.dataset, cfg.data_root, cfg.seed, cfg.natural_key, UserFileOptions.of(cfg),
-                        cfg.test_dataset)
+    """The dataset a run uses: dataset=, its column settings and test_dataset= (raises DatasetError),
+    its training examples restricted to ``cfg.train_pool``."""
+    ds = load_dataset(cfg.dataset, cfg.data_root, cfg.seed, cfg.natural_key, UserFileOptions.of(cfg),
+                      cfg.test_dataset)
+    return replace(ds, train=pool_of(ds.train, cfg.train_pool))
+
+
+def pool_of(examples: list[Example], pool: str) -> list[Example]:
+    """``all``, or one of two fixed disjoint halves (``tune``, ``eval``) of ``examples``, in order."""
+    if pool == "all":
+        return list(examples)
+    tune = np.zeros(len(examples), bool)
+    tune[np.random.default_rng(POOL_SEED).permutation(len(examples))[: len(examples) // 2]] = True
+    return [e for e, t in zip(examples, tune) if t == (pool == "tune")]
 
 
 def prepare_data(cfg: SimConfig, client_ids: list[str], out_dir: Path, say=print) -> PreparedData:
