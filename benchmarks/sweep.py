@@ -1,0 +1,388 @@
+"""The papers' protocol at scale, on the in-process engine: every strategy, personalized and global.
+
+    fedhft bench sweep [--quick] [--out benchmarks/results/sweep] [--seeds 0,1,2] [--settings a,b]
+                       [--strategies s1,s2] [--lrs 0.001,0.003,0.01] [--resume] [--report-only] [key=value ...]
+
+Per setting, per strategy, per seed, one federated run (``fedhft simulate engine=inprocess``) reports:
+global accuracy on the balanced held-out test set, and personalized accuracy: each client's own model
+(its cluster mixture under FedHFT, the global model otherwise) on its own local shard (the device's
+validation split, drawn from its own partition and disjoint from its training data), before and after
+its local training, weighted by shard size, with the worst 10% of clients and balanced accuracy.
+Beside every strategy, on the same shards: the clients' majority training label, and local-only
+training (strategy ``local-only``). A centralized LoRA bound per seed. Final and best over rounds.
+
+Equal tuning: each strategy's learning rate is chosen from the same grid (``--lrs``) by its final
+personalized accuracy on runs of seed 100 that draw from the ``tune`` half of the training file
+(``train_pool=tune``); the reported runs draw from the ``eval`` half. Neither the reported shards nor
+the global test set are ever used to choose anything. Significance: FedHFT against the best other
+strategy per setting, paired over (seed, client) on final personalized accuracy (Wilcoxon signed-rank),
+and the difference against the spread of the per-seed means.
+
+Resumable (``--resume``: every finished run is appended to OUT/runs.jsonl the moment it ends) and
+prints an ETA after each run. See RESULTS.md for the sizing and the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+STRATEGIES = ("fedavg-lora", "hetlora", "flexlora", "heterofl", "legend", "heterotune", "fedhft", "local-only")
+#: Dirichlet alpha = 10 / num_classes is the reference code's default (git-disl/FedHFT).
+SETTINGS = {
+    "sst2-a5.0": {"dataset": "sst2", "partition": "dirichlet", "alpha": 5.0},
+    "sst2-a0.3": {"dataset": "sst2", "partition": "dirichlet", "alpha": 0.3},
+    "agnews-a2.5": {"dataset": "agnews", "partition": "dirichlet", "alpha": 2.5},
+    "agnews-a0.3": {"dataset": "agnews", "partition": "dirichlet", "alpha": 0.3},
+    "mrpc-a5.0": {"dataset": "mrpc", "partition": "dirichlet", "alpha": 5.0},
+    "amazon-natural": {"dataset": "amazon", "partition": "natural"},
+}
+COMMON = {"engine": "inprocess", "tiers": ["android-mid", "rpi5", "jetson-orin-nano"], "backend": "torch",
+          "memory_budget": "off", "battery": None, "progress": False, "train_pool": "eval"}
+FULL = {"model": "minilm", "clients": 30, "rounds": 15, "warmup_rounds": 5, "local_steps": 4, "max_seq_len": 32,
+        "batch_size": 8, "train_size": 1800, "test_size": 300}
+QUICK = {"model": "tiny", "clients": 4, "rounds": 3, "warmup_rounds": 1, "local_steps": 2, "max_seq_len": 16,
+         "batch_size": 8, "train_size": 160, "test_size": 60}
+LRS = {"full": (1e-3, 3e-3, 1e-2), "quick": (2e-2,)}
+TUNE_SEED = 100
+SIGNIFICANCE = 0.05
+
+
+def sim_config(setting: dict, strategy: str, seed: int, lr: float, sizing: dict, run_dir: Path, overrides, **extra):
+    from fedhft.config import load_config
+    from fedhft.simulate import SimConfig
+
+    base = {**COMMON, **sizing, **setting, "strategy": strategy, "seed": seed, "lr": lr, "out": str(run_dir),
+            **extra}
+    items = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in base.items()]
+    return load_config(SimConfig, None, items + list(overrides))
+
+
+def per_client_final(run_dir: Path) -> dict[str, dict[str, float]]:
+    """client -> the shard metrics of its last stored round (from the run's clients.jsonl)."""
+    out: dict[str, tuple[int, dict]] = {}
+    path = run_dir / "clients.jsonl"
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        rec = json.loads(line)
+        if rec.get("status") != "stored":
+            continue
+        metrics = rec.get("metrics") or {}
+        metrics = json.loads(metrics) if isinstance(metrics, str) else metrics
+        if rec["round"] >= out.get(rec["client"], (-1, None))[0]:
+            out[rec["client"]] = (rec["round"], metrics)
+    keys = ("val_acc_after", "val_acc_before", "val_bal_acc_after", "val_majority_acc", "val_examples")
+    return {c: {k: m[k] for k in keys if k in m} for c, (_, m) in sorted(out.items())}
+
+
+def run_one(key: dict, cfg) -> dict:
+    """One federated run -> the row stored in runs.jsonl."""
+    from fedhft.simulate import run_simulation
+
+    shutil.rmtree(cfg.run_dir(), ignore_errors=True)  # this benchmark's own scratch run dir
+    res = run_simulation(cfg, say=lambda m: None)
+    if res.interrupted:  # Ctrl-C / SIGTERM stops the whole sweep, not just this run
+        raise KeyboardInterrupt
+    doc = json.loads((res.run_dir / "results.json").read_text()) if (res.run_dir / "results.json").exists() else {}
+    keep = ("round", "accuracy", "personalized", "bytes_up", "bytes_down", "stored", "selected")
+    return {**key, "status": res.status.value, "error": res.error, "wall_s": res.wall_s,
+            "headline": doc.get("headline"), "rounds": [{k: r.get(k) for k in keep} for r in res.rounds],
+            "clients": per_client_final(res.run_dir)}
+
+
+def run_key(kind: str, setting: str, strategy: str, seed: int, lr: float) -> dict:
+    return {"kind": kind, "setting": setting, "strategy": strategy, "seed": seed, "lr": lr}
+
+
+def same_key(a: dict, b: dict) -> bool:
+    return all(a[k] == b[k] for k in ("kind", "setting", "strategy", "seed", "lr"))
+
+
+def final_personalized(run: dict) -> float | None:
+    return ((run.get("headline") or {}).get("personalized_acc_after") or {}).get("final")
+
+
+def choose_lrs(runs: list[dict], setting: str, strategies, lrs) -> dict[str, float]:
+    """Per strategy, the grid lr with the best final personalized accuracy on its tuning run."""
+    chosen = {}
+    for strategy in strategies:
+        scored = [(final_personalized(r) or -1.0, -r["lr"], r["lr"]) for r in runs
+                  if r["kind"] == "tune" and r["setting"] == setting and r["strategy"] == strategy]
+        chosen[strategy] = max(scored)[2] if scored else lrs[len(lrs) // 2]
+    return chosen
+
+
+class Sweep:
+    """The run matrix, executed in order with resume and an ETA."""
+
+    def __init__(self, args, sizing: dict, out: Path):
+        self.args, self.sizing, self.out = args, sizing, out
+        self.log = out / "runs.jsonl"
+        self.runs = self._load() if (args.resume or args.report_only) else []
+        if not (args.resume or args.report_only):
+            self.log.unlink(missing_ok=True)
+        self.started, self.ran = time.time(), 0
+
+    def _load(self) -> list[dict]:
+        rows = [json.loads(x) for x in self.log.read_text().splitlines() if x.strip()] if self.log.exists() else []
+        sizing = json.dumps(self.sizing, sort_keys=True)
+        return [r for r in rows if r.get("sizing") == sizing and r["status"] != "failed"]
+
+    def ensure(self, key: dict, setting: dict, remaining: int, **extra) -> dict:
+        have = next((r for r in self.runs if same_key(r, key)), None)
+        if have is not None or self.args.report_only:
+            return have
+        run_dir = self.out / "runs" / key["setting"] / f"{key['kind']}-{key['strategy']}-s{key['seed']}-lr{key['lr']:g}"
+        cfg = sim_config(SETTINGS.get(key["setting"], {}) | extra.pop("setting_extra", {}), key["strategy"],
+                         key["seed"], key["lr"], self.sizing, run_dir, self.args.overrides, **extra)
+        row = {**run_one(key, cfg), "sizing": json.dumps(self.sizing, sort_keys=True)}
+        with open(self.log, "a") as fh:
+            fh.write(json.dumps(row, default=str) + "\n")
+        self.runs.append(row)
+        self.ran += 1
+        per = (time.time() - self.started) / self.ran
+        print(f"[{key['setting']}] {key['kind']} {key['strategy']} seed {key['seed']} lr {key['lr']:g}: "
+              f"{row['status']}, personalized {final_personalized(row)}, {row['wall_s']:.0f} s; "
+              f"ETA {per * max(0, remaining - 1) / 60:.0f} min", file=sys.stderr, flush=True)
+        return row
+
+
+def plan(args, settings: list[str], seeds: list[int], lrs: tuple[float, ...]) -> list[tuple]:
+    """Every run in order: per setting the tuning runs, then the reported runs with the chosen lr."""
+    strategies = args.strategies.split(",")
+    steps = []
+    for setting in settings:
+        steps += [("tune", setting, s, TUNE_SEED, lr) for s in strategies for lr in (lrs if len(lrs) > 1 else ())]
+        steps += [("eval", setting, s, seed, None) for seed in seeds for s in strategies]
+    return steps
+
+
+def execute(sweep: Sweep, steps: list[tuple], lrs: tuple[float, ...]) -> None:
+    strategies = sorted({s[2] for s in steps})
+    for i, (kind, setting, strategy, seed, lr) in enumerate(steps):
+        if kind == "tune":
+            sweep.ensure(run_key("tune", setting, strategy, seed, lr), {}, len(steps) - i, train_pool="tune")
+            continue
+        chosen = choose_lrs(sweep.runs, setting, strategies, lrs) if len(lrs) > 1 else {s: lrs[0] for s in strategies}
+        sweep.ensure(run_key("eval", setting, strategy, seed, chosen[strategy]), {}, len(steps) - i)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    have = [v for v in values if v is not None]
+    return (float(np.mean(have)), float(np.std(have))) if have else (None, None)
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per (setting, strategy) of the reported runs: both metrics, final and best, mean and
+    std over seeds, plus the majority-label reference of the same shards."""
+    rows = []
+    evals = [r for r in runs if r["kind"] == "eval"]
+    for setting in dict.fromkeys(r["setting"] for r in evals):
+        for strategy in dict.fromkeys(r["strategy"] for r in evals if r["setting"] == setting):
+            mine = [r for r in evals if r["setting"] == setting and r["strategy"] == strategy]
+            row = {"setting": setting, "strategy": strategy, "seeds": len(mine), "lr": mine[0]["lr"],
+                   "completed": sum(r["status"] == "completed" for r in mine)}
+            for metric in ("global_accuracy", "personalized_acc_after", "personalized_acc_before",
+                           "personalized_bal_acc_after", "personalized_worst10_acc_after",
+                           "personalized_majority_acc"):
+                for which in ("final", "best"):
+                    row[f"{metric}_{which}"] = _mean_std([((r.get("headline") or {}).get(metric) or {}).get(which)
+                                                           for r in mine])
+            rows.append(row)
+    return rows
+
+
+def paired_test(runs: list[dict], setting: str, a: str, b: str) -> dict | None:
+    """``a`` minus ``b`` on final personalized accuracy, paired over (seed, client): the mean
+    difference, the Wilcoxon signed-rank p-value, and the std of the per-seed mean differences."""
+    from scipy.stats import wilcoxon
+
+    by = {(r["strategy"], r["seed"]): r["clients"] for r in runs if r["kind"] == "eval" and r["setting"] == setting}
+    diffs, per_seed = [], []
+    for seed in sorted({s for (st, s) in by if st == a} & {s for (st, s) in by if st == b}):
+        ca, cb = by[(a, seed)], by[(b, seed)]
+        d = [ca[c]["val_acc_after"] - cb[c]["val_acc_after"] for c in sorted(set(ca) & set(cb))
+             if "val_acc_after" in ca[c] and "val_acc_after" in cb[c]]
+        diffs += d
+        if d:
+            per_seed.append(float(np.mean(d)))
+    if len(diffs) < 2:
+        return None
+    p = float(wilcoxon(diffs).pvalue) if any(diffs) else 1.0
+    spread = float(np.std(per_seed)) if len(per_seed) > 1 else None
+    mean = float(np.mean(diffs))
+    return {"a": a, "b": b, "mean_diff": mean, "pairs": len(diffs), "p_value": p, "seed_std": spread,
+            "significant": bool(p < SIGNIFICANCE and (spread is None or abs(mean) > spread))}
+
+
+def compare(rows: list[dict], runs: list[dict]) -> list[dict]:
+    """Per setting: FedHFT minus the best other federated strategy on each metric, with the test."""
+    out = []
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        mine = {r["strategy"]: r for r in rows if r["setting"] == setting}
+        if "fedhft" not in mine:
+            continue
+        others = [s for s in mine if s not in ("fedhft", "local-only")]
+        entry = {"setting": setting}
+        for metric in ("personalized_acc_after_final", "global_accuracy_final"):
+            best = max(others, key=lambda s: mine[s][metric][0] if mine[s][metric][0] is not None else -1, default=None)
+            if best is None or mine["fedhft"][metric][0] is None or mine[best][metric][0] is None:
+                continue
+            entry[metric] = {"best_baseline": best, "fedhft": mine["fedhft"][metric][0],
+                             "baseline": mine[best][metric][0], "diff": mine["fedhft"][metric][0] - mine[best][metric][0]}
+        best_p = entry.get("personalized_acc_after_final", {}).get("best_baseline")
+        entry["test"] = paired_test(runs, setting, "fedhft", best_p) if best_p else None
+        out.append(entry)
+    return out
+
+
+#: Cap on the centralized bound's steps (the federated runs' total can reach thousands).
+CENTRAL_MAX_STEPS = 600
+
+
+def centralized_bound(cfg) -> dict:
+    """Centralized LoRA with the largest tier's plan on the pooled training data of the run (same
+    pool, subset and global test set), min(rounds x local_steps x clients, CENTRAL_MAX_STEPS) steps."""
+    from devices import load_catalog
+    from fedhft.simulate._bundles import fit_plan, model_identity
+    from fedhft.simulate._centralized import train_centralized
+    from fedhft.simulate._evaluate import encode_examples
+    from fedhft.simulate._prepare import dataset_of, subsample
+
+    ds = dataset_of(cfg)
+    train, test = subsample(ds.train, cfg.train_size, cfg.seed, 11), subsample(ds.test, cfg.test_size, cfg.seed, 12)
+    _, layers = model_identity(cfg.model, ds.num_labels)
+    catalog = load_catalog()
+    plan = max((fit_plan(catalog[t].plan, layers, cfg.max_seq_len, cfg.batch_size) for t in cfg.tiers),
+               key=lambda p: (p.depth, sum(p.ranks)))
+    from export._backbone import resolve_model
+
+    tok = resolve_model(cfg.model).tokenizer_dir / "tokenizer.json"
+    steps = min(cfg.rounds * cfg.local_steps * cfg.clients, CENTRAL_MAX_STEPS)
+    return train_centralized(cfg.model, plan, ds.num_labels, encode_examples(tok, train, cfg.max_seq_len),
+                             encode_examples(tok, test, cfg.max_seq_len), steps, cfg.lr, cfg.seed)
+
+
+def _f(pair, spec=".3f") -> str:
+    mean, std = pair if isinstance(pair, (tuple, list)) else (pair, None)
+    if mean is None:
+        return "-"
+    return format(mean, spec) + ("" if std is None else f" ± {format(std, spec)}")
+
+
+def table(rows: list[dict], comparisons: list[dict], central: dict) -> str:
+    lines = ["| setting | strategy | lr | completed | personalized after (final) | best | before | balanced | "
+             "worst 10% | majority label | global (final) | best |", "|---" * 12 + "|"]
+    for r in rows:
+        lines.append(f"| {r['setting']} | {r['strategy']} | {r['lr']:g} | {r['completed']}/{r['seeds']} | "
+                     f"{_f(r['personalized_acc_after_final'])} | {_f(r['personalized_acc_after_best'])} | "
+                     f"{_f(r['personalized_acc_before_final'])} | {_f(r['personalized_bal_acc_after_final'])} | "
+                     f"{_f(r['personalized_worst10_acc_after_final'])} | {_f(r['personalized_majority_acc_final'])} | "
+                     f"{_f(r['global_accuracy_final'])} | {_f(r['global_accuracy_best'])} |")
+    lines += ["", "Centralized LoRA bound (global test accuracy, per seed): " + "; ".join(
+        f"{k}: {v['accuracy']:.3f}" for k, v in sorted(central.items()))]
+    lines += ["", "| setting | metric | FedHFT | best other | baseline | FedHFT - best | paired test |",
+              "|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        for metric in ("personalized_acc_after_final", "global_accuracy_final"):
+            m = c.get(metric)
+            if not m:
+                continue
+            t = c.get("test") if metric.startswith("personalized") else None
+            test = "-" if not t else (f"p={t['p_value']:.3g} over {t['pairs']} (seed, client) pairs, seed std "
+                                      f"{_f(t['seed_std'])}: {'significant' if t['significant'] else 'not significant'}")
+            lines.append(f"| {c['setting']} | {metric.removesuffix('_final')} | {m['fedhft']:.3f} | {m['best_baseline']} "
+                         f"| {m['baseline']:.3f} | {m['diff']:+.3f} | {test} |")
+    return "\n".join(lines)
+
+
+def plot_clients(runs: list[dict], out: Path) -> list[str]:
+    """Per setting, a box per strategy of the clients' final personalized accuracy (all seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    evals = [r for r in runs if r["kind"] == "eval"]
+    for setting in dict.fromkeys(r["setting"] for r in evals):
+        names = list(dict.fromkeys(r["strategy"] for r in evals if r["setting"] == setting))
+        data = [[c["val_acc_after"] for r in evals if r["setting"] == setting and r["strategy"] == s
+                 for c in r["clients"].values() if "val_acc_after" in c] for s in names]
+        majority = [c["val_majority_acc"] for r in evals if r["setting"] == setting
+                    for c in r["clients"].values() if "val_majority_acc" in c]
+        fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 3.8))
+        ax.boxplot(data + [majority], showmeans=True)
+        ax.set_xticks(range(1, len(names) + 2), names + ["majority label"], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("client's final accuracy on its own shard"), ax.set_title(f"{setting}: per-client distribution")
+        ax.grid(alpha=0.3, axis="y")
+        name = f"clients_{setting}.png"
+        fig.tight_layout(), fig.savefig(out / name, dpi=110), plt.close(fig)
+        made.append(name)
+    return made
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="fedhft bench sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="CI mode: tiny model, one setting, one seed, one lr")
+    p.add_argument("--out", default="benchmarks/results/sweep")
+    p.add_argument("--seeds", default=None, help="comma list (default: 0,1,2 full, 0 quick)")
+    p.add_argument("--settings", default=None, help=f"comma list of {list(SETTINGS)}")
+    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--lrs", default=None, help="the learning-rate grid every strategy is tuned on (comma list)")
+    p.add_argument("--resume", action="store_true", help="keep the finished runs in OUT/runs.jsonl")
+    p.add_argument("--report-only", action="store_true", help="run nothing; rebuild the tables from OUT/runs.jsonl")
+    p.add_argument("overrides", nargs="*", help="SimConfig key=value for every run (e.g. data_root=...)")
+    return p.parse_args(argv)
+
+
+def _centralized(sweep: Sweep, settings: list[str], seeds: list[int], lrs) -> dict:
+    path = sweep.out / "centralized.json"
+    central = json.loads(path.read_text()) if (path.exists() and (sweep.args.resume or sweep.args.report_only)) else {}
+    for setting in settings:
+        for seed in seeds:
+            key = f"{setting}/s{seed}"
+            if key in central or sweep.args.report_only:
+                continue
+            cfg = sim_config(SETTINGS[setting], "fedavg-lora", seed, lrs[len(lrs) // 2], sweep.sizing,
+                             sweep.out / "runs" / "central", sweep.args.overrides)
+            central[key] = centralized_bound(cfg)
+            path.write_text(json.dumps(central, indent=2))
+    return central
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    sizing = QUICK if args.quick else FULL
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    settings = (args.settings or ("sst2-a5.0" if args.quick else ",".join(SETTINGS))).split(",")
+    lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else LRS["quick" if args.quick else "full"]
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        print(f"fedhft bench sweep: unknown settings {unknown}; known: {list(SETTINGS)}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sweep = Sweep(args, sizing, out)
+    execute(sweep, plan(args, settings, seeds, lrs), lrs)
+    central = _centralized(sweep, settings, seeds, lrs)
+    rows = summarize(sweep.runs)
+    comparisons = compare(rows, sweep.runs)
+    md = table(rows, comparisons, central)
+    plots = plot_clients(sweep.runs, out)
+    doc = {"sizing": {**COMMON, **sizing}, "settings": {s: SETTINGS[s] for s in settings}, "seeds": seeds,
+           "lr_grid": lrs, "rows": rows, "comparisons": comparisons, "centralized": central, "plots": plots,
+           "runs": sweep.runs, "command": "fedhft bench sweep " + " ".join(argv or [])}
+    (out / "sweep.json").write_text(json.dumps(doc, indent=2, default=str))
+    (out / "sweep.md").write_text(md + "\n")
+    print(md)
+    failed = [r for r in sweep.runs if r["status"] != "completed"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

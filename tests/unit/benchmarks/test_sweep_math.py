@@ -1,0 +1,61 @@
+"""The sweep's pure parts: lr choice on tuning runs only, summaries, the paired test, comparisons."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.sweep import choose_lrs, compare, paired_test, per_client_final, summarize
+
+
+def _run(kind, strategy, seed, lr, pers, glob, clients=None, setting="s"):
+    return {"kind": kind, "setting": setting, "strategy": strategy, "seed": seed, "lr": lr, "status": "completed",
+            "headline": {"personalized_acc_after": {"final": pers, "best": pers},
+                         "global_accuracy": {"final": glob, "best": glob}},
+            "clients": clients or {}}
+
+
+def test_lr_is_chosen_on_tuning_runs_only():
+    runs = [_run("tune", "fedhft", 100, 1e-3, 0.7, 0.5), _run("tune", "fedhft", 100, 1e-2, 0.8, 0.5),
+            _run("eval", "fedhft", 0, 1e-3, 0.99, 0.9)]  # a reported run never influences the choice
+    assert choose_lrs(runs, "s", ["fedhft", "hetlora"], (1e-3, 3e-3, 1e-2)) == {"fedhft": 1e-2, "hetlora": 3e-3}
+
+
+def test_summary_means_and_stds_over_seeds():
+    runs = [_run("eval", "a", 0, 0.1, 0.6, 0.5), _run("eval", "a", 1, 0.1, 0.8, 0.7)]
+    [row] = summarize(runs)
+    assert row["personalized_acc_after_final"] == (pytest.approx(0.7), pytest.approx(0.1))
+    assert row["global_accuracy_final"] == (pytest.approx(0.6), pytest.approx(0.1))
+    assert row["completed"] == 2 and row["seeds"] == 2
+
+
+def _clients(values):
+    return {f"c{i}": {"val_acc_after": v} for i, v in enumerate(values)}
+
+
+def test_paired_test_over_seed_and_client():
+    a = [_run("eval", "fedhft", s, 0.1, 0, 0, _clients([0.9, 0.8, 0.95, 0.85, 0.9])) for s in (0, 1)]
+    b = [_run("eval", "hetlora", s, 0.1, 0, 0, _clients([0.7, 0.6, 0.75, 0.65, 0.71])) for s in (0, 1)]
+    t = paired_test(a + b, "s", "fedhft", "hetlora")
+    assert t["pairs"] == 10 and t["mean_diff"] == pytest.approx(0.198)
+    assert t["p_value"] < 0.01 and t["significant"]
+    same = paired_test(a + [dict(r, strategy="hetlora") for r in a], "s", "fedhft", "hetlora")
+    assert same["mean_diff"] == 0 and same["p_value"] == 1.0 and not same["significant"]
+
+
+def test_compare_names_the_best_other_strategy_and_ignores_local_only():
+    runs = [_run("eval", "fedhft", 0, 0.1, 0.80, 0.70), _run("eval", "hetlora", 0, 0.1, 0.75, 0.72),
+            _run("eval", "flexlora", 0, 0.1, 0.78, 0.60), _run("eval", "local-only", 0, 0.1, 0.95, 0.5)]
+    [c] = compare(summarize(runs), runs)
+    assert c["personalized_acc_after_final"]["best_baseline"] == "flexlora"
+    assert c["personalized_acc_after_final"]["diff"] == pytest.approx(0.02)
+    assert c["global_accuracy_final"]["best_baseline"] == "hetlora"
+    assert c["global_accuracy_final"]["diff"] == pytest.approx(-0.02)
+
+
+def test_per_client_final_takes_each_clients_last_stored_round(tmp_path):
+    rows = [{"round": 0, "client": "c0", "status": "stored", "metrics": json.dumps({"val_acc_after": 0.5})},
+            {"round": 1, "client": "c0", "status": "stored", "metrics": {"val_acc_after": 0.7, "val_examples": 4}},
+            {"round": 2, "client": "c0", "status": "outcome", "metrics": None}]
+    (tmp_path / "clients.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert per_client_final(tmp_path) == {"c0": {"val_acc_after": 0.7, "val_examples": 4}}
