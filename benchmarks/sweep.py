@@ -336,6 +336,9 @@ def parse(argv):
     p.add_argument("--lrs", default=None, help="the learning-rate grid every strategy is tuned on (comma list)")
     p.add_argument("--resume", action="store_true", help="keep the finished runs in OUT/runs.jsonl")
     p.add_argument("--report-only", action="store_true", help="run nothing; rebuild the tables from OUT/runs.jsonl")
+    p.add_argument("--central", choices=("yes", "no", "only"), default="yes",
+                   help="the centralized bound: run it too (yes), skip it (no: a shard of a sweep split over "
+                        "processes), or run only it (only)")
     p.add_argument("overrides", nargs="*", help="SimConfig key=value for every run (e.g. data_root=...)")
     return p.parse_args(argv)
 
@@ -368,8 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sweep = Sweep(args, sizing, out)
-    execute(sweep, plan(args, settings, seeds, lrs), lrs)
-    central = _centralized(sweep, settings, seeds, lrs)
+    if args.central != "only":
+        execute(sweep, plan(args, settings, seeds, lrs), lrs)
+    central = _centralized(sweep, settings, seeds, lrs) if args.central != "no" else {}
     rows = summarize(sweep.runs)
     comparisons = compare(rows, sweep.runs)
     md = table(rows, comparisons, central)

@@ -175,7 +175,7 @@ class Evaluator:
     forward that client actually runs.
     """
 
-    def __init__(self, model: str, threads: int | None = None, precision: str = "fp32"):
+    def __init__(self, model: str, threads: int | None = None, precision: str = "fp32", device: str | None = None):
         import torch
 
         from export._backbone import load_encoder, resolve_model
@@ -190,6 +190,9 @@ class Evaluator:
         self.encoder.requires_grad_(False)
         if precision == "int8":
             _dequantized_int8(self.encoder)
+        # Like the torch session: CUDA when there is one (the same weights; faster evaluation).
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.encoder.to(self.device)
         self.paths = _SITE_PATHS[architecture_family(self.encoder.config.model_type)]
         self.num_layers = len(self._layers())
         self._orig: dict[tuple[int, str], object] = {}
@@ -210,22 +213,22 @@ class Evaluator:
                 lin = self._linear(*site)
                 if site not in self._orig:
                     self._orig[site] = lin.weight.detach().clone()
-                lin.weight.add_(torch.as_tensor(np.asarray(dw, np.float32)))
+                lin.weight.add_(torch.as_tensor(np.asarray(dw, np.float32), device=self.device))
 
     def logits(self, state: tuple, input_ids: np.ndarray, attention_mask: np.ndarray, batch: int = 64) -> np.ndarray:
         """Logits of a dense state (the merged model) for token ids, in batches."""
         torch = self.torch
         deltas, head_w, head_b = state
         self._load(deltas)
-        w, b = torch.as_tensor(head_w), torch.as_tensor(head_b)
+        w, b = (torch.as_tensor(x, device=self.device) for x in (head_w, head_b))
         out = []
         with torch.inference_mode():
             for s in range(0, len(input_ids), batch):
-                ids, attn = torch.as_tensor(input_ids[s : s + batch]), torch.as_tensor(attention_mask[s : s + batch])
+                ids, attn = (torch.as_tensor(x[s : s + batch], device=self.device) for x in (input_ids, attention_mask))
                 hidden = self.encoder(input_ids=ids, attention_mask=attn).last_hidden_state
                 m = attn.to(hidden.dtype).unsqueeze(-1)
                 pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-                out.append((pooled @ w.T + b).numpy())
+                out.append((pooled @ w.T + b).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(head_b)), np.float32)
 
     def accuracy(self, state: tuple, data: EncodedSet, batch: int = 64) -> tuple[float, np.ndarray]:
