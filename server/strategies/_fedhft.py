@@ -92,6 +92,7 @@ class FedHFT(Strategy):
         explore_decay: float = 1.0,
         min_membership: float = 1e-3,
         residual_correction: bool = True,
+        masked: bool = True,
         backbone_dims: Mapping[str, ModelDims] | None = None,
     ):
         super().__init__(dims, seed=seed, backbone_dims=backbone_dims)
@@ -109,6 +110,7 @@ class FedHFT(Strategy):
         self.num_clusters, self.warmup_rounds, self.sketch_dim = int(num_clusters), int(warmup_rounds), int(sketch_dim)
         self.explore, self.explore_decay = float(explore), float(explore_decay)
         self.min_membership, self.residual_correction = float(min_membership), bool(residual_correction)
+        self.masked = bool(masked)  # False: every row of every B trains (the "no mask" ablation)
         # One independent dict per cluster (never ``[{}] * K``: that is K names for one dict).
         self.clusters: list[dict[str, np.ndarray]] = [{} for _ in range(self.num_clusters)]
         self.last_trained: dict[str, np.ndarray] = {}  # site -> round each row was last covered (-1 never)
@@ -133,6 +135,7 @@ class FedHFT(Strategy):
             "explore_decay": self.explore_decay,
             "min_membership": self.min_membership,
             "residual_correction": self.residual_correction,
+            **({} if self.masked else {"masked": False}),  # absent when default: older saved states still load
         }
 
     # -- state helpers ------------------------------------------------------------------------------
@@ -181,7 +184,7 @@ class FedHFT(Strategy):
             a_name, b_name = lora_names(layer, module)
             self._ensure(key, out_f, in_f, dims)
             dw = self.mixed(key + ".delta", m)
-            k = rows_per_module(plan, out_f)
+            k = rows_per_module(plan, out_f) if self.masked else out_f
             energy = np.einsum("ij,ij->i", dw, dw)
             rows[b_name] = select_rows(energy, self.last_trained[key], k, explore_count(k, out_f, fraction), rng)
             fill = init_a_rows(self.seed, key, 0, rank, in_f)

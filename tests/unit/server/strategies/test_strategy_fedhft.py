@@ -299,3 +299,22 @@ def test_head_feature_is_exact_when_it_fits_and_a_seeded_sketch_when_not():
     assert f1.shape == (64,) and np.linalg.norm(f1) == pytest.approx(1.0)
     np.testing.assert_array_equal(f1, f2)  # derived from the seed: same on every server
     assert not np.array_equal(f1, fedhft(sketch_dim=64, seed=1).head_feature(big))
+
+
+def test_unmasked_ablation_trains_every_row_and_round_trips():
+    from fedhft.layout import rows_from_mask
+    from server.strategies import get_strategy
+
+    from ._helpers import DIMS, make_clients
+
+    s = get_strategy("fedhft", dims=DIMS, seed=0, masked=False)
+    clients = make_clients(1)
+    for c in clients:
+        a = s.configure(0, [c])[c.client_id]
+        assert a.mask.min() == 1.0, c.tier  # the tier's density no longer limits the rows
+        assert all(len(r) == DIMS.module_shape("query")[0] for n, r in rows_from_mask(a.plan, DIMS, a.mask).items()
+                   if ".query." in n)
+    tensors, meta = s.state_dict()
+    assert meta["config"]["masked"] is False
+    masked = get_strategy("fedhft", dims=DIMS, seed=0)
+    assert "masked" not in masked.state_dict()[1]["config"]  # the default keeps older states loadable
