@@ -49,6 +49,14 @@ FULL = {"model": "minilm", "clients": 30, "rounds": 15, "warmup_rounds": 5, "loc
 QUICK = {"model": "tiny", "clients": 4, "rounds": 3, "warmup_rounds": 1, "local_steps": 2, "max_seq_len": 16,
          "batch_size": 8, "train_size": 160, "test_size": 60}
 LRS = {"full": (1e-3, 3e-3, 1e-2), "quick": (2e-2,)}
+#: FedHFT ablations, run like strategies (tuned on the same grid): name -> SimConfig settings.
+VARIANTS = {
+    "fedhft-nomask": {"strategy": "fedhft", "strategy_options": {"masked": False}},
+    "fedhft-k1": {"strategy": "fedhft", "strategy_options": {"num_clusters": 1}},
+    "fedhft-k3": {"strategy": "fedhft", "strategy_options": {"num_clusters": 3}},
+    "fedhft-noexplore": {"strategy": "fedhft", "strategy_options": {"explore": 0.0}},
+    "fedhft-warmup2": {"strategy": "fedhft", "warmup_rounds": 2},
+}
 TUNE_SEED = 100
 SIGNIFICANCE = 0.05
 
@@ -58,7 +66,7 @@ def sim_config(setting: dict, strategy: str, seed: int, lr: float, sizing: dict,
     from fedhft.simulate import SimConfig
 
     base = {**COMMON, **sizing, **setting, "strategy": strategy, "seed": seed, "lr": lr, "out": str(run_dir),
-            **extra}
+            **VARIANTS.get(strategy, {}), **extra}
     items = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in base.items()]
     return load_config(SimConfig, None, items + list(overrides))
 
@@ -226,7 +234,7 @@ def compare(rows: list[dict], runs: list[dict]) -> list[dict]:
         mine = {r["strategy"]: r for r in rows if r["setting"] == setting}
         if "fedhft" not in mine:
             continue
-        others = [s for s in mine if s not in ("fedhft", "local-only")]
+        others = [s for s in mine if s not in ("fedhft", "local-only") and s not in VARIANTS]
         entry = {"setting": setting}
         for metric in ("personalized_acc_after_final", "global_accuracy_final"):
             best = max(others, key=lambda s: mine[s][metric][0] if mine[s][metric][0] is not None else -1, default=None)
@@ -332,7 +340,8 @@ def parse(argv):
     p.add_argument("--out", default="benchmarks/results/sweep")
     p.add_argument("--seeds", default=None, help="comma list (default: 0,1,2 full, 0 quick)")
     p.add_argument("--settings", default=None, help=f"comma list of {list(SETTINGS)}")
-    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--strategies", default=",".join(STRATEGIES),
+                   help=f"comma list of strategies and FedHFT ablations {list(VARIANTS)}")
     p.add_argument("--lrs", default=None, help="the learning-rate grid every strategy is tuned on (comma list)")
     p.add_argument("--resume", action="store_true", help="keep the finished runs in OUT/runs.jsonl")
     p.add_argument("--report-only", action="store_true", help="run nothing; rebuild the tables from OUT/runs.jsonl")

@@ -59,3 +59,13 @@ def test_per_client_final_takes_each_clients_last_stored_round(tmp_path):
             {"round": 2, "client": "c0", "status": "outcome", "metrics": None}]
     (tmp_path / "clients.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert per_client_final(tmp_path) == {"c0": {"val_acc_after": 0.7, "val_examples": 4}}
+
+
+def test_an_ablation_is_fedhft_with_its_settings(tmp_path):
+    from benchmarks.sweep import FULL, SETTINGS, sim_config
+
+    cfg = sim_config(SETTINGS["sst2-a5.0"], "fedhft-k1", 0, 3e-3, FULL, tmp_path / "r", [])
+    assert cfg.strategy == "fedhft" and cfg.strategy_options == {"num_clusters": 1}
+    assert cfg.engine == "inprocess" and cfg.train_pool == "eval" and cfg.alpha == 5.0
+    warm = sim_config(SETTINGS["sst2-a5.0"], "fedhft-warmup2", 0, 3e-3, FULL, tmp_path / "r", [], train_pool="tune")
+    assert warm.warmup_rounds == 2 and warm.train_pool == "tune"
