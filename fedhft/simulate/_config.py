@@ -13,6 +13,7 @@ from typing import Any, Literal, Sequence, get_args
 from fedhft.protocol import ENCODINGS
 
 TRAIN_POOLS = ("all", "tune", "eval")
+ENGINES = ("mqtt", "inprocess")
 BACKEND_CHOICES = ("default", "torch", "ort", "executorch")
 BROKER_CHOICES = ("auto", "mosquitto", "embedded")
 MqttProtocolChoice = Literal["auto", "5", "3.1.1"]
@@ -87,6 +88,13 @@ class SimConfig:
     deadline_s: float = _f(600.0, "a round closes this many seconds after it opens")
     seed: int = _f(0, "seed of the data subset, the split, the server and the exports")
     # -- plumbing ------------------------------------------------------------------------------
+    engine: str = _f("mqtt", "mqtt: a broker, the fedhft server process and one fedhft edge process per client (the "
+                             "real system). inprocess: for experiments, the same strategy, update validation and "
+                             "edge training code with no broker and no processes: clients train one after another "
+                             "in this process, memory budgets are off (one shared process has no per-device RSS), "
+                             "a round closes when every client answered")
+    engine_threads: int | None = _f(None, "torch threads of engine=inprocess (default: edge_threads, what each edge "
+                                          "process uses; the engines match only with equal threads)")
     broker: str = _f("auto", "auto (Mosquitto if installed, else embedded amqtt), mosquitto, embedded, or mqtt://HOST:PORT")
     fleet_dir: str | None = _f(None, "with broker=mqtt://...: the fleet-init folder whose users that broker knows")
     mqtt_protocol: MqttProtocolChoice = _f("auto", "MQTT version of the server and devices: auto (3.1.1 on the "
@@ -144,10 +152,35 @@ class SimConfig:
                      "mqtt_protocol=auto (or 3.1.1), or broker=mosquitto")
         if self.broker.startswith(("mqtt://", "mqtts://")) and not self.fleet_dir:
             e.append("broker=mqtt://... needs fleet_dir=<fleet-init folder> (the users that broker was started with)")
+        e += self._engine_problems()
         c = self.clients_per_round
         if c is not None and not (0 < c < 1 or (c >= 1 and float(c).is_integer())):
             e.append(f"clients_per_round={c}: use a fraction in (0, 1) or a whole count >= 1")
         return e + self._data_problems()
+
+    def _engine_problems(self) -> list[str]:
+        """engine=inprocess refuses the settings it would silently ignore: those of a broker, of
+        device processes and of per-device memory budgets (the default budget is allowed)."""
+        if self.engine not in ENGINES:
+            return [f"engine={self.engine!r}: use one of {list(ENGINES)}"]
+        e = []
+        if self.engine_threads is not None and self.engine_threads < 1:
+            e.append(f"engine_threads={self.engine_threads}: use >= 1, or null for edge_threads")
+        if self.engine != "inprocess":
+            if self.engine_threads is not None:
+                e.append(f"engine_threads={self.engine_threads} applies to engine=inprocess; the MQTT engine's "
+                         "devices use edge_threads: drop engine_threads")
+            return e
+        default = SimConfig.__dataclass_fields__
+        stray = [f"{k}={getattr(self, k)}" for k in ("broker", "fleet_dir", "mqtt_protocol", "provision_bundles",
+                                                     "memory_accounting")
+                 if getattr(self, k) != default[k].default]
+        if self.memory_budget not in ("off", default["memory_budget"].default):
+            stray.insert(0, f"memory_budget={self.memory_budget}")
+        if stray:
+            e.append(f"{', '.join(stray)}: engine=inprocess has no broker, no device processes and no per-device "
+                     "memory budget (every client trains in one process); drop these settings, or use engine=mqtt")
+        return e
 
     def _data_problems(self) -> list[str]:
         """The data settings that can be checked without reading a file (the files: _prepare.dataset_of)."""
