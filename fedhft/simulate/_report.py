@@ -10,6 +10,10 @@ import numpy as np
 from fedhft.config import to_dict
 
 
+#: The budget a device reports under memory_budget=off (SimConfig.memory_budget_mb): no budget.
+OFF_BUDGET_MB = 1e6
+
+
 def tier_stats(records: list[dict]) -> dict[str, dict]:
     """Per tier: clients, outcomes, peak RSS (max) vs budget, median step time, upload bytes."""
     out: dict[str, dict] = {}
@@ -30,10 +34,16 @@ def tier_stats(records: list[dict]) -> dict[str, dict]:
                 t[dst].append(float(m[key]))
         t["budget_mb"] = m.get("memory_budget_mb", m.get("budget_mb", t["budget_mb"]))
     for t in out.values():
+        if t["budget_mb"] is not None and float(t["budget_mb"]) >= OFF_BUDGET_MB:
+            t["budget_mb"] = None  # off: no line at a million MB in the plot, "-" in the table
         t["peak_rss_mb"] = max(t["peak_rss_mb"]) if t["peak_rss_mb"] else None
         t["step_s"] = statistics.median(t["step_s"]) if t["step_s"] else None
         t["bytes_up"] = int(statistics.mean(t["bytes_up"])) if t["bytes_up"] else None
     return dict(sorted(out.items()))
+
+
+#: The report title's words for each engine (SimConfig.engine).
+ENGINE_TITLE = {"mqtt": "MQTT engine: broker, server and edge processes", "inprocess": "in-process engine"}
 
 
 def _fmt(v, spec: str = ".3f") -> str:
@@ -106,7 +116,7 @@ def _status_text(result) -> str:
     return text
 
 
-def _failures_section(verdict) -> list[str]:
+def _failures_section(verdict, engine: str = "mqtt") -> list[str]:
     """Which clients did not store an update, in which rounds, and why (empty when none failed)."""
     if verdict is None or not verdict.failures:
         return []
@@ -120,17 +130,19 @@ def _failures_section(verdict) -> list[str]:
     for reason, f in verdict.examples().items():
         msg = " ".join(f.detail.split())[:500] or "(no message)"
         lines.append(f"- `{reason}` ({f.client}, round {f.round}): {msg}")
+    if engine == "inprocess":  # no processes, no logs: the messages above are the devices' own
+        return lines + ["", "Each client's records: `clients.jsonl` in this folder.", ""]
     return lines + ["", "Logs: `logs/server.log` and `logs/<client>.log` in this folder.", ""]
 
 
 def write_report(path: Path, cfg, result, summary: dict, stats: dict, plots: list[str], notes: list[str]) -> None:
-    lines = [f"# fedhft simulation: {cfg.strategy} on {summary['dataset']}", ""]
-    lines += [f"- status: **{_status_text(result)}**", f"- wall time: {result.wall_s:.0f} s "
+    lines = [f"# fedhft simulation: {cfg.strategy} on {summary['dataset']} ({ENGINE_TITLE[cfg.engine]})", ""]
+    lines += [f"- status: **{_status_text(result)}**", f"- engine: {cfg.engine}", f"- wall time: {result.wall_s:.0f} s "
               f"({', '.join(f'{k} {v:.0f} s' for k, v in result.phases.items())})",
               f"- final global accuracy: {_fmt(result.final_accuracy)} on {summary['test_examples']} held-out examples",
               f"- data: {summary['train_examples']} training examples over {cfg.clients} clients "
               f"({summary['partition']}{f', alpha {cfg.alpha}' if summary['partition'] == 'dirichlet' else ''})", ""]
-    lines += _failures_section(result.verdict)
+    lines += _failures_section(result.verdict, cfg.engine)
     best = headline(result.rounds)
     lines += [f"- global accuracy final {_fmt(best['global_accuracy']['final'])}, best over rounds "
               f"{_fmt(best['global_accuracy']['best'])}; personalized accuracy after local training final "
@@ -138,9 +150,11 @@ def write_report(path: Path, cfg, result, summary: dict, stats: dict, plots: lis
               ""]
     lines += ["## Rounds", ""] + _rounds_table(result.rounds) + [""]
     lines += _personalized_table(result.rounds)
-    lines += ["## Tiers (peak RSS vs budget, step time)", "",
-              "Peak RSS is the whole edge process (Python, its imports, the runtime); the enforced budget is "
-              f"`memory_budget={cfg.memory_budget}` applied to the catalog's.", ""] + _tiers_table(stats) + [""]
+    rss = ("Peak RSS is the whole edge process (Python, its imports, the runtime); the enforced budget is "
+           f"`memory_budget={cfg.memory_budget}` applied to the catalog's." if cfg.engine != "inprocess" else
+           "engine=inprocess: every client shares this one process, so peak RSS is that process's, not a "
+           "device's, and no memory budget is enforced.")
+    lines += ["## Tiers (peak RSS vs budget, step time)", "", rss, ""] + _tiers_table(stats) + [""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
@@ -282,12 +296,15 @@ def make_plots(run_dir: Path, rounds, stats, members, groups, tiers: dict[str, s
 
 
 def write_outputs(cfg, result, data, tiers: dict, backends: dict, broker_kind: str, eval_error: str | None,
-                  pids: list[int], mqtt_protocol: str | None = None) -> dict:
+                  pids: list[int], mqtt_protocol: str | None = None, records: list[dict] | None = None) -> dict:
+    """``records``: the client-round records (``client_rounds`` rows); None = read them from the
+    server's SQLite in the run's state dir (the MQTT engine; the in-process engine has none)."""
     from fedhft.simulate._evaluate import memberships
     from fedhft.simulate._monitor import client_rounds
 
     run_dir, state = result.run_dir, result.run_dir / "server"
-    records = client_rounds(state)
+    if records is None:
+        records = client_rounds(state)
     stats = tier_stats(records)
     try:
         from devices import load_catalog
@@ -301,6 +318,10 @@ def write_outputs(cfg, result, data, tiers: dict, backends: dict, broker_kind: s
     members = memberships(state, last) if last is not None else {}
     plots = make_plots(run_dir, result.rounds, stats, members, data.client_groups, tiers)
     notes = []
+    if cfg.engine == "inprocess":
+        notes.append("engine=inprocess: no broker and no device processes; every client trained in this one "
+                     "process, one after another, with memory budgets off; a round closed when every selected "
+                     "client had answered (no deadline drops, no redeliveries)")
     if broker_kind == "embedded":
         notes.append(f"embedded amqtt broker (server and devices spoke MQTT {mqtt_protocol or '3.1.1'}): no MQTT 5, so "
                      "an ACL-refused publish is dropped silently; unacked QoS 1 messages are not redelivered after a "
@@ -309,7 +330,7 @@ def write_outputs(cfg, result, data, tiers: dict, backends: dict, broker_kind: s
     if eval_error:
         notes.append(f"evaluation failed to start: {eval_error.strip().splitlines()[-1]}")
     summary = data.summary()
-    out = {"status": result.status.value, "ok": result.ok, "error": result.error,
+    out = {"status": result.status.value, "ok": result.ok, "engine": cfg.engine, "error": result.error,
            "failures": result.verdict.to_json() if result.verdict else None, "wall_s": result.wall_s,
            "phases": result.phases,
            "final_accuracy": result.final_accuracy, "accuracy": result.accuracies,

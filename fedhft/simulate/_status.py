@@ -104,8 +104,9 @@ class RunVerdict:
             msg = " ".join(f.detail.split())[:300] or "(no message)"
             lines.append(f"  {reason}: {msg} (first: {f.client}, {f.tier}/{f.backend}, round {f.round})")
         if run_dir is not None and self.status is not RunStatus.COMPLETED:
-            lines.append(f"  details: {run_dir / 'report.md'}; logs: {run_dir / 'logs' / 'server.log'}, "
-                         f"{run_dir / 'logs' / 'dev-*.log'}")
+            logs = (f"; logs: {run_dir / 'logs' / 'server.log'}, {run_dir / 'logs' / 'dev-*.log'}"
+                    if (run_dir / "logs").is_dir() else "")  # engine=inprocess starts no process: no logs
+            lines.append(f"  details: {run_dir / 'report.md'}{logs}")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
