@@ -1,17 +1,25 @@
-"""``run_simulation``: a real federated run on this machine.
+"""``run_simulation``: a federated run on this machine, on one of two engines (``cfg.engine``).
 
-A broker (private Mosquitto on a free loopback port with the fleet's users and ACL, or the
+Both engines share the preflight, the data preparation, the tier assignment, the bundle export,
+the evaluation on the held-out test set, the run status and the outputs.
+
+``mqtt`` (the default, the real system): a broker (private Mosquitto on a free loopback port with the fleet's users and ACL, or the
 embedded amqtt broker, or a broker the user runs), the real ``fedhft server`` process and N real
 ``fedhft edge`` processes, each with its own credentials, data file, tier, backend, simulated
 battery and state dir. This process only prepares files, starts and watches the others, evaluates
 the server's committed global states on a held-out test set, and writes the report. Every child
 is stopped by pid (process group) at the end, on errors and on Ctrl-C.
+
+``inprocess`` (for experiments): ``InProcessEngine`` runs the same strategy, update validation and
+edge training code for every client in this process, one after another; see _inprocess.py for
+what differs.
 """
 from __future__ import annotations
 
 import json
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,7 +29,7 @@ import yaml
 from fedhft.config import to_dict
 from fedhft.simulate._bundles import default_cache_dir, ensure_bundle, fit_plan, link_bundles, model_identity
 from fedhft.simulate._config import SimConfig
-from fedhft.simulate._evaluate import encode_examples
+from fedhft.simulate._evaluate import EncodedSet, encode_examples
 from fedhft.simulate._fleet import (
     SimulationError, start_edges, start_fleet_broker, start_server, wait_server_running,
 )
@@ -32,6 +40,7 @@ from fedhft.simulate._procs import Children
 from fedhft.simulate._status import RunStatus, RunVerdict, classify_run
 
 POLL_S = 1.0
+INTERRUPTED = "interrupted (Ctrl-C / SIGTERM)"
 
 
 @dataclass
@@ -137,8 +146,38 @@ def _setup(cfg: SimConfig, run_dir: Path, say) -> tuple[list[str], PreparedData,
     return ids, data, tiers
 
 
+@dataclass
+class _Fleet:
+    """What both engines start from: the prepared data, tiers, exported bundles and test set."""
+
+    run_dir: Path
+    ids: list[str]
+    data: PreparedData
+    tiers: dict[str, str]
+    backends: dict[str, str]
+    bundles_dir: Path
+    test: EncodedSet
+
+
+@dataclass
+class _EngineRun:
+    """What an engine hands back: committed rounds (metrics + evaluation), the client records of
+    those rounds (``client_rounds`` rows), and how it ended."""
+
+    rounds: list[dict]
+    records: list[dict]
+    error: str | None = None
+    interrupted: bool = False
+    eval_error: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    broker_kind: str = "none"
+    mqtt_protocol: str | None = None
+    pids: list[int] = field(default_factory=list)
+
+
 def run_simulation(cfg: SimConfig, say: Callable[[str], None] = print) -> SimResult:
-    """Run one federated simulation end to end; see the module doc. Never leaves a child running."""
+    """Run one federated simulation end to end on ``cfg.engine``; see the module doc. Never leaves
+    a child running."""
     from fedhft.simulate._report import write_outputs
 
     t0 = time.time()
@@ -147,28 +186,45 @@ def run_simulation(cfg: SimConfig, say: Callable[[str], None] = print) -> SimRes
     phases: dict[str, float] = {}
     ids, data, tiers = _setup(cfg, run_dir, say)
     backends, bundles_dir, phases["export_s"] = _export_bundles(cfg, tiers, data.dataset.num_labels, run_dir, say)
-    test = encode_examples(bundles_dir / tiers[ids[0]] / backends[tiers[ids[0]]] / "tokenizer.json", data.test,
-                           cfg.max_seq_len)
+    tier0 = tiers[ids[0]]
+    test = encode_examples(bundles_dir / tier0 / backends[tier0] / "tokenizer.json", data.test, cfg.max_seq_len)
+    fleet = _Fleet(run_dir, ids, data, tiers, backends, bundles_dir, test)
+    t_fed = time.time()
+    with _sigterm_as_interrupt():
+        ran = (_run_inprocess if cfg.engine == "inprocess" else _run_mqtt)(cfg, fleet, say)
+    phases["federated_s"] = time.time() - t_fed
+    phases.update(ran.phases)
+    verdict = classify_run(ran.records, ran.rounds, cfg.rounds, None if ran.interrupted else ran.error,
+                           ran.interrupted, ran.eval_error)
+    result = SimResult(run_dir, verdict.status, ran.rounds, time.time() - t0, phases,
+                       ran.error or (None if verdict.status is RunStatus.COMPLETED else verdict.headline()), verdict)
+    write_outputs(cfg, result, data, tiers, backends, ran.broker_kind, ran.eval_error, ran.pids, ran.mqtt_protocol,
+                  records=ran.records)
+    return result
+
+
+def _run_mqtt(cfg: SimConfig, fleet: _Fleet, say) -> _EngineRun:
+    """A broker, the ``fedhft server`` process and one ``fedhft edge`` process per client; the
+    committed rounds are evaluated on a thread as they appear. Every child is stopped at the end."""
+    run_dir, state_dir = fleet.run_dir, fleet.run_dir / "server"
     children, broker, evals, error, interrupted = Children(), None, None, None, False
     progress = Progress(cfg.rounds, cfg.clients, cfg.progress)
-    old_term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
-    if _main_thread():  # a SIGTERM to simulate stops the fleet like Ctrl-C does
-        signal.signal(signal.SIGTERM, _raise_interrupt)
     t_fed = time.time()
     try:
-        broker = start_fleet_broker(cfg, ids, run_dir / "fleet", say)
-        server = start_server(children, cfg, broker, bundles_dir, run_dir)
+        broker = start_fleet_broker(cfg, fleet.ids, run_dir / "fleet", say)
+        server = start_server(children, cfg, broker, fleet.bundles_dir, run_dir)
         wait_server_running(broker, server, timeout=cfg.join_timeout_s)
-        start_edges(children, cfg, broker, tiers, backends, data.client_files, run_dir, bundles_dir)
+        start_edges(children, cfg, broker, fleet.tiers, fleet.backends, fleet.data.client_files, run_dir,
+                    fleet.bundles_dir)
         pids = {c.name: c.pid for c in children.items}
         if getattr(broker.broker, "pid", None):
             pids["broker"] = broker.broker.pid
         (run_dir / "pids.json").write_text(json.dumps(pids), encoding="utf-8")
-        evals = EvalWorker(cfg.model, run_dir / "server", test, cfg.eval_batch)
-        _follow(cfg, children, broker, run_dir / "server", evals, progress)
+        evals = EvalWorker(cfg.model, state_dir, fleet.test, cfg.eval_batch)
+        _follow(cfg, children, broker, state_dir, evals, progress)
     except (SimulationError, KeyboardInterrupt) as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
-        error = "interrupted (Ctrl-C / SIGTERM)" if interrupted else str(exc)
+        error = INTERRUPTED if interrupted else str(exc)
     except Exception as exc:  # a broker that will not start, a bad fleet dir, ...: still stop and report
         error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -177,20 +233,73 @@ def run_simulation(cfg: SimConfig, say: Callable[[str], None] = print) -> SimRes
             say(f"processes {killed} did not stop on SIGTERM and were killed")
         if broker is not None:
             broker.stop()
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-    phases["federated_s"] = time.time() - t_fed
+    federated_s = time.time() - t_fed  # before the last evaluations finish
     if evals is not None:
         evals.finish(timeout=30 if interrupted else 600, cancel=interrupted)
-    rounds = _merge_rounds(run_dir / "server", evals)
+    rounds = _merge_rounds(state_dir, evals)
     progress.close(evals.results if evals else None, rounds)  # after the last evaluation: the final accuracy shows
-    verdict = classify_run(client_rounds(run_dir / "server"), rounds, cfg.rounds, None if interrupted else error,
-                           interrupted, evals.error if evals else None)
-    result = SimResult(run_dir, verdict.status, rounds, time.time() - t0, phases,
-                       error or (None if verdict.status is RunStatus.COMPLETED else verdict.headline()), verdict)
-    write_outputs(cfg, result, data, tiers, backends, broker.kind if broker else "none",
-                  evals.error if evals else None, children.pids, broker.mqtt_protocol if broker else None)
-    return result
+    return _EngineRun(rounds, client_rounds(state_dir), error, interrupted, evals.error if evals else None,
+                      {"federated_s": federated_s}, broker.kind if broker else "none",
+                      broker.mqtt_protocol if broker else None, children.pids)
+
+
+def _run_inprocess(cfg: SimConfig, fleet: _Fleet, say) -> _EngineRun:
+    """Every client in this process (``InProcessEngine``): no broker, no child process. The engine
+    writes the server's state layout (states/, metrics.jsonl) under server/ and evaluates each
+    committed round itself; Ctrl-C returns the rounds committed so far."""
+    from fedhft.simulate._inprocess import EngineError, InProcessEngine, devices_for
+
+    state_dir = fleet.run_dir / "server"
+    progress = Progress(cfg.rounds, cfg.clients, cfg.progress)
+    committed: list[dict] = []  # what survives an engine error: the rounds its callback saw
+    evals: dict[int, dict] = {}
+
+    def on_round(line: dict) -> None:
+        committed.append(line)
+        evals[line["round"]] = {k: line[k] for k in ("round", "accuracy", "eval_s", "error") if k in line}
+        progress.update(state_dir, committed, _markers(line["round"], line["selected"], "stored"), evals)
+
+    ran = _EngineRun(committed, [])
+    try:
+        engine = InProcessEngine(cfg, devices_for(fleet.data.client_files, fleet.tiers, fleet.backends),
+                                 fleet.bundles_dir, state_dir=state_dir, test=fleet.test, threads=cfg.engine_threads,
+                                 say=_quiet if cfg.progress else say)  # with progress on, Progress prints the rounds
+        progress.update(state_dir, [], _markers(0, engine.config.select_count(cfg.clients), "tasked"), {})
+        out = engine.run(on_round=on_round)
+        ran.rounds, ran.records, ran.interrupted, ran.phases = out.rounds, out.records, out.interrupted, out.phases
+    except KeyboardInterrupt:  # while the engine loads: run() itself returns on Ctrl-C
+        ran.interrupted = True
+    except EngineError as exc:
+        ran.error = str(exc)
+    except Exception as exc:  # a failure the engine does not type: still report what committed
+        ran.error = f"{type(exc).__name__}: {exc}"
+    if ran.interrupted:
+        ran.error = INTERRUPTED
+    progress.close(evals, ran.rounds)
+    return ran
+
+
+def _markers(idx: int, n: int, status: str) -> list[dict]:
+    """Client records for Progress, which reads only their round and status (the in-process engine
+    reports a round's records when it commits)."""
+    return [{"round": idx, "status": status}] * max(1, int(n))
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """A SIGTERM to simulate stops the run like Ctrl-C does (only the main thread may set handlers)."""
+    if not _main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
 
 
 def _merge_rounds(state_dir: Path, evals: EvalWorker | None) -> list[dict]:

@@ -9,6 +9,10 @@ Start a broker, the fedhft server and one fedhft edge process per client, run th
 evaluate the global model each round and write results.json, report.md and plots.
 With no arguments: MiniLM on Rotten Tomatoes, 12 clients over 3 tiers, 5 rounds.
 
+engine=inprocess (for experiments): the same strategy, update validation and edge training
+code with no broker and no processes: every client trains in this process, one after another,
+memory budgets off. Much faster; same outputs. engine=mqtt (the default) is the real system.
+
 Every setting is checked before anything starts (strategy and its options, tiers, backends,
 dataset, model, output folder); a bad one is reported with the others and creates no folder."""
 
@@ -19,7 +23,8 @@ run status (results.json "status", report.md, and a summary on stderr):
                reported an error or skipped, its update was rejected, or it was dropped);
                the summary counts them by reason and tier
   failed       rounds are missing, or a process, the broker or the export failed
-  interrupted  stopped by Ctrl-C or SIGTERM (every process is stopped)
+  interrupted  stopped by Ctrl-C or SIGTERM (every process is stopped; the rounds
+               committed so far are reported)
 
 exit codes:
   0    completed
@@ -33,7 +38,7 @@ def register(subparsers) -> None:
 
     p = add_settings_parser(
         subparsers, "simulate",
-        help="run a real federated simulation on this machine (broker + server + edge processes)",
+        help="run a federated simulation on this machine (broker + server + edge processes, or engine=inprocess)",
         config_help="YAML file of simulation settings; key=value words override it",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION, epilog=EPILOG)
     p.set_defaults(func=_run)
