@@ -7,7 +7,8 @@ import importlib
 BENCHMARKS = {"device": "benchmarks.device_step", "server": "benchmarks.server_scale",
               "planner": "benchmarks.planner_check", "accuracy": "benchmarks.accuracy",
               "personalization": "benchmarks.personalization", "comm": "benchmarks.comm",
-              "reliability": "benchmarks.reliability", "engines": "benchmarks.engines"}
+              "reliability": "benchmarks.reliability", "engines": "benchmarks.engines",
+              "sweep": "benchmarks.sweep"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
