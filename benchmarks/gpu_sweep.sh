@@ -31,6 +31,11 @@ save_file({k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in w
 print(f"MiniLM: {len(weights)} tensors cast back to fp32 in {dst}")
 EOF
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+# A short run first: a machine whose packages cannot run the sweep fails here in seconds.
+timeout 180 python3 -m benchmarks.sweep --quick --strategies fedhft --central no --out "$WORK.check" \
+  model="$WORK/minilm" data_root="$CARRY/data" > "$WORK.check.log" 2>&1 \
+  || { tail -n 40 "$WORK.check.log"; cp "$WORK.check.log" "$OUT/"; exit 1; }
+echo "check run passed"
 COMMON_ARGS=(--settings "$SETTINGS" --resume model="$WORK/minilm" data_root="$CARRY/data")
 for s in $STRATEGIES; do
   timeout "$BUDGET_S" python3 -m benchmarks.sweep --strategies "$s" --central no --out "$WORK/$s" \
