@@ -31,6 +31,9 @@ save_file({k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in w
 print(f"MiniLM: {len(weights)} tensors cast back to fp32 in {dst}")
 EOF
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+# Many small processes on one GPU: with the MPS daemon their kernels run concurrently instead of
+# time-slicing the GPU between contexts. Optional: without it the shards still run.
+nvidia-cuda-mps-control -d 2>/dev/null && echo "MPS daemon started" || echo "no MPS daemon: contexts time-slice"
 # A short run first: a machine whose packages cannot run the sweep fails here in seconds.
 timeout 180 python3 -m benchmarks.sweep --quick --strategies fedhft --central no --out "$WORK.check" \
   model="$WORK/minilm" data_root="$CARRY/data" > "$WORK.check.log" 2>&1 \
@@ -48,3 +51,4 @@ cat "$WORK"/*/runs.jsonl > "$OUT/runs.jsonl" 2>/dev/null
 cp "$WORK/central/centralized.json" "$OUT/centralized.json" 2>/dev/null
 for f in "$WORK"/*.log; do echo "== $f"; grep -v -E "Warning|warn|_pytree|torchao" "$f" | tail -n 15; done > "$OUT/logs.txt"
 echo "runs finished: $(wc -l < "$OUT/runs.jsonl")"
+echo quit | nvidia-cuda-mps-control 2>/dev/null || true
