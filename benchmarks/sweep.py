@@ -308,6 +308,26 @@ def table(rows: list[dict], comparisons: list[dict], central: dict) -> str:
     return "\n".join(lines)
 
 
+def tuning_table(runs: list[dict]) -> str:
+    """The tuning runs (seed TUNE_SEED, the tune half): final personalized / global accuracy per lr."""
+    tune = [r for r in runs if r["kind"] == "tune"]
+    if not tune:
+        return ""
+    lrs = sorted({r["lr"] for r in tune})
+    lines = ["Learning-rate tuning (tune half of the training file, seed 100; final personalized / global accuracy; "
+             "the chosen lr is the best personalized):", "",
+             "| setting | strategy | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---" * (len(lrs) + 2) + "|"]
+    for setting in dict.fromkeys(r["setting"] for r in tune):
+        for strategy in dict.fromkeys(r["strategy"] for r in tune if r["setting"] == setting):
+            cells = []
+            for lr in lrs:
+                r = next((x for x in tune if (x["setting"], x["strategy"], x["lr"]) == (setting, strategy, lr)), None)
+                glob = ((r or {}).get("headline") or {}).get("global_accuracy", {}).get("final")
+                cells.append("not run" if r is None else f"{_f(final_personalized(r))} / {_f(glob)}")
+            lines.append(f"| {setting} | {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_clients(runs: list[dict], out: Path) -> list[str]:
     """Per setting, a box per strategy of the clients' final personalized accuracy (all seeds)."""
     import matplotlib
@@ -345,6 +365,7 @@ def parse(argv):
     p.add_argument("--lrs", default=None, help="the learning-rate grid every strategy is tuned on (comma list)")
     p.add_argument("--resume", action="store_true", help="keep the finished runs in OUT/runs.jsonl")
     p.add_argument("--report-only", action="store_true", help="run nothing; rebuild the tables from OUT/runs.jsonl")
+    p.add_argument("--note", default="", help="a line for the report: where and how the runs were made")
     p.add_argument("--central", choices=("yes", "no", "only"), default="yes",
                    help="the centralized bound: run it too (yes), skip it (no: a shard of a sweep split over "
                         "processes), or run only it (only)")
@@ -385,7 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     central = _centralized(sweep, settings, seeds, lrs) if args.central != "no" else {}
     rows = summarize(sweep.runs)
     comparisons = compare(rows, sweep.runs)
-    md = table(rows, comparisons, central)
+    status = (f"{sum(r['kind'] == 'eval' for r in sweep.runs)} reported and "
+              f"{sum(r['kind'] == 'tune' for r in sweep.runs)} tuning runs finished of "
+              f"{len(plan(args, settings, seeds, lrs))} planned" + (f". {args.note}" if args.note else ""))
+    md = "\n\n".join(x for x in (status, table(rows, comparisons, central), tuning_table(sweep.runs)) if x)
     plots = plot_clients(sweep.runs, out)
     doc = {"sizing": {**COMMON, **sizing}, "settings": {s: SETTINGS[s] for s in settings}, "seeds": seeds,
            "lr_grid": lrs, "rows": rows, "comparisons": comparisons, "centralized": central, "plots": plots,
@@ -393,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "sweep.json").write_text(json.dumps(doc, indent=2, default=str))
     (out / "sweep.md").write_text(md + "\n")
     print(md)
+    from fedhft.simulate._results_md import update_results_md
+
+    update_results_md(out)
     failed = [r for r in sweep.runs if r["status"] != "completed"]
     return 1 if failed else 0
 

@@ -13,7 +13,9 @@ RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 SECTIONS = (("simulate", "Default simulation (`fedhft simulate`, no arguments)"),
             ("accuracy", "Accuracy: strategies vs centralized LoRA"),
             ("personalization", "Personalization: clusters vs domains (Amazon)"),
-            ("comm", "Communication: bytes uploaded per client per round"))
+            ("comm", "Communication: bytes uploaded per client per round"),
+            ("engines", "Engines: MQTT processes vs in-process"),
+            ("sweep", "Sweep: the papers' protocol (personalized and global accuracy)"))
 
 
 def _section(name: str, title: str) -> list[str]:
