@@ -12,6 +12,7 @@ depend on client order or on a restart.
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -314,22 +315,27 @@ def copy_state(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 class SvdCache:
-    """Truncated SVDs of the dW that clients of one round start from, keyed by site and width
-    bucket. The stored dW is compared on every hit, so a changed state never reuses a stale
-    factorization; ``limit`` bounds the entries (memberships differ per client after clustering,
-    and the cache must not grow with the number of clients)."""
+    """Truncated SVDs of the dW that clients of one round start from, keyed by site, width bucket
+    and the dW's bytes: clients that start from the same dW (all of them under FlexLoRA, a
+    cluster's members under FedHFT once their memberships are hard) share one factorization. The
+    stored dW is compared on every hit, so a changed state never reuses a stale one; ``limit``
+    bounds the entries, least recently used out first (memberships may differ per client, and the
+    cache must not grow with the number of clients)."""
 
     def __init__(self, seed: int, limit: int = 64):
         self.seed, self.limit = seed, limit
-        self.entries: dict[tuple[str, int], tuple[np.ndarray, tuple]] = {}
+        self.entries: dict[tuple[str, int, bytes], tuple[np.ndarray, tuple]] = {}
 
     def get(self, key: str, dw: np.ndarray, rank: int):
         width = svd_width(rank)
-        hit = self.entries.get((key, width))
+        dw = np.ascontiguousarray(dw)
+        ident = (key, width, hashlib.blake2b(dw.tobytes(), digest_size=16).digest())
+        hit = self.entries.pop(ident, None)
         if hit is not None and np.array_equal(hit[0], dw):
+            self.entries[ident] = hit  # most recently used last
             return hit[1]
         svd = truncated_svd(dw, width, seed=stable_hash(f"{self.seed}/{key}"))
-        if len(self.entries) >= self.limit:
+        while len(self.entries) >= self.limit:
             self.entries.pop(next(iter(self.entries)))
-        self.entries[(key, width)] = (dw, svd)
+        self.entries[ident] = (dw, svd)
         return svd

@@ -163,3 +163,20 @@ def test_sums_add_rows_golden():
     s.add_rows("d", (3, 2), np.array([0, 1]), np.array([[1.0, 1.0], [2.0, 2.0]]), 1.0)
     s.add_rows("d", (3, 2), np.array([1]), np.array([[6.0, 6.0]]), 3.0)
     np.testing.assert_allclose(s.result("d", np.full((3, 2), 9.0)), [[1, 1], [5, 5], [9, 9]])  # (2 + 18) / 4
+
+
+def test_svd_cache_keeps_one_factorization_per_distinct_dw(monkeypatch):
+    """Clients alternating between two clusters' dW reuse two factorizations, not one per client."""
+    import numpy as np
+
+    import server.strategies._base as base
+
+    calls = []
+    monkeypatch.setattr(base, "truncated_svd", lambda dw, width, seed: calls.append(dw.sum()) or ("svd", dw.sum()))
+    cache = base.SvdCache(seed=0, limit=4)
+    a, b = np.ones((8, 8)), np.full((8, 8), 2.0)
+    got = [cache.get("layer0.query", dw, 4) for dw in (a, b, a.copy(), b.copy(), a)]
+    assert len(calls) == 2 and got[0] == got[2] == got[4] and got[1] == got[3]
+    for i in range(5):  # the limit holds; the least recently used goes first
+        cache.get("layer0.query", np.full((8, 8), 10.0 + i), 4)
+    assert len(cache.entries) == 4 and len(calls) == 7
