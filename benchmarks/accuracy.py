@@ -52,17 +52,17 @@ def sim_config(setting: dict, strategy: str, seed: int, sizing: dict, out: Path,
     return load_config(SimConfig, None, items + list(overrides))
 
 
-def centralized(cfg) -> dict:
+def centralized(cfg, max_steps: int | None = None) -> dict:
     """Centralized LoRA with the largest tier's plan, the same total number of gradient steps as a
-    federated run (rounds x local_steps x clients) on the pooled (same) training subset."""
+    federated run (rounds x local_steps x clients, capped at ``max_steps``) on the pooled (same)
+    training subset of the run's data (``dataset_of``: its pool, columns and test file)."""
     from devices import load_catalog
     from fedhft.simulate._bundles import fit_plan, model_identity
     from fedhft.simulate._centralized import train_centralized
-    from fedhft.simulate._datasets import load_dataset
     from fedhft.simulate._evaluate import encode_examples
-    from fedhft.simulate._prepare import subsample
+    from fedhft.simulate._prepare import dataset_of, subsample
 
-    ds = load_dataset(cfg.dataset, cfg.data_root, cfg.seed)
+    ds = dataset_of(cfg)
     train, test = subsample(ds.train, cfg.train_size, cfg.seed, 11), subsample(ds.test, cfg.test_size, cfg.seed, 12)
     _, layers = model_identity(cfg.model, ds.num_labels)
     catalog = load_catalog()
@@ -70,8 +70,9 @@ def centralized(cfg) -> dict:
                key=lambda p: (p.depth, sum(p.ranks)))
     tok = _tokenizer(cfg.model)
     enc = lambda xs: encode_examples(tok, xs, cfg.max_seq_len)  # noqa: E731
+    steps = cfg.rounds * cfg.local_steps * cfg.clients
     return train_centralized(cfg.model, plan, ds.num_labels, enc(train), enc(test),
-                             cfg.rounds * cfg.local_steps * cfg.clients, cfg.lr, cfg.seed)
+                             min(steps, max_steps) if max_steps else steps, cfg.lr, cfg.seed)
 
 
 def _tokenizer(model: str) -> Path:

@@ -145,8 +145,8 @@ class Sweep:
         if have is not None or self.args.report_only:
             return have
         run_dir = self.out / "runs" / key["setting"] / f"{key['kind']}-{key['strategy']}-s{key['seed']}-lr{key['lr']:g}"
-        cfg = sim_config(SETTINGS.get(key["setting"], {}) | extra.pop("setting_extra", {}), key["strategy"],
-                         key["seed"], key["lr"], self.sizing, run_dir, self.args.overrides, **extra)
+        cfg = sim_config(SETTINGS[key["setting"]], key["strategy"], key["seed"], key["lr"], self.sizing, run_dir,
+                         self.args.overrides, **extra)
         row = {**run_one(key, cfg), "sizing": json.dumps(self.sizing, sort_keys=True)}
         with open(self.log, "a") as fh:
             fh.write(json.dumps(row, default=str) + "\n")
@@ -253,26 +253,10 @@ CENTRAL_MAX_STEPS = 600
 
 
 def centralized_bound(cfg) -> dict:
-    """Centralized LoRA with the largest tier's plan on the pooled training data of the run (same
-    pool, subset and global test set), min(rounds x local_steps x clients, CENTRAL_MAX_STEPS) steps."""
-    from devices import load_catalog
-    from fedhft.simulate._bundles import fit_plan, model_identity
-    from fedhft.simulate._centralized import train_centralized
-    from fedhft.simulate._evaluate import encode_examples
-    from fedhft.simulate._prepare import dataset_of, subsample
+    """The accuracy benchmark's centralized LoRA bound on this run's pool, at most CENTRAL_MAX_STEPS."""
+    from benchmarks.accuracy import centralized
 
-    ds = dataset_of(cfg)
-    train, test = subsample(ds.train, cfg.train_size, cfg.seed, 11), subsample(ds.test, cfg.test_size, cfg.seed, 12)
-    _, layers = model_identity(cfg.model, ds.num_labels)
-    catalog = load_catalog()
-    plan = max((fit_plan(catalog[t].plan, layers, cfg.max_seq_len, cfg.batch_size) for t in cfg.tiers),
-               key=lambda p: (p.depth, sum(p.ranks)))
-    from export._backbone import resolve_model
-
-    tok = resolve_model(cfg.model).tokenizer_dir / "tokenizer.json"
-    steps = min(cfg.rounds * cfg.local_steps * cfg.clients, CENTRAL_MAX_STEPS)
-    return train_centralized(cfg.model, plan, ds.num_labels, encode_examples(tok, train, cfg.max_seq_len),
-                             encode_examples(tok, test, cfg.max_seq_len), steps, cfg.lr, cfg.seed)
+    return centralized(cfg, CENTRAL_MAX_STEPS)
 
 
 def _f(pair, spec=".3f") -> str:
