@@ -1,42 +1,12 @@
 """LEGEND-style planner: estimate what a plan costs, and pick the largest plan that fits a device.
 
-The estimate (``estimate``) is a closed-form model of one training step of an encoder with LoRA on
-the top ``d`` of its ``L`` layers. The torch constants were fitted to eager PyTorch runs of
-all-MiniLM-L6-v2 (``benchmarks/planner_check.py`` plus a sweep over depth, batch and sequence
-length: peak RSS within -5%..+7% over 14 runs, step time -2%..+16% over 8). The ORT and
-ExecuTorch constants come from the runtime notes (tiny-model measurements) and are not yet checked
-on MiniLM. The structural activation count below matches the tensors autograd really saves
-(counted with ``saved_tensors_hooks``: 4,560 floats per token and layer at S = 64; formula 4,608).
-
-Memory (peak resident set of the training process, MB)::
-
-    peak = runtime baseline  per backend: interpreter + runtime libraries (+ model classes)
-         + frozen weights     fp32: 4 B/param; int8: 1 B per matrix element (embeddings included,
-                              as export quantizes them) + one fp32 scale per row; vectors such as
-                              biases and LayerNorm stay fp32
-         + dequantized copies int8 only: the fp32 copies of the adapted layers' matrices, which
-                              autograd keeps because grad_input = grad_output @ W needs W
-         + activations        kept for backward ONLY in the adapted layers: backward stops at the
-                              lowest adapted layer, so the frozen layers below it keep nothing
-         + working set        the transient tensors of the one layer being computed (the FFN
-                              intermediate, the attention scores and their gradients)
-         + optimizer          trainable params x (param + grad + 2 AdamW moments) x 4 B
-
-    activations per adapted layer and token (floats) = 6 H + I + heads * S + 2 r * modules
-    (layer input, q, k, v, attention probabilities, both LayerNorm inputs, the GELU input and the
-    LoRA bottlenecks; FFN targets add H + I, the inputs of their LoRA branches), times a
-    per-backend factor: eager torch peaks at ~2.2x the saved tensors (transients and allocator
-    retention on top); ExecuTorch plans memory ahead (~40% below eager).
-
-Compute (FLOPs of one step)::
-
-    forward  = all L layers: 2 T (4 H^2 + 2 H I) matmuls + 4 T S H attention + LoRA
-    backward = the top d layers only: input gradients through the frozen matmuls (as many FLOPs
-               as their forward), twice the attention FLOPs, twice the LoRA FLOPs
-    => full-step compute ~ (L + d) / (2 L) of adapting every layer.
-
-    T = batch * seq_len tokens. Step time = FLOPs / (efficiency[backend] * measured matmul GFLOP/s)
-    + a fixed per-layer-pass dispatch overhead; int8 adds a dequantization pass over every matrix.
+``estimate`` is a closed-form model of one training step of an encoder with LoRA on the top ``d``
+of its ``L`` layers: peak resident memory (runtime baseline, frozen weights, int8 dequantized
+copies, activations of the adapted layers only, one layer's working set, AdamW state) and compute
+(forward through all L layers, backward through the top d only: about (L + d) / (2 L) of adapting
+every layer). Step time = FLOPs / (backend efficiency x the device's measured matmul rate) + a
+per-layer-pass dispatch overhead. The formulas and what the constants were fitted to:
+docs/DESIGN-NOTES.md, section "devices/_planner.py".
 
 ``plan_for`` enumerates candidate plans (sequence length, batch, depth, precision) and returns the
 largest one, in a fixed total order, whose estimate fits the memory budget and the step-time
@@ -58,7 +28,7 @@ MB = 1024.0 * 1024.0
 #: Resident MB of a training process before its weights are touched. torch: python + torch +
 #: transformers with the model classes instantiated (transformers pulls in torchao and more when a
 #: model is built: 386 MB measured here, 240 MB of it at import). ort: python + numpy +
-#: onnxruntime without torch (RUNTIMES.md: 80-190 MB peak on a tiny model). executorch: the native
+#: onnxruntime without torch (80-190 MB peak on a tiny model: docs/DESIGN-NOTES.md, ONNX Runtime). executorch: the native
 #: runtime in an app process (the Python bindings would add torch + 140 MB; a phone runs the C++/Java
 #: runtime). Only the torch figure is measured on MiniLM (benchmarks/planner_check.py).
 RUNTIME_BASELINE_MB = {"torch": 385.0, "ort": 70.0, "executorch": 60.0}

@@ -7,41 +7,11 @@ start factors = rank-r SVD of the start dW. Aggregation, per cluster and per row
 weighted mean over the clients whose mask covers the row, weights = example weight x soft
 membership; rows covered by nobody keep their value.
 
-Clusters (DESIGN.md: a Gaussian mixture over the clients' classifier weights, fitted after
-warm-up rounds). The signal is each client's classifier-head UPDATE (trained head - the head it
-was given) as a unit direction per round, averaged over the rounds in which the client trained
-from the SHARED model: the warm-up rounds (all clusters are still equal), or, for a client that
-joins later, its rounds before its first fit (it is given the cluster-size mixture). One round's
-direction is noisy, the mean estimates the client's expected update direction (a consistent
-client has a longer mean). Only such rounds count because only they are comparable across
-clients: once clustered, a client starts from its own cluster's model, and what it then changes
-says how that model fits its data, no longer which data it has (in the Amazon benchmark the
-nearest neighbour of a client's update was from its own domain for 6-7 of 8 clients in the
-shared rounds, and for 0-3 of 8 after the clustering; averaging those rounds in moved a client to
-another domain's cluster). After the first fit the mixture is still refitted every round, on the
-kept signals plus those of new clients. Not the absolute head: every client starts a round from
-the same (or its cluster's) head and moves it little, so absolute heads are near-identical (cosine
-0.80-0.90 within and across Amazon domains) and, once clustered, mostly echo the cluster a client
-was given. Not the LoRA update: tiers train different layers and rows,
-and on the layers all tiers share it separated the domains less well than the head did. Heads of
-up to ``sketch_dim`` values are kept exactly (zero-padded); larger ones are reduced by a seeded
-CountSketch of ``sketch_dim`` buckets (the 16-bucket sketches used before left nearest-neighbour
-domain agreement at chance). ``_clusters.fit_memberships`` fits the mixture every round from
-``warmup_rounds`` on (k-means++ restarts, no empty or collapsed component, labels matched to the
-previous round's). A cluster that had no member and gains some starts from the mixture its new
-members were given, not from the state it was left with rounds ago.
-
-Deliberate differences from the reference code (git-disl/FedHFT fed.py), see DESIGN.md:
-* the device trains and uploads only its masked rows; the mask comes from the server's state,
-  not from a full client update (which would save the device nothing);
-* the K cluster states are K independent dicts (the reference's ``[{}] * K`` aliases one dict);
-* ``residual_correction`` (default on): a client's contribution to a row is its untruncated start
-  mixture + its own change (trained dW - start dW), not its trained rank-r product. Otherwise a
-  low-rank tier would overwrite every row it covers with a rank-r truncation each round and erase
-  what high-rank tiers learned there. With it off, the aggregate is the reference's;
-* clustering: on the clients' head updates averaged over rounds, not on the absolute trained
-  head of the last round, and with a shared-variance mixture from k-means++ restarts instead of a
-  full-covariance GMM from one start (see above and ``_clusters``).
+Clusters: ``_clusters.fit_memberships`` refits a mixture every round from ``warmup_rounds`` on,
+over each client's classifier-head UPDATE direction averaged over the rounds it trained from the
+shared model (heads over ``sketch_dim`` values are CountSketched). Why that signal, and how this
+differs from the reference code (masked-row uploads, K independent cluster states,
+``residual_correction``): docs/DESIGN-NOTES.md, section "server/strategies/_fedhft.py".
 """
 from __future__ import annotations
 
