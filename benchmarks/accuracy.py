@@ -8,15 +8,10 @@ for every strategy, plus centralized LoRA on the pooled training data as the upp
 Settings (full mode): SST-2 with Dirichlet alpha 0.1 and 1.0, AG News with alpha 1.0; three tiers
 (android-mid, rpi5, jetson-orin-nano). Reported per setting and strategy: final global accuracy
 (mean and spread over seeds), rounds to the target accuracy (``--target`` x the centralized
-accuracy) and bytes (updates up + tasks down) spent until then.
-
-Sizing: the full mode is sized for ~1.5-2 hours on a busy 2-core machine (MiniLM, 6 clients, 4
-rounds of 5 local steps, seq 32, 1,200 training / 300 test examples, torch backend on every tier so
-a run's time is spent training rather than in ExecuTorch start-up). 5 rounds of 8 steps measured
-~11 min for the centralized bound alone and ~2.6 h in all under load, so rounds and local steps
-were cut; the comparison (strategies, data, splits, tiers, seeds) is unchanged. ``--quick`` (CI) runs the tiny model on
-one setting with one seed. The comparison itself (strategies, splits, tiers, seeds) never changes
-with the size.
+accuracy) and bytes (updates up + tasks down) spent until then. The full mode is sized to take
+~1.5-2 hours on a busy 2-core machine (docs/DESIGN-NOTES.md); ``--quick`` (CI) runs the tiny model
+on one setting with one seed. The comparison (strategies, splits, tiers, seeds) never changes with
+the size.
 """
 from __future__ import annotations
 

@@ -5,15 +5,9 @@ server`` as a subprocess, so its peak RSS is its own) for a few rounds against s
 then sends the very same payloads through the same broker without the server (raw publish ->
 subscribe) to show what the broker alone needs for those bytes.
 
-How the clients are simulated, and why: ONE publisher process speaks for all N clients. It logs in
-with the server's credentials (the server user may write every topic of the fleet: it is the only
-user whose ACL allows that), publishes each client's hello and update on that client's own
-``from/<client>/...`` topic and reads every ``to/+/task``. The server's intake path is exactly the
-one real devices exercise (one PUBLISH per update on the device's topic, QoS 1, manual acks, group
-commit); what is NOT exercised is N TCP connections with N Last Wills. On a 2-core machine, N paho
-clients in Python would measure the simulator's own threads rather than the server, and 5,000
-sockets need ``ulimit -n`` and Mosquitto's ``max_connections`` raised (``ulimit -n`` is 20000
-here; Mosquitto's default is unlimited).
+ONE publisher process speaks for all N clients, with the server's credentials, on each client's
+own ``from/<client>/...`` topics: the server's intake path is the one real devices exercise, but
+N TCP connections with N Last Wills are not (why: docs/DESIGN-NOTES.md).
 
     python benchmarks/server_scale.py --quick               # 100 clients, CI (< 1 minute)
     python benchmarks/server_scale.py --out scale.json      # 100, 1000, 5000

@@ -1,10 +1,9 @@
 """The ExecuTorch bundle: one .pte holding a joint forward+backward training program.
 
-Pipeline (RUNTIMES.md, executorch 1.5.1 + torch 2.13): ``torch.export`` the AdapterModel (loss is
-output 0, logits are detached, the mask is an input, the backbone is frozen) -> ``_export_forward_backward``
--> split ``aten.addmm`` into mm + add (ExecuTorch's portable addmm is ~6x slower than its mm) ->
-``to_edge`` -> ``to_executorch``. The program's outputs are ``[loss, logits, *grads, *params]``;
-``executorch.extension.training.TrainingModule`` slices them.
+Pipeline (executorch 1.5.1 + torch 2.13; the traps: docs/DESIGN-NOTES.md, ExecuTorch): ``torch.export``
+the AdapterModel (loss is output 0, logits are detached, the mask is an input, the backbone is frozen)
+-> ``_export_forward_backward`` -> split ``aten.addmm`` into mm + add -> ``to_edge`` -> ``to_executorch``.
+The program's outputs are ``[loss, logits, *grads, *params]``; ``TrainingModule`` slices them.
 
 Shapes are DYNAMIC (batch in [1, plan.batch_size], seq in [MIN_SEQ, plan.max_seq_len]): memory is
 planned once for the largest shape, and a dynamic program needs no batch padding, which would change
@@ -12,9 +11,8 @@ the mean loss. The int8 tiers keep our Int8Linear/Int8Embedding buffers as int8 
 .pte (dequantized each step), so the file shrinks ~3.8x; export checks that they really stayed int8.
 
 XNNPACK: every mm goes to XNNPACK one op at a time with both operands as runtime inputs (no weight
-is folded into a delegate, so no trainable tensor can be frozen by it). Measured on MiniLM int8,
-batch 8 x seq 64, depth 2, 1 thread: 365 ms CPU/step vs 575 ms without it (eager: 220 ms), same
-losses. Set FEDHFT_ET_XNNPACK=0 for a portable-kernels-only program (a runtime built without XNNPACK).
+is folded into a delegate, so no trainable tensor can be frozen by it). Set FEDHFT_ET_XNNPACK=0 for
+a portable-kernels-only program (a runtime built without XNNPACK).
 """
 from __future__ import annotations
 

@@ -2,21 +2,11 @@
 
 ``fit_memberships`` clusters one feature row per client (by default on directions: rows scaled
 to unit length, cosine geometry) with a Gaussian mixture whose components share one spherical
-variance, fitted by EM from the best of several k-means++ restarts (each run through Lloyd, the
-best distinct results then through Hartigan single-point moves; a warm start at the previous
-round's means competes with them).
-
-Why not what this module did before (sklearn ``GaussianMixture``, one diagonal covariance per
-component, one random start, warm-started from the previous means): with a handful of clients
-per cluster a component can shrink onto one point or lose all its points, and one start decides
-the fit. In the personalization benchmark (8 clients = 4 domains x 2, 4 clusters) it left two of
-four components empty and put 7 of 8 clients in one (adjusted Rand index 0 against the domains),
-and the warm start then kept that fit. A shared variance cannot collapse onto a point, restarts
-plus Hartigan moves find the minimum-SSE partition of a small fleet (exhaustive checks in the
-tests), and Lloyd re-seeds an emptied component at the worst-fitted point.
-
-Fleets of more than PROJECT_ABOVE_CLIENTS clients are clustered in their top principal dimensions
-(``principal_projection``; the EM variance still counts the distance outside them), 5-8x faster.
+variance (so none can collapse onto a point), fitted by EM from the best of several k-means++
+restarts (Lloyd, then Hartigan single-point moves; a warm start at the previous round's means
+competes). Why not sklearn's ``GaussianMixture``: docs/DESIGN-NOTES.md. Fleets of more than
+PROJECT_ABOVE_CLIENTS clients are clustered in their top principal dimensions
+(``principal_projection``; the EM variance still counts the distance outside them).
 
 Guards: never more components than distinct feature rows (identical clients -> one cluster, no
 crash); a component whose mass vanishes gets membership 0; the labels of a refit are matched to
