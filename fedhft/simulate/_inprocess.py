@@ -2,27 +2,17 @@
 
 Every client trains inside this process through the code the MQTT engine runs:
 
-* server side: the strategy ``fedhft server`` would build from this run's server settings
-  (``server_config`` of the MQTT engine), the same selection and task planning
+* server side: the strategy, selection and task planning ``fedhft server`` would use
   (``server.pick_clients``, ``plan_round``, ``task_message``), the same validation of the encoded
-  update bytes (``server.check_update``), the same streaming aggregation, the same state files
-  and the same metrics line (``server.metrics_line``);
+  update bytes (``server.check_update``), streaming aggregation, state files and metrics line;
 * device side: the task passes through the protocol codec as a device receives it,
-  ``edge_runtime.train_round`` trains it on a session of the task's bundle under the device's
-  battery and deadline, and the update is encoded in the task's encoding, as ``fedhft edge`` does.
+  ``edge_runtime.train_round`` trains it under the device's battery and deadline, and the update is
+  encoded in the task's encoding, as ``fedhft edge`` does.
 
 One session per bundle: the frozen backbone is loaded once and shared by every client of that
-bundle; ``train_round`` loads each client's start state and starts a fresh optimizer.
-
-What differs from the MQTT engine, by design:
-
-* memory budgets are off: all clients share one process, so no per-device RSS can be measured.
-  Each device trains as a ``fedhft edge`` started with ``memory_budget=off`` does (the same
-  probe-step schedule), whatever ``memory_budget`` says;
-* clients train one after another and the aggregator adds their updates in client order (MQTT:
-  arrival order; floating-point sums then differ in rounding only);
-* a round closes when every selected client has answered: no deadline drops, no redeliveries,
-  no bundle downloads (``bytes_down`` counts task messages, as with ``provision_bundles``).
+bundle; ``train_round`` loads each client's start state and starts a fresh optimizer. By design,
+memory budgets are off, clients train one after another, and a round closes when every selected
+client has answered (details: docs/DESIGN-NOTES.md, section "fedhft/simulate/_inprocess.py").
 """
 from __future__ import annotations
 
