@@ -108,7 +108,6 @@ class EdgeAgent:
         self._refused_peak_mb: dict[Path, float] = {}
         self._resumed = False
         self._server_state: str | None = None
-        self._hello_at = 0.0
         self._clock_offset = 0.0
         self._state = ("online", None)
         from devices import profile_device, recommend_tier
@@ -267,7 +266,6 @@ class EdgeAgent:
         hello = Hello(self.cfg.fleet, self.client, self.profile.to_dict(), available_backends(self.cfg.backend),
                       self.tier_hint, f"fedhft-edge/{__version__}")
         self._publish(self.topics.hello(self.client), encode(hello))
-        self._hello_at = time.monotonic()
 
     def _on_server_status(self, item: Inbound) -> None:
         status = decode(item.payload, expect=ServerStatus)

@@ -59,7 +59,7 @@ def split_addmm(ep) -> int:
     """Rewrite ``addmm(bias, x, w)`` as ``add(mm(x, w), bias)`` in place; returns how many were split.
 
     Why: ExecuTorch's portable addmm kernel is a naive loop while mm goes to an optimized GEMM
-    (RUNTIMES.md measured ~280 ms vs ~43 ms per step at 8x64)."""
+    (~280 ms vs ~43 ms per step at 8x64: docs/DESIGN-NOTES.md)."""
     gm, count = ep.graph_module, 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target != torch.ops.aten.addmm.default:
@@ -105,7 +105,7 @@ def _check_int8_kept(ctx: ExportContext, stored: dict[str, int]) -> None:
 def _delegate_gemms(edge):
     """Hand mm/addmm/linear to XNNPACK one op at a time (per_op_mode) with non-static weights, so that no
     tensor is folded into a delegate: folding a trainable one would silently freeze it. The full
-    XnnpackPartitioner fails on training graphs (RUNTIMES.md), hence GEMM configs only."""
+    XnnpackPartitioner fails on training graphs (the softmax output is taken as an input), hence GEMM configs only."""
     from executorch.backends.xnnpack.partition.config.gemm_configs import AddmmConfig, LinearConfig, MMConfig
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 

@@ -1,6 +1,6 @@
 """The ONNX Runtime training bundle: the lean device backend (no torch on the device).
 
-Pipeline (each step pinned by a measured trap in RUNTIMES.md):
+Pipeline (each step pinned by a measured trap, listed in docs/DESIGN-NOTES.md, ONNX Runtime):
 
 1. TorchScript ONNX export of ``logits = f(input_ids, attention_mask, mask)`` with opset 16 and
    ``TrainingMode.TRAINING``: opset >= 17 or the dynamo exporter drop the LayerNormalization /
@@ -235,7 +235,7 @@ def parameter_order(bundle_dir: Path, trainable: dict[str, str]) -> list[str]:
     order = [by_onnx[n] for n in graph_inputs if n in by_onnx]
     sizes = [int(np.prod(state.parameters[trainable[c]].data.shape)) for c in order]
     probe = np.repeat(np.arange(len(order), dtype=np.float32), sizes)
-    value = OrtValue.ortvalue_from_numpy(probe)  # held until the copy returns (RUNTIMES.md trap)
+    value = OrtValue.ortvalue_from_numpy(probe)  # held until the copy returns (ORT only borrows it)
     module.copy_buffer_to_parameters(value._ortvalue, True)
     for index, canonical in enumerate(order):
         data = state.parameters[trainable[canonical]].data

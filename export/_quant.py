@@ -2,8 +2,8 @@
 
 Per-output-channel symmetric int8 (scale = max|w| / 127 per row). The math stays fp32: each
 forward dequantizes. This is the only int8 form that all three training backends accept
-(RUNTIMES.md: ORT's dynamic/QDQ quantization and ExecuTorch's int8 kernels break the gradient
-build), and it is what makes a low-tier bundle ~3-4x smaller.
+(ORT's dynamic/QDQ quantization and ExecuTorch's int8 kernels break the gradient build:
+docs/DESIGN-NOTES.md), and it is what makes a low-tier bundle ~3-4x smaller.
 """
 from __future__ import annotations
 

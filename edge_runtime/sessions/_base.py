@@ -8,7 +8,7 @@ import numpy as np
 
 from fedhft.manifest import Manifest
 
-# AdamW as torch defines it; ORT must be told adam_mode=0 to match (RUNTIMES.md).
+# AdamW as torch defines it; ORT must be told adam_mode=0 to match (its default is the HF variant).
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 WEIGHT_DECAY = 0.0

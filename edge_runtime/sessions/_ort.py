@@ -213,7 +213,7 @@ class OrtSession:
     def _copy_in(self, flat: np.ndarray) -> None:
         array = np.ascontiguousarray(flat, dtype=np.float32)
         # The OrtValue only borrows `array`'s memory: both stay referenced until the copy returns,
-        # otherwise ORT may read freed memory (random NaNs, RUNTIMES.md).
+        # otherwise ORT may read freed memory (random NaNs in the parameters).
         value = _API.OrtValue.ortvalue_from_numpy(array)
         self._module.copy_buffer_to_parameters(value._ortvalue, True)
         del value, array

@@ -2,7 +2,7 @@
 
 Same users and the same ACL as the Mosquitto config (two small plugins read the fleet's `passwd`
 file and `_acl.is_allowed`), same start()/stop()/url interface. Known amqtt limits (measured,
-DESIGN.md "Brokers"), which is why reliability tests need Mosquitto:
+docs/DESIGN-NOTES.md, "Brokers"), which is why reliability tests need Mosquitto:
 * MQTT 3.1.1 only: clients must connect with protocol MQTTv311; an ACL-refused publish is
   dropped silently (3.1.1 has no PUBACK reason codes);
 * keepalive is not enforced, so a stalled device's Last Will never fires;

@@ -1,6 +1,6 @@
 """Render a Mosquitto 2 configuration for one fleet (used by fleet_init and by the launcher).
 
-Facts this relies on (Mosquitto 2.0.11, measured; see DESIGN.md "Brokers"):
+Facts this relies on (Mosquitto 2.0.11, measured; see docs/DESIGN-NOTES.md, "Brokers"):
 * `listener 0` is a Unix socket, not "any free port": the port must be a real number.
 * `max_packet_size` is the limit to use; `message_size_limit` makes the broker answer PUBACK 0x95,
   which paho 2.2 reports as a malformed packet.

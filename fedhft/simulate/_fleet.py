@@ -122,9 +122,10 @@ def start_edges(children: Children, cfg: SimConfig, broker: BrokerHandle, tiers:
 
 def wait_server_running(broker: BrokerHandle, server: Child, timeout: float = 120.0) -> None:
     """Block until the server's retained status says ``running`` (read as the server user, with its
-    own client id). Devices start only then: a device's hello published before the server has
-    subscribed is lost, and the device's re-hello on the server's status is skipped when it said
-    hello less than 5 s before (edge_runtime/_agent.py), so early devices would never join."""
+    own client id). Devices start only then, so that their first hello reaches a subscribed server
+    and a server that cannot start fails the run before N edge processes are spawned. (An early
+    device would still join: it says hello again whenever the server's status turns to ``running``,
+    edge_runtime/_agent.py.)"""
     import threading
     import time
 
