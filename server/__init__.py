@@ -20,7 +20,7 @@ from server._rounds import assignment_digest, select_clients
 from server._run import Auth, run_server
 from server._store import ResumePoint, Store, StoreError, StoredUpdate, TaskRecord, read_tensors, write_tensors
 from server._task_ids import new_run_id
-from server._validation import REASONS, Accepted, Duplicate, Expected, IntakeContext, Rejected, check_update
+from server._validation import Accepted, Duplicate, Expected, IntakeContext, Rejected, check_update
 from server.strategies import *  # noqa: F401,F403  (the Strategy API and every strategy)
 from server.strategies import __all__ as _strategies_all
 
@@ -37,7 +37,6 @@ __all__ = [
     "Inbound",
     "IntakeContext",
     "Participant",
-    "REASONS",
     "Registry",
     "Rejected",
     "ResumeError",

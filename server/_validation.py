@@ -4,7 +4,7 @@
 
 * ``Accepted``  - store it, ack it, aggregate it;
 * ``Duplicate`` - the same (client, round, digest) is already stored: ack again, never aggregate twice;
-* ``Rejected``  - a typed ``Rejection`` (reason code + detail), recorded and never aggregated.
+* ``Rejected``  - a typed ``Rejection`` (a ``Reason`` + detail), recorded and never aggregated.
 
 Nothing here raises for bad input: one hostile or broken device must not stop a round. The checks
 run cheapest first (size before parsing, header before tensors).
@@ -12,7 +12,6 @@ run cheapest first (size before parsing, header before tensors).
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Mapping
@@ -21,22 +20,9 @@ import numpy as np
 
 from devices import AdapterPlan
 from fedhft.layout import ModelDims, TensorSpec, masked_update_layout
-from fedhft.protocol import (
-    DigestMismatch, PayloadTooLarge, ProtocolError, Rejection, UnsupportedVersion, Update,
-    WrongType, decode, max_update_payload_size, validate_update,
-)
+from fedhft.protocol import ProtocolError, Reason, Rejection, Update, decode, max_update_payload_size, validate_update
 
 from server._task_ids import other_run
-
-#: Every reason code the server records, in check order. The tensor codes come from
-#: ``fedhft.protocol.validate_update``.
-REASONS = (
-    "oversize", "schema_version", "digest_mismatch", "truncated", "wrong_type", "bad_dtype", "malformed",
-    "wrong_fleet", "client_mismatch", "stale_run", "replay", "future_round", "round_closed", "not_tasked", "unknown_task",
-    "conflict", "wrong_encoding", "missing_tensor", "unexpected_tensor", "bad_shape", "non_finite", "norm_exceeded",
-    "aggregation_error",  # recorded by the coordinator when a strategy refuses a stored update
-)
-
 
 @dataclass(frozen=True)
 class Expected:
@@ -114,31 +100,20 @@ class Rejected:
     final: bool = False
 
     @property
-    def reason(self) -> str:
+    def reason(self) -> Reason:
         return self.rejection.reason_code
 
 
 Verdict = Accepted | Duplicate | Rejected
-#: fedhft.protocol's decoder says "tensor 'x' is float16 but encoding 'fp32' needs float32".
-_WIRE_DTYPE = re.compile(r"is \w+ but encoding")
+#: The codes a failed ``decode(payload, expect=Update)`` carries; any other code (a decoder that
+#: raised an unexpected ProtocolError subclass) is recorded as MALFORMED.
+_DECODE_REASONS = frozenset({Reason.SCHEMA_VERSION, Reason.OVERSIZE, Reason.DIGEST_MISMATCH, Reason.WRONG_TYPE,
+                             Reason.TRUNCATED, Reason.BAD_DTYPE, Reason.MALFORMED})
 
 
-def _decode_error_reason(exc: ProtocolError) -> str:
-    if isinstance(exc, UnsupportedVersion):
-        return "schema_version"
-    if isinstance(exc, PayloadTooLarge):
-        return "oversize"
-    if isinstance(exc, DigestMismatch):
-        return "digest_mismatch"
-    if isinstance(exc, WrongType):
-        return "wrong_type"
-    text = str(exc)
-    # The decoder raises MalformedMessage for both; its messages say which (see fedhft.protocol).
-    if "truncated" in text or "shorter than" in text:
-        return "truncated"
-    if "dtype" in text or _WIRE_DTYPE.search(text):
-        return "bad_dtype"
-    return "malformed"
+def _decode_error_reason(exc: ProtocolError) -> Reason:
+    """The error's own code (never its text): the decoders set it where they raise."""
+    return exc.code if exc.code in _DECODE_REASONS else Reason.MALFORMED
 
 
 def check_update(topic_client: str, payload: bytes, ctx: IntakeContext) -> Verdict:
@@ -146,14 +121,14 @@ def check_update(topic_client: str, payload: bytes, ctx: IntakeContext) -> Verdi
     digest_raw = hashlib.sha256(payload).hexdigest()
     exp = ctx.expected.get(topic_client)
 
-    def reject(code: str, detail: str, msg: Update | None = None, final: bool = False) -> Rejected:
+    def reject(code: Reason, detail: str, msg: Update | None = None, final: bool = False) -> Rejected:
         return Rejected(Rejection(code, detail), topic_client, msg.round if msg else ctx.round,
                         msg.task_id if msg else (exp.task_id if exp else None),
                         msg.digest if msg else digest_raw, len(payload), final)
 
     limit = min(ctx.max_payload, exp.max_payload) if exp is not None else ctx.max_payload
     if len(payload) > limit:
-        return reject("oversize", f"update is {len(payload)} bytes, over the {limit}-byte bound for this client's "
+        return reject(Reason.OVERSIZE, f"update is {len(payload)} bytes, over the {limit}-byte bound for this client's "
                       "plan: send only the masked rows, in the task's encoding")
     try:
         msg = decode(payload, expect=Update, max_size=ctx.max_payload)
@@ -165,37 +140,37 @@ def check_update(topic_client: str, payload: bytes, ctx: IntakeContext) -> Verdi
 
 def _check_header(msg: Update, topic_client: str, ctx: IntakeContext, reject) -> Verdict:
     if msg.fleet != ctx.fleet:
-        return reject("wrong_fleet", f"update is for fleet {msg.fleet!r}, this server runs {ctx.fleet!r}", msg)
+        return reject(Reason.WRONG_FLEET, f"update is for fleet {msg.fleet!r}, this server runs {ctx.fleet!r}", msg)
     if msg.client != topic_client:
-        return reject("client_mismatch", f"update says client {msg.client!r} but arrived on {topic_client!r}'s topic", msg)
+        return reject(Reason.CLIENT_MISMATCH, f"update says client {msg.client!r} but arrived on {topic_client!r}'s topic", msg)
     stale = other_run(msg.task_id, ctx.run_id)
     if stale is not None:  # before the round checks: its round number is another run's
-        return reject("stale_run", stale, msg)
+        return reject(Reason.STALE_RUN, stale, msg)
     if (ctx.round is None or msg.round != ctx.round) and ctx.stored_in_round is not None \
             and ctx.stored_in_round(msg.round, topic_client) == msg.digest:
         return Duplicate(msg, msg.digest)  # a redelivered copy that arrives after its round closed
     if ctx.round is None or msg.round < ctx.round:
-        return reject("replay", f"update for round {msg.round}, which is not open (open: {ctx.round})", msg)
+        return reject(Reason.REPLAY, f"update for round {msg.round}, which is not open (open: {ctx.round})", msg)
     if msg.round > ctx.round:
-        return reject("future_round", f"update for round {msg.round}, but round {ctx.round} is the open one", msg)
+        return reject(Reason.FUTURE_ROUND, f"update for round {msg.round}, but round {ctx.round} is the open one", msg)
     exp = ctx.expected.get(topic_client)
     if exp is None:
-        return reject("not_tasked", f"{topic_client!r} has no task in round {ctx.round}", msg)
+        return reject(Reason.NOT_TASKED, f"{topic_client!r} has no task in round {ctx.round}", msg)
     if msg.task_id != exp.task_id:
         if msg.task_id in ctx.known_tasks(topic_client):
-            return reject("replay", f"task {msg.task_id!r} is an old task; the current one is {exp.task_id!r}", msg)
-        return reject("unknown_task", f"task {msg.task_id!r} was never given to {topic_client!r}", msg)
+            return reject(Reason.REPLAY, f"task {msg.task_id!r} is an old task; the current one is {exp.task_id!r}", msg)
+        return reject(Reason.UNKNOWN_TASK, f"task {msg.task_id!r} was never given to {topic_client!r}", msg)
     stored = ctx.stored_digest(topic_client)
     if stored == msg.digest:
         return Duplicate(msg, msg.digest)
     if stored is not None:
-        return reject("conflict", f"another update ({stored[:12]}...) is already stored for this task", msg)
+        return reject(Reason.CONFLICT, f"another update ({stored[:12]}...) is already stored for this task", msg)
     if not ctx.accepting:
-        return reject("round_closed", f"round {ctx.round} closed before this update arrived", msg)
+        return reject(Reason.ROUND_CLOSED, f"round {ctx.round} closed before this update arrived", msg)
     if ctx.encoding is not None and msg.encoding != ctx.encoding:
         # The task asked for it (fp16/int8 to save bandwidth and storage): storing another one
         # would quietly undo that choice.
-        return reject("wrong_encoding", f"update is encoded {msg.encoding} but its task asked for {ctx.encoding} "
+        return reject(Reason.WRONG_ENCODING, f"update is encoded {msg.encoding} but its task asked for {ctx.encoding} "
                       "(task.hyper.encoding): encode the update in the task's encoding", msg, final=True)
     problems = validate_update(msg.tensors, exp.specs, ctx.norm_bound)
     if problems:

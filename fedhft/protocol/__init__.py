@@ -5,7 +5,8 @@
   ``decode(payload, expect=None) -> Message`` (any bytes -> a message or a ``ProtocolError``);
   schema ``PROTOCOL_VERSION`` (major) revision ``PROTOCOL_MINOR``: unknown header keys are ignored;
 * update encoding (fp32/fp16/int8), its digest, size bound and server-side validation;
-* bundle chunking and reassembly.
+* bundle chunking and reassembly;
+* the typed codes: ``Reason`` (every refusal), ``OutcomeKind``, ``AckStatus``, ``ChunkResult``.
 """
 from fedhft.protocol._chunks import (
     CHUNK_HEADER_MAX,
@@ -17,9 +18,9 @@ from fedhft.protocol._chunks import (
     iter_file_chunks,
     split_bytes,
 )
+from fedhft.protocol._codes import AckStatus, ChunkResult, OutcomeKind, Reason
 from fedhft.protocol._envelope import MAGIC, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, PROTOCOL_MINOR, PROTOCOL_VERSION
 from fedhft.protocol._errors import (
-    ERROR_CODES,
     ChunkMismatch,
     DigestMismatch,
     MalformedMessage,
@@ -30,11 +31,9 @@ from fedhft.protocol._errors import (
     WrongType,
 )
 from fedhft.protocol._messages import (
-    ACK_STATUSES,
     CLIENT_STATES,
     MASK_TENSOR,
     MESSAGE_TYPES,
-    OUTCOME_KINDS,
     SERVER_STATES,
     UPDATE_HEADER_MAX,
     Ack,
@@ -57,7 +56,6 @@ from fedhft.protocol._messages import (
 from fedhft.protocol._topics import FROM_CLIENT, KIND_MESSAGE, TO_CLIENT, Topics, acl_lines, valid_id
 from fedhft.protocol._update_codec import (
     ENCODINGS,
-    REJECTION_CODES,
     SCALE_SUFFIX,
     Rejection,
     decode_update,
@@ -79,8 +77,12 @@ __all__ = [
     "UPDATE_HEADER_MAX",
     "CHUNK_HEADER_MAX",
     "DEFAULT_CHUNK_SIZE",
+    # typed codes
+    "Reason",
+    "OutcomeKind",
+    "AckStatus",
+    "ChunkResult",
     # errors
-    "ERROR_CODES",
     "ProtocolError",
     "MalformedMessage",
     "UnsupportedVersion",
@@ -111,8 +113,6 @@ __all__ = [
     "MESSAGE_TYPES",
     "CLIENT_STATES",
     "SERVER_STATES",
-    "OUTCOME_KINDS",
-    "ACK_STATUSES",
     "MASK_TENSOR",
     "encode",
     "decode",
@@ -122,7 +122,6 @@ __all__ = [
     # update codec
     "ENCODINGS",
     "SCALE_SUFFIX",
-    "REJECTION_CODES",
     "Rejection",
     "encode_update",
     "decode_update",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from fedhft.protocol import _fields as F
+from fedhft.protocol._codes import ChunkResult
 from fedhft.protocol._envelope import PREFIX_LEN, sha256_hex
 from fedhft.protocol._errors import ChunkMismatch, DigestMismatch, MalformedMessage, PayloadTooLarge
 from fedhft.protocol._messages import BundleChunk, payload_budget
@@ -126,7 +127,7 @@ class _FileState:
 class ChunkAssembler:
     """Reassemble bundle files under ``dest_dir`` from BundleChunk messages of one bundle.
 
-    ``add`` returns ``"added"``, ``"duplicate"`` or ``"complete"`` (this chunk finished its
+    ``add`` returns a ``ChunkResult``: ``ADDED``, ``DUPLICATE`` or ``COMPLETE`` (this chunk finished its
     file, now written at ``path(file)``). It raises ``DigestMismatch`` for a corrupt chunk or a
     complete file whose digest is wrong (that file's chunks are then dropped: re-request it),
     and ``ChunkMismatch`` for a chunk that contradicts earlier ones or belongs to another bundle.
@@ -139,10 +140,10 @@ class ChunkAssembler:
         self.max_file_size = max_file_size
         self._files: dict[str, _FileState] = {}
 
-    def add(self, chunk: BundleChunk) -> str:
+    def add(self, chunk: BundleChunk) -> ChunkResult:
         state = self._state_for(chunk)
         if state.path is not None or chunk.index in state.parts:
-            return "duplicate"
+            return ChunkResult.DUPLICATE
         if sha256_hex(chunk.data) != chunk.chunk_sha256:
             raise DigestMismatch(f"chunk {chunk.file}#{chunk.index} is corrupt (sha256 mismatch): re-request it")
         if state.received + len(chunk.data) > state.file_size:
@@ -153,9 +154,9 @@ class ChunkAssembler:
         state.parts[chunk.index] = bytes(chunk.data)
         state.received += len(chunk.data)
         if len(state.parts) < state.count:
-            return "added"
+            return ChunkResult.ADDED
         self._finish(chunk.file, state)
-        return "complete"
+        return ChunkResult.COMPLETE
 
     def _state_for(self, chunk: BundleChunk) -> _FileState:
         if not isinstance(chunk, BundleChunk):

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from fedhft.protocol._codes import Reason
 from fedhft.protocol._errors import DigestMismatch, MalformedMessage, PayloadTooLarge, UnsupportedVersion
 
 MAGIC = b"FHFT"
@@ -149,7 +150,7 @@ def _check_envelope_keys(header: dict[str, Any], body_len: int) -> None:
     if type(declared) is not int or declared != body_len:
         raise MalformedMessage(
             f"header declares body_len={declared!r} but {body_len} body bytes arrived (truncated or padded payload)",
-            code="truncated",
+            code=Reason.TRUNCATED,
         )
 
 
@@ -163,7 +164,7 @@ def unpack(payload: bytes, max_size: int | None = MAX_PAYLOAD_BYTES) -> Envelope
     if len(payload) < PREFIX_LEN:
         raise MalformedMessage(
             f"payload is {len(payload)} bytes, shorter than the {PREFIX_LEN}-byte envelope prefix",
-            code="truncated",
+            code=Reason.TRUNCATED,
         )
     if payload[:4] != MAGIC:
         raise MalformedMessage(f"payload does not start with {MAGIC!r} (got {payload[:4]!r}): not a fedhft message")
@@ -174,7 +175,7 @@ def unpack(payload: bytes, max_size: int | None = MAX_PAYLOAD_BYTES) -> Envelope
     if PREFIX_LEN + header_len > len(payload):
         raise MalformedMessage(
             f"header length {header_len} runs past the end of a {len(payload)}-byte payload (truncated)",
-            code="truncated",
+            code=Reason.TRUNCATED,
         )
     header = parse_header(payload[PREFIX_LEN : PREFIX_LEN + header_len])
     body = payload[PREFIX_LEN + header_len :]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from enum import StrEnum
 from typing import Any, Callable
 
 from fedhft.protocol._errors import MalformedMessage
@@ -60,11 +61,14 @@ def str_(max_len: int = MAX_TEXT, pattern: re.Pattern[str] | None = None) -> Val
     return check
 
 
-def enum(choices: tuple[str, ...]) -> Validator:
+def enum(choices: tuple[str, ...] | type[StrEnum]) -> Validator:
+    """One of ``choices``; given a ``StrEnum``, the value read is its member (the wire carries its string)."""
+    allowed = tuple(str(c) for c in choices)
+
     def check(value: Any, where: str) -> str:
-        if type(value) is not str or value not in choices:
-            raise _fail(where, f"one of {list(choices)}", value)
-        return value
+        if type(value) is not str or value not in allowed:
+            raise _fail(where, f"one of {list(allowed)}", value)
+        return choices(value) if isinstance(choices, type) else value
 
     return check
 

@@ -15,6 +15,7 @@ field, so what this build sends is canonical.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 from typing import Any, ClassVar, Mapping
 
@@ -23,6 +24,7 @@ from safetensors.numpy import save as _st_save
 
 from fedhft.protocol import _fields as F
 from fedhft.protocol._envelope import MAX_PAYLOAD_BYTES, PREFIX_LEN, pack, sha256_hex, unpack
+from fedhft.protocol._codes import AckStatus, OutcomeKind
 from fedhft.protocol._errors import DigestMismatch, MalformedMessage, PayloadTooLarge, ProtocolError, WrongType
 from fedhft.protocol._update_codec import (
     ENCODINGS,
@@ -37,8 +39,6 @@ from fedhft.protocol._update_codec import (
 
 CLIENT_STATES = ("online", "offline", "idle", "fetching", "training", "uploading", "low_battery", "error")
 SERVER_STATES = ("online", "offline", "running", "paused", "finished")
-OUTCOME_KINDS = ("over_budget", "low_battery", "deadline", "error", "skipped")
-ACK_STATUSES = ("stored", "duplicate", "rejected")
 #: Name of the flat mask vector inside a Task body (tensor names never start with "__").
 MASK_TENSOR = "__mask__"
 #: Bound on an Update's JSON header, enforced by ``encode``: with ``max_encoded_size`` it bounds
@@ -78,6 +78,8 @@ def _plain(value: Any) -> Any:
     """Python/numpy values -> the JSON-shaped values the validators expect (numpy scalars are common)."""
     if isinstance(value, Hyper):
         return value.to_dict()
+    if isinstance(value, StrEnum):  # the validators take plain JSON values: a member is its string
+        return value.value
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (list, tuple)):
@@ -328,7 +330,7 @@ class Outcome(Message):
     client: str
     round: int
     task_id: str
-    kind: str
+    kind: OutcomeKind
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -338,7 +340,7 @@ class Outcome(Message):
         "client": F.IDENT,
         "round": F.ROUND,
         "task_id": F.TOKEN,
-        "kind": F.enum(OUTCOME_KINDS),
+        "kind": F.enum(OutcomeKind),
         "reason": F.str_(1024),
         "metrics": _METRICS,
     }
@@ -353,7 +355,7 @@ class Ack(Message):
     round: int
     task_id: str
     update_digest: str
-    status: str
+    status: AckStatus
     reason: str = ""
 
     TYPE: ClassVar[str] = "ack"
@@ -363,7 +365,7 @@ class Ack(Message):
         "round": F.ROUND,
         "task_id": F.TOKEN,
         "update_digest": F.DIGEST,
-        "status": F.enum(ACK_STATUSES),
+        "status": F.enum(AckStatus),
         "reason": F.str_(1024),
     }
 
@@ -518,7 +520,6 @@ def payload_budget(max_packet_size: int, topic: str, properties_len: int = 64) -
 
 
 __all__ = [
-    "ACK_STATUSES",
     "Ack",
     "BundleChunk",
     "BundleRequest",
@@ -529,7 +530,6 @@ __all__ = [
     "MASK_TENSOR",
     "MESSAGE_TYPES",
     "Message",
-    "OUTCOME_KINDS",
     "Outcome",
     "SERVER_STATES",
     "ServerStatus",

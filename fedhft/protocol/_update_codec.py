@@ -27,6 +27,7 @@ from safetensors.numpy import load as _st_load
 from safetensors.numpy import save as _st_save
 
 from fedhft.layout import TensorSpec
+from fedhft.protocol._codes import Reason
 from fedhft.protocol._envelope import sha256_hex
 from fedhft.protocol._errors import MalformedMessage
 
@@ -40,14 +41,12 @@ _ITEMSIZE = {"fp32": 4, "fp16": 2, "int8": 1}
 _ST_CODE = {"fp32": "F32", "fp16": "F16", "int8": "I8"}
 INT8_MAX = 127
 
-REJECTION_CODES = ("missing_tensor", "unexpected_tensor", "bad_shape", "bad_dtype", "non_finite", "norm_exceeded")
-
 
 @dataclass(frozen=True)
 class Rejection:
     """Why the server will not aggregate an update (a value, not an exception: it is recorded)."""
 
-    reason_code: str
+    reason_code: Reason
     detail: str
 
 
@@ -140,7 +139,7 @@ def load_tensors(body: bytes, what: str) -> dict[str, np.ndarray]:
         if arr.dtype not in allowed:
             raise MalformedMessage(
                 f"{what} tensor {name!r} has dtype {arr.dtype}; allowed: float32, float16, int8, int64",
-                code="bad_dtype",
+                code=Reason.BAD_DTYPE,
             )
     return loaded
 
@@ -149,7 +148,7 @@ def _expect_dtype(name: str, arr: np.ndarray, dtype: type, encoding: str) -> Non
     if arr.dtype != np.dtype(dtype):
         raise MalformedMessage(
             f"update tensor {name!r} is {arr.dtype} but encoding {encoding!r} needs {np.dtype(dtype)}",
-            code="bad_dtype",
+            code=Reason.BAD_DTYPE,
         )
 
 
@@ -224,32 +223,31 @@ def validate_update(
     Checks names (missing/unexpected), shapes, dtypes, finiteness and the global L2 norm.
     """
     expected = {s.name: s for s in expected_specs}
-    problems = [Rejection("missing_tensor", f"update lacks tensor {n!r} of the client's plan") for n in expected if n not in tensors]
-    problems += [Rejection("unexpected_tensor", f"tensor {n!r} is not in the client's plan") for n in tensors if n not in expected]
+    problems = [Rejection(Reason.MISSING_TENSOR, f"update lacks tensor {n!r} of the client's plan") for n in expected if n not in tensors]
+    problems += [Rejection(Reason.UNEXPECTED_TENSOR, f"tensor {n!r} is not in the client's plan") for n in tensors if n not in expected]
     sq = 0.0
     for name, spec in expected.items():
         if name not in tensors:
             continue
         arr = np.asarray(tensors[name])
         if tuple(arr.shape) != tuple(spec.shape):
-            problems.append(Rejection("bad_shape", f"{name!r} has shape {list(arr.shape)}, the plan needs {list(spec.shape)}"))
+            problems.append(Rejection(Reason.BAD_SHAPE, f"{name!r} has shape {list(arr.shape)}, the plan needs {list(spec.shape)}"))
             continue
         if arr.dtype != np.dtype(spec.dtype):
-            problems.append(Rejection("bad_dtype", f"{name!r} has dtype {arr.dtype}, the plan needs {spec.dtype}"))
+            problems.append(Rejection(Reason.BAD_DTYPE, f"{name!r} has dtype {arr.dtype}, the plan needs {spec.dtype}"))
             continue
         if not np.all(np.isfinite(arr)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-            problems.append(Rejection("non_finite", f"{name!r} has {bad} NaN/inf value(s)"))
+            problems.append(Rejection(Reason.NON_FINITE, f"{name!r} has {bad} NaN/inf value(s)"))
             continue
         sq += float(np.sum(np.square(arr, dtype=np.float64)))
     if norm_bound is not None and not problems and math.sqrt(sq) > norm_bound:
-        problems.append(Rejection("norm_exceeded", f"update L2 norm {math.sqrt(sq):.4g} exceeds the bound {norm_bound:.4g}"))
+        problems.append(Rejection(Reason.NORM_EXCEEDED, f"update L2 norm {math.sqrt(sq):.4g} exceeds the bound {norm_bound:.4g}"))
     return problems
 
 
 __all__ = [
     "ENCODINGS",
-    "REJECTION_CODES",
     "Rejection",
     "SCALE_SUFFIX",
     "WIRE_DTYPES",

@@ -22,8 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedhft.protocol import Hello, Update, encode, encode_update
-from server import REASONS
+from fedhft.protocol import Hello, Reason, Update, encode, encode_update
 from server._synthetic import ScriptedPeer, synthetic_update
 
 from .harness import FLEET, REPO, SEED, StateView, server_yaml, wait_for, write_toy_data
@@ -154,7 +153,7 @@ def test_bad_updates_are_rejected_with_their_reason_and_the_round_goes_on(
     mismatches = [(case, want, got["reason"]) for (case, _, want), got in zip(cases, by_attacker) if got["reason"] != want]
     assert not mismatches, mismatches
     random_reasons = {r["reason"] for r in by_attacker[len(cases):]}
-    assert random_reasons <= set(REASONS), random_reasons
+    assert random_reasons <= set(Reason), random_reasons
     assert [r["reason"] for r in rej if r["client"] == "dev-000"] == ["replay", "conflict"]
     (stored0,) = [u["digest"] for u in v.updates(0) if u["client"] == "dev-000"]
     dup_acks = [a for a in peers["dev-000"].acks if a.round == 0 and a.status == "duplicate"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fedhft.protocol import Ack, Outcome, decode, encode
-from server import REASONS, Store
+from fedhft.protocol import Ack, Outcome, Reason, decode, encode
+from server import Store
 from server._synthetic import synthetic_update
 from server._task_ids import RUN_TAG_LEN, other_run, task_id_for, task_run_tag
 
@@ -83,7 +83,7 @@ def test_an_update_of_another_run_is_rejected_stale_run_and_acked(tmp_path, bund
     mid = h.answer(stale)  # queued for run 1, delivered to run 2
     assert mid in h.transport.acked  # acknowledged: the broker must not redeliver it forever
     (rej,) = h.store.rejections()
-    assert rej["reason"] == "stale_run" and "stale_run" in REASONS and rej["task_id"] == stale.task_id
+    assert rej["reason"] == Reason.STALE_RUN and rej["task_id"] == stale.task_id
     assert "another server run" in rej["detail"]
     assert h.store.stored_digest(0, "dev-001") is None
     assert h.coord.round.status["dev-001"] == "tasked"  # not final: run 2 still waits for its own answer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fedhft.protocol import Ack, decode, encode
-from server import REASONS, Rejected, check_update, intake_context
+from fedhft.protocol import Ack, Reason, decode, encode
+from server import Rejected, check_update, intake_context
 from server._synthetic import synthetic_update
 
 from .server_fakes import Harness, fake_bundles, make_config
@@ -25,7 +25,7 @@ def test_an_update_in_another_encoding_is_rejected_and_not_stored(tmp_path, bund
     h.answer(tasks["dev-001"])  # the asked encoding
     assert mid in h.transport.acked  # acknowledged: the broker must not redeliver it forever
     (rej,) = h.store.rejections()
-    assert rej["client"] == "dev-000" and rej["reason"] == "wrong_encoding" and "wrong_encoding" in REASONS
+    assert rej["client"] == "dev-000" and rej["reason"] == Reason.WRONG_ENCODING
     assert "encoded fp32 but its task asked for fp16" in rej["detail"]
     assert h.store.stored_digest(0, "dev-000") is None and h.store.stored_digest(0, "dev-001") is not None
     assert h.coord.round.status["dev-000"] == "rejected"  # final: the round does not wait for it
