@@ -44,6 +44,8 @@ class ServerConfig:
     local_steps: int = field(default=10, metadata={"help": "local optimizer steps per task (0: use epochs)"})
     local_epochs: int = field(default=0, metadata={"help": "local epochs per task (when local_steps is 0)"})
     lr: float = field(default=1e-3, metadata={"help": "local learning rate"})
+    lr_decay: float = field(
+        default=1.0, metadata={"help": "round r's tasks use lr * lr_decay**r (FedHFT's reference code: 0.9)"})
     update_encoding: str = field(default="fp16", metadata={"help": "update encoding asked of clients: fp32, fp16 or int8"})
     norm_bound: float = field(default=1e3, metadata={"help": "updates with a larger global L2 norm are rejected"})
     battery_threshold: float = field(
@@ -89,6 +91,8 @@ class ServerConfig:
             errs.append("local_steps and local_epochs: give local_steps >= 1, or local_steps=0 and local_epochs >= 1")
         if not 0 < self.lr <= 10:
             errs.append(f"lr={self.lr}: use a learning rate in (0, 10]")
+        if not 0 < self.lr_decay <= 1:
+            errs.append(f"lr_decay={self.lr_decay}: use a factor in (0, 1] (1 = a constant learning rate)")
         if self.update_encoding not in ENCODINGS:
             errs.append(f"update_encoding={self.update_encoding!r}: use one of {list(ENCODINGS)}")
         if not (self.norm_bound > 0 and math.isfinite(self.norm_bound)):

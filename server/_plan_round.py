@@ -77,14 +77,19 @@ def plan_round(strategy: Strategy, bundles: BundleIndex, idx: int, salt: int,
     return RoundPlan(idx, salt, infos, assignments, tasks)
 
 
+def round_lr(config: ServerConfig, idx: int) -> float:
+    """The learning rate of round ``idx``'s tasks: ``lr`` decayed per round by ``lr_decay``."""
+    return config.lr * config.lr_decay**idx
+
+
 def task_message(plan: RoundPlan, client: str, bundles: BundleIndex, config: ServerConfig, deadline: float) -> Task:
     """The ``Task`` for ``client``: its assigned plan's bundle for its backend, the run's
     hyper-parameters and its start state and mask. Raises ``BundleError`` when no bundle
     compiles the assigned plan for that backend."""
     t, a = plan.tasks[client], plan.assignments[client]
     bundle = bundles.find(a.plan, t.backend, plan.infos[client].tier)
-    hyper = Hyper(config.lr, config.local_steps, config.local_epochs, a.plan.batch_size, a.plan.max_seq_len,
-                  config.update_encoding)
+    hyper = Hyper(round_lr(config, plan.idx), config.local_steps, config.local_epochs, a.plan.batch_size,
+                  a.plan.max_seq_len, config.update_encoding)
     return Task(config.fleet, client, plan.idx, t.task_id, t.tier, t.backend, bundle.bundle_id, bundle.sha256,
                 a.plan.to_dict(), hyper, deadline, a.start_state, a.mask)
 

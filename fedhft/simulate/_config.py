@@ -83,6 +83,7 @@ class SimConfig:
     clients_per_round: float | None = _f(None, "clients per round: a count (>= 1) or a fraction in (0, 1); null = all")
     local_steps: int = _f(12, "local optimizer steps per round")
     lr: float = _f(3e-3, "local AdamW learning rate")
+    lr_decay: float = _f(1.0, "round r trains at lr * lr_decay**r (FedHFT's reference code: 0.9)")
     encoding: str = _f("fp16", "update encoding: fp32, fp16 or int8")
     warmup_rounds: int = _f(2, "rounds before clustering starts (clustered strategies)")
     deadline_s: float = _f(600.0, "a round closes this many seconds after it opens")
@@ -139,6 +140,8 @@ class SimConfig:
             e.append("train_size and test_size must be >= 0 (0 = all)")
         if not 0 < self.lr <= 10:
             e.append(f"lr={self.lr}: use a learning rate in (0, 10]")
+        if not 0 < self.lr_decay <= 1:
+            e.append(f"lr_decay={self.lr_decay}: use a factor in (0, 1] (1 = a constant learning rate)")
         if self.memory_budget not in ("tier", "off") and not _is_number(self.memory_budget.removeprefix("tier+")):
             e.append(f"memory_budget={self.memory_budget!r}: use tier, tier+MB (e.g. tier+384), a number of MB, or off")
         if self.memory_accounting not in ("process", "bundle"):

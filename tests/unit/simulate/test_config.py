@@ -50,6 +50,13 @@ def test_server_config_runs_every_client_each_round(tmp_path):
     ServerConfig(**sc)
 
 
+def test_the_learning_rate_decay_reaches_the_server(tmp_path):
+    cfg = SimConfig(lr=0.01, lr_decay=0.9)
+    assert server_config(cfg, tmp_path, cfg.rounds)["lr_decay"] == 0.9
+    with pytest.raises(ValueError, match="lr_decay=1.5"):
+        SimConfig(lr_decay=1.5)
+
+
 def test_assign_tiers_round_robin_and_weights():
     ids = [f"d{i}" for i in range(7)]
     assert list(assign_tiers(ids, ["a", "b"], None).values()) == ["a", "b", "a", "b", "a", "b", "a"]
