@@ -129,7 +129,9 @@ def wait_server_running(broker: BrokerHandle, server: Child, timeout: float = 12
     import threading
     import time
 
-    from fedhft.mqtt import ClientSpec, MqttConnection
+    import paho.mqtt.client as mqtt
+
+    from fedhft.broker import parse_broker_url
     from fedhft.protocol import ProtocolError, ServerStatus, Topics, decode
 
     running = threading.Event()
@@ -142,13 +144,14 @@ def wait_server_running(broker: BrokerHandle, server: Child, timeout: float = 12
             pass
 
     v5 = broker.mqtt_protocol == "5" and broker.kind != "embedded"
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-watch-{server.pid}",
+                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
     cred = broker.fleet.server
-    conn = MqttConnection(ClientSpec(broker.url, f"sim-watch-{server.pid}", cred.username, cred.password,
-                                     protocol="5" if v5 else "3.1.1"))  # a clean session, gone at disconnect
-    client = conn.paho
+    client.username_pw_set(cred.username, cred.password)
     client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
     client.on_message = on_message
-    conn.connect()
+    target = parse_broker_url(broker.url)
+    client.connect(target.host, target.port, keepalive=30)
     client.loop_start()
     try:
         deadline = time.monotonic() + timeout
