@@ -12,7 +12,7 @@ EXTRAS = {
     "sim": ["matplotlib>=3.7", "scikit-learn>=1.3", "rich>=13"],
 }
 EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})
-EXTRAS["dev"] = EXTRAS["all"] + ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"]
+EXTRAS["dev"] = EXTRAS["all"] + ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "ruff==0.17.6"]
 
 setup(
     name="fedhft",

@@ -45,7 +45,8 @@ class AdapterPlan:
         if self.depth < 1:
             errs.append(f"depth must be >= 1, got {self.depth}")
         if len(self.ranks) != self.depth:
-            errs.append(f"ranks has {len(self.ranks)} entries but depth is {self.depth}: give one rank per adapted layer")
+            errs.append(f"ranks has {len(self.ranks)} entries but depth is {self.depth}: give one rank per "
+                        "adapted layer")
         if any(r < 1 for r in self.ranks):
             errs.append(f"every rank must be >= 1, got {list(self.ranks)}")
         if any(b < a for a, b in zip(self.ranks, self.ranks[1:])):

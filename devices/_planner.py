@@ -28,9 +28,9 @@ MB = 1024.0 * 1024.0
 #: Resident MB of a training process before its weights are touched. torch: python + torch +
 #: transformers with the model classes instantiated (transformers pulls in torchao and more when a
 #: model is built: 386 MB measured here, 240 MB of it at import). ort: python + numpy +
-#: onnxruntime without torch (80-190 MB peak on a tiny model: docs/DESIGN-NOTES.md, ONNX Runtime). executorch: the native
-#: runtime in an app process (the Python bindings would add torch + 140 MB; a phone runs the C++/Java
-#: runtime). Only the torch figure is measured on MiniLM (benchmarks/planner_check.py).
+#: onnxruntime without torch (80-190 MB peak on a tiny model: docs/DESIGN-NOTES.md, ONNX Runtime).
+#: executorch: the native runtime in an app process (the Python bindings would add torch + 140 MB;
+#: a phone runs the C++/Java runtime). Only the torch figure is measured on MiniLM (benchmarks/planner_check.py).
 RUNTIME_BASELINE_MB = {"torch": 385.0, "ort": 70.0, "executorch": 60.0}
 #: Multiplier on the structural activation count. torch: fitted 2.2 on MiniLM (the saved tensors
 #: match the structural count; the rest is forward/backward transients and heap the allocator keeps
@@ -38,7 +38,8 @@ RUNTIME_BASELINE_MB = {"torch": 385.0, "ort": 70.0, "executorch": 60.0}
 #: in between. The last two are not yet measured on MiniLM.
 ACTIVATION_FACTOR = {"torch": 2.2, "ort": 1.5, "executorch": 1.2}
 #: Fraction of the numpy matmul GFLOP/s a backend sustains on a training step (eager MiniLM: 122 of
-#: 180 at 16x64 with 2 threads; 0.65-0.73 at 1 thread in planner_check). ExecuTorch's GEMM-only XNNPACK delegation measured 3-7x slower than eager on x86.
+#: 180 at 16x64 with 2 threads; 0.65-0.73 at 1 thread in planner_check). ExecuTorch's GEMM-only
+#: XNNPACK delegation measured 3-7x slower than eager on x86.
 EFFICIENCY = {"torch": 0.65, "ort": 0.65, "executorch": 0.2}
 #: Fixed milliseconds per layer pass (forward or backward) for op dispatch that does not scale with
 #: the tokens; dominates tiny batches.
@@ -125,7 +126,8 @@ class Budget:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}: use one of {BACKENDS}")
         if not all(0 < v < math.inf for v in (self.memory_mb, self.gflops, self.step_ms)):
-            raise ValueError(f"memory_mb, gflops and step_ms must be finite and > 0, got {self.memory_mb}, {self.gflops}, {self.step_ms}")
+            raise ValueError(f"memory_mb, gflops and step_ms must be finite and > 0, got {self.memory_mb}, "
+                             f"{self.gflops}, {self.step_ms}")
 
 
 def default_rank_profile(num_layers: int) -> tuple[int, ...]:
@@ -172,7 +174,8 @@ def step_flops(plan: AdapterPlan, model: ModelShape) -> float:
     tokens, s, h = plan.batch_size * plan.max_seq_len, plan.max_seq_len, model.hidden
     dense = 2.0 * tokens * model.layer_matrix_params()
     attention = 4.0 * tokens * s * h
-    lora = [2.0 * tokens * r * sum(o + i for o, i in map(model.module_shape, plan.target_modules())) for r in plan.ranks]
+    lora = [2.0 * tokens * r * sum(o + i for o, i in map(model.module_shape, plan.target_modules()))
+            for r in plan.ranks]
     forward = model.num_layers * (dense + attention) + sum(lora)
     backward = plan.depth * (dense + 2 * attention) + 2 * sum(lora)
     return forward + backward
@@ -202,7 +205,8 @@ def estimate(
     if gflops is not None:
         if gflops <= 0:
             raise ValueError(f"gflops must be > 0, got {gflops}")
-        work = flops + (DEQUANT_FLOPS_PER_PARAM * model.num_layers * model.layer_matrix_params() if plan.precision == "int8" else 0.0)
+        work = flops + (DEQUANT_FLOPS_PER_PARAM * model.num_layers * model.layer_matrix_params()
+                        if plan.precision == "int8" else 0.0)
         passes = model.num_layers + plan.depth
         step_ms = work / (EFFICIENCY[backend] * gflops * 1e9) * 1e3 + passes * PASS_OVERHEAD_MS[backend]
     return Estimate(sum(parts.values()), step_ms, flops, parts)
@@ -228,7 +232,8 @@ def density_for_depth(depth: int, num_layers: int) -> float:
 
 
 def _candidates(
-    model: ModelShape, ranks: Sequence[int], seq_lens: Iterable[int], batch_sizes: Iterable[int], targets: str, alpha: float
+    model: ModelShape, ranks: Sequence[int], seq_lens: Iterable[int], batch_sizes: Iterable[int], targets: str,
+    alpha: float
 ) -> list[AdapterPlan]:
     out = []
     for s in seq_lens:
@@ -244,12 +249,14 @@ def _candidates(
     return sorted(out, key=candidate_key, reverse=True)
 
 
-def _budget_of(target: Budget | DeviceProfile, backend: str | None, step_ms: float | None, memory_share: float) -> Budget:
+def _budget_of(target: Budget | DeviceProfile, backend: str | None, step_ms: float | None,
+               memory_share: float) -> Budget:
     """A Budget from a Budget, or from a DeviceProfile (a share of its available memory)."""
     if isinstance(target, Budget):
         return Budget(target.memory_mb, target.gflops, step_ms or target.step_ms, backend or target.backend)
     if isinstance(target, DeviceProfile):
-        return Budget(memory_share * target.available_memory_mb, target.matmul_gflops, step_ms or DEFAULT_STEP_MS, backend or "torch")
+        return Budget(memory_share * target.available_memory_mb, target.matmul_gflops, step_ms or DEFAULT_STEP_MS,
+                      backend or "torch")
     raise TypeError(f"plan_for needs a Budget or a DeviceProfile, got {type(target).__name__}")
 
 
@@ -275,7 +282,8 @@ def plan_for(
     budget = _budget_of(target, backend, step_ms, memory_share)
     ranks = tuple(rank_profile) if rank_profile is not None else default_rank_profile(model.num_layers)
     if len(ranks) != model.num_layers:
-        raise ValueError(f"rank_profile has {len(ranks)} entries but the model has {model.num_layers} layers: give one per layer")
+        raise ValueError(f"rank_profile has {len(ranks)} entries but the model has {model.num_layers} layers: "
+                         "give one per layer")
     if targets not in TARGET_GROUPS:
         raise ValueError(f"targets must be one of {sorted(TARGET_GROUPS)}, got {targets!r}")
     candidates = _candidates(model, ranks, seq_lens, batch_sizes, targets, alpha)
@@ -296,8 +304,8 @@ def _raise_nothing_fits(candidates: list[AdapterPlan], model: ModelShape, budget
     raise PlanError(
         f"no plan fits {budget.memory_mb:.0f} MB and {budget.step_ms:.0f} ms/step on {budget.backend} at "
         f"{budget.gflops:.1f} GFLOP/s: the leanest plan ({_describe(lean_plan)}) needs {lean_mem.peak_mb:.0f} MB peak "
-        f"and the fastest ({_describe(fast_plan)}) {fast_time.step_ms:.0f} ms/step. Raise the memory budget to at least "
-        f"{math.ceil(lean_mem.peak_mb)} MB (or use the leaner '{leaner}' backend, baseline "
+        f"and the fastest ({_describe(fast_plan)}) {fast_time.step_ms:.0f} ms/step. Raise the memory budget to at "
+        f"least {math.ceil(lean_mem.peak_mb)} MB (or use the leaner '{leaner}' backend, baseline "
         f"{RUNTIME_BASELINE_MB[leaner]:.0f} MB), and the step-time target to at least {math.ceil(fast_time.step_ms)} ms"
     )
 

@@ -43,7 +43,8 @@ class DeviceProfile:
         if not finite:
             errors.append("memory and matmul_gflops must be finite numbers")
         if not (self.total_memory_mb > 0 and self.available_memory_mb >= 0):
-            errors.append(f"memory must be positive, got total {self.total_memory_mb} available {self.available_memory_mb}")
+            errors.append(f"memory must be positive, got total {self.total_memory_mb} available "
+                          f"{self.available_memory_mb}")
         if self.cpu_count < 1:
             errors.append(f"cpu_count must be >= 1, got {self.cpu_count}")
         if self.battery_percent is not None and not 0.0 <= self.battery_percent <= 100.0:
@@ -67,7 +68,8 @@ class DeviceProfile:
             raise ValueError(f"unknown DeviceProfile field(s) {unknown}; known fields: {sorted(names)}")
         version = d.get("schema_version", PROFILE_SCHEMA_VERSION)
         if version != PROFILE_SCHEMA_VERSION:
-            raise ValueError(f"DeviceProfile schema_version {version} is not supported (this side reads {PROFILE_SCHEMA_VERSION})")
+            raise ValueError(f"DeviceProfile schema_version {version} is not supported (this side reads "
+                             f"{PROFILE_SCHEMA_VERSION})")
         required = {f.name for f in fields(cls) if f.name not in ("has_cuda", "schema_version")}
         missing = sorted(required - set(d))
         if missing:
@@ -205,7 +207,8 @@ def profile_device(quick: bool = True) -> DeviceProfile:
     )
 
 
-def recommend_tier(profile: DeviceProfile, catalog: Mapping[str, Any] | None = None, *, memory_share: float = 0.5) -> str:
+def recommend_tier(profile: DeviceProfile, catalog: Mapping[str, Any] | None = None, *,
+                   memory_share: float = 0.5) -> str:
     """The largest tier (by memory budget, then compute) that this device can run.
 
     A tier fits when its memory budget is at most ``memory_share`` of the memory available now (the
@@ -226,9 +229,11 @@ def recommend_tier(profile: DeviceProfile, catalog: Mapping[str, Any] | None = N
         return fitting[-1].name
     low = tiers[0]
     raise ValueError(
-        f"no tier fits this device ({usable:.0f} MB usable = {memory_share:.0%} of {profile.available_memory_mb:.0f} MB "
+        f"no tier fits this device ({usable:.0f} MB usable = {memory_share:.0%} of "
+        f"{profile.available_memory_mb:.0f} MB "
         f"available, {profile.matmul_gflops:.1f} GFLOP/s): the smallest tier {low.name!r} needs "
-        f"{low.memory_budget_mb:.0f} MB and {low.compute_gflops:.1f} GFLOP/s. Free memory or close apps and profile again"
+        f"{low.memory_budget_mb:.0f} MB and {low.compute_gflops:.1f} GFLOP/s. Free memory or close apps and "
+        "profile again"
     )
 
 

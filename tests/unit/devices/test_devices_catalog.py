@@ -8,7 +8,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices import AdapterPlan, CatalogError, ModelShape, TierSpec, default_rank_profile, estimate, get_tier, load_catalog
+from devices import (AdapterPlan, CatalogError, ModelShape, TierSpec, default_rank_profile, estimate, get_tier,
+                     load_catalog)
 from devices._catalog import parse_catalog
 
 REQUIRED = {"android-low": "executorch", "android-mid": "executorch", "android-high": "executorch", "rpi5": "ort",
@@ -144,14 +145,16 @@ def test_adapter_plan_validation_names_the_fix(kwargs, fix):
     assert any(fix in p for p in problems), problems
 
 
-_scalar = st.none() | st.booleans() | st.integers(-5, 3000) | st.floats(allow_nan=True) | st.sampled_from(["qv", "int8", "ort", ""])
+_scalar = (st.none() | st.booleans() | st.integers(-5, 3000) | st.floats(allow_nan=True)
+           | st.sampled_from(["qv", "int8", "ort", ""]))
 _plan_doc = st.dictionaries(st.sampled_from(["depth", "ranks", "mask_density", "precision", "targets", "alpha", "zz"]),
                             _scalar | st.lists(_scalar, max_size=3), max_size=7)
 _tier_doc = st.dictionaries(st.sampled_from(sorted(_good_tier()) + ["zz"]), _scalar | _plan_doc, max_size=8)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.fixed_dictionaries({"schema_version": _scalar, "num_layers": _scalar, "rank_profile": st.lists(_scalar, max_size=7) | _scalar,
+@given(st.fixed_dictionaries({"schema_version": _scalar, "num_layers": _scalar,
+                              "rank_profile": st.lists(_scalar, max_size=7) | _scalar,
                               "tiers": st.dictionaries(st.text(max_size=4), _tier_doc, max_size=3) | _scalar}))
 def test_any_document_gives_tiers_or_catalog_error(doc):
     try:

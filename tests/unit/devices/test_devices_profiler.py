@@ -70,21 +70,26 @@ def test_recommend_tier_says_what_the_smallest_needs():
         recommend_tier(_profile(mem=100, gflops=1))
 
 
-@pytest.mark.parametrize("battery, charging, skip", [(None, None, False), (10, False, True), (10, True, False), (10, None, True), (50, False, False)])
+@pytest.mark.parametrize("battery, charging, skip",
+                         [(None, None, False), (10, False, True), (10, True, False), (10, None, True),
+                          (50, False, False)])
 def test_battery_threshold(battery, charging, skip):
     assert _profile(battery=battery, charging=charging).should_skip_round(30) is skip
 
 
 def test_devices_imports_nothing_of_ours_nor_torch():
     # profile_device is left out: on a machine with a GPU node it imports torch, on purpose.
-    code = ("import sys, devices, devices.cli; devices.plan_for(devices.Budget(4000, 50.0), devices.ModelShape.minilm()); "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'fedhft','export','edge_runtime','server','torch'}))")
+    code = ("import sys, devices, devices.cli; devices.plan_for(devices.Budget(4000, 50.0), "
+            "devices.ModelShape.minilm()); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'fedhft','export','edge_runtime','server','torch'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 _json = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                 max_size=3),
                      max_leaves=8)
 
 
