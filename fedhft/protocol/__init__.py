@@ -6,7 +6,8 @@
   schema ``PROTOCOL_VERSION`` (major) revision ``PROTOCOL_MINOR``: unknown header keys are ignored;
 * update encoding (fp32/fp16/int8), its digest, size bound and server-side validation;
 * bundle chunking and reassembly;
-* the typed codes: ``Reason`` (every refusal), ``OutcomeKind``, ``AckStatus``, ``ChunkResult``.
+* the typed codes: ``Reason`` (every refusal), ``OutcomeKind``, ``AckStatus``, ``ChunkResult``;
+* the spec for tools: ``asyncapi_document`` / ``asyncapi_yaml`` (docs/asyncapi.yaml, generated from the classes).
 """
 from fedhft.protocol._chunks import (
     CHUNK_HEADER_MAX,
@@ -54,6 +55,7 @@ from fedhft.protocol._messages import (
     publish_overhead,
 )
 from fedhft.protocol._topics import FROM_CLIENT, KIND_MESSAGE, TO_CLIENT, Topics, acl_lines, valid_id
+from fedhft.protocol._spec import asyncapi_document, asyncapi_yaml
 from fedhft.protocol._update_codec import (
     ENCODINGS,
     SCALE_SUFFIX,
@@ -137,4 +139,7 @@ __all__ = [
     "file_sha256",
     "chunk_size_for",
     "atomic_write",
+    # the spec for tools (docs/asyncapi.yaml)
+    "asyncapi_document",
+    "asyncapi_yaml",
 ]
