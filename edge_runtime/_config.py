@@ -11,12 +11,11 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
 
-#: MQTT protocol versions the device can speak: "5" (default; ACL refusals are visible only on MQTT 5)
-#: or "3.1.1" for a broker without MQTT 5, such as the embedded amqtt broker of `fedhft simulate`.
-MqttProtocol = Literal["5", "3.1.1"]
-MQTT_PROTOCOLS: tuple[str, ...] = get_args(MqttProtocol)
+from fedhft.mqtt import (
+    DEFAULT_KEEPALIVE_S, DEFAULT_MAX_PACKET_SIZE, DEFAULT_MQTT_PROTOCOL, DEVICE_SESSION_EXPIRY_S, MQTT_PROTOCOLS,
+    MqttProtocol,
+)
 
 
 def _f(default, help: str, **meta):
@@ -53,12 +52,16 @@ class AgentConfig:
     simulated_battery: str | None = _f(None, "simulate a battery: 'level=50,drain_per_step=0.1,charging=0,capacity_pct=100' "
                                       "(its level persists in the state directory)")
     threads: int | None = _f(None, "CPU threads for training (default: the runtime's choice)")
-    keepalive: int = _f(30, "MQTT keepalive seconds (the broker declares the device gone after 1.5x this)")
-    session_expiry_s: int = _f(7 * 24 * 3600, "how long the broker keeps this device's session and queued tasks "
-                                              "(MQTT 5 only; on 3.1.1 the broker's own setting decides)")
-    mqtt_protocol: MqttProtocol = _f("5", "MQTT protocol version: 5, or 3.1.1 for a broker without MQTT 5 (the "
-                                          "embedded amqtt broker); on 3.1.1 an ACL-refused publish is not reported")
-    max_packet_size: int = _f(1_048_576, "packet limit assumed when the broker does not advertise one in CONNACK")
+    keepalive: int = _f(DEFAULT_KEEPALIVE_S,
+                        "MQTT keepalive seconds (the broker declares the device gone after 1.5x this)")
+    session_expiry_s: int = _f(DEVICE_SESSION_EXPIRY_S,
+                               "how long the broker keeps this device's session and queued tasks (MQTT 5 only; on "
+                               "3.1.1 the broker's own setting decides)")
+    mqtt_protocol: MqttProtocol = _f(DEFAULT_MQTT_PROTOCOL,
+                                     "MQTT protocol version: 5, or 3.1.1 for a broker without MQTT 5 (the embedded "
+                                     "amqtt broker); on 3.1.1 an ACL-refused publish is not reported")
+    max_packet_size: int = _f(DEFAULT_MAX_PACKET_SIZE,
+                              "packet limit assumed when the broker does not advertise one in CONNACK")
     ack_timeout_s: float = _f(30.0, "re-send an unacknowledged update (the same bytes) after this many seconds")
     bundle_timeout_s: float = _f(600.0, "give up a bundle download after this many seconds without progress")
     deadline_reserve_s: float = _f(1.0, "seconds kept before the round deadline to encode and upload")
@@ -98,7 +101,7 @@ class AgentConfig:
             if not getattr(self, name):
                 errs.append(f"{name} is not set: pass {fix}")
         if self.broker:
-            from fedhft.broker import BrokerUrlError, parse_broker_url
+            from fedhft.mqtt import BrokerUrlError, parse_broker_url
 
             try:
                 tls = parse_broker_url(self.broker).tls

@@ -8,16 +8,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Sequence
 
+from fedhft.mqtt import (
+    DEFAULT_MAX_PACKET_SIZE, DEFAULT_MQTT_PROTOCOL, MQTT_PROTOCOLS, SERVER_SESSION_EXPIRY_S, MqttProtocol,
+)
 from fedhft.protocol import ENCODINGS
 
 TIER_MODES = ("catalog", "planner")
-#: MQTT protocol versions the server can speak. "5" is the default and the one to use on a real broker
-#: (ACL refusals are only visible on MQTT 5); "3.1.1" is for brokers without MQTT 5, such as the
-#: embedded amqtt broker of `fedhft simulate`.
-MqttProtocol = Literal["5", "3.1.1"]
-MQTT_PROTOCOLS: tuple[str, ...] = get_args(MqttProtocol)
 
 
 class ServerConfigError(ValueError):
@@ -54,16 +52,18 @@ class ServerConfig:
     warmup_rounds: int = field(default=2, metadata={"help": "rounds before clustering starts (clustered strategies)"})
     seed: int = field(default=0, metadata={"help": "seed of client selection and of the strategy"})
     max_packet_size: int = field(
-        default=1_048_576, metadata={"help": "the broker's max_packet_size: larger messages are refused before publishing"})
+        default=DEFAULT_MAX_PACKET_SIZE,
+        metadata={"help": "the broker's max_packet_size: larger messages are refused before publishing"})
     chunk_size: int = field(default=96 * 1024, metadata={"help": "bundle chunk bytes (capped to fit max_packet_size)"})
     intake_batch: int = field(default=64, metadata={"help": "updates stored per durable commit (group commit)"})
     session_expiry_s: int = field(
-        default=86_400, metadata={"help": "broker keeps the server's session (and queued updates) this long "
-                                          "(MQTT 5 only; on 3.1.1 the broker's own setting decides)"})
+        default=SERVER_SESSION_EXPIRY_S, metadata={"help": "broker keeps the server's session (and queued updates) "
+                                                           "this long (MQTT 5 only; on 3.1.1 the broker's own "
+                                                           "setting decides)"})
     mqtt_protocol: MqttProtocol = field(
-        default="5", metadata={"help": "MQTT protocol version: 5, or 3.1.1 for a broker without MQTT 5 (the "
-                                       "embedded amqtt broker); 3.1.1 has no PUBACK reason codes, so ACL refusals "
-                                       "are silent"})
+        default=DEFAULT_MQTT_PROTOCOL, metadata={"help": "MQTT protocol version: 5, or 3.1.1 for a broker without "
+                                                         "MQTT 5 (the embedded amqtt broker); 3.1.1 has no PUBACK "
+                                                         "reason codes, so ACL refusals are silent"})
 
     def __post_init__(self) -> None:
         errors = self.problems()

@@ -16,6 +16,8 @@ import argparse
 import json
 import sys
 
+from fedhft.mqtt import DEFAULT_MAX_PACKET_SIZE
+
 
 def register(subparsers) -> None:
     from fedhft.cli_settings import add_settings_parser
@@ -44,7 +46,8 @@ def register(subparsers) -> None:
     fi.add_argument("--out", required=True, help="folder to create")
     fi.add_argument("--fleet", default="default", help="fleet name (topic prefix)")
     fi.add_argument("--tls", action="store_true", help="also make a CA, server and device certificates")
-    fi.add_argument("--max-packet-size", type=int, default=1_048_576, help="broker max_packet_size in bytes")
+    fi.add_argument("--max-packet-size", type=int, default=DEFAULT_MAX_PACKET_SIZE,
+                    help="broker max_packet_size in bytes")
     fi.add_argument("--port", type=int, default=None, help="fixed broker port (default: a free one at launch)")
     fi.set_defaults(func=_fleet_init)
 

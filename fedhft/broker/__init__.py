@@ -11,7 +11,7 @@ from fedhft.broker._fleet_init import (
     Credentials, FleetConfig, FleetConfigError, fleet_init, load_credentials, load_fleet,
 )
 from fedhft.broker._mosquitto import MosquittoBroker, find_mosquitto
-from fedhft.broker._mqtt_url import BrokerUrl, BrokerUrlError, parse_broker_url
+from fedhft.mqtt import BrokerUrl, BrokerUrlError, parse_broker_url
 
 __all__ = [
     "Broker",

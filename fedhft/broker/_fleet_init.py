@@ -28,6 +28,7 @@ from typing import Literal
 from fedhft.broker._acl import check_name, mosquitto_acl
 from fedhft.broker._mosquitto_conf import ConfPaths, render_mosquitto_conf
 from fedhft.broker._passwd import render_password_file
+from fedhft.mqtt import DEFAULT_MAX_PACKET_SIZE, MQTT_MAX_PACKET
 
 SCHEMA_VERSION = 1
 FLEET_FILE = "fleet.json"
@@ -148,7 +149,7 @@ def _check_args(out: Path, max_packet_size: int, port: int | None, tls_port: int
             f"{out} already holds a fleet ({FLEET_FILE} exists): pass a new --out folder, or "
             "delete the old one first (its passwords would be replaced)"
         )
-    if not isinstance(max_packet_size, int) or not 1024 <= max_packet_size <= 268_435_455:
+    if not isinstance(max_packet_size, int) or not 1024 <= max_packet_size <= MQTT_MAX_PACKET:
         raise FleetConfigError(
             f"max_packet_size={max_packet_size!r}: use 1024..268435455 bytes (MQTT's limit); "
             "1048576 (1 MB) matches EMQX's default"
@@ -195,7 +196,7 @@ def fleet_init(
     clients: int | list[str],
     fleet: str = "default",
     server_user: str = "server",
-    max_packet_size: int = 1_048_576,
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
     tls: bool = False,
     port: int | None = None,
     client_prefix: str = "dev",
