@@ -16,9 +16,12 @@ from server._plan_round import (
     Participant, RoundPlan, cluster_sizes, intake_context, pick_clients, plan_round, state_files, task_message,
 )
 from server._registry import ClientEntry, Registry
-from server._rounds import assignment_digest, select_clients
+from server._rounds import CloseReason, assignment_digest, select_clients
 from server._run import Auth, run_server
-from server._store import ResumePoint, Store, StoreError, StoredUpdate, TaskRecord, read_tensors, write_tensors
+from server._store import (
+    ClientRoundStatus, ResumePoint, RoundState, Store, StoreError, StoredUpdate, TaskRecord, read_tensors,
+    write_tensors,
+)
 from server._task_ids import new_run_id
 from server._validation import Accepted, Duplicate, Expected, IntakeContext, Rejected, check_update
 from server.strategies import *  # noqa: F401,F403  (the Strategy API and every strategy)
@@ -31,6 +34,8 @@ __all__ = [
     "BundleInfo",
     "BundleNeed",
     "ClientEntry",
+    "ClientRoundStatus",
+    "CloseReason",
     "Coordinator",
     "Duplicate",
     "Expected",
@@ -42,6 +47,7 @@ __all__ = [
     "ResumeError",
     "ResumePoint",
     "RoundPlan",
+    "RoundState",
     "ServerConfig",
     "ServerConfigError",
     "Store",

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from fedhft.protocol import (
-    Ack, BundleRequest, ClientStatus, Hello, Outcome, ProtocolError, ServerStatus, Topics,
-    decode, decode_update, encode, payload_budget,
+    Ack, AckStatus, BundleRequest, ClientStatus, Hello, Outcome, OutcomeKind, ProtocolError, Reason, ServerStatus,
+    Topics, decode, decode_update, encode, payload_budget,
 )
 
 from fedhft.manifest import BundleError
@@ -32,8 +32,10 @@ from server._registry import Registry
 from server._plan_round import (
     Participant, RoundPlan, cluster_sizes, intake_context, pick_clients, plan_round, state_files, task_message,
 )
-from server._rounds import OpenRound
-from server._store import Store, StoredUpdate, TaskRecord, read_tensors, write_tensors
+from server._rounds import CloseReason, OpenRound
+from server._store import (
+    ClientRoundStatus, RoundState, Store, StoredUpdate, TaskRecord, read_tensors, write_tensors,
+)
 from server._task_ids import other_run
 from server._validation import Accepted, Duplicate, Rejected, check_update
 from server.strategies import STRATEGIES, Strategy, get_strategy
@@ -154,9 +156,9 @@ class Coordinator:
             action()
         for item, v in accepted:
             self.transport.ack(item.mid, item.qos, item.epoch)
-            self._send_ack(v.update.client, self.round.idx, v.update.task_id, v.digest, "stored")
+            self._send_ack(v.update.client, self.round.idx, v.update.task_id, v.digest, AckStatus.STORED)
         for _, v in accepted:
-            self._mark(v.update.client, "stored")
+            self._mark(v.update.client, ClientRoundStatus.STORED)
             self._aggregate(v.update.client, v.update.tensors, v.update.num_examples)
 
     def _intake(self, item: Inbound) -> Accepted | None:
@@ -206,7 +208,7 @@ class Coordinator:
             return self._batch_digests[client]
         return self.store.stored_digest(r.idx, client)
 
-    def _mark(self, client: str, status: str) -> None:
+    def _mark(self, client: str, status: ClientRoundStatus) -> None:
         if self.round is not None and client in self.round.status:
             self.round.status[client] = status
 
@@ -219,8 +221,8 @@ class Coordinator:
             # Validation should make this impossible; if a strategy still refuses an update, take
             # it out of the round durably, or every restart would re-feed it and fail again.
             log.exception("aggregator refused the stored update of %s", client)
-            self.store.unstore(r.idx, client, "aggregation_error", f"{type(exc).__name__}: {exc}", self.clock())
-            self._mark(client, "rejected")
+            self.store.unstore(r.idx, client, Reason.AGGREGATION_ERROR, f"{type(exc).__name__}: {exc}", self.clock())
+            self._mark(client, ClientRoundStatus.REJECTED)
             return
         finally:
             r.agg_seconds += time.perf_counter() - t0
@@ -231,7 +233,7 @@ class Coordinator:
         if isinstance(verdict, Duplicate):
             u = verdict.update
             self._ack(item)
-            self._send_ack(u.client, u.round, u.task_id, verdict.digest, "duplicate")
+            self._send_ack(u.client, u.round, u.task_id, verdict.digest, AckStatus.DUPLICATE)
             return
         assert isinstance(verdict, Rejected)
         own_round = self.round is not None and verdict.round == self.round.idx
@@ -239,14 +241,14 @@ class Coordinator:
                                     verdict.rejection.detail, verdict.digest, verdict.nbytes, self.clock(),
                                     final=verdict.final and own_round)
         if verdict.final and own_round:
-            self._mark(verdict.client, "rejected")
+            self._mark(verdict.client, ClientRoundStatus.REJECTED)
         event(log, logging.WARNING, "update_rejected", client=verdict.client, round=verdict.round,
               reason=verdict.reason, bytes=verdict.nbytes, detail=verdict.rejection.detail[:200])
         self._ack(item)
-        self._send_ack(verdict.client, verdict.round or 0, verdict.task_id or "none", verdict.digest, "rejected",
-                       f"{verdict.reason}: {verdict.rejection.detail}"[:1000])
+        self._send_ack(verdict.client, verdict.round or 0, verdict.task_id or "none", verdict.digest,
+                       AckStatus.REJECTED, f"{verdict.reason}: {verdict.rejection.detail}"[:1000])
 
-    def _send_ack(self, client: str, rnd: int, task_id: str, digest: str, status: str, reason: str = "") -> None:
+    def _send_ack(self, client: str, rnd: int, task_id: str, digest: str, status: AckStatus, reason: str = "") -> None:
         msg = Ack(self.config.fleet, client, rnd, task_id, digest, status, reason)
         self._publish(self.topics.ack(client), msg)
 
@@ -282,7 +284,7 @@ class Coordinator:
         """A device that (re)joins while it still owes this round an update gets its task again
         (devices dedupe tasks by id)."""
         r = self.round
-        if r is None or not r.accepting or r.status.get(client) != "tasked":
+        if r is None or not r.accepting or r.status.get(client) != ClientRoundStatus.TASKED:
             return
         if self.clock() - r.task_sent.get(client, float("-inf")) >= RETASK_MIN_INTERVAL_S:
             self._publish_task(client)  # rate-limited: a hello storm must not become a task storm
@@ -293,12 +295,12 @@ class Coordinator:
         if r is None or msg.round != r.idx or task is None or task.task_id != msg.task_id:
             stale = other_run(msg.task_id, self.run_id)
             if stale is not None:  # another run's: recorded like a rejected update (the caller acks it)
-                self.store.record_rejection(msg.round, msg.client, msg.task_id, "stale_run", stale, None, 0, now)
+                self.store.record_rejection(msg.round, msg.client, msg.task_id, Reason.STALE_RUN, stale, None, 0, now)
             log.info("outcome %s from %s for round %s task %s is stale: ignored", msg.kind, msg.client, msg.round,
                      msg.task_id)
             return
         if self.store.record_outcome(r.idx, msg.client, msg.kind, msg.reason, msg.metrics, now):
-            self._mark(msg.client, "outcome")
+            self._mark(msg.client, ClientRoundStatus.OUTCOME)
             event(log, logging.INFO, "outcome", client=msg.client, round=r.idx, kind=msg.kind, reason=msg.reason[:200])
 
     def _bundle_request(self, msg: BundleRequest) -> None:
@@ -356,18 +358,20 @@ class Coordinator:
         deadline = now + self.config.round_deadline_s
         if existing is None:
             self.store.create_round(idx, plan.salt, deadline, list(plan.tasks.values()), now)
-        status = {cid: (existing[cid].status if existing is not None else "tasked") for cid in plan.tasks}
+        status = {cid: (existing[cid].status if existing is not None else ClientRoundStatus.TASKED)
+                  for cid in plan.tasks}
         self.round = OpenRound(idx, plan.salt, now, deadline, plan.infos, plan.assignments, plan.tasks,
                                self.strategy.aggregator(idx), status=status)
         self._refeed_stored(idx)
-        self.store.set_round_state(idx, "open", deadline=deadline)
+        self.store.set_round_state(idx, RoundState.OPEN, deadline=deadline)
         fault_point("before_tasks")
         for cid, st in sorted(self.round.status.items()):
-            if st == "tasked":
+            if st == ClientRoundStatus.TASKED:
                 self._publish_task(cid)
         fault_point("after_publish", settle_s=1.0)
-        event(log, logging.INFO, "round_open", round=idx, clients=len(plan.tasks), tasked=self.round.count("tasked"),
-              already_answered=len(plan.tasks) - self.round.count("tasked"), deadline_s=self.config.round_deadline_s)
+        tasked = self.round.count(ClientRoundStatus.TASKED)
+        event(log, logging.INFO, "round_open", round=idx, clients=len(plan.tasks), tasked=tasked,
+              already_answered=len(plan.tasks) - tasked, deadline_s=self.config.round_deadline_s)
         self.publish_server_status("running")
 
     def _refeed_stored(self, idx: int) -> None:
@@ -400,21 +404,21 @@ class Coordinator:
 
     def _task_failed(self, client: str, why: str) -> None:
         event(log, logging.ERROR, "task_failed", client=client, round=self.round.idx, reason=why[:300])
-        self.store.record_outcome(self.round.idx, client, "error", f"server could not send the task: {why}", {},
-                                  self.clock())
-        self._mark(client, "outcome")
+        self.store.record_outcome(self.round.idx, client, OutcomeKind.ERROR, f"server could not send the task: {why}",
+                                  {}, self.clock())
+        self._mark(client, ClientRoundStatus.OUTCOME)
 
-    def _close_and_commit(self, why: str) -> None:
+    def _close_and_commit(self, why: CloseReason) -> None:
         r = self.round
         now = self.clock()
         r.accepting = False
         dropped = self.store.mark_dropped(r.idx, now)
-        self.store.set_round_state(r.idx, "closed", closed=now)
+        self.store.set_round_state(r.idx, RoundState.CLOSED, closed=now)
         t0 = time.perf_counter()
         state = r.aggregator.finish()
         fault_point("aggregate")
         files = self._write_states(r.idx, state)
-        self.store.set_round_state(r.idx, "aggregated")
+        self.store.set_round_state(r.idx, RoundState.AGGREGATED)
         agg_s = r.agg_seconds + time.perf_counter() - t0
         extra = {"strategy": self.strategy.name, "closed_by": why, "round_s": round(now - r.started, 4),
                  "aggregation_s": round(agg_s, 4), "bytes_down": r.bytes_down,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fedhft.jsonlines import read_jsonl
-from server._store import DB_NAME, METRICS_FILE, Store, StoreError
+from server._store import DB_NAME, METRICS_FILE, ClientRoundStatus, RoundState, Store, StoreError
 
 log = logging.getLogger("fedhft.server")
 
@@ -69,7 +69,7 @@ def metrics_line(idx: int, tasks: list[dict], rejections: dict[str, int], extra:
     status = Counter(t["status"] for t in tasks)
     acc_all, acc_tier, loss, shards = [], {}, [], []
     for t in tasks:
-        if t["status"] != "stored":
+        if t["status"] != ClientRoundStatus.STORED:
             continue
         m = json.loads(t["metrics"] or "{}")
         shards.append(m)
@@ -83,16 +83,17 @@ def metrics_line(idx: int, tasks: list[dict], rejections: dict[str, int], extra:
     out = {
         "round": idx,
         "selected": len(tasks),
-        "stored": status.get("stored", 0),
-        "rejected_clients": status.get("rejected", 0),
-        "outcome_clients": status.get("outcome", 0),
-        "dropped": status.get("dropped", 0),
+        "stored": status.get(ClientRoundStatus.STORED, 0),
+        "rejected_clients": status.get(ClientRoundStatus.REJECTED, 0),
+        "outcome_clients": status.get(ClientRoundStatus.OUTCOME, 0),
+        "dropped": status.get(ClientRoundStatus.DROPPED, 0),
         "accuracy_mean": float(np.mean(acc_all)) if acc_all else None,
         "accuracy_by_tier": {k: float(np.mean(v)) for k, v in sorted(acc_tier.items())},
         "loss_mean": float(np.mean(loss)) if loss else None,
-        "bytes_up": int(sum(t["bytes"] or 0 for t in tasks if t["status"] == "stored")),
+        "bytes_up": int(sum(t["bytes"] or 0 for t in tasks if t["status"] == ClientRoundStatus.STORED)),
         "rejections": dict(sorted(rejections.items())),
-        "outcomes": dict(sorted(Counter(t["outcome"] for t in tasks if t["status"] == "outcome").items())),
+        "outcomes": dict(sorted(Counter(t["outcome"] for t in tasks
+                                        if t["status"] == ClientRoundStatus.OUTCOME).items())),
         "clients_by_tier": dict(sorted(Counter(t["tier"] for t in tasks).items())),
         "personalized": personalized_summary(shards),
     }
@@ -117,7 +118,7 @@ def repair_metrics(store: Store) -> None:
     """After a crash between a commit and its metrics line, write the missing lines from the store."""
     have = {m.get("round") for m in read_metrics(store.dir)}
     for r in store.rounds():
-        if r.state == "committed" and r.metrics is not None and r.idx not in have:
+        if r.state == RoundState.COMMITTED and r.metrics is not None and r.idx not in have:
             append_metrics(store.dir, r.metrics)
 
 
@@ -217,7 +218,7 @@ def server_status(state_dir: str | Path, now: float | None = None) -> dict[str, 
         "run": json.loads(run) if run else None,
         "rounds": [{"round": r.idx, "state": r.state, "started": r.started, "closed": r.closed,
                     "committed": r.committed} for r in rounds],
-        "committed_rounds": sum(1 for r in rounds if r.state == "committed"),
+        "committed_rounds": sum(1 for r in rounds if r.state == RoundState.COMMITTED),
         # Only a running server keeps the online flags true; a stopped one leaves them as last reported.
         "clients": {"total": len(clients),
                     "online": {Liveness.RUNNING: reported_online, Liveness.UNKNOWN: None}.get(liveness, 0),

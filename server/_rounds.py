@@ -10,12 +10,13 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Mapping
 
 import numpy as np
 
 from server._registry import ClientEntry
-from server._store import TaskRecord
+from server._store import ClientRoundStatus, TaskRecord
 from server._task_ids import task_id_for  # noqa: F401  (re-exported: the round planner names tasks with it)
 from server._validation import Expected
 from server.strategies import Aggregator, ClientAssignment, ClientInfo
@@ -50,6 +51,14 @@ def assignment_digest(a: ClientAssignment) -> str:
     return h.hexdigest()
 
 
+class CloseReason(StrEnum):
+    """Why the open round closes now (``closed_by`` in its metrics line)."""
+
+    ALL_ANSWERED = "all_answered"  # no selected client is still tasked
+    QUORUM = "quorum"
+    DEADLINE = "deadline"
+
+
 @dataclass
 class OpenRound:
     """The round in flight, in memory. The store holds its durable twin."""
@@ -62,7 +71,7 @@ class OpenRound:
     assignments: dict[str, ClientAssignment]
     tasks: dict[str, TaskRecord]
     aggregator: Aggregator
-    status: dict[str, str] = field(default_factory=dict)
+    status: dict[str, ClientRoundStatus] = field(default_factory=dict)
     accepting: bool = True
     aggregated: int = 0
     agg_seconds: float = 0.0
@@ -77,16 +86,16 @@ class OpenRound:
                 self.expected_cache[cid] = Expected(cid, self.idx, t.task_id, a.plan, dims_for(self.infos[cid]), a.mask)
         return self.expected_cache
 
-    def count(self, *statuses: str) -> int:
+    def count(self, *statuses: ClientRoundStatus) -> int:
         return sum(1 for s in self.status.values() if s in statuses)
 
-    def should_close(self, now: float, quorum: float) -> str | None:
-        """Why the round closes now (``all_answered``, ``quorum``, ``deadline``), or None."""
+    def should_close(self, now: float, quorum: float) -> CloseReason | None:
+        """Why the round closes now, or None."""
         selected = len(self.status)
-        if selected == 0 or self.count("tasked") == 0:
-            return "all_answered"
-        if self.count("stored") >= math.ceil(quorum * selected) and quorum < 1.0:
-            return "quorum"
+        if selected == 0 or self.count(ClientRoundStatus.TASKED) == 0:
+            return CloseReason.ALL_ANSWERED
+        if self.count(ClientRoundStatus.STORED) >= math.ceil(quorum * selected) and quorum < 1.0:
+            return CloseReason.QUORUM
         if now >= self.deadline:
-            return "deadline"
+            return CloseReason.DEADLINE
         return None

@@ -20,6 +20,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -35,10 +36,28 @@ DB_NAME = "server.sqlite"
 STATES_DIR = "states"
 METRICS_FILE = "metrics.jsonl"
 SCHEMA_VERSION = 1
-ROUND_STATES = ("configured", "open", "closed", "aggregated", "committed")
-#: Client-round statuses. ``tasked`` is the only one that a resume re-tasks.
-CLIENT_ROUND_STATUSES = ("tasked", "stored", "rejected", "outcome", "dropped")
-FINAL_STATUSES = ("stored", "rejected", "outcome", "dropped")
+
+
+class RoundState(StrEnum):
+    """A round's progress (``rounds.state``), in order."""
+
+    CONFIGURED = "configured"
+    OPEN = "open"
+    CLOSED = "closed"
+    AGGREGATED = "aggregated"
+    COMMITTED = "committed"
+
+
+class ClientRoundStatus(StrEnum):
+    """A selected client's status in one round (``client_rounds.status``). ``TASKED`` is the only
+    one that a resume re-tasks; the others are final."""
+
+    TASKED = "tasked"
+    STORED = "stored"
+    REJECTED = "rejected"
+    OUTCOME = "outcome"
+    DROPPED = "dropped"
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -93,7 +112,7 @@ class TaskRecord:
     tier: str
     backend: str
     assignment_digest: str
-    status: str = "tasked"
+    status: ClientRoundStatus = ClientRoundStatus.TASKED
     update_digest: str | None = None
 
 
@@ -114,7 +133,7 @@ class StoredUpdate:
 @dataclass(frozen=True)
 class RoundRecord:
     idx: int
-    state: str
+    state: RoundState
     started: float | None
     deadline: float | None
     closed: float | None
@@ -141,11 +160,11 @@ class ResumePoint:
 
     @property
     def stored(self) -> list[str]:
-        return [t.client for t in self.tasks if t.status == "stored"]
+        return [t.client for t in self.tasks if t.status == ClientRoundStatus.STORED]
 
     @property
     def to_retask(self) -> list[str]:
-        return [t.client for t in self.tasks if t.status == "tasked"]
+        return [t.client for t in self.tasks if t.status == ClientRoundStatus.TASKED]
 
 
 def write_tensors(path: Path, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> Path:
@@ -277,16 +296,19 @@ class Store:
     def create_round(self, idx: int, salt: int, deadline: float, tasks: list[TaskRecord], now: float) -> None:
         """The round and every selected client's task, in one transaction (state ``configured``)."""
         with self._tx():
-            self.db.execute("INSERT INTO rounds (idx, state, started, deadline, salt) VALUES (?, 'configured', ?, ?, ?)",
-                            (idx, now, deadline, salt))
+            self.db.execute("INSERT INTO rounds (idx, state, started, deadline, salt) VALUES (?, ?, ?, ?, ?)",
+                            (idx, RoundState.CONFIGURED, now, deadline, salt))
             self.db.executemany(
                 "INSERT INTO client_rounds (round, client, task_id, tier, backend, assignment_digest, status, ts) "
-                "VALUES (?,?,?,?,?,?,'tasked',?)",
-                [(t.round, t.client, t.task_id, t.tier, t.backend, t.assignment_digest, now) for t in tasks])
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [(t.round, t.client, t.task_id, t.tier, t.backend, t.assignment_digest, ClientRoundStatus.TASKED, now)
+                 for t in tasks])
 
-    def set_round_state(self, idx: int, state: str, *, deadline: float | None = None, closed: float | None = None) -> None:
-        if state not in ROUND_STATES:
-            raise ValueError(f"unknown round state {state!r}: use one of {ROUND_STATES}")
+    def set_round_state(self, idx: int, state: RoundState | str, *, deadline: float | None = None,
+                        closed: float | None = None) -> None:
+        if state not in set(RoundState):
+            raise ValueError(f"unknown round state {state!r}: use one of {tuple(str(s) for s in RoundState)}")
+        state = RoundState(state)
         with self._tx():
             self.db.execute("UPDATE rounds SET state=?, deadline=COALESCE(?, deadline), closed=COALESCE(?, closed) WHERE idx=?",
                             (state, deadline, closed, idx))
@@ -301,7 +323,7 @@ class Store:
     def tasks(self, idx: int) -> list[TaskRecord]:
         rows = self.db.execute("SELECT * FROM client_rounds WHERE round=? ORDER BY client", (idx,)).fetchall()
         return [TaskRecord(r["round"], r["client"], r["task_id"], r["tier"], r["backend"], r["assignment_digest"],
-                           r["status"], r["update_digest"]) for r in rows]
+                           _stored(ClientRoundStatus, r["status"]), r["update_digest"]) for r in rows]
 
     def task_ids(self, client: str) -> dict[str, int]:
         """Every task id ever given to ``client`` -> its round (to recognise replays)."""
@@ -310,7 +332,8 @@ class Store:
 
     def resume_point(self) -> ResumePoint:
         """The last committed round, and the round in flight after it (if any) with its tasks."""
-        committed = self.db.execute("SELECT * FROM rounds WHERE state='committed' ORDER BY idx DESC LIMIT 1").fetchone()
+        committed = self.db.execute("SELECT * FROM rounds WHERE state=? ORDER BY idx DESC LIMIT 1",
+                                    (RoundState.COMMITTED,)).fetchone()
         last = _round(committed) if committed else None
         nxt = 0 if last is None else last.idx + 1
         row = self.db.execute("SELECT * FROM rounds WHERE idx=?", (nxt,)).fetchone()
@@ -329,9 +352,10 @@ class Store:
                 "INSERT INTO updates VALUES (?,?,?,?,?,?,?,?)",
                 [(u.round, u.client, u.task_id, u.digest, u.encoding, u.num_examples, u.payload, now) for u in updates])
             self.db.executemany(
-                "UPDATE client_rounds SET status='stored', update_digest=?, bytes=?, num_examples=?, metrics=?, ts=? "
+                "UPDATE client_rounds SET status=?, update_digest=?, bytes=?, num_examples=?, metrics=?, ts=? "
                 "WHERE round=? AND client=?",
-                [(u.digest, len(u.payload), u.num_examples, _json(u.metrics), now, u.round, u.client) for u in updates])
+                [(ClientRoundStatus.STORED, u.digest, len(u.payload), u.num_examples, _json(u.metrics), now, u.round,
+                  u.client) for u in updates])
 
     def stored_digest(self, idx: int, client: str) -> str | None:
         row = self.db.execute("SELECT digest FROM updates WHERE round=? AND client=?", (idx, client)).fetchone()
@@ -340,8 +364,8 @@ class Store:
     def iter_updates(self, idx: int) -> Iterator[StoredUpdate]:
         """Stored updates of a round, ONE row in memory at a time (cursor), in client order."""
         keys = self.db.execute("SELECT u.client FROM updates u JOIN client_rounds c ON c.round=u.round AND "
-                               "c.client=u.client WHERE u.round=? AND c.status='stored' ORDER BY u.client",
-                               (idx,)).fetchall()
+                               "c.client=u.client WHERE u.round=? AND c.status=? ORDER BY u.client",
+                               (idx, ClientRoundStatus.STORED)).fetchall()
         for (client,) in keys:
             r = self.db.execute("SELECT u.*, c.metrics AS m FROM updates u JOIN client_rounds c "
                                 "ON c.round=u.round AND c.client=u.client WHERE u.round=? AND u.client=?",
@@ -357,31 +381,34 @@ class Store:
             self.db.execute("INSERT INTO rejections (round, client, task_id, reason, detail, digest, bytes, ts) "
                             "VALUES (?,?,?,?,?,?,?,?)", (idx, client, task_id, reason, detail[:1024], digest, nbytes, now))
             if final and idx is not None:
-                self.db.execute("UPDATE client_rounds SET status='rejected', reason=?, update_digest=?, ts=? "
-                                "WHERE round=? AND client=? AND status='tasked'", (reason, digest, now, idx, client))
+                self.db.execute("UPDATE client_rounds SET status=?, reason=?, update_digest=?, ts=? "
+                                "WHERE round=? AND client=? AND status=?",
+                                (ClientRoundStatus.REJECTED, reason, digest, now, idx, client,
+                                 ClientRoundStatus.TASKED))
 
     def unstore(self, idx: int, client: str, reason: str, detail: str, now: float) -> None:
         """Take a stored update out of the round (the aggregator could not use it): its status
         becomes ``rejected`` and a resume will not re-feed it; the payload stays for inspection."""
         with self._tx():
-            self.db.execute("UPDATE client_rounds SET status='rejected', reason=?, ts=? WHERE round=? AND client=?",
-                            (reason, now, idx, client))
+            self.db.execute("UPDATE client_rounds SET status=?, reason=?, ts=? WHERE round=? AND client=?",
+                            (ClientRoundStatus.REJECTED, reason, now, idx, client))
             self.db.execute("INSERT INTO rejections (round, client, task_id, reason, detail, digest, bytes, ts) "
                             "SELECT round, client, task_id, ?, ?, digest, LENGTH(payload), ? FROM updates "
                             "WHERE round=? AND client=?", (reason, detail[:1024], now, idx, client))
 
     def record_outcome(self, idx: int, client: str, kind: str, reason: str, metrics: dict, now: float) -> bool:
         with self._tx():
-            cur = self.db.execute("UPDATE client_rounds SET status='outcome', outcome=?, reason=?, metrics=?, ts=? "
-                                  "WHERE round=? AND client=? AND status='tasked'",
-                                  (kind, reason[:1024], _json(metrics), now, idx, client))
+            cur = self.db.execute("UPDATE client_rounds SET status=?, outcome=?, reason=?, metrics=?, ts=? "
+                                  "WHERE round=? AND client=? AND status=?",
+                                  (ClientRoundStatus.OUTCOME, kind, reason[:1024], _json(metrics), now, idx, client,
+                                   ClientRoundStatus.TASKED))
         return cur.rowcount > 0
 
     def mark_dropped(self, idx: int, now: float) -> int:
         """Every still-``tasked`` client of a closing round is ``dropped``."""
         with self._tx():
-            cur = self.db.execute("UPDATE client_rounds SET status='dropped', ts=? WHERE round=? AND status='tasked'",
-                                  (now, idx))
+            cur = self.db.execute("UPDATE client_rounds SET status=?, ts=? WHERE round=? AND status=?",
+                                  (ClientRoundStatus.DROPPED, now, idx, ClientRoundStatus.TASKED))
         return cur.rowcount
 
     def rejections(self, idx: int | None = None) -> list[dict]:
@@ -404,18 +431,19 @@ class Store:
         rel = {k: (str(Path(v).relative_to(self.dir)) if v else None) for k, v in files.items()}
         with self._tx():
             self.db.execute(
-                "UPDATE rounds SET state='committed', committed=?, metrics=?, strategy_file=?, global_file=?, "
+                "UPDATE rounds SET state=?, committed=?, metrics=?, strategy_file=?, global_file=?, "
                 "clusters_file=? WHERE idx=?",
-                (now, _json(metrics), rel.get("strategy"), rel.get("global"), rel.get("clusters"), idx))
+                (RoundState.COMMITTED, now, _json(metrics), rel.get("strategy"), rel.get("global"), rel.get("clusters"),
+                 idx))
 
     def path(self, relative: str) -> Path:
         return self.dir / relative
 
 
 def _round(row: sqlite3.Row) -> RoundRecord:
-    return RoundRecord(row["idx"], row["state"], row["started"], row["deadline"], row["closed"], row["committed"],
-                       row["salt"], json.loads(row["metrics"]) if row["metrics"] else None, row["strategy_file"],
-                       row["global_file"], row["clusters_file"])
+    return RoundRecord(row["idx"], _stored(RoundState, row["state"]), row["started"], row["deadline"], row["closed"],
+                       row["committed"], row["salt"], json.loads(row["metrics"]) if row["metrics"] else None,
+                       row["strategy_file"], row["global_file"], row["clusters_file"])
 
 
 class _Transaction:
@@ -446,3 +474,13 @@ class _Transaction:
 
 def now() -> float:
     return time.time()
+
+
+def _stored(kind: type[StrEnum], value: str) -> StrEnum:
+    """A status read back from the database, as its enum member."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise StoreError(f"{DB_NAME} holds {kind.__name__} {value!r}, none of {[str(m) for m in kind]}: another "
+                         "fedhft version wrote this state dir; resume it with that version or use a new --state dir"
+                         ) from None

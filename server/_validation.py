@@ -142,7 +142,8 @@ def _check_header(msg: Update, topic_client: str, ctx: IntakeContext, reject) ->
     if msg.fleet != ctx.fleet:
         return reject(Reason.WRONG_FLEET, f"update is for fleet {msg.fleet!r}, this server runs {ctx.fleet!r}", msg)
     if msg.client != topic_client:
-        return reject(Reason.CLIENT_MISMATCH, f"update says client {msg.client!r} but arrived on {topic_client!r}'s topic", msg)
+        return reject(Reason.CLIENT_MISMATCH,
+                      f"update says client {msg.client!r} but arrived on {topic_client!r}'s topic", msg)
     stale = other_run(msg.task_id, ctx.run_id)
     if stale is not None:  # before the round checks: its round number is another run's
         return reject(Reason.STALE_RUN, stale, msg)
@@ -158,7 +159,8 @@ def _check_header(msg: Update, topic_client: str, ctx: IntakeContext, reject) ->
         return reject(Reason.NOT_TASKED, f"{topic_client!r} has no task in round {ctx.round}", msg)
     if msg.task_id != exp.task_id:
         if msg.task_id in ctx.known_tasks(topic_client):
-            return reject(Reason.REPLAY, f"task {msg.task_id!r} is an old task; the current one is {exp.task_id!r}", msg)
+            return reject(Reason.REPLAY,
+                          f"task {msg.task_id!r} is an old task; the current one is {exp.task_id!r}", msg)
         return reject(Reason.UNKNOWN_TASK, f"task {msg.task_id!r} was never given to {topic_client!r}", msg)
     stored = ctx.stored_digest(topic_client)
     if stored == msg.digest:

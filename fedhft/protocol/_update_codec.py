@@ -223,15 +223,18 @@ def validate_update(
     Checks names (missing/unexpected), shapes, dtypes, finiteness and the global L2 norm.
     """
     expected = {s.name: s for s in expected_specs}
-    problems = [Rejection(Reason.MISSING_TENSOR, f"update lacks tensor {n!r} of the client's plan") for n in expected if n not in tensors]
-    problems += [Rejection(Reason.UNEXPECTED_TENSOR, f"tensor {n!r} is not in the client's plan") for n in tensors if n not in expected]
+    problems = [Rejection(Reason.MISSING_TENSOR, f"update lacks tensor {n!r} of the client's plan")
+                for n in expected if n not in tensors]
+    problems += [Rejection(Reason.UNEXPECTED_TENSOR, f"tensor {n!r} is not in the client's plan")
+                 for n in tensors if n not in expected]
     sq = 0.0
     for name, spec in expected.items():
         if name not in tensors:
             continue
         arr = np.asarray(tensors[name])
         if tuple(arr.shape) != tuple(spec.shape):
-            problems.append(Rejection(Reason.BAD_SHAPE, f"{name!r} has shape {list(arr.shape)}, the plan needs {list(spec.shape)}"))
+            problems.append(Rejection(Reason.BAD_SHAPE,
+                                      f"{name!r} has shape {list(arr.shape)}, the plan needs {list(spec.shape)}"))
             continue
         if arr.dtype != np.dtype(spec.dtype):
             problems.append(Rejection(Reason.BAD_DTYPE, f"{name!r} has dtype {arr.dtype}, the plan needs {spec.dtype}"))
@@ -242,7 +245,8 @@ def validate_update(
             continue
         sq += float(np.sum(np.square(arr, dtype=np.float64)))
     if norm_bound is not None and not problems and math.sqrt(sq) > norm_bound:
-        problems.append(Rejection(Reason.NORM_EXCEEDED, f"update L2 norm {math.sqrt(sq):.4g} exceeds the bound {norm_bound:.4g}"))
+        problems.append(Rejection(Reason.NORM_EXCEEDED,
+                                  f"update L2 norm {math.sqrt(sq):.4g} exceeds the bound {norm_bound:.4g}"))
     return problems
 
 
