@@ -19,7 +19,6 @@ import argparse
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import Sequence
 
 from fedhft.config import ConfigError, close_match, load_config, setting_types
 

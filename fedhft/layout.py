@@ -169,7 +169,8 @@ def masked_update_layout(plan: AdapterPlan, dims: ModelDims, mask: np.ndarray) -
 
 
 def gather_update(
-    plan: AdapterPlan, dims: ModelDims, start: Mapping[str, np.ndarray], trained: Mapping[str, np.ndarray], mask: np.ndarray
+    plan: AdapterPlan, dims: ModelDims, start: Mapping[str, np.ndarray], trained: Mapping[str, np.ndarray],
+    mask: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Device side: the update (trained - start), with each B reduced to its masked rows."""
     rows = rows_from_mask(plan, dims, mask)
@@ -181,7 +182,8 @@ def gather_update(
 
 
 def scatter_update(
-    plan: AdapterPlan, dims: ModelDims, start: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray], mask: np.ndarray
+    plan: AdapterPlan, dims: ModelDims, start: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray],
+    mask: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Server side: the client's trained state = start + update, masked B rows scattered back."""
     rows = rows_from_mask(plan, dims, mask)
@@ -196,7 +198,8 @@ def scatter_update(
     return state
 
 
-def top_rows_by_energy(delta_w: np.ndarray, k: int, rng: np.random.Generator | None = None, explore: float = 0.0) -> np.ndarray:
+def top_rows_by_energy(delta_w: np.ndarray, k: int, rng: np.random.Generator | None = None,
+                       explore: float = 0.0) -> np.ndarray:
     """FedHFT mask for one module: the ``k`` rows of dW with the largest L2 energy.
 
     ``explore`` in [0, 1] is the fraction of the ``k`` rows drawn uniformly at random from the

@@ -47,7 +47,8 @@ def _chunk_count(size: int, chunk_size: int) -> int:
     return max(1, -(-size // chunk_size))  # an empty file is still one (empty) chunk
 
 
-def split_bytes(data: bytes, *, fleet: str, bundle_id: str, file: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[BundleChunk]:
+def split_bytes(data: bytes, *, fleet: str, bundle_id: str, file: str,
+                chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[BundleChunk]:
     """All chunks of an in-memory file."""
     file_sha = sha256_hex(data)
     count = _chunk_count(len(data), chunk_size)
@@ -176,8 +177,10 @@ class ChunkAssembler:
             state = self._files[chunk.file] = _FileState(chunk.count, chunk.file_sha256, chunk.file_size)
         elif (state.count, state.file_sha256, state.file_size) != (chunk.count, chunk.file_sha256, chunk.file_size):
             raise ChunkMismatch(
-                f"chunk {chunk.file}#{chunk.index} says count={chunk.count}, size={chunk.file_size}, sha256={chunk.file_sha256[:12]}... "
-                f"but earlier chunks said count={state.count}, size={state.file_size}, sha256={state.file_sha256[:12]}...: "
+                f"chunk {chunk.file}#{chunk.index} says count={chunk.count}, size={chunk.file_size}, "
+                f"sha256={chunk.file_sha256[:12]}... "
+                f"but earlier chunks said count={state.count}, size={state.file_size}, "
+                f"sha256={state.file_sha256[:12]}...: "
                 "the file changed mid-download; request the whole file again"
             )
         return state
@@ -203,7 +206,8 @@ class ChunkAssembler:
         """
         state = self._files.get(file)
         if state is None:
-            raise KeyError(f"no chunk of {file!r} has arrived yet (known files: {sorted(self._files)}): request the whole file")
+            raise KeyError(f"no chunk of {file!r} has arrived yet (known files: {sorted(self._files)}): request "
+                           "the whole file")
         if state.path is not None:
             return []
         return [i for i in range(state.count) if i not in state.parts]

@@ -70,7 +70,8 @@ def dump_header(header: dict[str, Any]) -> bytes:
             header, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
         )
     except (TypeError, ValueError) as e:
-        raise MalformedMessage(f"header of a {header.get('type')!r} message is not plain finite JSON ({e}): fix the field values") from e
+        raise MalformedMessage(f"header of a {header.get('type')!r} message is not plain finite JSON ({e}): fix the "
+                               "field values") from e
     return text.encode("utf-8")
 
 

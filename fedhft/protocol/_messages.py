@@ -255,7 +255,8 @@ class Task(Message):
         tensors[MASK_TENSOR] = _contiguous(mask)
         for name, arr in tensors.items():
             if arr.dtype not in (np.float32, np.float16, np.int8, np.int64):
-                raise MalformedMessage(f"task tensor {name!r} has dtype {arr.dtype}: send float32 (or float16/int8/int64)")
+                raise MalformedMessage(f"task tensor {name!r} has dtype {arr.dtype}: send float32 (or "
+                                       "float16/int8/int64)")
         return _st_save(tensors)
 
     @classmethod
@@ -391,7 +392,8 @@ class BundleRequest(Message):
 
     def _check(self) -> None:
         if self.chunks is not None and (self.files is None or len(self.files) != 1):
-            raise MalformedMessage("bundle_request.chunks names chunk indices of ONE file: give exactly one entry in files")
+            raise MalformedMessage("bundle_request.chunks names chunk indices of ONE file: give exactly one "
+                                   "entry in files")
 
 
 @dataclass(frozen=True)
@@ -424,7 +426,8 @@ class BundleChunk(Message):
         if self.index >= self.count:
             raise MalformedMessage(f"bundle_chunk.index {self.index} must be < count {self.count}")
         if len(self.data) > self.file_size:
-            raise MalformedMessage(f"bundle_chunk carries {len(self.data)} bytes, more than the file's {self.file_size}")
+            raise MalformedMessage(f"bundle_chunk carries {len(self.data)} bytes, more than the file's "
+                                   f"{self.file_size}")
 
     def _body(self) -> bytes:
         if not isinstance(self.data, (bytes, bytearray)):
@@ -455,7 +458,8 @@ def encode(msg: Message, max_size: int | None = MAX_PAYLOAD_BYTES) -> bytes:
     naming the bad field; pass the broker's ``max_packet_size`` minus ``publish_overhead`` as
     ``max_size`` to refuse, before publishing, a message the broker would drop."""
     if type(msg) not in MESSAGE_TYPES.values():
-        raise WrongType(f"cannot encode {type(msg).__name__}: pass one of {sorted(c.__name__ for c in MESSAGE_TYPES.values())}")
+        raise WrongType(f"cannot encode {type(msg).__name__}: pass one of "
+                        f"{sorted(c.__name__ for c in MESSAGE_TYPES.values())}")
     # The decoder's own checks, so what we send always decodes; their canonical output (1 -> 1.0
     # for float fields) is what we send, so encode(decode(p)) == p.
     header = {k: _plain(v) for k, v in _read_fields(type(msg), msg._header()).items()}

@@ -123,7 +123,8 @@ class Topics:
             raise TopicError(f"topic must be a string, got {type(topic).__name__}")
         prefix = self.base + "/"
         if not topic.startswith(prefix):
-            raise TopicError(f"topic {topic[:200]!r} is not under {prefix!r}: it belongs to another fleet or application")
+            raise TopicError(f"topic {topic[:200]!r} is not under {prefix!r}: it belongs to another fleet "
+                             "or application")
         parts = topic[len(prefix) :].split("/")
         if parts == ["server", "status"]:
             return SERVER_STATUS, None

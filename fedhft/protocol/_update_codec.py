@@ -91,7 +91,8 @@ def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-row int8: returns (q int8 with x's shape, scales float32 of shape [rows] or [1])."""
     x = np.asarray(x, dtype=np.float32)
     if not np.all(np.isfinite(x)):
-        raise ValueError("cannot int8-quantize non-finite values: local training diverged; report an error outcome instead")
+        raise ValueError("cannot int8-quantize non-finite values: local training diverged; report an error "
+                         "outcome instead")
     rows = _as_rows(x)
     absmax = np.max(np.abs(rows), axis=1) if rows.shape[1] else np.zeros(rows.shape[0], np.float32)
     scale = (absmax / np.float32(INT8_MAX)).astype(np.float32)
@@ -172,7 +173,8 @@ def decode_update(body: bytes, encoding: str) -> dict[str, np.ndarray]:
             scale = raw.get(name + SCALE_SUFFIX)
             if scale is None or scale.dtype != np.float32 or scale.shape != _scale_shape(arr.shape):
                 raise MalformedMessage(
-                    f"int8 tensor {name!r} needs a float32 scale {name + SCALE_SUFFIX!r} of shape {_scale_shape(arr.shape)}"
+                    f"int8 tensor {name!r} needs a float32 scale {name + SCALE_SUFFIX!r} of shape "
+                    f"{_scale_shape(arr.shape)}"
                 )
             out[name] = dequantize_int8(arr, scale)
         else:
@@ -189,7 +191,8 @@ def update_digest(body: bytes) -> str:
 def _safetensors_entry_bound(name: str, shape: tuple[int, ...], offset_digits: int) -> int:
     # '"<name>":{"dtype":"XXX","shape":[d0,d1],"data_offsets":[a,b]},' with a, b < 10**offset_digits.
     shape_text = ",".join(str(int(d)) for d in shape)
-    return len(name) + 2 + len(':{"dtype":"XXX","shape":[') + len(shape_text) + len('],"data_offsets":[') + 2 * offset_digits + len(",]},")
+    return (len(name) + 2 + len(':{"dtype":"XXX","shape":[') + len(shape_text) + len('],"data_offsets":[')
+            + 2 * offset_digits + len(",]},"))
 
 
 def max_encoded_size(specs: Iterable[TensorSpec], encoding: str) -> int:

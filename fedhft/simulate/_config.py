@@ -49,7 +49,8 @@ class SimConfig:
     data_encoding: str = _f("utf-8", "text encoding of dataset= and test_dataset= files, e.g. latin-1, cp1252, "
                                      "utf-16 (default utf-8; a leading byte-order mark is skipped). Not the update "
                                      "encoding, which is encoding=")
-    data_root: str | None = _f(None, "folder with sst2/, agnews/, mrpc/, amazon-multidomain/ (default: find ../shared/data)")
+    data_root: str | None = _f(None,
+                               "folder with sst2/, agnews/, mrpc/, amazon-multidomain/ (default: find ../shared/data)")
     natural_key: str | None = _f(None, "column of a user file used by partition=natural")
     partition: str = _f("auto", "client split: natural (movie/domain key), dirichlet (label skew, see alpha), iid, "
                                 "or auto (natural when the dataset has a key, else dirichlet)")
@@ -57,12 +58,14 @@ class SimConfig:
     train_size: int = _f(2400, "training examples drawn (seeded) from the dataset and split over clients; 0 = all")
     test_size: int = _f(500, "held-out global test examples used to evaluate each round; 0 = all")
     train_pool: str = _f("all", "which half of the training file the run draws from: all, tune or eval (two fixed "
-                                "disjoint halves, the same for every seed: tune hyperparameters on tune, report on eval)")
+                                "disjoint halves, the same for every seed: tune hyperparameters on tune, "
+                                "report on eval)")
     # -- fleet ---------------------------------------------------------------------------------
     clients: int = _f(12, "number of edge device processes")
     tiers: list[str] = _f(lambda: ["android-mid", "rpi5", "jetson-orin-nano"], "device tiers (catalog names)", True)
     tier_weights: list[float] | None = _f(None, "share of clients per tier (default: equal, round robin)")
-    backend: str = _f("default", "training backend for every tier: default (each tier's catalog backend), torch, ort, executorch")
+    backend: str = _f("default",
+                      "training backend for every tier: default (each tier's catalog backend), torch, ort, executorch")
     backends: dict[str, str] = _f(dict, "per-tier backend overrides, e.g. {rpi5: torch}", True)
     max_seq_len: int = _f(64, "cap on every tier's sequence length (tokens)")
     batch_size: int = _f(8, "cap on every tier's batch size")
@@ -70,14 +73,19 @@ class SimConfig:
                                         "allowance for this Python host process, which a native device runtime does "
                                         "not carry: ~300-400 MB of interpreter, torch and runtime imports), a number "
                                         "of MB, or off")
-    memory_accounting: str = _f("process", "what the budget counts (fedhft edge memory_accounting=): process (whole RSS) "
-                                           "or bundle (RSS above the Python host's baseline; use with memory_budget=tier)")
+    memory_accounting: str = _f("process", "what the budget counts (fedhft edge memory_accounting=): process "
+                                           "(whole RSS) or bundle (RSS above the Python host's baseline; use with "
+                                           "memory_budget=tier)")
     battery: str | None = _f("level=90,drain_per_step=0.05,charging=0",
                              "simulated battery of every device (fedhft edge simulated_battery=); null = none")
     edge_threads: int = _f(1, "CPU threads per edge process (12 processes share the machine's cores)")
-    provision_bundles: bool = _f(True, "give devices the bundles on disk (edge bundle_dir=); false: they download them over MQTT")
+    provision_bundles: bool = _f(True,
+                                 "give devices the bundles on disk (edge bundle_dir=); false: they download "
+                                 "them over MQTT")
     # -- federation ----------------------------------------------------------------------------
-    strategy: str = _f("fedhft", "fedhft, fedavg-lora, hetlora, flexlora, heterofl, legend, heterotune, or local-only (the no-federation reference)")
+    strategy: str = _f("fedhft",
+                       "fedhft, fedavg-lora, hetlora, flexlora, heterofl, legend, heterotune, or local-only (the "
+                       "no-federation reference)")
     strategy_options: dict = _f(dict, "keyword arguments of the strategy, e.g. {num_clusters: 3}", True)
     rounds: int = _f(5, "federated rounds")
     clients_per_round: float | None = _f(None, "clients per round: a count (>= 1) or a fraction in (0, 1); null = all")
@@ -96,7 +104,8 @@ class SimConfig:
                              "a round closes when every client answered")
     engine_threads: int | None = _f(None, "torch threads of engine=inprocess (default: edge_threads, what each edge "
                                           "process uses; the engines match only with equal threads)")
-    broker: str = _f("auto", "auto (Mosquitto if installed, else embedded amqtt), mosquitto, embedded, or mqtt://HOST:PORT")
+    broker: str = _f("auto",
+                     "auto (Mosquitto if installed, else embedded amqtt), mosquitto, embedded, or mqtt://HOST:PORT")
     fleet_dir: str | None = _f(None, "with broker=mqtt://...: the fleet-init folder whose users that broker knows")
     mqtt_protocol: MqttProtocolChoice = _f("auto", "MQTT version of the server and devices: auto (3.1.1 on the "
                                                    "embedded amqtt broker, which has no MQTT 5; else 5), 5 or 3.1.1")
@@ -112,6 +121,15 @@ class SimConfig:
             raise ValueError("; ".join(errors))
 
     def problems(self) -> list[str]:
+        """Every invalid setting, each with its fix."""
+        e = self._fleet_problems() + self._training_problems() + self._broker_problems()
+        e += self._engine_problems()
+        c = self.clients_per_round
+        if c is not None and not (0 < c < 1 or (c >= 1 and float(c).is_integer())):
+            e.append(f"clients_per_round={c}: use a fraction in (0, 1) or a whole count >= 1")
+        return e + self._data_problems()
+
+    def _fleet_problems(self) -> list[str]:
         from fedhft.simulate._partition import PARTITIONS
 
         e = []
@@ -129,6 +147,10 @@ class SimConfig:
         for name, b in [("backend", self.backend), *((f"backends.{t}", v) for t, v in self.backends.items())]:
             if b not in BACKEND_CHOICES:
                 e.append(f"{name}={b!r}: use one of {list(BACKEND_CHOICES)}")
+        return e
+
+    def _training_problems(self) -> list[str]:
+        e = []
         if self.encoding not in ENCODINGS:
             e.append(f"encoding={self.encoding!r}: use one of {list(ENCODINGS)} (the update encoding; a data "
                      f"file's text encoding is data_encoding={self.encoding})")
@@ -146,6 +168,10 @@ class SimConfig:
             e.append(f"memory_budget={self.memory_budget!r}: use tier, tier+MB (e.g. tier+384), a number of MB, or off")
         if self.memory_accounting not in ("process", "bundle"):
             e.append(f"memory_accounting={self.memory_accounting!r}: use process or bundle")
+        return e
+
+    def _broker_problems(self) -> list[str]:
+        e = []
         if self.broker not in BROKER_CHOICES and not self.broker.startswith(("mqtt://", "mqtts://")):
             e.append(f"broker={self.broker!r}: use auto, mosquitto, embedded or mqtt://HOST:PORT")
         if self.mqtt_protocol not in MQTT_PROTOCOL_CHOICES:
@@ -155,11 +181,7 @@ class SimConfig:
                      "mqtt_protocol=auto (or 3.1.1), or broker=mosquitto")
         if self.broker.startswith(("mqtt://", "mqtts://")) and not self.fleet_dir:
             e.append("broker=mqtt://... needs fleet_dir=<fleet-init folder> (the users that broker was started with)")
-        e += self._engine_problems()
-        c = self.clients_per_round
-        if c is not None and not (0 < c < 1 or (c >= 1 and float(c).is_integer())):
-            e.append(f"clients_per_round={c}: use a fraction in (0, 1) or a whole count >= 1")
-        return e + self._data_problems()
+        return e
 
     def _engine_problems(self) -> list[str]:
         """engine=inprocess refuses the settings it would silently ignore: those of a broker, of

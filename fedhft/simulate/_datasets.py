@@ -18,7 +18,6 @@ from __future__ import annotations
 import bz2
 import csv
 import importlib.util
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,7 +251,8 @@ def _split(examples: list[Example], test_fraction: float, seed: int) -> tuple[li
     order = np.random.default_rng([seed, 7]).permutation(len(examples))
     n_test = max(1, int(round(test_fraction * len(examples))))
     test_idx = set(order[:n_test].tolist())
-    return ([e for i, e in enumerate(examples) if i not in test_idx], [e for i, e in enumerate(examples) if i in test_idx])
+    return ([e for i, e in enumerate(examples) if i not in test_idx],
+            [e for i, e in enumerate(examples) if i in test_idx])
 
 
 def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 0, key_column: str | None = None,
@@ -287,5 +287,6 @@ def _load_builtin(name: str, data_root: str | Path | None, seed: int) -> Dataset
     if root is None or not root.is_dir():
         raise DatasetError(
             f"dataset={name} needs the shared data folder (shared/data with sst2/, agnews/, mrpc/, "
-            f"amazon-multidomain/) and none was found{f' at {root}' if root else ''}: pass data_root=/path/to/shared/data")
+            f"amazon-multidomain/) and none was found{f' at {root}' if root else ''}: pass "
+            "data_root=/path/to/shared/data")
     return {"sst2": load_sst2, "agnews": load_agnews, "mrpc": load_mrpc, "amazon": load_amazon}[name](root)

@@ -62,12 +62,15 @@ def update_results_md(out_dir: Path) -> Path | None:
              f"outputs in `benchmarks/results/`. Machine: {platform.machine()}, {platform.python_version()}; "
              "every federated number is a real run (Mosquitto + `fedhft server` + `fedhft edge` processes).", ""]
     lines += ["## Reproduce", "", "```bash", ". .venv/bin/activate",
-              "fedhft simulate                                   # the default demo (8 min on 2 idle cores, bundle export included)",
+              "fedhft simulate                                   # the default demo (8 min on 2 idle cores, bundle "
+              "export included)",
               "fedhft bench comm                                 # seconds",
-              "fedhft bench accuracy --quick                     # CI size: tiny model, SST-2 alpha 1.0, 1 seed (~3 min)",
+              "fedhft bench accuracy --quick                     # CI size: tiny model, SST-2 alpha 1.0, 1 "
+              "seed (~3 min)",
               "fedhft bench accuracy                             # full: 3 settings x 7 strategies x 2 seeds (~2 h)",
               "fedhft bench accuracy --settings sst2-a1.0 --seeds 0   # one full-size setting (~25 min)",
-              "fedhft bench accuracy --resume --seeds 0,1,2     # add a seed: keeps every finished run of the same sizing",
+              "fedhft bench accuracy --resume --seeds 0,1,2     # add a seed: keeps every finished run of "
+              "the same sizing",
               "fedhft bench personalization --quick              # CI size (~2 min)",
               "fedhft bench personalization                      # full: MiniLM, 8 clients, 6 rounds (~15 min)",
               "```", "", "Each benchmark rewrites its own section from its latest output; a quick run replaces a full "

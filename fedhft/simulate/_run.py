@@ -3,10 +3,10 @@
 Both engines share the preflight, the data preparation, the tier assignment, the bundle export,
 the evaluation on the held-out test set, the run status and the outputs.
 
-``mqtt`` (the default, the real system): a broker (private Mosquitto on a free loopback port with the fleet's users and ACL, or the
-embedded amqtt broker, or a broker the user runs), the real ``fedhft server`` process and N real
-``fedhft edge`` processes, each with its own credentials, data file, tier, backend, simulated
-battery and state dir. This process only prepares files, starts and watches the others, evaluates
+``mqtt`` (the default, the real system): a broker (private Mosquitto on a free loopback port with the
+fleet's users and ACL, or the embedded amqtt broker, or a broker the user runs), the real ``fedhft
+server`` process and N real ``fedhft edge`` processes, each with its own credentials, data file, tier,
+backend, simulated battery and state dir. This process only prepares files, starts and watches the others, evaluates
 the server's committed global states on a held-out test set, and writes the report. Every child
 is stopped by pid (process group) at the end, on errors and on Ctrl-C.
 
@@ -78,7 +78,8 @@ def client_ids(n: int) -> list[str]:
     return [f"dev-{i:0{width}d}" for i in range(n)]
 
 
-def _export_bundles(cfg: SimConfig, tiers: dict[str, str], num_labels: int, run_dir: Path, say) -> tuple[dict, Path, float]:
+def _export_bundles(cfg: SimConfig, tiers: dict[str, str], num_labels: int, run_dir: Path,
+                    say) -> tuple[dict, Path, float]:
     """(tier -> backend, the run's bundles dir, seconds spent exporting).
 
     Every bundle the strategy will use is exported before round 0: each tier's own plan and the
