@@ -31,16 +31,14 @@ from devices import AdapterPlan
 from fedhft import __version__
 from fedhft.manifest import MANIFEST_NAME, BundleError, bundle_digest, load_manifest
 from fedhft.protocol import (
-    Ack, BundleChunk, BundleRequest, ChunkAssembler, ClientStatus, Hello, Outcome, PayloadTooLarge,
-    ProtocolError, ServerStatus, Task, TopicError, Topics, Update, decode, encode, file_sha256,
+    Ack, AckStatus, BundleChunk, BundleRequest, ChunkAssembler, ChunkResult, ClientStatus, Hello, Outcome, OutcomeKind,
+    PayloadTooLarge, ProtocolError, ServerStatus, Task, TopicError, Topics, Update, decode, encode, file_sha256,
 )
 from edge_runtime._budget import (
     DeadlineMissed, LowBattery, OverBudget, SimulatedBattery, SystemBattery, check_battery, memory_model,
     host_baseline_mb, open_estimate_mb, process_rss_mb, rss_mb, set_host_baseline, shape_limits,
 )
-from edge_runtime._checkpoint import (
-    ACKED, OUTCOME, REJECTED, TRAINING, UPLOADING, RoundRecord, StateStore, atomic_write_bytes,
-)
+from edge_runtime._checkpoint import RoundRecord, RoundStatus, StateStore, atomic_write_bytes
 from edge_runtime._config import AgentConfig
 from edge_runtime._data import DataError, DataOptions, DataSource, load_examples
 from edge_runtime._log import EventLog
@@ -298,7 +296,7 @@ class EdgeAgent:
             self.log("resume_task_unreadable", severity="warning", error=str(exc))
             return self.store.clear_task()
         rec = self.store.get(task.round)
-        if rec is not None and rec.status != TRAINING:
+        if rec is not None and rec.status != RoundStatus.TRAINING:
             return self.store.clear_task()
         self.log("resume_task", round=task.round, task_id=task.task_id)
         self._run_task(task)
@@ -313,12 +311,12 @@ class EdgeAgent:
         rec = self.store.get(task.round)
         # Only the SAME task is answered from the checkpoint: a new server run re-uses round numbers
         # with new task ids, and must get this run's training, not an earlier run's update.
-        if rec is not None and rec.status != TRAINING and rec.task_id == task.task_id:
+        if rec is not None and rec.status != RoundStatus.TRAINING and rec.task_id == task.task_id:
             self._ack(item)
             self.log("task_replayed", round=task.round, status=rec.status, task_id=task.task_id)
             return self._answer_from_checkpoint(rec)
         self.store.save_task(item.payload)  # persisted BEFORE the broker forgets it (manual ack)
-        self.store.record(RoundRecord(task.round, task.task_id, TRAINING))
+        self.store.record(RoundRecord(task.round, task.task_id, RoundStatus.TRAINING))
         self._ack(item)
         self.log("task", round=task.round, task_id=task.task_id, tier=task.tier, backend=task.backend,
                  steps=task.hyper.local_steps, epochs=task.hyper.epochs, lr=task.hyper.lr,
@@ -327,9 +325,9 @@ class EdgeAgent:
 
     def _answer_from_checkpoint(self, rec: RoundRecord) -> None:
         """A task for a round that already has a result: re-send the SAME bytes (the server dedupes)."""
-        if rec.status in (UPLOADING, ACKED):
+        if rec.status in (RoundStatus.UPLOADING, RoundStatus.ACKED):
             self._send_update(rec)
-        elif rec.status == OUTCOME and self.store.outcome_path(rec.round).is_file():
+        elif rec.status == RoundStatus.OUTCOME and self.store.outcome_path(rec.round).is_file():
             self._publish(self.topics.outcome(self.client), self.store.outcome_path(rec.round).read_bytes())
         else:
             self.log("task_ignored", round=rec.round, status=rec.status, reason=rec.reason or None)
@@ -455,7 +453,7 @@ class EdgeAgent:
         except PayloadTooLarge as exc:
             return self._finish_outcome(task, exc)
         atomic_write_bytes(self.store.update_path(task.round), payload)  # persisted BEFORE publishing
-        rec = RoundRecord(task.round, task.task_id, UPLOADING, digest=update.digest, metrics=result.metrics)
+        rec = RoundRecord(task.round, task.task_id, RoundStatus.UPLOADING, digest=update.digest, metrics=result.metrics)
         self.store.record(rec)
         self.store.clear_task()
         self.log("round_trained", round=task.round, digest=update.digest[:16], bytes=len(payload), **result.metrics)
@@ -482,16 +480,18 @@ class EdgeAgent:
     def _on_ack(self, item: Inbound) -> None:
         ack = decode(item.payload, expect=Ack)
         rec = self.store.get(ack.round)
-        if rec is None or rec.status != UPLOADING:
+        if rec is None or rec.status != RoundStatus.UPLOADING:
             return self.log("ack_ignored", round=ack.round, status=ack.status, why="no upload pending for that round")
         if ack.update_digest != rec.digest:
             return self.log("ack_ignored", severity="warning", round=ack.round, why="digest differs from the upload")
-        rec.status = ACKED if ack.status in ("stored", "duplicate") else REJECTED
+        stored = ack.status in (AckStatus.STORED, AckStatus.DUPLICATE)
+        rec.status = RoundStatus.ACKED if stored else RoundStatus.REJECTED
         rec.reason = ack.reason
         self.store.record(rec)
         self._last_sent.pop(ack.round, None)
         self.rounds_finished += 1
-        self.log("round_acked" if rec.status == ACKED else "round_rejected", severity="info" if rec.status == ACKED
+        acked = rec.status == RoundStatus.ACKED
+        self.log("round_acked" if acked else "round_rejected", severity="info" if acked
                  else "warning", round=ack.round, ack=ack.status, reason=ack.reason or None)
         self._set_state("idle")
 
@@ -500,7 +500,7 @@ class EdgeAgent:
         outcome = Outcome(self.cfg.fleet, self.client, task.round, task.task_id, kind, reason[:1024], metrics)
         payload = encode(outcome)
         atomic_write_bytes(self.store.outcome_path(task.round), payload)
-        self.store.record(RoundRecord(task.round, task.task_id, OUTCOME, kind=kind, reason=reason[:1024],
+        self.store.record(RoundRecord(task.round, task.task_id, RoundStatus.OUTCOME, kind=kind, reason=reason[:1024],
                                       metrics=metrics))
         self.store.clear_task()
         self.rounds_finished += 1
@@ -605,7 +605,7 @@ class EdgeAgent:
             chunk = decode(item.payload, expect=BundleChunk)
             if chunk.bundle_id != task.bundle_id:
                 return False
-            return asm.add(chunk) in ("added", "complete")
+            return asm.add(chunk) in (ChunkResult.ADDED, ChunkResult.COMPLETE)
         except ProtocolError as exc:  # a corrupt chunk: it stays missing and is re-requested
             self.log("bad_chunk", severity="warning", error=str(exc)[:300])
             return False
@@ -622,14 +622,15 @@ class EdgeAgent:
             shutil.rmtree(partial, ignore_errors=True)
 
 
-def outcome_of(result) -> tuple[str, str, dict[str, float]]:
+def outcome_of(result) -> tuple[OutcomeKind, str, dict[str, float]]:
     """(Outcome kind, reason, metrics) of a typed failure or an exception."""
-    kinds = {OverBudget: "over_budget", LowBattery: "low_battery", DeadlineMissed: "deadline"}
+    kinds = {OverBudget: OutcomeKind.OVER_BUDGET, LowBattery: OutcomeKind.LOW_BATTERY,
+             DeadlineMissed: OutcomeKind.DEADLINE}
     for cls, kind in kinds.items():
         if isinstance(result, cls):
             metrics = {k: float(v) for k, v in asdict(result).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             return kind, result.reason(), metrics
-    return "error", f"{type(result).__name__}: {result}", {}
+    return OutcomeKind.ERROR, f"{type(result).__name__}: {result}", {}
 
 
 def run_agent(cfg: AgentConfig) -> int:

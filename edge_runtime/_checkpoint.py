@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from fedhft.protocol import atomic_write
@@ -28,13 +29,19 @@ STATE_VERSION = 1
 #: How many finished rounds keep their payload files (a week of hourly rounds needs no more).
 KEEP_ROUNDS = 8
 
-# Round statuses, in order of progress.
-TRAINING = "training"  # task accepted, no result yet (a restart retrains: nothing was sent)
-UPLOADING = "uploading"  # update persisted; publish until acknowledged (same bytes every time)
-ACKED = "acked"  # server stored it (or already had it)
-REJECTED = "rejected"  # server refused it; recorded with the reason, never retried
-OUTCOME = "outcome"  # no update (over budget, low battery, deadline, error); outcome persisted
-DONE_STATUSES = (ACKED, REJECTED, OUTCOME)
+
+
+class RoundStatus(StrEnum):
+    """Where the device is with one round, in order of progress (``state.json`` holds the strings)."""
+
+    TRAINING = "training"  # task accepted, no result yet (a restart retrains: nothing was sent)
+    UPLOADING = "uploading"  # update persisted; publish until acknowledged (same bytes every time)
+    ACKED = "acked"  # server stored it (or already had it)
+    REJECTED = "rejected"  # server refused it; recorded with the reason, never retried
+    OUTCOME = "outcome"  # no update (over budget, low battery, deadline, error); outcome persisted
+
+
+DONE_STATUSES = frozenset({RoundStatus.ACKED, RoundStatus.REJECTED, RoundStatus.OUTCOME})
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -57,10 +64,10 @@ def atomic_write_tensors(path: str | os.PathLike, tensors: dict) -> Path:
 class RoundRecord:
     round: int
     task_id: str
-    status: str
+    status: RoundStatus
     digest: str = ""  # sha256 of the update body (what the server dedupes on)
     reason: str = ""
-    kind: str = ""  # outcome kind, when status == OUTCOME
+    kind: str = ""  # the OutcomeKind, when status is OUTCOME
     uploads: int = 0  # how many times the update was published (retries re-send the same bytes)
     metrics: dict = field(default_factory=dict)
 
@@ -94,7 +101,12 @@ class StateStore:
         if raw.get("version") != STATE_VERSION or raw.get("client") != self.client or raw.get("fleet") != self.fleet:
             raise ValueError(f"{self.path} belongs to client {raw.get('client')!r} of fleet {raw.get('fleet')!r} "
                              f"(version {raw.get('version')}): give each device its own --state directory")
-        self.rounds = {int(r["round"]): RoundRecord(**r) for r in raw.get("rounds", [])}
+        try:
+            self.rounds = {int(r["round"]): RoundRecord(**{**r, "status": RoundStatus(r["status"])})
+                           for r in raw.get("rounds", [])}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{self.path} is corrupt (a round record: {exc!r}): it is written atomically, so "
+                             "something else changed it; move it away to start this device fresh") from None
 
     def save(self) -> None:
         rounds = [asdict(self.rounds[k]) for k in sorted(self.rounds)]
@@ -110,7 +122,7 @@ class StateStore:
         return self.rounds.get(round_)
 
     def pending_uploads(self) -> list[RoundRecord]:
-        return [r for _, r in sorted(self.rounds.items()) if r.status == UPLOADING]
+        return [r for _, r in sorted(self.rounds.items()) if r.status == RoundStatus.UPLOADING]
 
     # -- payload files
 

@@ -34,8 +34,8 @@ def test_atomic_tensors_roundtrip(tmp_path):
 
 def test_store_roundtrip_and_pending_uploads(tmp_path):
     store = StateStore(tmp_path, "dev-1", "fleet")
-    store.record(RoundRecord(1, "t1", ck.ACKED, digest="a" * 64))
-    store.record(RoundRecord(2, "t2", ck.UPLOADING, digest="b" * 64))
+    store.record(RoundRecord(1, "t1", ck.RoundStatus.ACKED, digest="a" * 64))
+    store.record(RoundRecord(2, "t2", ck.RoundStatus.UPLOADING, digest="b" * 64))
     store.save_task(b"task-bytes")
     again = StateStore(tmp_path, "dev-1", "fleet")
     assert again.get(1).done and not again.get(2).done
@@ -46,7 +46,7 @@ def test_store_roundtrip_and_pending_uploads(tmp_path):
 
 
 def test_store_refuses_another_clients_state(tmp_path):
-    StateStore(tmp_path, "dev-1", "fleet").record(RoundRecord(1, "t", ck.TRAINING))
+    StateStore(tmp_path, "dev-1", "fleet").record(RoundRecord(1, "t", ck.RoundStatus.TRAINING))
     with pytest.raises(ValueError, match="give each device its own --state"):
         StateStore(tmp_path, "dev-2", "fleet")
 
@@ -55,7 +55,7 @@ def test_store_prunes_old_payloads(tmp_path):
     store = StateStore(tmp_path, "dev-1", "fleet")
     for r in range(1, ck.KEEP_ROUNDS + 4):
         atomic_write_bytes(store.update_path(r), b"u")
-        store.record(RoundRecord(r, f"t{r}", ck.ACKED))
+        store.record(RoundRecord(r, f"t{r}", ck.RoundStatus.ACKED))
     kept = sorted(int(p.stem[1:]) for p in (tmp_path / "updates").iterdir())
     assert kept == list(range(4, ck.KEEP_ROUNDS + 4))
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))

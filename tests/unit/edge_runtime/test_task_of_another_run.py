@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge_runtime import _agent
-from edge_runtime._checkpoint import ACKED, RoundRecord
+from edge_runtime._checkpoint import RoundRecord, RoundStatus
 from edge_runtime._config import AgentConfig
 from edge_runtime._mqtt import Inbound
 from fedhft.protocol import Hyper, Task, encode
@@ -43,7 +43,7 @@ def _task(agent, task_id: str) -> Inbound:
 def test_only_the_same_task_is_answered_from_the_checkpoint(agent, monkeypatch):
     trained = []
     monkeypatch.setattr(agent, "_run_task", lambda task: trained.append(task.task_id))
-    agent.store.record(RoundRecord(0, "r0-dev-000-0123456789.11111111", ACKED, digest="cd" * 32))
+    agent.store.record(RoundRecord(0, "r0-dev-000-0123456789.11111111", RoundStatus.ACKED, digest="cd" * 32))
     agent._on_task(_task(agent, "r0-dev-000-0123456789.11111111"))  # re-sent: answered from the checkpoint
     assert trained == [] and agent.link.acked == [1]
     agent._on_task(_task(agent, "r0-dev-000-0123456789.22222222"))  # round 0 of another server run
