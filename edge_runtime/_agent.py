@@ -523,11 +523,13 @@ class EdgeAgent:
         if not self.cfg.bundle_dir:
             return None
         root = Path(self.cfg.bundle_dir)
-        candidates = [root / task.tier / task.backend, root] + sorted(p.parent for p in root.glob("*/*/" + MANIFEST_NAME))
+        candidates = ([root / task.tier / task.backend, root]
+                      + sorted(p.parent for p in root.glob("*/*/" + MANIFEST_NAME)))
         for cand in candidates:
             if (cand / MANIFEST_NAME).is_file() and bundle_digest(cand) == task.bundle_sha256:
                 return cand
-        self.log("bundle_not_provisioned", severity="warning", bundle_dir=str(root), tier=task.tier, backend=task.backend,
+        self.log("bundle_not_provisioned", severity="warning", bundle_dir=str(root), tier=task.tier,
+                 backend=task.backend,
                  fix="the pre-provisioned bundle differs from the server's; downloading it")
         return None
 
@@ -628,7 +630,8 @@ def outcome_of(result) -> tuple[OutcomeKind, str, dict[str, float]]:
              DeadlineMissed: OutcomeKind.DEADLINE}
     for cls, kind in kinds.items():
         if isinstance(result, cls):
-            metrics = {k: float(v) for k, v in asdict(result).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            metrics = {k: float(v) for k, v in asdict(result).items() if isinstance(v, (int, float))
+                       and not isinstance(v, bool)}
             return kind, result.reason(), metrics
     return OutcomeKind.ERROR, f"{type(result).__name__}: {result}", {}
 

@@ -39,7 +39,8 @@ class OverBudget:
         return self.rss_mb >= self.peak_mb
 
     def reason(self) -> str:
-        return (f"peak RSS {self.peak_mb:.0f} MB would exceed the memory budget {self.budget_mb:.0f} MB ({self.where}); "
+        return (f"peak RSS {self.peak_mb:.0f} MB would exceed the memory budget {self.budget_mb:.0f} MB "
+                f"({self.where}); "
                 f"raise memory_budget_mb= or use a smaller tier")
 
 
@@ -174,7 +175,8 @@ class MemoryModel:
 
     def activations_mb(self, batch: int, seq: int) -> float:
         tokens = batch * seq
-        per_token = sum(6 * self.hidden + self.intermediate + self.heads * seq + 2 * r * self.modules for r in self.ranks)
+        per_token = sum(6 * self.hidden + self.intermediate + self.heads * seq + 2 * r * self.modules
+                        for r in self.ranks)
         working = 2 * (self.intermediate + self.heads * seq + 4 * self.hidden)
         return 4.0 * tokens * (per_token * self.activation_factor + working) / MB
 

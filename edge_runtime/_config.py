@@ -27,30 +27,39 @@ class AgentConfig:
     broker: str | None = _f(None, "broker address mqtt://HOST:PORT or mqtts://HOST:PORT (default: from credentials=)")
     client_id: str | None = _f(None, "this device's id (= its MQTT username); default: from credentials=")
     data: str | None = _f(None, "labelled local data: a .tsv, .csv or .jsonl file")
-    fleet: str | None = _f(None, "fleet name (topic prefix fedhft/v1/<fleet>/); default: from credentials=, else 'default'")
+    fleet: str | None = _f(None, "fleet name (topic prefix fedhft/v1/<fleet>/); default: from credentials=, "
+                                 "else 'default'")
     tier: str = _f("auto", "device tier name from the catalog, or 'auto' to pick one from the measured profile")
-    backend: str = _f("auto", "training backends this device offers: auto (every installed one), torch, ort or executorch")
+    backend: str = _f("auto", "training backends this device offers: auto (every installed one), torch, ort "
+                              "or executorch")
     username: str | None = _f(None, "MQTT username (default: the client id)")
-    password: str | None = _f(None, "MQTT password (prefer credentials=FILE.json: the command line shows in `ps`)", secret=True)
-    credentials: str | None = _f(None, "device credentials file written by `fedhft server fleet-init` (clients/<id>.json)")
+    password: str | None = _f(None, "MQTT password (prefer credentials=FILE.json: the command line shows in `ps`)",
+                              secret=True)
+    credentials: str | None = _f(None, "device credentials file written by `fedhft server fleet-init` "
+                                       "(clients/<id>.json)")
     tls_ca: str | None = _f(None, "CA certificate that signed the broker's certificate (mqtts://)")
     tls_cert: str | None = _f(None, "client certificate, when the broker requires one")
     tls_key: str | None = _f(None, "client private key for tls_cert=")
-    state: str | None = _f(None, "state directory (checkpoint, persisted updates, bundle cache); default ~/.fedhft/edge/<client>")
-    bundle_dir: str | None = _f(None, "pre-provisioned bundles DIR/<tier>/<backend>/ (used when their digest matches; no download)")
-    text_column: str | None = _f(None, "text column (auto: text/sentence/review/content, or a sentence1+sentence2 style pair)")
+    state: str | None = _f(None, "state directory (checkpoint, persisted updates, bundle cache); default "
+                                 "~/.fedhft/edge/<client>")
+    bundle_dir: str | None = _f(None, "pre-provisioned bundles DIR/<tier>/<backend>/ (used when their digest matches; "
+                                      "no download)")
+    text_column: str | None = _f(None, "text column (auto: text/sentence/review/content, or a "
+                                       "sentence1+sentence2 style pair)")
     text_pair_column: str | None = _f(None, "second text column of a pair task")
     label_column: str | None = _f(None, "label column (auto: label/labels/class/category/y)")
     label_map: str | None = _f(None, "JSON object mapping string labels to class ids, e.g. '{\"neg\": 0, \"pos\": 1}'")
     val_fraction: float = _f(0.15, "fraction of local examples held out for local validation (at least one)")
     memory_budget_mb: float | None = _f(None, "peak RSS budget of this process in MB (default: the tier's budget)")
     memory_accounting: str = _f("process", "what the budget counts: 'process' (whole RSS; real devices) or 'bundle' "
-                                           "(RSS above the host baseline after the runtime is imported, before the bundle "
-                                           "loads; for simulating a native runtime on a Python host)")
+                                           "(RSS above the host baseline after the runtime is imported, "
+                                           "before the bundle loads; for simulating a native runtime on a Python host)")
     memory_margin: float = _f(0.90, "stop training when RSS reaches this fraction of the memory budget")
-    battery_threshold: float | None = _f(None, "skip rounds on battery below this percent (default: the tier's, else 20)")
-    simulated_battery: str | None = _f(None, "simulate a battery: 'level=50,drain_per_step=0.1,charging=0,capacity_pct=100' "
-                                      "(its level persists in the state directory)")
+    battery_threshold: float | None = _f(None, "skip rounds on battery below this percent (default: the "
+                                               "tier's, else 20)")
+    simulated_battery: str | None = _f(None, "simulate a battery: "
+                                             "'level=50,drain_per_step=0.1,charging=0,capacity_pct=100' "
+                                             "(its level persists in the state directory)")
     threads: int | None = _f(None, "CPU threads for training (default: the runtime's choice)")
     keepalive: int = _f(DEFAULT_KEEPALIVE_S,
                         "MQTT keepalive seconds (the broker declares the device gone after 1.5x this)")
@@ -109,6 +118,10 @@ class AgentConfig:
                     errs.append(f"tls_ca/tls_cert are given but broker={self.broker} is not TLS: use mqtts://")
             except BrokerUrlError as exc:
                 errs.append(str(exc))
+        return errs + self._value_problems()
+
+    def _value_problems(self) -> list[str]:
+        errs = []
         if self.data and not os.path.isfile(self.data):
             errs.append(f"data={self.data}: no such file")
         if self.backend not in ("auto", "torch", "ort", "executorch"):

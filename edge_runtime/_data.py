@@ -162,7 +162,8 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def prepare(examples: Examples, bundle_dir: str | Path, seq_len: int, options: DataOptions = DataOptions()) -> LocalData:
+def prepare(examples: Examples, bundle_dir: str | Path, seq_len: int,
+            options: DataOptions = DataOptions()) -> LocalData:
     """Tokenize for a bundle and split; the split depends only on the data and the seed."""
     if len(examples) < 2:
         raise _fail(examples.path, None, f"only {len(examples)} example", "add at least two labelled rows")

@@ -113,7 +113,8 @@ def compare(manifest, mask, start, eager, backend, lr: float = VERIFY_LR) -> tup
             worst_rel = rel
             problems.append(f"{name}: change differs from eager by {rel:.1e} of its norm (> {PARAM_RTOL:.0e})")
     if param_diff > PARAM_ATOL_STEPS * lr:
-        problems.append(f"{worst} differs from eager by {param_diff:.2e} (> {PARAM_ATOL_STEPS:g} Adam step of lr {lr:g})")
+        problems.append(f"{worst} differs from eager by {param_diff:.2e} (> {PARAM_ATOL_STEPS:g} Adam step "
+                        f"of lr {lr:g})")
     frozen = 0.0
     for b_name, rows in rows_from_mask(manifest.plan, manifest.dims, mask).items():
         off = np.setdiff1d(np.arange(start[b_name].shape[0]), rows)

@@ -27,7 +27,8 @@ def load_runtime(backend: str, bundle_dir: str | Path | None = None) -> None:
         module._import_runtime(Path(bundle_dir) if bundle_dir is not None else None)
     except ImportError as exc:
         hint = f"pip install 'fedhft[{extra}]'" if extra else "pip install torch==2.13.0 transformers"
-        raise ImportError(f"the {backend} runtime is not installed ({exc.name or exc}): install it with: {hint}") from exc
+        raise ImportError(f"the {backend} runtime is not installed ({exc.name or exc}): install it with: "
+                          f"{hint}") from exc
 
 
 def open_session(bundle_dir: str | Path, verify_files: bool = True, **options) -> TrainingSession:

@@ -64,7 +64,8 @@ class ExecuTorchSession:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise BundleError(f"{path} cannot be read ({exc}): the bundle is incomplete; re-download or re-export it") from exc
+            raise BundleError(f"{path} cannot be read ({exc}): the bundle is incomplete; re-download or "
+                              "re-export it") from exc
         if hashlib.sha256(data).hexdigest() != self.manifest.files[name].sha256:
             raise BundleError(f"{path} sha256 does not match the manifest: the program is corrupted (ExecuTorch would "
                               f"crash on it); delete the bundle and re-download or re-export it")
