@@ -159,7 +159,8 @@ class EdgeAgent:
                 if item is not None:
                     self._dispatch(item)
                 self._retry_uploads()
-                if self.cfg.max_rounds and self.rounds_finished >= self.cfg.max_rounds and not self.store.pending_uploads():
+                if (self.cfg.max_rounds and self.rounds_finished >= self.cfg.max_rounds
+                        and not self.store.pending_uploads()):
                     self.log("max_rounds_reached", rounds=self.rounds_finished)
                     break
         finally:
