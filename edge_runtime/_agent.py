@@ -29,6 +29,7 @@ from pathlib import Path
 
 from devices import AdapterPlan
 from fedhft import __version__
+from fedhft.config import ConfigError
 from fedhft.manifest import MANIFEST_NAME, BundleError, bundle_digest, load_manifest
 from fedhft.protocol import (
     Ack, AckStatus, BundleChunk, BundleRequest, ChunkAssembler, ChunkResult, ClientStatus, Hello, Outcome, OutcomeKind,
@@ -48,10 +49,6 @@ from edge_runtime._trainer import RoundResult, Stopped, TrainBudget, train_round
 _RUNTIME_MODULES = {"torch": "torch", "ort": "onnxruntime", "executorch": "executorch"}
 KEEP_BUNDLES = 3
 CHUNK_RETRY_S = 10.0
-
-
-class ConfigError(ValueError):
-    """The agent's settings are invalid; the message lists every problem and its fix."""
 
 
 class BundleFetchError(RuntimeError):

@@ -32,9 +32,18 @@ _FALSE = ("false", "no", "off", "0")
 
 
 class ConfigError(ValueError):
-    """One or more configuration problems; ``errors`` lists each, with its key and fix."""
+    """One or more configuration problems; ``errors`` lists each, with its key and fix.
 
-    def __init__(self, errors: Sequence[str], source: str = "configuration") -> None:
+    The base of every settings error (a package that needs its own name subclasses it, such as
+    ``server.ServerConfigError`` and ``fedhft.broker.FleetConfigError``), so ``except ConfigError``
+    catches them all. Given one string, that string is the message and the only error.
+    """
+
+    def __init__(self, errors: Sequence[str] | str, source: str = "configuration") -> None:
+        if isinstance(errors, str):
+            self.errors = [errors]
+            super().__init__(errors)
+            return
         self.errors = list(errors)
         lines = "\n".join(f"  - {e}" for e in self.errors)
         super().__init__(f"{len(self.errors)} problem(s) in {source}:\n{lines}")

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from fedhft.config import ConfigError
 from fedhft.mqtt import (
     DEFAULT_MAX_PACKET_SIZE, DEFAULT_MQTT_PROTOCOL, MQTT_PROTOCOLS, SERVER_SESSION_EXPIRY_S, MqttProtocol,
 )
@@ -18,8 +19,8 @@ from fedhft.protocol import ENCODINGS
 TIER_MODES = ("catalog", "planner")
 
 
-class ServerConfigError(ValueError):
-    """One or more invalid settings; the message lists each with its fix."""
+class ServerConfigError(ConfigError):
+    """One or more invalid server settings; the message lists each with its fix."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class ServerConfig:
     lr: float = field(default=1e-3, metadata={"help": "local learning rate"})
     lr_decay: float = field(
         default=1.0, metadata={"help": "round r's tasks use lr * lr_decay**r (FedHFT's reference code: 0.9)"})
-    update_encoding: str = field(default="fp16", metadata={"help": "update encoding asked of clients: fp32, fp16 or int8"})
+    update_encoding: str = field(default="fp16", metadata={"help": "update encoding asked of clients: fp32, "
+                                                                   "fp16 or int8"})
     norm_bound: float = field(default=1e3, metadata={"help": "updates with a larger global L2 norm are rejected"})
     battery_threshold: float = field(
         default=20.0, metadata={"help": "clients on battery below this percent are not selected"})
@@ -123,7 +125,7 @@ def load_server_config(path: str | Path | None = None, overrides: Sequence[str] 
     """YAML file (optional) + ``key=value`` overrides -> ServerConfig, through ``fedhft.config``
     (every problem reported at once). A relative ``bundles_dir`` in the file resolves against the
     file's folder, so a config travels with its bundles."""
-    from fedhft.config import ConfigError, load_config
+    from fedhft.config import load_config
 
     try:
         config = load_config(ServerConfig, path, list(overrides))

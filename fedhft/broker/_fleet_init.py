@@ -28,13 +28,14 @@ from typing import Literal
 from fedhft.broker._acl import check_name, mosquitto_acl
 from fedhft.broker._mosquitto_conf import ConfPaths, render_mosquitto_conf
 from fedhft.broker._passwd import render_password_file
+from fedhft.config import ConfigError
 from fedhft.mqtt import DEFAULT_MAX_PACKET_SIZE, MQTT_MAX_PACKET
 
 SCHEMA_VERSION = 1
 FLEET_FILE = "fleet.json"
 
 
-class FleetConfigError(ValueError):
+class FleetConfigError(ConfigError):
     """A fleet folder that is missing, incomplete or inconsistent; the message says the fix."""
 
 
