@@ -54,7 +54,8 @@ class BundleIndex:
 
     def __init__(self, bundles: list[BundleInfo]):
         if not bundles:
-            raise BundleError("no bundles: run `fedhft export` into bundles_dir first (it writes <tier>/<backend>/manifest.json)")
+            raise BundleError("no bundles: run `fedhft export` into bundles_dir first (it writes "
+                              "<tier>/<backend>/manifest.json)")
         self.bundles = {(b.tier, b.backend): b for b in sorted(bundles, key=lambda b: (b.tier, b.backend))}
         self.by_id = {b.bundle_id: b for b in bundles}
         plans: dict[str, AdapterPlan] = {}
@@ -62,7 +63,8 @@ class BundleIndex:
         for b in bundles:
             if plans.setdefault(b.tier, b.plan) != b.plan or models.setdefault(b.tier, b.manifest.base_model_id) != \
                     b.manifest.base_model_id:
-                raise BundleError(f"tier {b.tier!r} has different plans or base models in its backends: re-export the tier")
+                raise BundleError(f"tier {b.tier!r} has different plans or base models in its backends: "
+                                  "re-export the tier")
         self.plans = plans
         self._set_backbones(bundles, models)
 
@@ -72,7 +74,8 @@ class BundleIndex:
         dims: dict[str, ModelDims] = {}
         for b in bundles:
             if dims.setdefault(b.manifest.base_model_id, b.manifest.dims) != b.manifest.dims:
-                raise BundleError(f"bundles of base model {b.manifest.base_model_id!r} disagree on its dims: re-export them")
+                raise BundleError(f"bundles of base model {b.manifest.base_model_id!r} disagree on its dims: "
+                                  "re-export them")
         if len(dims) == 1:
             self.tier_backbone = {t: DEFAULT_BACKBONE for t in self.plans}
             self.backbone_dims = {DEFAULT_BACKBONE: next(iter(dims.values()))}
@@ -106,7 +109,8 @@ class BundleIndex:
                                   f"{root / manifest.tier / manifest.backend}")
             found.append(BundleInfo(manifest.tier, manifest.backend, bdir, manifest, bundle_digest(bdir)))
         if not found:
-            raise BundleError(f"no <tier>/<backend>/{MANIFEST_NAME} under {root}: run `fedhft export --out {root}` first")
+            raise BundleError(f"no <tier>/<backend>/{MANIFEST_NAME} under {root}: run `fedhft export --out "
+                              f"{root}` first")
         return cls(found)
 
     @property

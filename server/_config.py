@@ -89,6 +89,10 @@ class ServerConfig:
             errs.append(f"quorum={self.quorum}: use a fraction in (0, 1]")
         if not self.round_deadline_s > 0:
             errs.append(f"round_deadline_s={self.round_deadline_s}: use > 0 seconds")
+        return errs + self._training_problems()
+
+    def _training_problems(self) -> list[str]:
+        errs = []
         if self.local_steps < 0 or self.local_epochs < 0 or (self.local_steps == 0 and self.local_epochs == 0):
             errs.append("local_steps and local_epochs: give local_steps >= 1, or local_steps=0 and local_epochs >= 1")
         if not 0 < self.lr <= 10:

@@ -354,7 +354,8 @@ class Coordinator:
                 if existing[cid].assignment_digest != t.assignment_digest:
                     raise ResumeError(
                         f"round {idx}: strategy {self.strategy.name} rebuilt a different assignment for {cid} than "
-                        "the one stored before the restart (the strategy is not deterministic): start a new --state dir")
+                        "the one stored before the restart (the strategy is not deterministic): start a new "
+                        "--state dir")
         deadline = now + self.config.round_deadline_s
         if existing is None:
             self.store.create_round(idx, plan.salt, deadline, list(plan.tasks.values()), now)

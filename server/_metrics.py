@@ -184,7 +184,8 @@ def _open_readonly(state_dir: Path) -> Store:
     if not state_dir.is_dir():
         raise StoreError(f"{state_dir} is a file, not a state dir: pass the --state DIR that `fedhft server` ran with")
     if not (state_dir / DB_NAME).is_file() and (state_dir / "server" / DB_NAME).is_file():
-        raise StoreError(f"{state_dir} is a simulation's run dir, not a server state dir: pass --state {state_dir / 'server'}")
+        raise StoreError(f"{state_dir} is a simulation's run dir, not a server state dir: pass --state "
+                         f"{state_dir / 'server'}")
     return Store(state_dir, readonly=True)
 
 
@@ -243,10 +244,12 @@ def format_status(status: dict[str, Any]) -> str:
     m = status.get("last_metrics")
     if m:
         lines += [f"last committed round ({m['round']}):",
-                  f"  clients stored {m['stored']} of {m['selected']} selected; rejected {m.get('rejected_clients', 0)}, "
+                  f"  clients stored {m['stored']} of {m['selected']} selected; rejected "
+                  f"{m.get('rejected_clients', 0)}, "
                   f"device-reported failures {m.get('outcome_clients', 0)}, dropped {m.get('dropped', 0)}",
                   f"  mean client-reported accuracy (each client's local validation set): {_num(m['accuracy_mean'])}",
-                  f"  rejections by reason: {_counts(m['rejections'])}; device failures by kind: {_counts(m['outcomes'])}",
+                  f"  rejections by reason: {_counts(m['rejections'])}; device failures by kind: "
+                  f"{_counts(m['outcomes'])}",
                   f"  round duration {_secs(m.get('round_s'))}, aggregation {_secs(m.get('aggregation_s'))}"]
     return "\n".join(lines)
 

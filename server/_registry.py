@@ -151,7 +151,8 @@ class Registry:
         if tier is None:
             problems.append(f"no exported tier fits this device (tiers: {self.bundles.tiers})")
         elif backend is None:
-            problems.append(f"tier {tier} is exported for {self.bundles.backends(tier)}, the device runs {list(msg.backends)}")
+            problems.append(f"tier {tier} is exported for {self.bundles.backends(tier)}, the device runs "
+                            f"{list(msg.backends)}")
         battery = profile.battery_percent if profile else None
         entry = ClientEntry(msg.client, dict(msg.profile), tier, backend, list(msg.backends), True, "online",
                             battery, profile.charging if profile else None, now, problems)

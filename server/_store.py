@@ -266,7 +266,8 @@ class Store:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if diff:
             raise StoreError(
-                f"state dir {self.dir} belongs to another run: {', '.join(f'{k}={old.get(k)!r} (now {new.get(k)!r})' for k in diff)}. "
+                f"state dir {self.dir} belongs to another run: "
+                f"{', '.join(f'{k}={old.get(k)!r} (now {new.get(k)!r})' for k in diff)}. "
                 "Resume with the same settings, or pass a new --state dir")
 
     # -- registry ------------------------------------------------------------------------------
@@ -310,7 +311,8 @@ class Store:
             raise ValueError(f"unknown round state {state!r}: use one of {tuple(str(s) for s in RoundState)}")
         state = RoundState(state)
         with self._tx():
-            self.db.execute("UPDATE rounds SET state=?, deadline=COALESCE(?, deadline), closed=COALESCE(?, closed) WHERE idx=?",
+            self.db.execute("UPDATE rounds SET state=?, deadline=COALESCE(?, deadline), "
+                            "closed=COALESCE(?, closed) WHERE idx=?",
                             (state, deadline, closed, idx))
 
     def round(self, idx: int) -> RoundRecord | None:
@@ -379,7 +381,8 @@ class Store:
         be waited for), which only a well-formed update for its own task may do."""
         with self._tx():
             self.db.execute("INSERT INTO rejections (round, client, task_id, reason, detail, digest, bytes, ts) "
-                            "VALUES (?,?,?,?,?,?,?,?)", (idx, client, task_id, reason, detail[:1024], digest, nbytes, now))
+                            "VALUES (?,?,?,?,?,?,?,?)",
+                            (idx, client, task_id, reason, detail[:1024], digest, nbytes, now))
             if final and idx is not None:
                 self.db.execute("UPDATE client_rounds SET status=?, reason=?, update_digest=?, ts=? "
                                 "WHERE round=? AND client=? AND status=?",
@@ -419,7 +422,8 @@ class Store:
     def round_summary(self, idx: int) -> dict[str, Any]:
         """Counts and sums for the round's metrics line."""
         rows = self.db.execute("SELECT * FROM client_rounds WHERE round=?", (idx,)).fetchall()
-        rej = self.db.execute("SELECT reason, COUNT(*) FROM rejections WHERE round=? GROUP BY reason", (idx,)).fetchall()
+        rej = self.db.execute("SELECT reason, COUNT(*) FROM rejections WHERE round=? GROUP BY reason",
+                              (idx,)).fetchall()
         return {"tasks": [dict(r) for r in rows], "rejections": {r[0]: r[1] for r in rej}}
 
     # -- commit --------------------------------------------------------------------------------
