@@ -115,7 +115,8 @@ def table(rows: list[dict]) -> str:
              "MB to target | wall s / run |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['setting']} | {r['strategy']} | {f(r['final_mean'])} ± {f(r['final_std'])} | "
-                     f"{r['ok']}/{r['seeds']} | {f(r['target'])} | {r['reached']} | {f(r['rounds_to_target'], '.1f')} | "
+                     f"{r['ok']}/{r['seeds']} | {f(r['target'])} | {r['reached']} | "
+                     f"{f(r['rounds_to_target'], '.1f')} | "
                      f"{f(r['mb_to_target'], '.2f')} | {f(r['wall_s'], '.0f')} |")
     return "\n".join(lines)
 
@@ -161,7 +162,8 @@ def _run_one(setting_name, setting, strategy, seed, sizing, out, overrides) -> d
         raise KeyboardInterrupt
     print(f"[{setting_name}] {strategy} seed {seed}: accuracy {res.accuracies} in {res.wall_s:.0f} s"
           f"{'' if res.ok else ' FAILED: ' + str(res.error)}", file=sys.stderr, flush=True)
-    return {"setting": setting_name, "strategy": strategy, "seed": seed, "ok": res.ok, "status": res.status.value, "error": res.error,
+    return {"setting": setting_name, "strategy": strategy, "seed": seed, "ok": res.ok, "status": res.status.value,
+            "error": res.error,
             "final_accuracy": res.final_accuracy, "rounds": res.rounds, "wall_s": res.wall_s,
             "run_dir": str(res.run_dir)}
 

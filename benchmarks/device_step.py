@@ -68,8 +68,9 @@ def run(tiers: list[str], backends: list[str], steps: int, out: Path, model: str
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"| tier | backend | prec | batch x seq | export s | bundle MB | step ms (wall) | step ms (CPU) | "
-            f"eager step ms (CPU) | peak RSS MB | eager RSS MB | budget MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| tier | backend | prec | batch x seq | export s | bundle MB | step ms (wall) | step ms (CPU) | "
+            "eager step ms (CPU) | peak RSS MB | eager RSS MB | budget MB |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         b, e = r["backend_run"], r["eager_run"]
@@ -94,7 +95,8 @@ def plot(rows: list[dict], path: Path) -> None:
     ok = [r for r in rows if "error" not in r["backend_run"]]
     labels = [f"{r['tier']}\n{r['backend']}" for r in ok]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, len(ok) * 0.9), 4))
-    for ax, key, title in ((axes[0], "median_step_cpu_ms", "median step, CPU ms"), (axes[1], "peak_rss_mb", "peak RSS (MB)")):
+    for ax, key, title in ((axes[0], "median_step_cpu_ms", "median step, CPU ms"),
+                           (axes[1], "peak_rss_mb", "peak RSS (MB)")):
         x = range(len(ok))
         ax.bar([i - 0.2 for i in x], [r["backend_run"][key] for r in ok], 0.4, label="backend")
         ax.bar([i + 0.2 for i in x], [r["eager_run"].get(key, 0) for r in ok], 0.4, label="eager torch")

@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{strategy} seed {seed} ...", file=sys.stderr, flush=True)
             shutil.rmtree(cfg.run_dir(), ignore_errors=True)  # this benchmark's own scratch run dir
             res = run_simulation(cfg, say=lambda m: None)
-            row = {"strategy": strategy, "seed": seed, "ok": res.ok, "status": res.status.value, "error": res.error, "wall_s": res.wall_s,
+            row = {"strategy": strategy, "seed": seed, "ok": res.ok, "status": res.status.value, "error": res.error,
+                   "wall_s": res.wall_s,
                    "accuracy_per_round": res.accuracies, "run_dir": str(res.run_dir)}
             if res.rounds:
                 row.update(analyse(res.run_dir, cfg.model, domain_tests(cfg, TEST_PER_DOMAIN[mode])))

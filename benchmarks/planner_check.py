@@ -31,9 +31,12 @@ from types import SimpleNamespace
 
 PLANS = [  # (name, AdapterPlan fields): small to large, one int8
     ("low-int8-d1-b4x64", dict(depth=1, ranks=[8], mask_density=0.25, precision="int8", max_seq_len=64, batch_size=4)),
-    ("mid-int8-d2-b8x64", dict(depth=2, ranks=[8, 8], mask_density=0.5, precision="int8", max_seq_len=64, batch_size=8)),
-    ("fp32-d3-b8x128", dict(depth=3, ranks=[4, 8, 8], mask_density=0.5, precision="fp32", max_seq_len=128, batch_size=8)),
-    ("fp32-d6-b16x128", dict(depth=6, ranks=[2, 2, 4, 4, 8, 8], mask_density=1.0, precision="fp32", max_seq_len=128, batch_size=16)),
+    ("mid-int8-d2-b8x64",
+     dict(depth=2, ranks=[8, 8], mask_density=0.5, precision="int8", max_seq_len=64, batch_size=8)),
+    ("fp32-d3-b8x128",
+     dict(depth=3, ranks=[4, 8, 8], mask_density=0.5, precision="fp32", max_seq_len=128, batch_size=8)),
+    ("fp32-d6-b16x128",
+     dict(depth=6, ranks=[2, 2, 4, 4, 8, 8], mask_density=1.0, precision="fp32", max_seq_len=128, batch_size=16)),
 ]
 
 
@@ -171,7 +174,8 @@ def _build(plan: dict, model_path: str):
     if plan["precision"] == "int8":
         model = _load_int8(model_path)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2, attn_implementation="eager")
+        model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2,
+                                                                   attn_implementation="eager")
     model.eval()  # dropout off, as in every training graph
     model.requires_grad_(False)
     lora = _torch_modules().LoRALinear
@@ -263,7 +267,8 @@ def _measure(name: str, plan: dict, steps: int, threads: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/planner_check.json", help="where to write the JSON results")
-    ap.add_argument("--threads", type=int, default=1, help="torch and BLAS threads per run (1: CPU time is robust to a shared machine)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch and BLAS threads per run (1: CPU time is robust to a shared machine)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per plan (after 2 warm-up steps)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -280,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         # wall ms on an idle machine, and the matmul rate per CPU-second = the profiler's figure.
         est = estimate(AdapterPlan(**fields), model, backend="torch", gflops=meas["matmul_cpu_gflops"])
         rows.append({"name": name, "plan": fields, "estimate": est.to_dict(), "measured": meas})
-        print(f"measured {name}: {meas['step_cpu_ms_median']:.0f} cpu ms, peak {meas['train_peak_mb']:.0f} MB", file=sys.stderr)
+        print(f"measured {name}: {meas['step_cpu_ms_median']:.0f} cpu ms, peak {meas['train_peak_mb']:.0f} MB",
+              file=sys.stderr)
     _print_table(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -292,13 +298,15 @@ def main(argv: list[str] | None = None) -> int:
 def _print_table(rows: list[dict]) -> None:
     print("backend torch eager. est ms: from the numpy matmul GFLOP/s per CPU-second measured beside each run;")
     print("cpu ms: median CPU time per step (= wall time when idle, with 1 thread); wall ms: median wall time")
-    head = ("plan", "GFLOP", "matmul GF/s", "est ms", "cpu ms", "err", "wall ms", "est MB", "train MB", "err", "process MB")
+    head = ("plan", "GFLOP", "matmul GF/s", "est ms", "cpu ms", "err", "wall ms", "est MB", "train MB", "err",
+            "process MB")
     lines = [head]
     for r in rows:
         e, m = r["estimate"], r["measured"]
         lines.append((
             r["name"], f"{e['flops'] / 1e9:.1f}", f"{m['matmul_cpu_gflops']:.0f}",
-            f"{e['step_ms']:.0f}", f"{m['step_cpu_ms_median']:.0f}", f"{e['step_ms'] / m['step_cpu_ms_median'] - 1:+.0%}",
+            f"{e['step_ms']:.0f}", f"{m['step_cpu_ms_median']:.0f}",
+            f"{e['step_ms'] / m['step_cpu_ms_median'] - 1:+.0%}",
             f"{m['step_ms_median']:.0f}",
             f"{e['peak_mb']:.0f}", f"{m['train_peak_mb']:.0f}", f"{e['peak_mb'] / m['train_peak_mb'] - 1:+.0%}",
             f"{m['process_peak_mb']:.0f}",

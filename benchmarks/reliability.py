@@ -62,7 +62,8 @@ def format_table(result: dict) -> str:
     failed = {k: v for k, v in result["scenarios"].items() if v not in ("passed", "xfail (known gap)")}
     gaps = [k for k, v in result["scenarios"].items() if v == "xfail (known gap)"]
     lines.append("-" * (width + 10))
-    lines.append("all scenarios passed" if not failed else "NOT passed: " + ", ".join(f"{k} ({v})" for k, v in failed.items()))
+    lines.append("all scenarios passed" if not failed else "NOT passed: "
+                 + ", ".join(f"{k} ({v})" for k, v in failed.items()))
     lines += [f"known gap (xfail): {k}" for k in gaps]
     return "\n".join(lines)
 

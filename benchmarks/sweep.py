@@ -233,7 +233,8 @@ def compare(rows: list[dict], runs: list[dict]) -> list[dict]:
             if best is None or mine["fedhft"][metric][0] is None or mine[best][metric][0] is None:
                 continue
             entry[metric] = {"best_baseline": best, "fedhft": mine["fedhft"][metric][0],
-                             "baseline": mine[best][metric][0], "diff": mine["fedhft"][metric][0] - mine[best][metric][0]}
+                             "baseline": mine[best][metric][0],
+                             "diff": mine["fedhft"][metric][0] - mine[best][metric][0]}
         best_p = entry.get("personalized_acc_after_final", {}).get("best_baseline")
         entry["test"] = paired_test(runs, setting, "fedhft", best_p) if best_p else None
         out.append(entry)
@@ -278,8 +279,10 @@ def table(rows: list[dict], comparisons: list[dict], central: dict) -> str:
                 continue
             t = c.get("test") if metric.startswith("personalized") else None
             test = "-" if not t else (f"p={t['p_value']:.3g} over {t['pairs']} (seed, client) pairs, seed std "
-                                      f"{_f(t['seed_std'])}: {'significant' if t['significant'] else 'not significant'}")
-            lines.append(f"| {c['setting']} | {metric.removesuffix('_final')} | {m['fedhft']:.3f} | {m['best_baseline']} "
+                                      f"{_f(t['seed_std'])}: "
+                                      f"{'significant' if t['significant'] else 'not significant'}")
+            lines.append(f"| {c['setting']} | {metric.removesuffix('_final')} | {m['fedhft']:.3f} | "
+                         f"{m['best_baseline']} "
                          f"| {m['baseline']:.3f} | {m['diff']:+.3f} | {test} |")
     return "\n".join(lines)
 
