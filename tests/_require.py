@@ -54,7 +54,8 @@ def _mosquitto_passwd() -> bool:
     return os.access(shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", os.X_OK)
 
 
-APT_MOSQUITTO = "sudo apt-get install -y mosquitto (or `make setup` as root; or set FEDHFT_MOSQUITTO=/path/to/mosquitto)"
+APT_MOSQUITTO = ("sudo apt-get install -y mosquitto (or `make setup` as root; or set "
+                 "FEDHFT_MOSQUITTO=/path/to/mosquitto)")
 
 REQUIREMENTS: dict[str, Requirement] = {
     "mosquitto": Requirement("the Mosquitto broker binary", _mosquitto, APT_MOSQUITTO),

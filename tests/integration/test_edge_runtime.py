@@ -51,7 +51,8 @@ def _backend_available(backend: str) -> bool:
     mods = {"torch": ("torch", "export._torch_backend"), "ort": ("onnxruntime", "export._ort_backend"),
             "executorch": ("executorch", "export._et_backend")}[backend]
     return all(importlib.util.find_spec(m) is not None for m in mods) and \
-        (REPO / "edge_runtime" / "sessions" / {"torch": "_torch.py", "ort": "_ort.py", "executorch": "_executorch.py"}[backend]).is_file()
+        (REPO / "edge_runtime" / "sessions" / {"torch": "_torch.py", "ort": "_ort.py",
+                                               "executorch": "_executorch.py"}[backend]).is_file()
 
 
 class BundleCache:
@@ -190,7 +191,8 @@ class ScriptedServer:
             rng = np.random.default_rng(round_)
             start = {k: (v + 0.01 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in start.items()}
         rng = np.random.default_rng(1000 * round_ + seed)
-        rows = {s.b_name: rng.choice(s.rows, rows_per_module(plan, s.rows), replace=False) for s in manifest.mask_layout}
+        rows = {s.b_name: rng.choice(s.rows, rows_per_module(plan, s.rows), replace=False)
+                for s in manifest.mask_layout}
         task = Task(self.fleet.fleet, client, round_, f"t{round_}-{client}", manifest.tier, manifest.backend, bundle_id,
                     bundle_digest(bundle), plan.to_dict(), Hyper(lr, steps, 0, plan.batch_size, plan.max_seq_len,
                                                                 encoding),

@@ -215,7 +215,8 @@ def test_bad_updates_are_rejected_and_the_round_goes_on(tmp_path, tiny_bundles, 
     m = store.round(0).metrics
     assert (m["stored"], m["rejected_clients"]) == (2, 1)
     assert m["rejections"] == {"non_finite": 1, "truncated": 1, "wrong_fleet": 1}
-    assert {r["client"]: r["reason"] for r in store.rejections(0) if r["reason"] == "non_finite"} == {"dev-001": "non_finite"}
+    assert {r["client"]: r["reason"] for r in store.rejections(0)
+            if r["reason"] == "non_finite"} == {"dev-001": "non_finite"}
     store.close()
     rejected = [a for a in peers["dev-001"].acks if a.status == "rejected"]
     assert rejected and rejected[0].reason.startswith("non_finite")

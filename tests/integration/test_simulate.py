@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _args(tmp: Path, cache: Path, out: Path, **extra) -> list[str]:
     settings = {"model": "tiny", "clients": 4, "rounds": 2, "tiers": "[rpi5,jetson-orin-nano]", "backend": "torch",
-                "dataset": str(write_toy_sentiment(tmp / "toy.jsonl", 240)), "train_size": 0, "test_size": 0, "local_steps": 4,
+                "dataset": str(write_toy_sentiment(tmp / "toy.jsonl", 240)), "train_size": 0, "test_size": 0,
+                "local_steps": 4,
                 "lr": 0.02, "max_seq_len": 16, "memory_budget": "off", "bundle_cache": str(cache), "out": str(out),
                 "progress": "false", "broker": "mosquitto", "join_timeout_s": 120}
     settings.update(extra)
@@ -66,7 +67,8 @@ def test_simulate_ctrl_c_stops_every_process(tmp_path, cache):
     try:
         deadline = time.monotonic() + 480  # generous: CI boxes are slow and shared; this is liveness only
         while not (out / "server" / "metrics.jsonl").is_file():  # a round has committed
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:] if proc.stdout else ""
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stdout.read()[-3000:] if proc.stdout else "")
             time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=180)

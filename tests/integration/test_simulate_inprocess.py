@@ -89,7 +89,8 @@ def test_inprocess_ctrl_c_reports_the_rounds_committed_so_far(tmp_path, cache):
     try:
         deadline = time.monotonic() + 480  # liveness only: CI boxes are slow and shared
         while not (out / "server" / "metrics.jsonl").is_file():  # a round has committed
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:] if proc.stdout else ""
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stdout.read()[-3000:] if proc.stdout else "")
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=180)

@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def _config(tmp: Path, cache: Path, **extra) -> SimConfig:
     settings = dict(model="tiny", clients=3, rounds=2, tiers=["rpi5", "jetson-orin-nano"], backend="torch",
-                    dataset=str(write_toy_sentiment(tmp / "toy.jsonl", 180)), train_size=0, test_size=0, local_steps=4, lr=0.02,
+                    dataset=str(write_toy_sentiment(tmp / "toy.jsonl", 180)), train_size=0, test_size=0, local_steps=4,
+                    lr=0.02,
                     max_seq_len=16, memory_budget="off", bundle_cache=str(cache), out=str(tmp / "run"),
                     progress=False, join_timeout_s=120.0)
     settings.update(extra)

@@ -12,8 +12,6 @@ Bad configs and bad datasets of `fedhft server` / `fedhft edge` are at the end (
 """
 from __future__ import annotations
 
-import json
-import signal
 import subprocess
 import sys
 
@@ -150,7 +148,8 @@ def test_bad_updates_are_rejected_with_their_reason_and_the_round_goes_on(
     rej = v.rejections()  # all rounds: a wrong-round update is recorded under the round it claims
     by_attacker = [r for r in rej if r["client"] == ATTACKER]
     assert len(by_attacker) == len(cases) + len(blobs)
-    mismatches = [(case, want, got["reason"]) for (case, _, want), got in zip(cases, by_attacker) if got["reason"] != want]
+    mismatches = [(case, want, got["reason"]) for (case, _, want), got in zip(cases, by_attacker)
+                  if got["reason"] != want]
     assert not mismatches, mismatches
     random_reasons = {r["reason"] for r in by_attacker[len(cases):]}
     assert random_reasons <= set(Reason), random_reasons

@@ -92,7 +92,8 @@ def test_broker_restarts_mid_round_nothing_lost_nothing_twice(tmp_path, bundles,
         copies += sum(len(_sent(p, r)) for r in range(3))
     figures.add(rounds_completed=3, updates_stored=len(stored), updates_lost=9 - len(stored),
                 updates_double_counted=sum(v.metrics(r)["stored"] for r in range(3)) - len(stored))
-    figures.details["broker_faults"] = {"broker_restarts": 2, "update_copies_sent": copies, "updates_stored": len(stored)}
+    figures.details["broker_faults"] = {"broker_restarts": 2, "update_copies_sent": copies,
+                                        "updates_stored": len(stored)}
 
 
 def test_broker_crash_mid_round_loses_no_update(tmp_path, bundles, broker_for, procs, figures):

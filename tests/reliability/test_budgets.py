@@ -20,7 +20,7 @@ import pytest
 from devices import AdapterPlan
 from tests._require import require
 
-from .harness import StateView, server_yaml, wait_for, write_toy_data
+from .harness import StateView, server_yaml, write_toy_data
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

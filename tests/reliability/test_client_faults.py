@@ -19,7 +19,8 @@ from .harness import FLEET, SEED, StateView, server_yaml, wait_for, write_toy_da
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
-EDGES = {"dev-000": "android-low", "dev-001": "android-high", "dev-002": "jetson-orin-nano", "dev-003": "jetson-orin-nano"}
+EDGES = {"dev-000": "android-low", "dev-001": "android-high", "dev-002": "jetson-orin-nano",
+         "dev-003": "jetson-orin-nano"}
 PEERS = {"dev-004": "android-low", "dev-005": "android-high", "dev-006": "jetson-orin-nano", "dev-007": "android-low",
          "dev-008": "android-high", "dev-009": "jetson-orin-nano"}
 VICTIM_EDGES = ("dev-001", "dev-002")

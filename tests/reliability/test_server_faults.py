@@ -20,7 +20,7 @@ import pytest
 from server._synthetic import ScriptedPeer
 from tests._require import require
 
-from .harness import SEED, TIERS, StateView, read_state, server_yaml, wait_for
+from .harness import SEED, StateView, read_state, server_yaml
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -35,7 +35,8 @@ def _run(tmp, bundles, fleet, broker, procs, fault: str | None):
     cfg = server_yaml(tmp / "server.yaml", bundles, rounds=ROUNDS, clients_per_round=3, min_clients=3, quorum=1.0,
                       strategy="fedhft", warmup_rounds=1)
     state = tmp / "state"
-    peers = [ScriptedPeer(broker.url, fleet.fleet, c, fleet.device(c).password, tier_hint=t, seed=SEED, delay_s=d).start()
+    peers = [ScriptedPeer(broker.url, fleet.fleet, c, fleet.device(c).password, tier_hint=t, seed=SEED,
+                          delay_s=d).start()
              for c, (t, d) in CLIENTS.items()]
     snapshot = None
     try:

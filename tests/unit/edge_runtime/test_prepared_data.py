@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime import Encoded, PreparedData, RoundResult, TrainBudget, evaluate, round_shape, train_round
+from edge_runtime import Encoded, PreparedData, RoundResult, evaluate, round_shape, train_round
 from edge_runtime._data import DataSource, load_examples
 
 from .test_trainer import make_task

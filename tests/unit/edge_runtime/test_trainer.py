@@ -48,7 +48,8 @@ def test_round_learns_and_the_update_has_the_masked_layout(tiny_session, source)
     assert 0 < met["peak_rss_mb"] < 4096 and met["step_time_median_s"] > 0
     # Moving the start state along the uploaded update lowers the local loss.
     trained = scatter_update(m.plan, m.dims, task.start_state, result.update, task.mask)
-    assert full_loss(tiny_session, source, trained, task.mask) < full_loss(tiny_session, source, task.start_state, task.mask)
+    assert full_loss(tiny_session, source, trained, task.mask) < full_loss(tiny_session, source, task.start_state,
+                                                                           task.mask)
 
 
 def test_masked_off_rows_do_not_move(tiny_session, source):

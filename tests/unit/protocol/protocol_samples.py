@@ -35,7 +35,8 @@ def sample_tensors(seed: int = 0) -> dict[str, np.ndarray]:
 def samples() -> list[Message]:
     data = b"chunk-bytes\x00\xff"
     return [
-        Hello(FLEET, CLIENT, {"ram_mb": 4096, "cpu": {"cores": 8}, "os": "android"}, ["ort", "torch"], "phone-mid", "0.1.0"),
+        Hello(FLEET, CLIENT, {"ram_mb": 4096, "cpu": {"cores": 8}, "os": "android"}, ["ort", "torch"], "phone-mid",
+              "0.1.0"),
         Hello(FLEET, CLIENT, {}, [], None, ""),
         ClientStatus(FLEET, CLIENT, "training", 3, "step 10/50", 61.0, 512.5, 1700000000.25),
         ClientStatus(FLEET, CLIENT, "offline"),

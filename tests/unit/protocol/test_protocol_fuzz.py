@@ -22,7 +22,9 @@ PAYLOADS = [encode(m) for m in samples()]
 _json_leaf = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=20)
 )
-_json = st.recursive(_json_leaf, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=12)
+_json = st.recursive(_json_leaf,
+                     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                     max_leaves=12)
 
 
 def _split(payload: bytes) -> tuple[dict, bytes]:
@@ -70,7 +72,8 @@ def header_mutations(draw) -> bytes:
     elif op == "add":
         header[draw(st.text(max_size=10))] = draw(_json)
     else:
-        header["type"] = draw(st.sampled_from(["hello", "client_status", "server_status", "task", "update", "outcome", "ack", "bundle_request", "bundle_chunk"]))
+        header["type"] = draw(st.sampled_from(["hello", "client_status", "server_status", "task", "update", "outcome",
+                                               "ack", "bundle_request", "bundle_chunk"]))
     return _frame(header, body, fix_digest=draw(st.booleans()))
 
 

@@ -18,7 +18,6 @@ from fedhft.protocol import (
     PayloadTooLarge,
     ProtocolError,
     ServerStatus,
-    Task,
     UnsupportedVersion,
     Update,
     WrongType,

@@ -88,7 +88,8 @@ def test_every_number_of_the_last_round_is_labelled(tmp_path):
     (lambda p: p / "missing", "does not exist"),
     (lambda p: (p / "file").write_text("x") and p / "file", "is a file, not a state dir"),
     (lambda p: p, "holds no server.sqlite"),
-    (lambda p: (p / "server.sqlite").write_bytes(b"not a database" * 100) and p, "not a readable fedhft server database"),
+    (lambda p: (p / "server.sqlite").write_bytes(b"not a database" * 100) and p,
+     "not a readable fedhft server database"),
 ])
 def test_a_bad_state_dir_is_a_clean_error(tmp_path, capsys, make, says):
     assert main(["server", "status", "--state", str(make(tmp_path))]) == 2

@@ -18,7 +18,8 @@ def test_defaults_are_the_demo():
 
 def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "sim.yaml"
-    path.write_text("model: tiny\nclients: 6\ntiers: [rpi5]\nbackends: {rpi5: torch}\nstrategy_options: {num_clusters: 3}\n")
+    path.write_text("model: tiny\nclients: 6\ntiers: [rpi5]\nbackends: {rpi5: torch}\nstrategy_options: "
+                    "{num_clusters: 3}\n")
     cfg = load_sim_config(path, ["rounds=2", "backend=torch", "clients_per_round=0.5"])
     assert (cfg.model, cfg.clients, cfg.rounds, cfg.clients_per_round) == ("tiny", 6, 2, 0.5)
     assert cfg.tier_backend("rpi5", "ort") == "torch" and cfg.strategy_options == {"num_clusters": 3}
@@ -64,6 +65,7 @@ def test_assign_tiers_round_robin_and_weights():
     assert sorted(got.values()).count("a") == 4 and len(got) == 7
 
 
-@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).resolve().parents[3] / "configs").glob("*.yaml")))
+@pytest.mark.parametrize("path",
+                         sorted((__import__("pathlib").Path(__file__).resolve().parents[3] / "configs").glob("*.yaml")))
 def test_example_configs_load(path):
     assert load_sim_config(path).rounds >= 1

@@ -24,7 +24,8 @@ def root(tmp_path: Path) -> Path:
     _write(r / "sst2" / "dev.tsv", "sentence\tlabel\nsolid work .\t1\ndull .\t0\n")
     _write(r / "agnews" / "dev.tsv", 'Stocks "rally" on news\tBusiness\nTeam wins cup\tSports\n')
     _write(r / "agnews" / "test.tsv", "Elections held\tWorld\nNew chip\tSci/Tech\n")
-    mrpc = '\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tHe said " hi " .\tHe said hello .\n0\t3\t4\tA cat .\tA dog .\n'
+    mrpc = ('\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n'
+            '1\t1\t2\tHe said " hi " .\tHe said hello .\n0\t3\t4\tA cat .\tA dog .\n')
     _write(r / "mrpc" / "train.tsv", mrpc)
     _write(r / "mrpc" / "dev.tsv", mrpc)
     for dom in dsmod.AMAZON_DOMAINS:

@@ -35,7 +35,8 @@ def test_dead_child_is_reported_with_its_log(tmp_path):
 
 def test_stop_all_kills_a_child_that_ignores_sigterm(tmp_path):
     kids = Children()
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+            "time.sleep(60)")
     child = kids.add(Child("stubborn", _py(code), tmp_path / "s.log"))
     deadline = time.monotonic() + 10
     while "ready" not in child.tail() and time.monotonic() < deadline:

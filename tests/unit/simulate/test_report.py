@@ -62,7 +62,8 @@ def _fake_state_dir(state: Path) -> None:
 
     (state / "states").mkdir(parents=True)
     lines = [{"round": i, "selected": 3, "stored": 2 + (i > 0), "bytes_up": 1000 * (i + 1), "bytes_down": 5000,
-              "round_s": 10.0 + i, "aggregation_s": 0.01, "rejections": {}, "outcomes": {"over_budget": 1} if i == 0 else {},
+              "round_s": 10.0 + i, "aggregation_s": 0.01, "rejections": {}, "outcomes": {"over_budget": 1} if i == 0
+              else {},
               "cluster_sizes": [2, 1],
               "personalized": {"clients": 2 + (i > 0), "acc_before": 0.5, "acc_after": 0.8 - 0.1 * i,
                                "bal_acc_after": 0.6, "worst10_acc_after": 0.4, "majority_acc": 0.7}}

@@ -76,7 +76,8 @@ def test_start_state_is_the_membership_mixture_and_unseen_clients_get_cluster_si
         m = s.membership(c.client_id)
         assert asg[c.client_id].membership is not None
         np.testing.assert_allclose(asg[c.client_id].membership, m)
-        np.testing.assert_allclose(asg[c.client_id].start_state["head.weight"], m[0] * heads[0] + m[1] * heads[1], atol=1e-6)
+        np.testing.assert_allclose(asg[c.client_id].start_state["head.weight"], m[0] * heads[0] + m[1] * heads[1],
+                                   atol=1e-6)
     np.testing.assert_allclose(s.membership("never-seen"), s.cluster_weights)
     np.testing.assert_allclose(s.cluster_weights.sum(), 1.0)
 

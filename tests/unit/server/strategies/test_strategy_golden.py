@@ -35,8 +35,12 @@ def test_fedavg_golden_weighted_average_and_cheapest_plan():
     s = get_strategy("fedavg-lora", dims=D2)
     assert s.configure(0, [c1, c2])["c2"].plan == plan  # everybody trains the cheapest plan
     st = one_round(s, D2, [
-        (c1, {"layer1.query.lora_A": [[1, 2]], "layer1.query.lora_B": [[1], [0]], "head.weight": [[1, 1]], "head.bias": [1]}),
-        (c2, {"layer1.query.lora_A": [[3, 4]], "layer1.query.lora_B": [[3], [4]], "head.weight": [[5, 5]], "head.bias": [-1]}),
+        (c1,
+         {"layer1.query.lora_A": [[1, 2]], "layer1.query.lora_B": [[1], [0]], "head.weight": [[1, 1]],
+          "head.bias": [1]}),
+        (c2,
+         {"layer1.query.lora_A": [[3, 4]], "layer1.query.lora_B": [[3], [4]], "head.weight": [[5, 5]],
+          "head.bias": [-1]}),
     ])
     g = st.global_state
     np.testing.assert_allclose(g["layer1.query.lora_A"], [[2.5, 3.5]])  # (1*[1,2] + 3*[3,4]) / 4
@@ -106,7 +110,8 @@ def test_flexlora_golden_average_of_products_and_svd():
     s = get_strategy("flexlora", dims=D2)
     g = one_round(s, D2, [
         (c1, {"layer1.query.lora_A": [[2, 4]], "layer1.query.lora_B": [[1], [3]]}),  # dW = [[2,4],[6,12]]
-        (c2, {"layer1.query.lora_A": [[4, 6], [8, 10]], "layer1.query.lora_B": [[5, 7], [9, 11]]}),  # [[76,100],[124,164]]
+        (c2, {"layer1.query.lora_A": [[4, 6], [8, 10]], "layer1.query.lora_B": [[5, 7], [9, 11]]}),
+        # [[76,100],[124,164]]
     ]).global_state
     expected = np.array([[57.5, 76.0], [94.5, 126.0]])  # ([[2,4],[6,12]] + 3*[[76,100],[124,164]]) / 4
     np.testing.assert_allclose(g["layer1.query.delta"], expected)
@@ -143,8 +148,10 @@ def test_fedhft_golden_masked_row_average(residual_correction):
     st = _fedhft_round0(
         s, dims, plan, {"c1": [0, 1], "c2": [1, 2]},
         {
-            "c1": {"layer0.query.lora_A": eye, "layer0.query.lora_B": [[1, 2], [3, 4], [0, 0], [0, 0]], "head.weight": [[1, 1, 1, 1]]},
-            "c2": {"layer0.query.lora_A": eye, "layer0.query.lora_B": [[0, 0], [5, 6], [7, 8], [0, 0]], "head.weight": [[5, 5, 5, 5]]},
+            "c1": {"layer0.query.lora_A": eye, "layer0.query.lora_B": [[1, 2], [3, 4], [0, 0], [0, 0]],
+                   "head.weight": [[1, 1, 1, 1]]},
+            "c2": {"layer0.query.lora_A": eye, "layer0.query.lora_B": [[0, 0], [5, 6], [7, 8], [0, 0]],
+                   "head.weight": [[5, 5, 5, 5]]},
         },
         {"c1": 1, "c2": 3},
     )
@@ -183,7 +190,8 @@ def test_heterotune_golden_shared_and_specific_branches():
     agg.add(ca, asg["ca"], trained_update(asg["ca"], da, {
         "layer1.query.lora_A": [[1, 1], [2, 2]], "layer1.query.lora_B": [[1, 3], [1, 3]], "head.weight": [[1, 1]]}), 1)
     agg.add(cb, asg["cb"], trained_update(asg["cb"], db, {
-        "layer2.query.lora_A": [[3, 3], [4, 4]], "layer2.query.lora_B": [[5, 7], [5, 7]], "head.weight": [[2, 2], [3, 3]]}), 1)
+        "layer2.query.lora_A": [[3, 3], [4, 4]], "layer2.query.lora_B": [[5, 7], [5, 7]],
+        "head.weight": [[2, 2], [3, 3]]}), 1)
     g = agg.finish().global_state
     # component 0 of each backbone's top layer is shared: ([1,1] + [3,3]) / 2, ([1] + [5]) / 2.
     np.testing.assert_allclose(g["shared/top0.query.2x2.lora_A"], [[2, 2]])
@@ -235,7 +243,8 @@ def test_fedhft_streaming_equals_batch_masked_row_average():
             a = asg[c.client_id]
             if b not in a.start_state:
                 continue
-            t = scatter_update(a.plan, DIMS, a.start_state, gather_update(a.plan, DIMS, a.start_state, trained_all[c.client_id], a.mask), a.mask)
+            t = scatter_update(a.plan, DIMS, a.start_state,
+                               gather_update(a.plan, DIMS, a.start_state, trained_all[c.client_id], a.mask), a.mask)
             rank = t[b].shape[1]
             vals.append(a.plan.alpha / rank * t[b].astype(np.float64) @ t[f"layer{layer}.query.lora_A"])
             m = np.zeros(t[b].shape[0])
@@ -244,4 +253,6 @@ def test_fedhft_streaming_equals_batch_masked_row_average():
             ws.append(c.num_examples)
         expected = masked_row_average(vals, masks, ws, before[key + ".delta"])
         np.testing.assert_allclose(after[key + ".delta"], expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(after["head.weight"], weighted_mean([trained_all[c.client_id]["head.weight"] for c in clients], [c.num_examples for c in clients]), rtol=1e-5)
+    np.testing.assert_allclose(after["head.weight"],
+                               weighted_mean([trained_all[c.client_id]["head.weight"] for c in clients],
+                                             [c.num_examples for c in clients]), rtol=1e-5)
