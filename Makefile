@@ -6,7 +6,7 @@ PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.fedhft-installed
 OUT     ?= bundles
 
-.PHONY: setup mosquitto demo export test test-fast bench clean
+.PHONY: setup mosquitto demo export lint test test-fast bench clean
 # Each `make demo` gets its own run folder (a second run never collides with the first);
 # `make demo RUN=runs/mine` picks one.
 RUN     ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
@@ -55,6 +55,10 @@ demo: $(STAMP)
 export: $(STAMP)
 	$(VENV)/bin/fedhft export --model minilm --tier all --backend all --out $(OUT)
 	$(VENV)/bin/fedhft export verify $(OUT)
+
+## Lint (ruff.toml: line length, pyflakes, complexity); CI runs it before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 ## The whole suite, slow and integration tests included (what CI runs).
 ## An integration or reliability test that cannot run (no broker, a missing extra) FAILS: a green
