@@ -1,6 +1,7 @@
 """The local checkpoint: atomic writes, round records, pruning."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -60,3 +61,20 @@ def test_store_prunes_old_payloads(tmp_path):
     assert kept == list(range(4, ck.KEEP_ROUNDS + 4))
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
     assert os.path.isfile(store.path)
+
+
+def test_round_statuses_are_strings_on_disk_and_members_in_memory(tmp_path):
+    store = StateStore(tmp_path, "dev-1", "fleet")
+    store.record(RoundRecord(1, "t1", ck.RoundStatus.OUTCOME, kind="over_budget", reason="memory"))
+    on_disk = json.loads(store.path.read_text())["rounds"]
+    assert [(r["status"], r["kind"]) for r in on_disk] == [("outcome", "over_budget")]
+    again = StateStore(tmp_path, "dev-1", "fleet").get(1)
+    assert again.status is ck.RoundStatus.OUTCOME and again.done
+
+
+def test_an_unknown_round_status_is_a_corrupt_state_file(tmp_path):
+    StateStore(tmp_path, "dev-1", "fleet").record(RoundRecord(1, "t", ck.RoundStatus.TRAINING))
+    path = tmp_path / "state.json"
+    path.write_text(path.read_text().replace('"training"', '"parked"'))
+    with pytest.raises(ValueError, match="state.json is corrupt .*'parked'.*move it away"):
+        StateStore(tmp_path, "dev-1", "fleet")
