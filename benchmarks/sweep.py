@@ -1,17 +1,19 @@
 """The papers' protocol at scale, on the in-process engine: every strategy, personalized and global.
 
     fedhft bench sweep [--quick] [--out benchmarks/results/sweep] [--seeds 0,1,2] [--settings a,b]
-                       [--strategies s1,s2] [--lrs 0.001,0.003,0.01] [--resume] [--report-only] [key=value ...]
+                       [--strategies s1,s2] [--lrs 0.003,0.01,0.03] [--resume] [--report-only] [--no-reference]
+                       [key=value ...]
 
 Per setting, strategy and seed, one federated run (``fedhft simulate engine=inprocess``) reports global
 accuracy on the balanced held-out test set and personalized accuracy: each client's own model on its own
 local shard (disjoint from its training data), before and after local training, weighted by shard size,
 with the worst 10% of clients and balanced accuracy. Beside them: the majority training label, local-only
-training and a centralized LoRA bound per seed. Each strategy's learning rate is chosen from the same grid
-(``--lrs``) on runs that draw from the ``tune`` half of the training file; the reported runs draw from the
-``eval`` half, so neither their shards nor the test set choose anything. FedHFT is tested against the best
-other strategy per setting (paired Wilcoxon over (seed, client)). Resumable (``--resume``: OUT/runs.jsonl);
-see benchmarks/RESULTS.md for the sizing and the numbers.
+training and a centralized LoRA bound per seed. Each strategy's learning rate is chosen once per dataset
+from the same grid (``--lrs``) on runs that draw from the ``tune`` half of the training file; the reported
+runs draw from the ``eval`` half, so neither their shards nor the test set choose anything. FedHFT's
+ablations run on the non-IID settings at FedHFT's rate; one run at the reference defaults (50 x 20) closes
+it. FedHFT is tested against the best other strategy per setting (paired Wilcoxon over (seed, client)).
+Resumable (``--resume``: OUT/runs.jsonl); see RESULTS.md for the sizing and the numbers.
 """
 from __future__ import annotations
 
@@ -37,10 +39,18 @@ SETTINGS = {
 COMMON = {"engine": "inprocess", "tiers": ["android-mid", "rpi5", "jetson-orin-nano"], "backend": "torch",
           "memory_budget": "off", "battery": None, "progress": False, "train_pool": "eval"}
 FULL = {"model": "minilm", "clients": 30, "rounds": 15, "warmup_rounds": 5, "local_steps": 4, "max_seq_len": 32,
-        "batch_size": 8, "train_size": 1800, "test_size": 300}
+        "batch_size": 8, "train_size": 3000, "test_size": 500, "lr_decay": 0.9}
 QUICK = {"model": "tiny", "clients": 4, "rounds": 3, "warmup_rounds": 1, "local_steps": 2, "max_seq_len": 16,
          "batch_size": 8, "train_size": 160, "test_size": 60}
-LRS = {"full": (1e-3, 3e-3, 1e-2), "quick": (2e-2,)}
+LRS = {"full": (3e-3, 1e-2, 3e-2), "quick": (2e-2,)}
+#: Sentence pairs need more tokens than single sentences (android-mid's plan allows 64).
+SETTING_SIZING = {"mrpc-a5.0": {"max_seq_len": 64}}
+#: Learning rates are tuned once per dataset, at its reference partition; its other settings reuse the choice.
+TUNE_SETTING = {"sst2": "sst2-a5.0", "agnews": "agnews-a2.5", "mrpc": "mrpc-a5.0", "amazon": "amazon-natural"}
+#: The FedHFT ablations run (at FedHFT's tuned lr) on the strongly non-IID settings, where clustering should matter.
+ABLATION_SETTINGS = ("sst2-a0.3", "agnews-a0.3")
+#: One run at the reference code's defaults: FedHFT against the best baseline, 50 clients x 20 rounds.
+REFERENCE = {"setting": "sst2-a5.0", "seed": 0, "clients": 50, "rounds": 20, "train_size": 5000}
 #: FedHFT ablations, run like strategies (tuned on the same grid): name -> SimConfig settings.
 VARIANTS = {
     "fedhft-nomask": {"strategy": "fedhft", "strategy_options": {"masked": False}},
@@ -132,7 +142,7 @@ class Sweep:
         sizing = json.dumps(self.sizing, sort_keys=True)
         return [r for r in rows if r.get("sizing") == sizing and r["status"] != "failed"]
 
-    def ensure(self, key: dict, setting: dict, remaining: int, **extra) -> dict:
+    def ensure(self, key: dict, remaining: int, **extra) -> dict:
         have = next((r for r in self.runs if same_key(r, key)), None)
         if have is not None or self.args.report_only:
             return have
@@ -152,23 +162,53 @@ class Sweep:
 
 
 def plan(args, settings: list[str], seeds: list[int], lrs: tuple[float, ...]) -> list[tuple]:
-    """Every run in order: per setting the tuning runs, then the reported runs with the chosen lr."""
-    strategies = args.strategies.split(",")
-    steps = []
+    """Every run in order, as (kind, setting, strategy, seed, lr). Per setting: its dataset's tuning runs
+    (once, at TUNE_SETTING), the reported runs, and the FedHFT ablations where the setting is one of
+    ABLATION_SETTINGS; last, the reference-defaults runs. lr None: chosen from the tuning runs when the step
+    runs; strategy None (reference): the best baseline of the reported runs."""
+    names = args.strategies.split(",")
+    strategies, variants = [s for s in names if s not in VARIANTS], [s for s in names if s in VARIANTS]
+    steps, tuned = [], set()
     for setting in settings:
-        steps += [("tune", setting, s, TUNE_SEED, lr) for s in strategies for lr in (lrs if len(lrs) > 1 else ())]
+        tune_at = TUNE_SETTING[SETTINGS[setting]["dataset"]]
+        if len(lrs) > 1 and tune_at not in tuned:
+            tuned.add(tune_at)
+            steps += [("tune", tune_at, s, TUNE_SEED, lr) for s in strategies for lr in lrs]
         steps += [("eval", setting, s, seed, None) for seed in seeds for s in strategies]
+        if setting in ABLATION_SETTINGS or args.quick:
+            steps += [("eval", setting, v, seed, None) for seed in seeds for v in variants]
+    if args.reference and REFERENCE["setting"] in settings and not args.quick:
+        steps += [("reference", REFERENCE["setting"], s, REFERENCE["seed"], None) for s in ("fedhft", None)]
     return steps
 
 
+def chosen_lr(runs: list[dict], setting: str, strategy: str, lrs: tuple[float, ...]) -> float:
+    """The tuned lr of ``strategy`` for ``setting`` (an ablation uses FedHFT's: it changes one component)."""
+    base = VARIANTS.get(strategy, {}).get("strategy", strategy)
+    if len(lrs) == 1:
+        return lrs[0]
+    return choose_lrs(runs, TUNE_SETTING[SETTINGS[setting]["dataset"]], [base], lrs)[base]
+
+
+def best_baseline(runs: list[dict], setting: str) -> str | None:
+    """The federated baseline with the best mean final personalized accuracy on ``setting``'s reported runs."""
+    entry = next((c for c in compare(summarize(runs), runs) if c["setting"] == setting), {})
+    return entry.get("personalized_acc_after_final", {}).get("best_baseline")
+
+
 def execute(sweep: Sweep, steps: list[tuple], lrs: tuple[float, ...]) -> None:
-    strategies = sorted({s[2] for s in steps})
     for i, (kind, setting, strategy, seed, lr) in enumerate(steps):
+        extra = dict(SETTING_SIZING.get(setting, {}))
         if kind == "tune":
-            sweep.ensure(run_key("tune", setting, strategy, seed, lr), {}, len(steps) - i, train_pool="tune")
+            sweep.ensure(run_key(kind, setting, strategy, seed, lr), len(steps) - i, train_pool="tune", **extra)
             continue
-        chosen = choose_lrs(sweep.runs, setting, strategies, lrs) if len(lrs) > 1 else {s: lrs[0] for s in strategies}
-        sweep.ensure(run_key("eval", setting, strategy, seed, chosen[strategy]), {}, len(steps) - i)
+        if kind == "reference":
+            strategy = strategy or best_baseline(sweep.runs, setting)
+            if strategy is None:
+                continue
+            extra.update({k: v for k, v in REFERENCE.items() if k not in ("setting", "seed")})
+        lr = chosen_lr(sweep.runs, setting, strategy, lrs)
+        sweep.ensure(run_key(kind, setting, strategy, seed, lr), len(steps) - i, **extra)
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -287,6 +327,22 @@ def table(rows: list[dict], comparisons: list[dict], central: dict) -> str:
     return "\n".join(lines)
 
 
+def reference_table(runs: list[dict]) -> str:
+    """The reference-defaults runs (REFERENCE): final and best personalized and global accuracy."""
+    ref = [r for r in runs if r["kind"] == "reference"]
+    if not ref:
+        return ""
+    lines = [f"At the reference code's defaults ({REFERENCE['clients']} clients x {REFERENCE['rounds']} rounds, "
+             f"{REFERENCE['setting']}, seed {REFERENCE['seed']}):", "",
+             "| strategy | lr | personalized after (final) | best | global (final) | best |", "|---" * 6 + "|"]
+    for r in ref:
+        h = r.get("headline") or {}
+        pers, glob = h.get("personalized_acc_after") or {}, h.get("global_accuracy") or {}
+        lines.append(f"| {r['strategy']} | {r['lr']:g} | {_f(pers.get('final'))} | {_f(pers.get('best'))} | "
+                     f"{_f(glob.get('final'))} | {_f(glob.get('best'))} |")
+    return "\n".join(lines)
+
+
 def tuning_table(runs: list[dict]) -> str:
     """The tuning runs (seed TUNE_SEED, the tune half): final personalized / global accuracy per lr."""
     tune = [r for r in runs if r["kind"] == "tune"]
@@ -339,7 +395,7 @@ def parse(argv):
     p.add_argument("--out", default="benchmarks/results/sweep")
     p.add_argument("--seeds", default=None, help="comma list (default: 0,1,2 full, 0 quick)")
     p.add_argument("--settings", default=None, help=f"comma list of {list(SETTINGS)}")
-    p.add_argument("--strategies", default=",".join(STRATEGIES),
+    p.add_argument("--strategies", default=",".join(STRATEGIES + tuple(VARIANTS)),
                    help=f"comma list of strategies and FedHFT ablations {list(VARIANTS)}")
     p.add_argument("--lrs", default=None, help="the learning-rate grid every strategy is tuned on (comma list)")
     p.add_argument("--resume", action="store_true", help="keep the finished runs in OUT/runs.jsonl")
@@ -348,6 +404,8 @@ def parse(argv):
     p.add_argument("--central", choices=("yes", "no", "only"), default="yes",
                    help="the centralized bound: run it too (yes), skip it (no: a shard of a sweep split over "
                         "processes), or run only it (only)")
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="skip the reference-defaults runs (50 clients x 20 rounds, FedHFT and the best baseline)")
     p.add_argument("overrides", nargs="*", help="SimConfig key=value for every run (e.g. data_root=...)")
     return p.parse_args(argv)
 
@@ -388,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     status = (f"{sum(r['kind'] == 'eval' for r in sweep.runs)} reported and "
               f"{sum(r['kind'] == 'tune' for r in sweep.runs)} tuning runs finished of "
               f"{len(plan(args, settings, seeds, lrs))} planned" + (f". {args.note}" if args.note else ""))
-    md = "\n\n".join(x for x in (status, table(rows, comparisons, central), tuning_table(sweep.runs)) if x)
+    md = "\n\n".join(x for x in (status, table(rows, comparisons, central), reference_table(sweep.runs),
+                                        tuning_table(sweep.runs)) if x)
     plots = plot_clients(sweep.runs, out)
     doc = {"sizing": {**COMMON, **sizing}, "settings": {s: SETTINGS[s] for s in settings}, "seeds": seeds,
            "lr_grid": lrs, "rows": rows, "comparisons": comparisons, "centralized": central, "plots": plots,

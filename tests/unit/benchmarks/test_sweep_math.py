@@ -69,3 +69,39 @@ def test_an_ablation_is_fedhft_with_its_settings(tmp_path):
     assert cfg.engine == "inprocess" and cfg.train_pool == "eval" and cfg.alpha == 5.0
     warm = sim_config(SETTINGS["sst2-a5.0"], "fedhft-warmup2", 0, 3e-3, FULL, tmp_path / "r", [], train_pool="tune")
     assert warm.warmup_rounds == 2 and warm.train_pool == "tune"
+
+
+def _args(strategies, quick=False, reference=True):
+    import argparse
+
+    return argparse.Namespace(strategies=",".join(strategies), quick=quick, reference=reference)
+
+
+def test_the_plan_tunes_once_per_dataset_and_ablates_only_the_non_iid_settings():
+    from benchmarks.sweep import ABLATION_SETTINGS, REFERENCE, TUNE_SEED, plan
+
+    steps = plan(_args(["fedhft", "hetlora", "fedhft-k1"]), ["sst2-a5.0", "sst2-a0.3", "mrpc-a5.0"], [0, 1],
+                 (1e-3, 1e-2))
+    tunes = [s for s in steps if s[0] == "tune"]
+    assert {(s[1], s[2], s[3], s[4]) for s in tunes} == {
+        (setting, strategy, TUNE_SEED, lr) for setting in ("sst2-a5.0", "mrpc-a5.0")
+        for strategy in ("fedhft", "hetlora") for lr in (1e-3, 1e-2)}  # sst2-a0.3 reuses sst2-a5.0's choice
+    ablations = [s for s in steps if s[2] == "fedhft-k1"]
+    assert {s[1] for s in ablations} == {"sst2-a0.3"} and "sst2-a0.3" in ABLATION_SETTINGS
+    assert [s[:3] for s in steps[-2:]] == [("reference", REFERENCE["setting"], "fedhft"),
+                                           ("reference", REFERENCE["setting"], None)]
+    assert not any(s[0] == "reference" for s in plan(_args(["fedhft"], reference=False), ["sst2-a5.0"], [0],
+                                                     (1e-3, 1e-2)))
+
+
+def test_an_ablation_runs_at_fedhfts_tuned_rate_and_the_reference_picks_the_best_baseline():
+    from benchmarks.sweep import best_baseline, chosen_lr
+
+    runs = [_run("tune", "fedhft", 100, 1e-3, 0.7, 0.5, setting="sst2-a5.0"),
+            _run("tune", "fedhft", 100, 1e-2, 0.8, 0.5, setting="sst2-a5.0"),
+            _run("tune", "hetlora", 100, 1e-3, 0.9, 0.5, setting="sst2-a5.0")]
+    assert chosen_lr(runs, "sst2-a0.3", "fedhft-k1", (1e-3, 1e-2)) == 1e-2
+    assert chosen_lr(runs, "sst2-a0.3", "hetlora", (1e-3, 1e-2)) == 1e-3
+    scores = {"fedhft": (0.80, 0.7), "hetlora": (0.75, 0.7), "flexlora": (0.78, 0.6), "local-only": (0.9, 0.5)}
+    evals = [_run("eval", name, 0, 0.1, pers, glob, setting="x") for name, (pers, glob) in scores.items()]
+    assert best_baseline(evals, "x") == "flexlora"  # local-only is a reference, not a baseline
