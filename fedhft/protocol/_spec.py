@@ -328,6 +328,8 @@ other field is always sent, optional ones as null."""
 
 
 def _server() -> dict[str, Any]:
+    from fedhft.mqtt import DEVICE_SESSION_EXPIRY_S, SERVER_SESSION_EXPIRY_S
+
     will_topic = _templated(_topic("status"))
     return {
         "host": "{host}:{port}",
@@ -343,7 +345,8 @@ def _server() -> dict[str, Any]:
             "lastWill": {"topic": will_topic, "qos": QOS, "retain": True,
                          "message": "a client_status envelope with state offline (binary)"},
             "sessionExpiryInterval": {"type": "integer", "minimum": 1,
-                                      "description": "Long enough to cover a device's absence (fedhft edge: 7 days)."},
+                                      "description": "Long enough to cover a device's absence (fedhft edge: "
+                                                     f"{DEVICE_SESSION_EXPIRY_S} s)."},
             "bindingVersion": MQTT_BINDING_VERSION,
         }},
         "x-fedhft-server-session": {
@@ -351,8 +354,10 @@ def _server() -> dict[str, Any]:
             "cleanSession": False,
             "lastWill": {"topic": _templated(_topic(SERVER_STATUS)), "qos": QOS, "retain": True,
                          "message": "a server_status envelope with state offline (binary)"},
+            "sessionExpiryInterval": SERVER_SESSION_EXPIRY_S,
             "description": "The server's own session: one per server run (state dir); a finished run ends it "
-                           "(session expiry 0). Without a password the secret part is left out.",
+                           "(session expiry 0). Without a password the secret part is left out; without a run "
+                           "id (a state dir from before run ids) the run tag is.",
         },
     }
 
