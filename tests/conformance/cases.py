@@ -177,3 +177,22 @@ def _without_scale(header: dict, body: bytes) -> bytes:
     tensors = {k: v for k, v in load(body).items() if k != "head.bias.__scale"}
     new_body = save(tensors)
     return frame(canonical(header | {"body_len": len(new_body), "body_sha256": sha256_hex(new_body)}), new_body)
+
+
+# ----------------------------------------------------------------------------- session client ids
+
+#: (client, password) and (fleet, username, password, run tag) inputs of the client-id rules.
+DEVICE_IDS = [("dev-000", "s3cret-Pa55"), ("phone_42", "pässwörd"), ("dev-001", None)]
+SERVER_IDS = [("demo", "fedhft-server", "srv-pass", "1f2e3d4c"), ("demo", "fedhft-server", "srv-pass", ""),
+              ("demo", None, None, "1f2e3d4c")]
+
+
+def client_ids() -> dict:
+    """What fedhft.mqtt makes of those inputs (written to client_ids.json)."""
+    from fedhft.mqtt import device_client_id, server_client_id
+
+    return {
+        "device": [{"client": c, "password": p, "client_id": device_client_id(c, p)} for c, p in DEVICE_IDS],
+        "server": [{"fleet": f, "username": u, "password": p, "run_tag": t,
+                    "client_id": server_client_id(f, u, p, t)} for f, u, p, t in SERVER_IDS],
+    }

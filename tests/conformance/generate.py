@@ -15,10 +15,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from fedhft.protocol import encode  # noqa: E402
-from tests.conformance.cases import messages, variants  # noqa: E402
+from tests.conformance.cases import client_ids, messages, variants  # noqa: E402
 from tests.conformance.vector_json import dumps, message_json, payload_json, vector_json  # noqa: E402
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
+CLIENT_IDS = Path(__file__).resolve().parent / "client_ids.json"
 
 DESCRIPTIONS = {
     "hello": "A device joins: its profile, its backends, no tier hint.",
@@ -69,6 +70,7 @@ def main() -> int:
         (VECTORS / f"{name}.bin").write_bytes(variant.payload)
         (VECTORS / f"{name}.json").write_text(dumps(_variant_json(name, variant)))
         written += 1
+    CLIENT_IDS.write_text(dumps(client_ids()), encoding="utf-8")
     print(f"wrote {written} vectors to {VECTORS.relative_to(ROOT)}: review `git diff` before committing")
     return 0
 

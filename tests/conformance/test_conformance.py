@@ -3,6 +3,7 @@ bytes decode back to the message; the accept/reject payloads get the stored verd
 are never rewritten here: after a deliberate format change run tests/conformance/generate.py."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from fedhft.protocol import ENCODINGS, MESSAGE_TYPES, Message, ProtocolError, decode, encode
-from tests.conformance.cases import messages, split, variants
-from tests.conformance.generate import DESCRIPTIONS
+from tests.conformance.cases import client_ids, messages, split, variants
+from tests.conformance.generate import CLIENT_IDS, DESCRIPTIONS
 from tests.conformance.vector_json import body_json, dumps, message_from_json, tensor_from_json, vector_json
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -104,3 +105,20 @@ def test_a_reader_refuses_with_the_stored_code(vector):
     with pytest.raises(ProtocolError) as err:
         decode(payload)
     assert str(err.value.code) == vector["code"]
+
+
+def _tag(*parts: str | None) -> str:
+    """The rule as docs/PROTOCOL.md writes it: hex(sha256(utf8(parts joined by '|')))[:16]."""
+    return hashlib.sha256("|".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:16]
+
+
+def test_session_client_ids_follow_the_published_rule():
+    stored = json.loads(CLIENT_IDS.read_text(encoding="utf-8"))
+    assert stored == client_ids(), REGENERATE
+    for case in stored["device"]:
+        c, p = case["client"], case["password"]
+        assert case["client_id"] == (f"{c}-{_tag('fedhft-session', c, p)}" if p else c)
+    for case in stored["server"]:
+        f, u, p, t = case["fleet"], case["username"], case["password"], case["run_tag"]
+        secret = f"-{_tag('fedhft-server-id', f, u, p)}" if p else ""
+        assert case["client_id"] == f"fedhft-server-{f}{secret}" + (f"-{t}" if t else "")
