@@ -42,9 +42,11 @@ from server.strategies._math import (
     sparsify_membership,
     stable_hash,
     svd_refactor,
+    svd_width,
     unit,
 )
 from server.strategies._clusters import fit_memberships
+from server.strategies._threads import one_blas_thread
 
 
 class FedHFT(Strategy):
@@ -93,6 +95,7 @@ class FedHFT(Strategy):
         self.cluster_weights = np.full(self.num_clusters, 1.0 / self.num_clusters)
         self.means: np.ndarray | None = None  # last GMM means: keeps cluster labels stable across refits
         self._svd = SvdCache(self.seed)
+        self._starts = StartCache()
         self._hashes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def config(self) -> dict[str, Any]:
@@ -142,7 +145,36 @@ class FedHFT(Strategy):
     def mixed(self, key: str, m: np.ndarray) -> np.ndarray:
         return mixture(self.clusters, m, keys=[key])[key].astype(np.float64)
 
+    def _start_site(self, key: str, m: np.ndarray, rank: int) -> tuple[np.ndarray, tuple]:
+        """(row energy, truncated SVD) of the site's start mixture for membership ``m``: computed
+        once per distinct membership while the cluster states stay as they are (a cluster's members
+        share it once their memberships are hard), so neither the mixture nor its bytes' hash is
+        redone per client."""
+        ident = (key, m.tobytes(), svd_width(rank))
+        sources = [c[key + ".delta"] for c in self.clusters]
+        hit = self._starts.get(ident)
+        # The arrays it was computed from, by identity: states are replaced, never written in place.
+        if hit is None or len(hit[0]) != len(sources) or any(a is not b for a, b in zip(hit[0], sources)):
+            dw = self.mixed(key + ".delta", m)
+            hit = (sources, np.einsum("ij,ij->i", dw, dw), self._svd.get(key, dw, rank))
+            self._starts.put(ident, hit)
+        return hit[1], hit[2]
+
+    def _set_clusters(self, clusters: list[dict[str, np.ndarray]]) -> None:
+        """The strategy's own changes of the cluster states go through here: they drop the start
+        cache (whose entries are also checked against the arrays they came from)."""
+        self.clusters = clusters
+        self._starts = StartCache()
+
     # -- API -------------------------------------------------------------------------------------
+    def configure(self, round_idx: int, clients: list[ClientInfo], rng: np.random.Generator | None = None):
+        with one_blas_thread():
+            return super().configure(round_idx, clients, rng)
+
+    def preview(self, client: ClientInfo) -> ClientAssignment:
+        with one_blas_thread():
+            return super().preview(client)
+
     def assign(self, round_idx: int, client: ClientInfo, rng: np.random.Generator) -> ClientAssignment:
         plan, dims = client.plan, self.dims_for(client)
         m = self.membership(client.client_id)
@@ -153,12 +185,11 @@ class FedHFT(Strategy):
             key = f"layer{layer}.{module}"
             a_name, b_name = lora_names(layer, module)
             self._ensure(key, out_f, in_f, dims)
-            dw = self.mixed(key + ".delta", m)
+            energy, svd = self._start_site(key, m, rank)
             k = rows_per_module(plan, out_f) if self.masked else out_f
-            energy = np.einsum("ij,ij->i", dw, dw)
             rows[b_name] = select_rows(energy, self.last_trained[key], k, explore_count(k, out_f, fraction), rng)
             fill = init_a_rows(self.seed, key, 0, rank, in_f)
-            start[a_name], start[b_name] = svd_refactor(dw, rank, plan.alpha / rank, fill, svd=self._svd.get(key, dw, rank))
+            start[a_name], start[b_name] = svd_refactor(None, rank, plan.alpha / rank, fill, svd=svd)
         head = mixture(self.clusters, m, keys=["head.weight", "head.bias"])
         start.update(head)
         return ClientAssignment(plan, start, mask_from_rows(plan, dims, rows), membership=m)
@@ -192,9 +223,13 @@ class FedHFT(Strategy):
         weights = self.memberships.mean(axis=0)
         # A cluster that had no member and gains some: start it from what its new members were
         # given (their previous mixtures), not from the state it was left with rounds ago.
-        for c in np.flatnonzero((self.cluster_weights <= 0) & (weights > 0)):
-            w = self.memberships[:, c] @ previous
-            self.clusters[c] = mixture(self.clusters, w / w.sum())
+        revived = np.flatnonzero((self.cluster_weights <= 0) & (weights > 0))
+        if revived.size:
+            clusters = list(self.clusters)
+            for c in revived:
+                w = self.memberships[:, c] @ previous
+                clusters[c] = mixture(clusters, w / w.sum())
+            self._set_clusters(clusters)
         self.cluster_weights = weights
 
     def _record_sketches(self, new: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -226,11 +261,12 @@ class FedHFT(Strategy):
         return out
 
     def _load_tensors(self, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        self.clusters = [{} for _ in range(self.num_clusters)]
+        clusters: list[dict[str, np.ndarray]] = [{} for _ in range(self.num_clusters)]
         for name, v in tensors.items():
             if name.startswith("cluster") and "/" in name and name.split("/", 1)[0][7:].isdigit():
                 c, key = name.split("/", 1)
-                self.clusters[int(c[7:])][key] = np.array(v, dtype=np.float32)
+                clusters[int(c[7:])][key] = np.array(v, dtype=np.float32)
+        self._set_clusters(clusters)
         self.last_trained = {k[6:]: np.array(v, dtype=np.int64) for k, v in tensors.items() if k.startswith("stale/")}
         self.client_ids = list(meta["clients"])
         self._index = {c: i for i, c in enumerate(self.client_ids)}
@@ -241,6 +277,25 @@ class FedHFT(Strategy):
         self.cluster_weights = np.array(tensors["clusters/weights"], dtype=np.float64)
         self.means = np.array(tensors["gmm/means"], dtype=np.float64) if "gmm/means" in tensors else None
         self._svd = SvdCache(self.seed)
+
+
+class StartCache:
+    """The (row energy, truncated SVD) of recent start mixtures, keyed by (site, membership bytes,
+    SVD width); least recently used out first, so it never grows with the number of clients."""
+
+    def __init__(self, limit: int = 128):
+        self.limit, self.entries = limit, {}
+
+    def get(self, ident: tuple):
+        hit = self.entries.pop(ident, None)
+        if hit is not None:
+            self.entries[ident] = hit  # most recently used last
+        return hit
+
+    def put(self, ident: tuple, value) -> None:
+        while len(self.entries) >= self.limit:
+            self.entries.pop(next(iter(self.entries)))
+        self.entries[ident] = value
 
 
 class FedHFTAggregator(Aggregator):
@@ -254,6 +309,11 @@ class FedHFTAggregator(Aggregator):
         self.sketches: dict[str, np.ndarray] = {}
 
     def add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray], weight: float) -> None:
+        with one_blas_thread():
+            self._add(client, assignment, update, weight)
+
+    def _add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
+             weight: float) -> None:
         st, plan, dims = self.s, assignment.plan, self.s.dims_for(client)
         trained, rows = self._intake(client.client_id, assignment, dims, update)
         m = assignment.membership if assignment.membership is not None else st.membership(client.client_id)
@@ -284,9 +344,13 @@ class FedHFTAggregator(Aggregator):
             self.sketches[client.client_id] = st.head_feature(head_change)
 
     def finish(self) -> StrategyState:
+        with one_blas_thread():
+            return self._finish()
+
+    def _finish(self) -> StrategyState:
         self._close(self.s, self.round_idx)
         st = self.s
-        st.clusters = [sums.fold(old) for old, sums in zip(st.clusters, self.sums)]
+        st._set_clusters([sums.fold(old) for old, sums in zip(st.clusters, self.sums)])
         for key, cov in self.covered.items():
             st.last_trained[key][cov] = self.round_idx
         previous = st._record_sketches(self.sketches)

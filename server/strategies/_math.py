@@ -92,10 +92,11 @@ def svd_refactor(
     is zero (all of them when delta = 0, e.g. round 0) would give A = B = 0, a saddle where
     neither factor gets a gradient: those rows of A take ``fill_a``'s rows (a fixed random init)
     and their B columns stay 0, which keeps the product exact and the adapter trainable.
-    ``svd`` = a precomputed (U, S, Vt) of delta with at least ``rank`` triplets (cache across ranks).
+    ``svd`` = a precomputed (U, S, Vt) of delta with at least ``rank`` triplets (cache across ranks);
+    with it, ``delta`` itself is not needed (None).
     """
-    out_f, in_f = delta.shape
     u, s, vt = svd if svd is not None else truncated_svd(delta, svd_width(rank))
+    out_f, in_f = u.shape[0], vt.shape[1]
     a = np.zeros((rank, in_f), dtype=np.float64)
     b = np.zeros((out_f, rank), dtype=np.float64)
     tol = (s[0] if s.size else 0.0) * max(out_f, in_f) * np.finfo(np.float32).eps
