@@ -310,34 +310,48 @@ def _convert_sequence(value: Any, tp: Any, origin: Any, args: tuple, path: str, 
     return tuple(items) if origin is tuple else list(items)
 
 
+def _to_bool(value: Any, text: str | None) -> bool:
+    if isinstance(value, bool):
+        return value
+    if text is not None and text.lower() in _TRUE + _FALSE:
+        return text.lower() in _TRUE
+    raise _Mismatch(" (use true or false)")
+
+
+def _to_int(value: Any, text: str | None) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    try:
+        return int(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise _Mismatch(" (an integer)") from None
+
+
+def _to_float(value: Any, text: str | None) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise _Mismatch(" (a number)") from None
+
+
+def _to_str(value: Any, text: str | None) -> str:
+    if isinstance(value, str):
+        return str(value)
+    raise _Mismatch(" (quote it in YAML to keep it a string)")
+
+
+_SCALARS = ((bool, _to_bool), (int, _to_int), (float, _to_float), (str, _to_str))
+
+
 def _convert_scalar(value: Any, tp: Any) -> Any:
     text = str(value).strip() if isinstance(value, (_Cli, str)) else None
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if text is not None and text.lower() in _TRUE + _FALSE:
-            return text.lower() in _TRUE
-        raise _Mismatch(" (use true or false)")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        try:
-            return int(text)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise _Mismatch(" (an integer)") from None
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        try:
-            return float(text)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise _Mismatch(" (a number)") from None
-    if tp is str:
-        if isinstance(value, str):
-            return str(value)
-        raise _Mismatch(" (quote it in YAML to keep it a string)")
+    for scalar, convert in _SCALARS:
+        if tp is scalar:
+            return convert(value, text)
     if tp is Path or (isinstance(tp, type) and issubclass(tp, Path)):
         if isinstance(value, (str, Path)):
             return tp(str(value))
