@@ -18,8 +18,9 @@ import torch
 
 from devices import AdapterPlan
 from fedhft.layout import ModelDims, init_trainable, mask_length
-from fedhft.manifest import BACKENDS, InputSpec, Manifest, file_entry, write_manifest
-from export._backbone import BackboneSource, load_encoder, resolve_model, tokenizer_files, weights_sha256
+from fedhft import __version__
+from fedhft.manifest import BACKENDS, InputSpec, Manifest, OptimizerSpec, file_entry, write_manifest
+from export._backbone import BackboneSource, load_encoder, resolve_model, weights_sha256, write_tokenizer
 from export._model import AdapterModel, build_adapter_model
 
 _COMPILERS = {"torch": "export._torch_backend", "ort": "export._ort_backend", "executorch": "export._et_backend"}
@@ -73,6 +74,8 @@ class CompiledBundle:
     files: dict[str, str]  # relative file name -> role
     inputs: tuple[InputSpec, ...]
     extras: dict = field(default_factory=dict)
+    #: The bundle file that runs the optimizer step, or "app" when the device code must (see OptimizerSpec).
+    optimizer_runs_in: str = "app"
 
 
 @dataclass
@@ -124,14 +127,17 @@ def export_bundle(model_spec: str, num_labels: int, tier: str, plan: AdapterPlan
     ctx = ExportContext(model, plan, model.dims, source, tier, state, progress)
     compiled = compile_fn(ctx, bundle_dir)
     files = dict(compiled.files)
-    for tok in tokenizer_files(source):
-        shutil.copy2(tok, bundle_dir / tok.name)
-        files[tok.name] = "tokenizer"
+    ids = next(spec for spec in compiled.inputs if spec.name == "input_ids")
+    shortest = ids.bounds["seq"][0] if "seq" in ids.bounds else plan.max_seq_len  # a static program takes one length
+    tokenizer = write_tokenizer(source, bundle_dir, plan.max_seq_len, shortest)
+    files[tokenizer.file] = "tokenizer"
     manifest = Manifest(
         backend=backend, tier=tier, plan=plan, dims=model.dims, base_model_id=source.model_id,
         base_weights_sha256=base_sha, inputs=compiled.inputs,
         files={name: file_entry(bundle_dir, name, role) for name, role in files.items()},
         backend_extras=compiled.extras, quantization=quantization_report(model, fp32_bytes),
+        fedhft_version=__version__, tokenizer=tokenizer, optimizer=OptimizerSpec(runs_in=compiled.optimizer_runs_in),
+        init_seed=seed,
     )
     write_manifest(bundle_dir, manifest)
     size = sum(e.size for e in manifest.files.values())

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
+from fedhft.manifest import TokenizerSpec
 from export._model import architecture_family
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
-                   "merges.txt", "vocab.json", "sentencepiece.bpe.model")
+#: The one tokenizer file of a bundle (a Hugging Face ``tokenizers`` JSON).
+TOKENIZER_FILE = "tokenizer.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 TINY_DEFAULTS = {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128, "seed": 0}
@@ -113,8 +114,47 @@ def weights_sha256(encoder: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def tokenizer_files(source: BackboneSource) -> list[Path]:
-    files = [source.tokenizer_dir / f for f in TOKENIZER_FILES if (source.tokenizer_dir / f).is_file()]
-    if not files:
-        raise FileNotFoundError(f"no tokenizer files in {source.tokenizer_dir}")
-    return files
+def _fast_tokenizer(source: BackboneSource):
+    """The source's tokenizer as a ``tokenizers.Tokenizer``: its tokenizer.json, or (a directory with
+    only vocab.txt & co.) the fast tokenizer transformers converts from them."""
+    from tokenizers import Tokenizer
+
+    path = source.tokenizer_dir / TOKENIZER_FILE
+    if path.is_file():
+        return Tokenizer.from_file(str(path))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(source.tokenizer_dir, use_fast=True, local_files_only=True)
+    if not getattr(tok, "is_fast", False):
+        raise FileNotFoundError(f"{source.tokenizer_dir} has no tokenizer.json and its tokenizer has no fast version: "
+                                f"save one there with AutoTokenizer.from_pretrained(...).save_pretrained(dir)")
+    return tok.backend_tokenizer
+
+
+def _pad(tokenizer, source: BackboneSource) -> tuple[int, str]:
+    """(pad id, pad token): the file's padding setting, else the configured or a usual pad token."""
+    if tokenizer.padding:
+        return int(tokenizer.padding["pad_id"]), str(tokenizer.padding["pad_token"])
+    candidates = ["[PAD]", "<pad>", "<|pad|>"]
+    config = source.tokenizer_dir / "tokenizer_config.json"
+    if config.is_file():
+        configured = json.loads(config.read_text()).get("pad_token")
+        candidates.insert(0, configured.get("content") if isinstance(configured, dict) else configured)
+    for token in filter(None, candidates):
+        if tokenizer.token_to_id(token) is not None:
+            return int(tokenizer.token_to_id(token)), str(token)
+    raise ValueError(f"the tokenizer of {source.tokenizer_dir} has no pad token ({', '.join(candidates[-3:])}): "
+                     f"set pad_token in its tokenizer_config.json")
+
+
+def write_tokenizer(source: BackboneSource, bundle_dir: Path, max_length: int, min_length: int) -> TokenizerSpec:
+    """The bundle's ONE tokenizer file, set to truncate and pad to the bundle's bound ``max_length``.
+
+    The model's own tokenizer.json pads and truncates to whatever it was saved with (128 for
+    MiniLM): a 64-token bundle fed with it is silently accepted by ORT and refused by ExecuTorch."""
+    tokenizer = _fast_tokenizer(source)
+    pad_id, pad_token = _pad(tokenizer, source)
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.enable_padding(length=max_length, pad_id=pad_id, pad_token=pad_token)
+    tokenizer.save(str(Path(bundle_dir) / TOKENIZER_FILE), pretty=False)
+    return TokenizerSpec(TOKENIZER_FILE, max_length, min_length, pad_id, pad_token)

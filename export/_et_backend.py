@@ -166,6 +166,10 @@ def compile_bundle(ctx: ExportContext, bundle_dir: Path) -> CompiledBundle:
     ctx.progress(f"  executorch: {PROGRAM} {len(buffer) / 1e6:.1f} MB, stored {stats['stored_bytes']}")
     extras = {
         "program": PROGRAM, "method": METHOD, "input_order": list(INPUT_ORDER), "outputs": list(OUTPUTS),
+        # What forward_backward returns, and the methods ExecuTorch's TrainingModule (also Android's) reads.
+        "method_outputs": [*OUTPUTS, "gradients (param_order)", "parameters (param_order)"],
+        "training_methods": {kind: f"__et_training_{kind}_{METHOD}"
+                             for kind in ("gradients_index", "parameters_index", "fqn")},
         "param_order": fqns, "param_to_canonical": {f: to_canonical[f] for f in fqns},
         "dynamic_shapes": True, "xnnpack": xnnpack, "executorch_version": executorch.version.__version__,
         "stored_bytes_by_dtype": stats["stored_bytes"], "addmm_split": stats["addmm_split"],

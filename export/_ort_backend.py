@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedhft.manifest import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY
 from export._api import CompiledBundle, ExportContext
 
 TRAINING, EVAL, OPTIMIZER, CHECKPOINT, INFERENCE = (
@@ -31,12 +32,14 @@ TRAINING, EVAL, OPTIMIZER, CHECKPOINT, INFERENCE = (
 FILE_ROLES = {TRAINING: "training_model", EVAL: "eval_model", OPTIMIZER: "optimizer_model",
               CHECKPOINT: "checkpoint", INFERENCE: "inference_model"}
 GRAPH_INPUTS = ("input_ids", "attention_mask", "mask")
+LABELS = "labels"  # the input generate_artifacts adds for its cross-entropy loss
 LOGITS = "logits"
 OPSET = 16
 MAX_IR_VERSION = 10  # ORT 1.19 rejects IR >= 11 (written by onnx >= 1.18)
 _WRAP = "inner"  # attribute name of the AdapterModel inside the export wrapper (prefixes every tensor name)
 # torch.optim.AdamW as the contract defines it (docs/CONTRACTS.md); adam_mode 0 = torch semantics.
-ADAMW_ATTRS = {"alpha": 0.9, "beta": 0.999, "epsilon": 1e-8, "weight_decay": 0.0, "correct_bias": 1, "adam_mode": 0}
+ADAMW_ATTRS = {"alpha": ADAM_BETAS[0], "beta": ADAM_BETAS[1], "epsilon": ADAM_EPS, "weight_decay": WEIGHT_DECAY,
+               "correct_bias": 1, "adam_mode": 0}
 
 
 class _LogitsGraph(nn.Module):
@@ -219,6 +222,31 @@ def cap_ir_version(path: Path) -> None:
         onnx.save(model, str(path))
 
 
+def _open(bundle_dir: Path):
+    from onnxruntime.training.api import CheckpointState, Module
+
+    state = CheckpointState.load_checkpoint(str(bundle_dir / CHECKPOINT))
+    return state, Module(str(bundle_dir / TRAINING), state, str(bundle_dir / EVAL))
+
+
+def graph_io(bundle_dir: Path) -> dict:
+    """The feed order and output names of the training and eval graphs, as ORT's Module reports them
+    (``input_names()``/``output_names()``, parameters excluded). The loss output's name is made by
+    generate_artifacts and differs per model (``onnx::loss::2``, ``onnx::loss::26``), so it is read,
+    not assumed; the feed order differs from the manifest's ``inputs`` (labels come after mask)."""
+    _, module = _open(bundle_dir)
+    facts = {}
+    for key, name, mode in (("training_graph", TRAINING, module.train), ("eval_graph", EVAL, module.eval)):
+        mode()
+        inputs, outputs = list(module.input_names()), list(module.output_names())
+        if LOGITS not in outputs or len(outputs) != 2 or sorted(inputs) != sorted([*GRAPH_INPUTS, LABELS]):
+            raise RuntimeError(f"{name} has inputs {inputs} and outputs {outputs}, expected {[*GRAPH_INPUTS, LABELS]} "
+                               f"and (loss, {LOGITS}): this onnxruntime-training version is unsupported; pin 1.19.2")
+        loss = next(o for o in outputs if o != LOGITS)
+        facts[key] = {"file": name, "inputs": inputs, "outputs": outputs, "loss_output": loss, "logits_output": LOGITS}
+    return facts
+
+
 def parameter_order(bundle_dir: Path, trainable: dict[str, str]) -> list[str]:
     """Canonical names in the order of ``get_contiguous_parameters(trainable_only=True)``.
 
@@ -226,11 +254,9 @@ def parameter_order(bundle_dir: Path, trainable: dict[str, str]) -> list[str]:
     fill the contiguous buffer with each tensor's index and read every parameter back by name."""
     import onnx
     from onnxruntime.capi.onnxruntime_inference_collection import OrtValue
-    from onnxruntime.training.api import CheckpointState, Module
 
     by_onnx = {v: k for k, v in trainable.items()}
-    state = CheckpointState.load_checkpoint(str(bundle_dir / CHECKPOINT))
-    module = Module(str(bundle_dir / TRAINING), state, str(bundle_dir / EVAL))
+    state, module = _open(bundle_dir)
     graph_inputs = [i.name for i in onnx.load(str(bundle_dir / TRAINING), load_external_data=False).graph.input]
     order = [by_onnx[n] for n in graph_inputs if n in by_onnx]
     sizes = [int(np.prod(state.parameters[trainable[c]].data.shape)) for c in order]
@@ -248,10 +274,7 @@ def parameter_order(bundle_dir: Path, trainable: dict[str, str]) -> list[str]:
 def write_inference_model(bundle_dir: Path) -> None:
     """A plain-InferenceSession model (inputs input_ids, attention_mask, mask; output logits) with the
     round-0 adapters baked in; OrtSession.export_inference_model writes one with trained adapters."""
-    from onnxruntime.training.api import CheckpointState, Module
-
-    state = CheckpointState.load_checkpoint(str(bundle_dir / CHECKPOINT))
-    module = Module(str(bundle_dir / TRAINING), state, str(bundle_dir / EVAL))
+    _, module = _open(bundle_dir)
     module.export_model_for_inferencing(str(bundle_dir / INFERENCE), [LOGITS])
     cap_ir_version(bundle_dir / INFERENCE)
 
@@ -272,15 +295,18 @@ def compile_bundle(ctx: ExportContext, bundle_dir: Path) -> CompiledBundle:
     ctx.progress("  ort: recording the parameter order and writing the inference model")
     with _quiet():
         order = parameter_order(bundle_dir, trainable)
+        graphs = graph_io(bundle_dir)
         write_inference_model(bundle_dir)
     extras = {
+        **graphs,
+        "inference_graph": {"file": INFERENCE, "inputs": list(GRAPH_INPUTS), "outputs": [LOGITS]},
         "param_order": order,
         "onnx_names": trainable,
-        "graph_inputs": list(GRAPH_INPUTS),
-        "label_input": "labels",
+        "label_input": LABELS,
         "logits_output": LOGITS,
-        "optimizer": {"type": "AdamW", **ADAMW_ATTRS},
+        "optimizer": {"type": "AdamW", **ADAMW_ATTRS},  # the AdamWOptimizer node's attributes in OPTIMIZER
         "opset": OPSET,
         "onnxruntime_version": onnxruntime.__version__,
     }
-    return CompiledBundle(files=dict(FILE_ROLES), inputs=ctx.input_specs(dynamic=True), extras=extras)
+    return CompiledBundle(files=dict(FILE_ROLES), inputs=ctx.input_specs(dynamic=True), extras=extras,
+                          optimizer_runs_in=OPTIMIZER)

@@ -11,6 +11,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+#: Embedding tables with at least this many rows are stored int8 (smaller ones, positions and token
+#: types, are not worth a scale per row and stay fp32).
+EMBEDDING_INT8_MIN_ROWS = 1025
+
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row int8: returns (int8 weight, fp32 scale per row)."""
@@ -80,8 +84,7 @@ def quantize_frozen(module: nn.Module, skip: set[int] | None = None) -> int:
         if isinstance(child, nn.Linear):
             setattr(module, name, Int8Linear.from_linear(child))
             count += child.weight.numel()
-        elif isinstance(child, nn.Embedding) and child.num_embeddings > 1024:
-            # Small tables (positions, token types) are not worth a scale per row.
+        elif isinstance(child, nn.Embedding) and child.num_embeddings >= EMBEDDING_INT8_MIN_ROWS:
             setattr(module, name, Int8Embedding.from_embedding(child))
             count += child.weight.numel()
         else:

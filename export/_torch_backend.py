@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from export._api import CompiledBundle, ExportContext
+from export._quant import EMBEDDING_INT8_MIN_ROWS
 
 WEIGHTS = "backbone.safetensors"
 CONFIG = "config.json"
+#: How backbone.safetensors names its tensors (docs/MANIFEST.md, torch bundles).
+WEIGHTS_FORMAT = {
+    "keys": "encoder_state_dict",  # the Hugging Face encoder's state_dict names, LoRA factors left out
+    "adapted_linear": "<module>.base.weight",  # a LoRA-wrapped layer keeps its frozen layer under '.base'
+    "int8_linear": {"weight": "<module>.weight_int8", "scale": "<module>.weight_scale", "bias": "<module>.bias"},
+    "int8_embedding": {"weight": "<table>.weight_int8", "scale": "<table>.weight_scale",
+                       "min_rows": EMBEDDING_INT8_MIN_ROWS},
+    "int8_dequantize": "weight_int8 * weight_scale[:, None]",  # per output row (per table row)
+}
 
 
 def frozen_state(model) -> dict:
@@ -20,13 +30,15 @@ def frozen_state(model) -> dict:
 
 def compile_bundle(ctx: ExportContext, bundle_dir: Path) -> CompiledBundle:
     ctx.progress(f"  torch: writing {WEIGHTS}")
-    save_file(frozen_state(ctx.model), str(bundle_dir / WEIGHTS))
+    # save() + write_bytes, not save_file: save_file creates the file with mode 0600, which a server
+    # that serves the bundle under another user (or a web server) cannot read.
+    (bundle_dir / WEIGHTS).write_bytes(save(frozen_state(ctx.model)))
     config = ctx.model.encoder.config.to_dict()
     (bundle_dir / CONFIG).write_text(json.dumps(config, indent=2, default=str))
     return CompiledBundle(
         files={WEIGHTS: "weights", CONFIG: "config"},
         inputs=ctx.input_specs(dynamic=True),
-        extras={"torch_names": ctx.model.torch_names()},
+        extras={"torch_names": ctx.model.torch_names(), "weights_format": WEIGHTS_FORMAT},
     )
 
 

@@ -9,9 +9,8 @@ import numpy as np
 from fedhft.manifest import Manifest
 
 # AdamW as torch defines it; ORT must be told adam_mode=0 to match (its default is the HF variant).
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
-WEIGHT_DECAY = 0.0
+# The values live in fedhft.manifest, which writes them into every bundle's manifest.
+from fedhft.manifest import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY  # noqa: F401  (re-exported to the sessions)
 
 
 @runtime_checkable

@@ -50,6 +50,7 @@ def test_manifest_maps_program_parameters_to_canonical_names(bundles):
     m = load_manifest(bundles["fp32"].bundle_dir)
     extras = m.backend_extras
     assert extras["input_order"] == ["input_ids", "attention_mask", "labels", "mask"]
+    assert extras["training_methods"]["fqn"] == "__et_training_fqn_forward" and m.optimizer.runs_in == "app"
     assert sorted(extras["param_to_canonical"].values()) == sorted(s.name for s in m.trainable)
     assert extras["param_to_canonical"]["head.weight"] == "head.weight"
     assert extras["addmm_split"] > 0  # the slow portable addmm never reaches the program

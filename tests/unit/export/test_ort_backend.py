@@ -68,7 +68,17 @@ def test_manifest_records_parameter_order_and_roles(bundles):
     m = load_manifest(bundles["int8"].bundle_dir)
     extras = m.backend_extras
     assert sorted(extras["param_order"]) == sorted(s.name for s in m.trainable)
-    assert extras["optimizer"]["adam_mode"] == 0 and extras["graph_inputs"] == ["input_ids", "attention_mask", "mask"]
+    assert extras["optimizer"]["adam_mode"] == 0 and m.optimizer.runs_in == "optimizer_model.onnx"
+    assert extras["inference_graph"]["inputs"] == ["input_ids", "attention_mask", "mask"]
+    # the feed order and the loss name are the graphs' own (labels after mask; the loss name is made by ORT)
+    for key, name in (("training_graph", "training_model.onnx"), ("eval_graph", "eval_model.onnx")):
+        graph = onnx.load(str(bundles["int8"].bundle_dir / name), load_external_data=False).graph
+        params = set(extras["onnx_names"].values()) | {i.name for i in graph.initializer}
+        feeds = [i.name for i in graph.input if not i.name.startswith("inner.") and i.name not in params]
+        feeds = [f for f in feeds if f != "lazy_reset_grad"]  # fed by ORT's Module itself
+        assert extras[key]["inputs"] == feeds == ["input_ids", "attention_mask", "mask", "labels"]
+        assert extras[key]["outputs"] == [o.name for o in graph.output][:2]
+        assert extras[key]["loss_output"].startswith("onnx::loss::") and extras[key]["logits_output"] == "logits"
     for role in ("training_model", "eval_model", "optimizer_model", "checkpoint", "inference_model", "tokenizer"):
         assert m.files_with_role(role), role
 

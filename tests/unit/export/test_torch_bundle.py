@@ -40,11 +40,43 @@ def test_int8_bundle_is_smaller_and_reports_savings(bundles):
 def test_manifest_records_layout_files_and_inputs(bundles):
     m = load_manifest(bundles["fp32"].bundle_dir)
     raw = json.loads((bundles["fp32"].bundle_dir / "manifest.json").read_text())
-    assert raw["schema_version"] == 1 and raw["base_model"]["id"].startswith("tiny:")
+    assert raw["schema_version"] == 2 and raw["base_model"]["id"].startswith("tiny:")
     assert [t["name"] for t in raw["trainable"]][:2] == ["layer0.query.lora_A", "layer0.query.lora_B"]
     assert raw["mask"]["length"] == m.mask_length == 2 * 2 * 64
     assert {i.name for i in m.inputs} == {"input_ids", "attention_mask", "labels", "mask"}
-    assert m.files_with_role("tokenizer") and all(len(e.sha256) == 64 for e in m.files.values())
+    assert m.files_with_role("tokenizer") == ["tokenizer.json"] and all(len(e.sha256) == 64 for e in m.files.values())
+    assert m.optimizer.runs_in == "app" and raw["initial_weights"]["shipped_in"] is None
+
+
+def test_the_one_tokenizer_file_pads_and_truncates_to_the_bundle_bound(bundles):
+    from tokenizers import Tokenizer
+
+    m = bundles["fp32"].manifest
+    tok = Tokenizer.from_file(str(bundles["fp32"].bundle_dir / m.tokenizer.file))
+    long, short = tok.encode("good " * 200), tok.encode("good")
+    assert len(long.ids) == len(short.ids) == m.tokenizer.max_length == PLAN.max_seq_len
+    assert short.attention_mask[:3] == [1, 1, 1] and short.attention_mask[3:] == [0] * (PLAN.max_seq_len - 3)
+    assert short.ids[3] == m.tokenizer.pad_id
+
+
+def test_weights_file_is_world_readable_like_the_others(bundles):
+    bundle = bundles["int8"].bundle_dir
+    assert (bundle / "backbone.safetensors").stat().st_mode & 0o777 == (bundle / "config.json").stat().st_mode & 0o777
+
+
+def test_int8_weight_keys_follow_the_manifest_format(bundles):
+    from safetensors import safe_open
+
+    m = bundles["int8"].manifest
+    fmt = m.backend_extras["weights_format"]
+    with safe_open(str(bundles["int8"].bundle_dir / "backbone.safetensors"), "np") as f:
+        keys = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    query = f"encoder.layer.{m.dims.num_layers - 1}.attention.self.query.base"  # an adapted (LoRA-wrapped) layer
+    assert keys[fmt["int8_linear"]["weight"].replace("<module>", query)] == "I8"
+    assert keys[fmt["int8_linear"]["scale"].replace("<module>", query)] == "F32"
+    assert keys["embeddings.word_embeddings.weight_int8"] == "I8"  # 30522 rows >= min_rows
+    assert keys["embeddings.position_embeddings.weight"] == "F32"  # 512 rows: stays fp32
+    assert not any(".lora_" in k for k in keys)
 
 
 def test_masked_rows_do_not_move_and_mask_is_an_input():
