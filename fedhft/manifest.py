@@ -32,7 +32,7 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 WEIGHT_DECAY = 0.0
 #: The update format's specification (the manifest refers to it, it does not repeat it).
-UPDATE_SPEC = "docs/PROTOCOL.md#11-masks-and-the-update-format"
+UPDATE_SPEC = "docs/PROTOCOL.md#update"
 #: Fixed semantics of this schema, as identifiers that docs/MANIFEST.md defines; a manifest that
 #: states other ones was made by a fedhft that trains differently and is refused.
 MASK_SEMANTICS = {"dtype": "float32", "values": [0.0, 1.0], "selects": "lora_B_rows", "trained_value": 1.0}
