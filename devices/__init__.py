@@ -1,8 +1,11 @@
 """Device tiers, profiler and planner. Imports nothing else of fedhft's."""
-from devices._plan import PRECISIONS, TARGET_GROUPS, AdapterPlan
+from devices._plan import BACKENDS, PRECISIONS, TARGET_GROUPS, AdapterPlan
 from devices._catalog import CatalogError, TierSpec, get_tier, load_catalog
-from devices._planner import BACKENDS, Budget, Estimate, ModelShape, PlanError, default_rank_profile, estimate, plan_for
-from devices._profiler import DeviceProfile, profile_device, recommend_tier
+from devices._planner import (
+    ACTIVATION_FACTOR, RUNTIME_BASELINE_MB, Budget, Estimate, ModelShape, PlanError, default_rank_profile, estimate,
+    plan_for,
+)
+from devices._profiler import DeviceProfile, device_gflops, profile_device, recommend_tier
 
 __all__ = [
     "AdapterPlan",
@@ -13,6 +16,8 @@ __all__ = [
     "get_tier",
     "load_catalog",
     "BACKENDS",
+    "ACTIVATION_FACTOR",
+    "RUNTIME_BASELINE_MB",
     "Budget",
     "Estimate",
     "ModelShape",
@@ -21,6 +26,7 @@ __all__ = [
     "estimate",
     "plan_for",
     "DeviceProfile",
+    "device_gflops",
     "profile_device",
     "recommend_tier",
 ]

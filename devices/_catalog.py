@@ -14,8 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from devices._plan import AdapterPlan
-from devices._planner import BACKENDS
+from devices._plan import BACKENDS, AdapterPlan
 
 CATALOG_SCHEMA_VERSION = 1
 _TOP_KEYS = {"schema_version", "num_layers", "rank_profile", "tiers"}

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: The training runtimes a tier can name as its backend.
+BACKENDS = ("torch", "ort", "executorch")
 PRECISIONS = ("fp32", "int8")
 #: Module groups that can carry LoRA. "ffn" adds the two feed-forward projections.
 TARGET_GROUPS = {

@@ -19,10 +19,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from devices._plan import TARGET_GROUPS, AdapterPlan
+from devices._plan import BACKENDS, TARGET_GROUPS, AdapterPlan
 from devices._profiler import DeviceProfile
 
-BACKENDS = ("torch", "ort", "executorch")
 MB = 1024.0 * 1024.0
 
 #: Resident MB of a training process before its weights are touched. torch: python + torch +

@@ -67,7 +67,7 @@ def tier_spec(name: str | None):
     if not name or name == "auto":
         return None
     try:
-        from devices._catalog import load_catalog
+        from devices import load_catalog
 
         return load_catalog().get(name)
     except (ImportError, ValueError, OSError):  # the catalog is optional for a device

@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+from devices import ACTIVATION_FACTOR, RUNTIME_BASELINE_MB
+
 MB = 1024.0 * 1024.0
 DEFAULT_MARGIN = 0.90
-#: Resident MB a runtime adds once loaded (devices/_planner.py measured these; torch includes transformers).
-RUNTIME_MB = {"torch": 385.0, "ort": 70.0, "executorch": 60.0}
+#: Resident MB a runtime adds once loaded: the planner's figures (torch includes transformers).
+RUNTIME_MB = RUNTIME_BASELINE_MB
 
 
 @dataclass(frozen=True)
@@ -185,13 +187,8 @@ class MemoryModel:
 
 
 def _activation_factor(backend: str) -> float:
-    """The planner's measured activation factor per backend (devices/_planner.py), if it has one."""
-    try:
-        from devices import _planner
-
-        return float(_planner.ACTIVATION_FACTOR[backend])
-    except (ImportError, AttributeError, KeyError):
-        return {"torch": 2.2, "ort": 1.5, "executorch": 1.2}.get(backend, 2.2)
+    """The planner's activation factor for ``backend`` (torch's, the largest, for one it does not know)."""
+    return float(ACTIVATION_FACTOR.get(backend, ACTIVATION_FACTOR["torch"]))
 
 
 def _heads(bundle_dir, hidden: int) -> int:

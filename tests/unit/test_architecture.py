@@ -79,8 +79,6 @@ KNOWN_VIOLATIONS = dict([
     _known("layer", "edge_runtime.sessions._torch", "export._torch_backend", _RUNTIME_LAYER),
     _known("private", "edge_runtime.sessions._torch", "export._torch_backend", _RUNTIME_LAYER),
     # cycles between modules
-    _known("cycle", "devices._catalog -> devices._planner -> devices._profiler", "",
-           "issue 11 item 1: devices' catalog -> planner -> profiler -> catalog"),
     _known("cycle", "fedhft.simulate._datasets -> fedhft.simulate._userdata", "",
            "issue 11 item 1: simulate's datasets <-> userdata"),
     _known("cycle", " -> ".join(sorted([
@@ -89,9 +87,6 @@ KNOWN_VIOLATIONS = dict([
         "fedhft.mqtt._client", "fedhft.protocol", "fedhft.protocol._spec"])), "",
         "issue 11 item 1: protocol._spec (the AsyncAPI writer) imports broker and mqtt, which import protocol"),
     # private reach across packages
-    _known("private", "edge_runtime._budget", "devices._planner",
-           "issue 11 item 2: the budget guard uses devices' public estimate"),
-    _known("private", "edge_runtime._agent", "devices._catalog", "issue 11 item 2: devices' public load_catalog"),
     _known("private", "fedhft.simulate._bundles", "export._api", _SIM_PRIVATE),
     _known("private", "fedhft.simulate._bundles", "export._backbone", _SIM_PRIVATE),
     _known("private", "fedhft.simulate._bundles", "export._model", _SIM_PRIVATE),
@@ -125,7 +120,6 @@ KNOWN_VIOLATIONS = dict([
     _known("private", "benchmarks.personalization", "fedhft.simulate._evaluate", _BENCH_PRIVATE),
     _known("private", "benchmarks.personalization", "fedhft.simulate._prepare", _BENCH_PRIVATE),
     _known("private", "benchmarks.personalization", "fedhft.simulate._results_md", _BENCH_PRIVATE),
-    _known("private", "benchmarks.planner_check", "devices._profiler", _BENCH_PRIVATE),
     _known("private", "benchmarks.sweep", "fedhft.simulate._results_md", _BENCH_PRIVATE),
 ])
 
