@@ -31,9 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devices import AdapterPlan  # noqa: E402
-from fedhft.broker import MosquittoBroker, fleet_init, parse_broker_url  # noqa: E402
+from fedhft.broker import MosquittoBroker, fleet_init  # noqa: E402
 from fedhft.layout import ModelDims  # noqa: E402
 from fedhft.manifest import Manifest, write_manifest  # noqa: E402
+from fedhft.mqtt import ClientSpec, MqttConnection, Will  # noqa: E402
 from fedhft.protocol import Hello, Task, Topics, decode, encode  # noqa: E402
 
 FLEET = "bench"
@@ -55,16 +56,12 @@ def make_bundles(root: Path) -> Path:
 
 
 def _paho_client(url: str, cred, client_id: str):
-    import paho.mqtt.client as mqtt
-
-    target = parse_broker_url(url)
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    c.username_pw_set(cred.username, cred.password)
-    c.max_inflight_messages_set(1000)
+    conn = MqttConnection(ClientSpec(url, client_id, cred.username, cred.password, keepalive=60, max_inflight=1000))
+    c = conn.paho
     c.max_queued_messages_set(0)
     ready = threading.Event()
     c.on_connect = lambda *a: ready.set()
-    c.connect(target.host, target.port, keepalive=60)
+    conn.connect()
     c.loop_start()
     if not ready.wait(10):
         raise RuntimeError(f"{client_id}: no CONNACK from {url}")
@@ -127,19 +124,16 @@ class _Device:
     external select loop: thousands per process without a thread each."""
 
     def __init__(self, url: str, cred, seed: int):
-        import paho.mqtt.client as mqtt
-
         from fedhft.protocol import ClientStatus
 
         self.cid, self.seed, self.topics = cred.client_id, seed, Topics(FLEET)
         self.server_state = None
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cid, protocol=mqtt.MQTTv5)
-        self.c.username_pw_set(cred.username, cred.password)
-        self.c.will_set(self.topics.status(self.cid), encode(ClientStatus(FLEET, self.cid, "offline")), 1, True)
+        will = Will(self.topics.status(self.cid), encode(ClientStatus(FLEET, self.cid, "offline")))
+        conn = MqttConnection(ClientSpec(url, self.cid, cred.username, cred.password, keepalive=120, will=will))
+        self.c = conn.paho
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
-        target = parse_broker_url(url)
-        self.c.connect(target.host, target.port, keepalive=120)
+        conn.connect()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         from fedhft.protocol import ClientStatus

@@ -1,67 +1,35 @@
-"""The device's MQTT link (MQTT 5, or 3.1.1 for brokers without 5): a thin paho-mqtt 2.x wrapper
-that never blocks paho's thread.
+"""The device's MQTT link: a ``fedhft.mqtt`` connection that never blocks paho's thread.
 
-What it takes care of (each one a trap measured with Mosquitto 2.0 / paho 2.2, see DESIGN.md):
+* a persistent session (the device's secret-tagged client id, no clean start, a session expiry on
+  MQTT 5) so that tasks queued while the device was away arrive when it comes back;
+* manual acks: a task is acknowledged only once the agent has persisted it (a crash in between
+  makes the broker redeliver it);
+* the Last Will on the device's retained status topic, and reconnects with exponential backoff
+  (a refused or failed connection is logged, never raised);
+* the broker's packet limit (from CONNACK, else the configured one) checked before each publish;
+* ``on_message`` only enqueues ``Inbound`` items that the agent's main loop drains.
 
-* ``CallbackAPIVersion.VERSION2`` and MQTT 5 (ACL refusals are only visible on MQTT 5);
-* a persistent session (``clean_start=False`` + a session expiry interval) so QoS 1 tasks queued
-  while the device was away are delivered when it comes back;
-* ``manual_ack``: a task is acknowledged to the broker only after the agent has persisted it, so a
-  crash between delivery and persistence makes the broker redeliver it;
-* a Last Will on the client's retained status topic ("offline");
-* reconnects with exponential backoff (``reconnect_delay_set`` + ``loop_start``); a refused or
-  failed connection is logged, never raised;
-* payload size checked against the broker's ``MaximumPacketSize`` (from CONNACK, else a configured
-  limit) BEFORE publishing: paho does not enforce it and an oversize QoS 1 message is resent forever;
-* ``on_message`` only enqueues ``Inbound`` items into ``inbox`` (a ``queue.Queue``) that the agent's
-  main loop drains; decoding and all work happen there.
-
-``MqttOptions.protocol="3.1.1"`` (``fedhft edge mqtt_protocol=3.1.1``) is for brokers that lack MQTT 5, such as
-the embedded amqtt broker of ``fedhft simulate``. What changes, and what is lost:
-
-* the persistent session is asked for with ``clean_session=False`` in the ``Client`` constructor
-  (3.1.1 has no clean_start flag on CONNECT and no SessionExpiryInterval: how long the broker keeps
-  the session is the broker's own setting, e.g. Mosquitto's ``persistent_client_expiration``);
-* no CONNECT properties, and CONNACK advertises no MaximumPacketSize: the configured
-  ``max_packet_size`` is the limit checked before publishing;
-* PUBACKs carry no reason code (paho 2 reports each as a ``ReasonCode`` "Success"), so an
-  ACL-refused publish looks delivered (Mosquitto drops it; amqtt too) and ``PublishFailed`` is never
-  raised: only the missing application-level Ack from the server shows it (the agent re-sends the
-  update every ``ack_timeout_s``);
-* CONNACK refusals still arrive as ``ReasonCode`` objects (paho 2 converts the 3.1.1 return code:
-  bad credentials = 0x86, not authorized = 0x87), so ``is_failure`` works in both modes;
-* ``manual_ack``, the Last Will and QoS 1 are plain MQTT 3.1.1 and work the same.
+MQTT 3.1.1 (``mqtt_protocol=3.1.1``, for brokers without 5) loses the session expiry, the CONNACK
+packet limit and PUBACK reason codes (an ACL-refused publish looks delivered); see
+docs/DESIGN-NOTES.md.
 """
 from __future__ import annotations
 
-import hashlib
 import queue
-import ssl
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fedhft.broker import parse_broker_url
-from fedhft.protocol import PayloadTooLarge, payload_budget
-
-#: MQTT's own ceiling on a packet (the "remaining length" field); used when nothing better is known.
-MQTT_MAX_PACKET = 268_435_455
+from fedhft.mqtt import (
+    DEFAULT_KEEPALIVE_S, DEFAULT_MAX_PACKET_SIZE, DEFAULT_MQTT_PROTOCOL, DEVICE_SESSION_EXPIRY_S, ClientSpec,
+    MqttConnection, Will, device_client_id,
+)
+from fedhft.protocol import PayloadTooLarge
 
 
 class PublishFailed(RuntimeError):
     """The broker refused a publish (e.g. "Not authorized": the ACL does not allow this topic)."""
-
-
-def session_id(client_id: str, password: str | None) -> str:
-    """The MQTT client id of this device's session: its id plus a tag derived from its secret. Stable
-    across restarts (the persistent session survives), but not guessable by another device: Mosquitto
-    does not bind client ids to usernames, and a device connecting with this one's id would take its
-    session over (drop it, and with clean start discard its queued tasks)."""
-    if not password:
-        return client_id
-    tag = hashlib.sha256(f"fedhft-session|{client_id}|{password}".encode()).hexdigest()[:16]
-    return f"{client_id}-{tag}"
 
 
 @dataclass(frozen=True)
@@ -73,12 +41,20 @@ class MqttOptions:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
-    keepalive: int = 30
-    session_expiry_s: int = 7 * 24 * 3600  # a device may be away for days (a phone off its charger)
-    max_packet_size: int = 1_048_576  # used until (or unless) CONNACK advertises the broker's limit
+    keepalive: int = DEFAULT_KEEPALIVE_S
+    session_expiry_s: int = DEVICE_SESSION_EXPIRY_S
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE  # used until (or unless) CONNACK advertises the broker's limit
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
-    protocol: str = "5"  # "5" or "3.1.1" (AgentConfig.mqtt_protocol)
+    protocol: str = DEFAULT_MQTT_PROTOCOL  # "5" or "3.1.1" (AgentConfig.mqtt_protocol)
+
+    def spec(self, will: tuple[str, bytes] | None) -> ClientSpec:
+        return ClientSpec(
+            self.url, device_client_id(self.client_id, self.password), self.username, self.password, self.protocol,
+            self.tls_ca, self.tls_cert, self.tls_key, keepalive=self.keepalive, clean_start=False,
+            session_expiry_s=self.session_expiry_s, manual_ack=True,
+            reconnect_delay_s=(int(self.reconnect_min_s), int(self.reconnect_max_s)),
+            will=Will(*will) if will is not None else None, max_packet_size=self.max_packet_size)
 
 
 @dataclass(frozen=True)
@@ -98,54 +74,20 @@ CONNECTED = "$connected"
 DISCONNECTED = "$disconnected"
 
 
-def _paho():
-    try:
-        import paho.mqtt.client as mqtt
-    except ImportError as exc:
-        raise ImportError("paho-mqtt is missing: install it with: pip install 'fedhft[mqtt]' (paho-mqtt>=2.0)") from exc
-    return mqtt
-
-
-def is_mqtt5(protocol: str) -> bool:
-    """True for "5", False for "3.1.1"; anything else is a setting to fix (AgentConfig checks it first)."""
-    if protocol not in ("5", "3.1.1"):
-        raise ValueError(f"MQTT protocol {protocol!r}: use '5' or '3.1.1'")
-    return protocol == "5"
-
-
 class MqttLink:
     """One MQTT connection (5 or 3.1.1) of one device. Thread-safe publish; received messages go to ``inbox``."""
 
     def __init__(self, opts: MqttOptions, subscriptions: list[str], will: tuple[str, bytes] | None = None,
                  log: Callable[..., None] = lambda event, **kv: None):
-        mqtt = _paho()
         self.opts, self.subscriptions, self.log = opts, list(subscriptions), log
-        self.target = parse_broker_url(opts.url)
+        self.conn = MqttConnection(opts.spec(will))
+        self.target, self.mqtt5, self._client = self.conn.target, self.conn.mqtt5, self.conn.paho
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.connected = threading.Event()
-        self.broker_max_packet: int | None = None
         self.last_failure: str | None = None
         self._cond = threading.Condition()
         self._pubacks: dict[int, Any] = {}
-        self.mqtt5 = is_mqtt5(opts.protocol)
-        client_id = session_id(opts.client_id, opts.password)
-        if self.mqtt5:
-            self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                                       manual_ack=True)
-        else:  # 3.1.1: the persistent session is a constructor flag (no clean_start / session expiry)
-            self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                                       clean_session=False, manual_ack=True)
-        self._configure(mqtt, will)
-
-    def _configure(self, mqtt, will) -> None:
-        c, o = self._client, self.opts
-        if o.username is not None:
-            c.username_pw_set(o.username, o.password)
-        if self.target.tls:
-            c.tls_set(ca_certs=o.tls_ca, certfile=o.tls_cert, keyfile=o.tls_key, cert_reqs=ssl.CERT_REQUIRED)
-        if will is not None:
-            c.will_set(will[0], will[1], qos=1, retain=True)
-        c.reconnect_delay_set(min_delay=max(1, int(o.reconnect_min_s)), max_delay=max(1, int(o.reconnect_max_s)))
+        c = self._client
         c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
         c.on_message, c.on_publish = self._on_message, self._on_publish
 
@@ -158,9 +100,7 @@ class MqttLink:
                    if reason_code.value in (0x86, 0x87) else "check the broker address and its log")
             self.log("mqtt_refused", reason=str(reason_code), fix=fix, severity="error")
             return  # paho keeps retrying with backoff
-        # MQTT 3.1.1 has no CONNACK properties (paho passes None): the configured limit stays in force.
-        limit = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
-        self.broker_max_packet = int(limit) if limit else None
+        self.conn.note_connack(properties)  # none on 3.1.1: the configured limit stays in force
         for topic in self.subscriptions:  # cheap and idempotent: the session may not have been kept
             client.subscribe(topic, qos=1)
         self.connected.set()
@@ -189,16 +129,7 @@ class MqttLink:
 
     def start(self) -> "MqttLink":
         """Connect in the background; failures are retried with backoff and never raised."""
-        if self.mqtt5:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = int(self.opts.session_expiry_s)
-            self._client.connect_async(self.target.host, self.target.port, keepalive=self.opts.keepalive,
-                                       clean_start=False, properties=props)
-        else:  # paho refuses clean_start and properties on 3.1.1; clean_session=False was set on the Client
-            self._client.connect_async(self.target.host, self.target.port, keepalive=self.opts.keepalive)
+        self.conn.connect_async()
         self._client.loop_start()
         return self
 
@@ -211,24 +142,17 @@ class MqttLink:
 
     @property
     def max_packet_size(self) -> int:
-        return self.broker_max_packet or self.opts.max_packet_size or MQTT_MAX_PACKET
+        return self.conn.max_packet_size
 
     def max_payload(self, topic: str) -> int:
-        return payload_budget(self.max_packet_size, topic)
+        return self.conn.max_payload(topic)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
         """Queue a publish (sent now, or after the reconnect); returns its mid.
 
         Raises ``PayloadTooLarge`` when the payload would exceed the broker's packet limit.
         """
-        budget = self.max_payload(topic)
-        if len(payload) > budget:
-            raise PayloadTooLarge(
-                f"{len(payload)} bytes for {topic} exceed the broker's limit ({budget} bytes of payload under "
-                f"max_packet_size {self.max_packet_size}): use a smaller encoding (int8) or raise the broker's "
-                f"max_packet_size")
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        return info.mid
+        return self.conn.publish(topic, payload, qos=qos, retain=retain).mid
 
     def wait_puback(self, mid: int, timeout: float) -> Any | None:
         """The PUBACK reason code of a QoS 1 publish, or None if none arrived within ``timeout``.

@@ -2,7 +2,7 @@
 
 ``synthetic_update(task)`` answers a Task with a seeded random update of exactly the shapes the
 task's plan and mask imply (what a real device's ``gather_update`` produces). ``ScriptedPeer`` is
-one such device over MQTT (paho 2.x, MQTT 5), with a Last Will and a retained status like the
+one such device over MQTT 5 (a ``fedhft.mqtt`` connection), with a Last Will and a retained status like the
 real edge runtime, and hooks to misbehave (``make_payload``) for rejection tests.
 """
 from __future__ import annotations
@@ -17,9 +17,11 @@ import numpy as np
 
 from devices import AdapterPlan
 from fedhft.layout import ModelDims, gather_update
+from fedhft.mqtt import ClientSpec, MqttConnection, Will
 from fedhft.protocol import ClientStatus, Hello, ServerStatus, Task, Topics, Update, decode, encode
 
 _LAYER = re.compile(r"layer(\d+)\.")
+PEER_SESSION_EXPIRY_S = 3600  # how long the broker keeps a synthetic peer's session after it drops
 
 #: A profile that fits every tier (the tier comes from ``tier_hint`` in tests).
 DEFAULT_PROFILE = {"total_memory_mb": 8192.0, "available_memory_mb": 4096.0, "cpu_count": 4, "battery_percent": None,
@@ -56,12 +58,6 @@ class ScriptedPeer:
     def __init__(self, url: str, fleet: str, client: str, password: str, *, tier_hint: str | None = None,
                  backends: tuple[str, ...] = ("torch",), seed: int = 0, delay_s: float = 0.0,
                  make_payload: Callable[[Task], bytes | None] | None = None, auto_answer: bool = True):
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        from fedhft.broker import parse_broker_url
-
         self.fleet, self.client_id, self.topics = fleet, client, Topics(fleet)
         self.tier_hint, self.backends, self.seed, self.delay_s = tier_hint, list(backends), seed, delay_s
         self.make_payload, self.auto_answer = make_payload, auto_answer
@@ -69,19 +65,19 @@ class ScriptedPeer:
         self.tasks: list[Task] = []
         self.acks: list = []
         self.connected = threading.Event()
-        self._target = parse_broker_url(url)
-        self.mqtt = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client, protocol=mqtt.MQTTv5)
-        self.mqtt.username_pw_set(client, password)
-        self.mqtt.will_set(self.topics.status(client), encode(ClientStatus(fleet, client, "offline")), qos=1, retain=True)
+        # Its plain client id and a fresh session each start; a Last Will like the real edge's.
+        will = Will(self.topics.status(client), encode(ClientStatus(fleet, client, "offline")))
+        self.conn = MqttConnection(ClientSpec(url, client, client, password, clean_start=True,
+                                              session_expiry_s=PEER_SESSION_EXPIRY_S, will=will))
+        # The raw paho client: a peer that misbehaves must be able to send what the size check refuses.
+        self.mqtt = self.conn.paho
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_message = self._on_message
-        self._props = Properties(PacketTypes.CONNECT)
-        self._props.SessionExpiryInterval = 3600
         self._lock = threading.Lock()
         self._server_state: str | None = None
 
     def start(self, timeout: float = 10.0) -> "ScriptedPeer":
-        self.mqtt.connect(self._target.host, self._target.port, keepalive=30, clean_start=True, properties=self._props)
+        self.conn.connect()
         self.mqtt.loop_start()
         if not self.connected.wait(timeout):
             raise TimeoutError(f"{self.client_id}: no CONNACK within {timeout}s")

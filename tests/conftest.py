@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from fedhft.broker import FleetConfig, MosquittoBroker, fleet_init, parse_broker_url
+from fedhft.broker import FleetConfig, MosquittoBroker, fleet_init
+from fedhft.mqtt import ClientSpec, MqttConnection
 # Integration and reliability tests fail, never skip, when a component is missing (see tests/_require.py).
 from tests._require import pytest_configure, pytest_runtest_makereport, pytest_runtest_setup, require  # noqa: F401
 
@@ -32,15 +33,8 @@ class MqttConnectError(RuntimeError):
         self.reason = reason
 
 
-def _paho():
-    require("paho")
-    import paho.mqtt.client as mqtt
-
-    return mqtt
-
-
 class TestClient:
-    """A paho 2.x client (MQTT 5 unless told otherwise) that records what tests assert on.
+    """A ``fedhft.mqtt`` client (MQTT 5 unless told otherwise) that records what tests assert on.
 
     `received` queues every message; `pubacks[mid]` is the PUBACK reason code of a QoS 1 publish;
     `disconnects` lists the reason codes of every disconnect.
@@ -49,25 +43,15 @@ class TestClient:
     __test__ = False  # not a pytest test class
 
     def __init__(self, client_id: str, *, protocol: int = 5, manual_ack: bool = False):
-        mqtt = _paho()
-        version = mqtt.MQTTv5 if protocol == 5 else mqtt.MQTTv311
-        kwargs = {} if protocol == 5 else {"clean_session": True}
-        # No automatic reconnect: a test that wants a new session makes a new client.
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version,
-            reconnect_on_failure=False, manual_ack=manual_ack, **kwargs,
-        )
+        require("paho")
+        self.client_id, self.manual_ack = client_id, manual_ack
         self.protocol = protocol
+        self.client = None  # the paho client, made by connect (which knows the session settings)
         self.received: queue.Queue = queue.Queue()
         self.pubacks: dict[int, object] = {}
         self.disconnects: list[object] = []
         self.connack = None  # (reason_code, session_present, properties)
         self._cond = threading.Condition()
-        self.client.on_connect = self._on_connect
-        self.client.on_message = lambda c, u, msg: self.received.put(msg)
-        self.client.on_publish = self._on_publish
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_disconnect = self._on_disconnect
         self._suback: dict[int, list] = {}
 
     # paho callbacks (run on paho's network thread) -------------------------------------
@@ -100,23 +84,17 @@ class TestClient:
     def connect(self, url: str, username: str, password: str | None, *, clean_start: bool = True,
                 session_expiry: int | None = None, tls_ca=None, tls_cert=None, tls_key=None,
                 keepalive: int = 30, timeout: float = 5.0) -> "TestClient":
-        mqtt = _paho()
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        target = parse_broker_url(url)
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        if target.tls:
-            self.client.tls_set(ca_certs=tls_ca, certfile=tls_cert, keyfile=tls_key)
-        kwargs = {}
-        if self.protocol == 5:
-            kwargs["clean_start"] = clean_start
-            if session_expiry is not None:
-                props = Properties(PacketTypes.CONNECT)
-                props.SessionExpiryInterval = session_expiry
-                kwargs["properties"] = props
-        self.client.connect(target.host, target.port, keepalive=keepalive, **kwargs)
+        # No automatic reconnect: a test that wants a new session makes a new client. On 3.1.1 the
+        # session is always clean (clean_start and session_expiry are MQTT 5 settings here).
+        v5 = self.protocol == 5
+        conn = MqttConnection(ClientSpec(
+            url, self.client_id, username, password, "5" if v5 else "3.1.1", tls_ca, tls_cert, tls_key,
+            keepalive=keepalive, clean_start=clean_start or not v5, session_expiry_s=session_expiry,
+            manual_ack=self.manual_ack, reconnect=False))
+        self.client = c = conn.paho
+        c.on_connect, c.on_message = self._on_connect, lambda c, u, msg: self.received.put(msg)
+        c.on_publish, c.on_subscribe, c.on_disconnect = self._on_publish, self._on_subscribe, self._on_disconnect
+        conn.connect()
         self.client.loop_start()
         try:
             self._wait(lambda: self.connack is not None, timeout, "CONNACK")
@@ -158,6 +136,8 @@ class TestClient:
         return self.disconnects[-1]
 
     def close(self) -> None:
+        if self.client is None:  # connect failed before the client was made
+            return
         try:
             self.client.disconnect()
         finally:
@@ -184,7 +164,7 @@ def mosquitto(fleet: FleetConfig):
 @pytest.fixture
 def paho_client():
     """Factory: `paho_client(url, username, password, client_id, **connect_kwargs)` -> a connected
-    TestClient (MQTT 5, CallbackAPIVersion.VERSION2; `protocol=4` for MQTT 3.1.1). Raises
+    TestClient (MQTT 5; `protocol=4` for MQTT 3.1.1). Raises
     MqttConnectError when the broker refuses or does not answer. All clients close at teardown."""
     made: list[TestClient] = []
 

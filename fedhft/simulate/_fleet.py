@@ -129,9 +129,7 @@ def wait_server_running(broker: BrokerHandle, server: Child, timeout: float = 12
     import threading
     import time
 
-    import paho.mqtt.client as mqtt
-
-    from fedhft.broker import parse_broker_url
+    from fedhft.mqtt import ClientSpec, MqttConnection
     from fedhft.protocol import ProtocolError, ServerStatus, Topics, decode
 
     running = threading.Event()
@@ -144,14 +142,13 @@ def wait_server_running(broker: BrokerHandle, server: Child, timeout: float = 12
             pass
 
     v5 = broker.mqtt_protocol == "5" and broker.kind != "embedded"
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-watch-{server.pid}",
-                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
     cred = broker.fleet.server
-    client.username_pw_set(cred.username, cred.password)
+    conn = MqttConnection(ClientSpec(broker.url, f"sim-watch-{server.pid}", cred.username, cred.password,
+                                     protocol="5" if v5 else "3.1.1"))  # a clean session, gone at disconnect
+    client = conn.paho
     client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
     client.on_message = on_message
-    target = parse_broker_url(broker.url)
-    client.connect(target.host, target.port, keepalive=30)
+    conn.connect()
     client.loop_start()
     try:
         deadline = time.monotonic() + timeout

@@ -1,6 +1,6 @@
 """`fedhft edge` processes against a real Mosquitto and a scripted server peer.
 
-The peer (``ScriptedServer``) speaks the protocol with paho directly: it records hellos, statuses,
+The peer (``ScriptedServer``) speaks the protocol over a plain ``fedhft.mqtt`` client: it records hellos, statuses,
 updates and outcomes, serves bundle chunks on request, publishes tasks and acknowledges updates
 after validating them against the client's plan (``masked_update_layout``).
 """
@@ -22,6 +22,7 @@ from devices import AdapterPlan
 from tests._helpers import REPO, Proc, write_toy_data
 from fedhft.layout import init_trainable, mask_from_rows, masked_update_layout, rows_per_module, scatter_update
 from fedhft.manifest import MANIFEST_NAME, bundle_digest, load_manifest
+from fedhft.mqtt import ClientSpec, MqttConnection
 from fedhft.protocol import (
     Ack, BundleRequest, ClientStatus, Hello, Hyper, Outcome, Task, Topics, Update, chunk_size_for, decode, encode,
     iter_file_chunks, validate_update,
@@ -107,11 +108,9 @@ class Received:
 
 
 class ScriptedServer:
-    """The server side of the protocol, scripted by the test (paho + fedhft.protocol only)."""
+    """The server side of the protocol, scripted by the test (fedhft.mqtt + fedhft.protocol only)."""
 
     def __init__(self, broker, fleet, auto_ack: bool = True):
-        import paho.mqtt.client as mqtt
-
         self.fleet, self.topics, self.auto_ack = fleet, Topics(fleet.fleet), auto_ack
         self.log: list[Received] = []
         self.bundles: dict[str, Path] = {}
@@ -121,13 +120,12 @@ class ScriptedServer:
         self._work: queue.Queue = queue.Queue()
         self._subscribed = threading.Event()
         cred = fleet.server
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="scripted-server", protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(cred.username, cred.password)
+        conn = MqttConnection(ClientSpec(broker.url, "scripted-server", cred.username, cred.password, keepalive=60))
+        self.client = conn.paho
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{self.topics.base}/from/#", qos=1)
         self.client.on_subscribe = lambda c, u, mid, codes, p: self._subscribed.set()  # after SUBACK
         self.client.on_message = lambda c, u, m: self._work.put((m.topic, bytes(m.payload)))
-        host, port = broker.url.rsplit("//", 1)[1].rsplit(":", 1)
-        self.client.connect(host, int(port))
+        conn.connect()
         self.client.loop_start()
         assert self._subscribed.wait(10), "scripted server could not connect and subscribe"
         self._worker = threading.Thread(target=self._serve, daemon=True)

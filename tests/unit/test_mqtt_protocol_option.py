@@ -84,9 +84,9 @@ def test_server_transport_builds_the_right_paho_client(protocol, v5):
     assert t.client.protocol == (mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
     assert t.client._manual_ack
     if v5:
-        assert t._connect_props.SessionExpiryInterval == 86_400
+        assert t.conn.connect_properties.SessionExpiryInterval == 86_400
     else:
-        assert t._connect_props is None and t.client._clean_session is False  # persistent 3.1.1 session
+        assert t.conn.connect_properties is None and t.client._clean_session is False  # persistent 3.1.1 session
     with pytest.raises(ValueError, match="3.1.1"):
         MqttTransport("mqtt://127.0.0.1:1", "f", "server", "pw", protocol="4")
 
@@ -164,7 +164,7 @@ def test_edge_link_on_311_connack_keeps_the_configured_limit_and_flags_refusals(
     assert events[-1][0] == "mqtt_refused" and "username/password" in events[-1][1]["fix"]
     ok = convert_connack_rc_to_reason_code(ConnackCode.CONNACK_ACCEPTED)
     link._on_connect(link._client, None, ConnectFlags(True), ok, None)
-    assert not ok.is_failure and link.connected.is_set() and link.broker_max_packet is None
+    assert not ok.is_failure and link.connected.is_set() and link.conn.broker_max_packet is None
     assert link.max_packet_size == 4096
     item = link.inbox.get_nowait()
     assert item.topic == CONNECTED and item.session_present

@@ -55,7 +55,7 @@ def test_publish_refuses_payloads_over_the_broker_limit_before_sending():
     link = MqttLink(MqttOptions("mqtt://127.0.0.1:1", "dev-000", max_packet_size=4096), [])
     with pytest.raises(PayloadTooLarge, match="int8"):
         link.publish("fedhft/v1/f/from/dev-000/update", b"x" * 5000)
-    link.broker_max_packet = 65536  # what CONNACK advertised wins over the configured fallback
+    link.conn.broker_max_packet = 65536  # what CONNACK advertised wins over the configured fallback
     assert link.max_payload("t") > 60000
 
 
