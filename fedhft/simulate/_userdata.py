@@ -14,7 +14,7 @@ from typing import Mapping
 
 from fedhft.datafile import (DataError, detect_columns, int_label, label_ids, read_columns, read_records,
                              setting_option)
-from fedhft.simulate._datasets import Dataset, DatasetError, Example, _fail, _split
+from fedhft.simulate._examples import Dataset, DatasetError, Example, data_error, split_test
 
 #: How a user names another encoding in a `fedhft simulate` setting (shown in the fix of a decode error).
 ENCODING_OPTION = "data_encoding="
@@ -61,8 +61,8 @@ def _read(path: Path, options: UserFileOptions, key_column: str | None = None) -
         text, pair, label = detect_columns(columns, path, options.text_column, options.text_pair_column,
                                            options.label_column, option=setting_option)
         if key_column is not None and key_column not in columns:
-            raise _fail(path, None, f"no key column {key_column!r} (columns: {list(columns)})",
-                        "set natural_key to one of them")
+            raise data_error(path, None, f"no key column {key_column!r} (columns: {list(columns)})",
+                             "set natural_key to one of them")
         texts, pairs, raw, rows = read_columns(records, path, text, pair, label)
     except DataError as exc:
         raise DatasetError(str(exc)) from None
@@ -86,8 +86,8 @@ def _train_labels(t: _Table, label_map: Mapping[str, int] | None) -> tuple[list[
         return ids, names
     bad = next((i for i, v in enumerate(ids) if v < 0), None)
     if bad is not None:
-        raise _fail(t.path, t.rows[bad], f"label {ids[bad]} is negative", "use labels 0..K-1, or map them with "
-                                                                           "label_map={...}")
+        raise data_error(t.path, t.rows[bad], f"label {ids[bad]} is negative", "use labels 0..K-1, or map them with "
+                                                                                "label_map={...}")
     if label_map is not None:  # the map declares the classes, even ones absent from this file
         first = {}
         for name, i in label_map.items():
@@ -104,11 +104,11 @@ def load_user_file(path: Path, seed: int = 0, key_column: str | None = None,
         raise DatasetError(f"dataset file {path} does not exist: give the path of a .tsv, .csv, .txt or .jsonl file")
     t = _read(path, options, key_column)
     if len(t.texts) < 4:
-        raise _fail(path, None, f"only {len(t.texts)} rows",
-                    "a simulation needs at least a few labelled rows per client")
+        raise data_error(path, None, f"only {len(t.texts)} rows",
+                         "a simulation needs at least a few labelled rows per client")
     labels, names = _train_labels(t, options.label_map)
     examples = _examples(t, labels)
-    train, test = _split(examples, 0.15, seed) if split else (examples, [])
+    train, test = split_test(examples, 0.15, seed) if split else (examples, [])
     return Dataset(display_name(path), train, test, names, key_column, [str(path)])
 
 

@@ -79,8 +79,6 @@ KNOWN_VIOLATIONS = dict([
     _known("layer", "edge_runtime.sessions._torch", "export._torch_backend", _RUNTIME_LAYER),
     _known("private", "edge_runtime.sessions._torch", "export._torch_backend", _RUNTIME_LAYER),
     # cycles between modules
-    _known("cycle", "fedhft.simulate._datasets -> fedhft.simulate._userdata", "",
-           "issue 11 item 1: simulate's datasets <-> userdata"),
     _known("cycle", " -> ".join(sorted([
         "fedhft.broker", "fedhft.broker._acl", "fedhft.broker._base", "fedhft.broker._embedded",
         "fedhft.broker._fleet_init", "fedhft.broker._listeners", "fedhft.broker._mosquitto", "fedhft.mqtt",
