@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from devices import AdapterPlan
+from fedhft.mqtt import DEFAULT_MAX_PACKET_SIZE
 from fedhft.protocol import BundleChunk, BundleRequest, ChunkAssembler, Task, Update, decode, encode
 from server import (
     STRATEGIES, Auth, BundleIndex, Store, assignment_digest, build_strategy, load_server_config, read_tensors,
@@ -61,7 +62,7 @@ def tiny_bundles(tmp_path_factory) -> Path:
 def _config(tmp_path: Path, bundles: Path, **kw):
     settings = {"fleet": "test", "bundles_dir": str(bundles), "rounds": 3, "clients_per_round": 3, "min_clients": 3,
                 "round_deadline_s": 60, "update_encoding": "fp16", "norm_bound": 100.0, "seed": SEED,
-                "max_packet_size": 1_048_576, **kw}
+                "max_packet_size": DEFAULT_MAX_PACKET_SIZE, **kw}
     path = tmp_path / "server.yaml"
     path.write_text("\n".join(f"{k}: {v}" for k, v in settings.items()) + "\n")
     return path, load_server_config(path)

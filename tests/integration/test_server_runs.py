@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from fedhft.mqtt import DEFAULT_MAX_PACKET_SIZE
 from fedhft.protocol import encode
 from server import Store
 from server._mqtt import server_client_id
@@ -38,7 +39,7 @@ def _session_present(paho_client, broker, fleet, state) -> bool:
 
 
 def test_a_new_state_dir_is_a_new_run_with_its_own_broker_session(tmp_path, mosquitto, fleet, paho_client):
-    config = make_config(fake_bundles(tmp_path / "bundles"), rounds=1, max_packet_size=1_048_576)
+    config = make_config(fake_bundles(tmp_path / "bundles"), rounds=1, max_packet_size=DEFAULT_MAX_PACKET_SIZE)
     peers = {c: ScriptedPeer(mosquitto.url, fleet.fleet, c, fleet.device(c).password, tier_hint=t, seed=SEED,
                              auto_answer=c != "dev-001").start() for c, t in TIER_OF.items()}
     try:
