@@ -41,8 +41,8 @@ def _session(bundle: str, eager: bool, threads: int):
     if eager:
         import torch
 
-        from edge_runtime.sessions._torch import EagerSession
-        from export._verify import reference_model
+        from edge_runtime.sessions import EagerSession
+        from export import reference_model
 
         torch.set_num_threads(threads)
         return EagerSession(reference_model(manifest), manifest), manifest

@@ -52,10 +52,7 @@ def centralized(cfg, max_steps: int | None = None) -> dict:
     federated run (rounds x local_steps x clients, capped at ``max_steps``) on the pooled (same)
     training subset of the run's data (``dataset_of``: its pool, columns and test file)."""
     from devices import load_catalog
-    from fedhft.simulate._bundles import fit_plan, model_identity
-    from fedhft.simulate._centralized import train_centralized
-    from fedhft.simulate._evaluate import encode_examples
-    from fedhft.simulate._prepare import dataset_of, subsample
+    from fedhft.simulate import dataset_of, encode_examples, fit_plan, model_identity, subsample, train_centralized
 
     ds = dataset_of(cfg)
     train, test = subsample(ds.train, cfg.train_size, cfg.seed, 11), subsample(ds.test, cfg.test_size, cfg.seed, 12)
@@ -71,7 +68,7 @@ def centralized(cfg, max_steps: int | None = None) -> dict:
 
 
 def _tokenizer(model: str) -> Path:
-    from export._backbone import resolve_model
+    from export import resolve_model
 
     return resolve_model(model).tokenizer_dir / "tokenizer.json"
 
@@ -174,7 +171,7 @@ def _slim(run: dict) -> dict:
 
 
 def _has_shared_data(overrides: list[str]) -> bool:
-    from fedhft.simulate._datasets import find_data_root
+    from fedhft.simulate import find_data_root
 
     given = next((o.split("=", 1)[1] for o in overrides if o.startswith("data_root=")), None)
     root = find_data_root(given)
@@ -280,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     print(f"{len(runs)} federated runs in {time.time() - t0:.0f} s; wrote {out}/accuracy.json, accuracy.md",
           file=sys.stderr)
-    from fedhft.simulate._results_md import update_results_md
+    from fedhft.simulate import update_results_md
 
     update_results_md(out)
     return 0 if all(r["ok"] for r in runs) else 1

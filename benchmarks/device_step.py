@@ -33,7 +33,7 @@ def _worker(bundle: Path, eager: bool, steps: int, threads: int) -> dict:
 
 def _bundle(model: str, tier: str, plan, backend: str, out: Path, previous: dict) -> tuple[Path, float, float]:
     """(bundle dir, export seconds, size bytes); with ``previous`` rows, reuse an existing bundle."""
-    from export._api import export_bundle
+    from export import export_bundle
     from fedhft.manifest import load_manifest
 
     bundle_dir = out / "bundles" / tier / backend
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     result = {"model": args.model, "steps": args.steps, "threads": args.threads, "rows": rows,
               "wall_s": time.time() - started}
     if args.quality:
-        from export._quality import quantization_accuracy
+        from export import quantization_accuracy
 
         result["int8_quality"] = quantization_accuracy(args.model)
     (out / "device_step.json").write_text(json.dumps(result, indent=2))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedhft.simulate._datasets import AMAZON_DOMAINS
+from fedhft.simulate import AMAZON_DOMAINS
 
 COMMON = {"dataset": "amazon", "partition": "natural", "tiers": ["android-mid", "rpi5", "jetson-orin-nano"],
           "backend": "torch", "memory_budget": "off", "battery": None, "progress": False}
@@ -48,10 +48,8 @@ def _cfg(sizing: dict, strategy: str, seed: int, out: Path, overrides: list[str]
 
 def domain_tests(cfg, per_domain: int) -> dict:
     """Encoded held-out reviews of each domain (same tokenization as the devices)."""
-    from export._backbone import resolve_model
-    from fedhft.simulate._datasets import load_dataset
-    from fedhft.simulate._evaluate import encode_examples
-    from fedhft.simulate._prepare import subsample
+    from export import resolve_model
+    from fedhft.simulate import encode_examples, load_dataset, subsample
 
     ds = load_dataset("amazon", cfg.data_root, cfg.seed)
     tok = resolve_model(cfg.model).tokenizer_dir / "tokenizer.json"
@@ -63,7 +61,7 @@ def analyse(run_dir: Path, model: str, tests: dict) -> dict:
     """ARI of clusters vs domains; per-domain personalized vs global accuracy at the last round."""
     from sklearn.metrics import adjusted_rand_score
 
-    from fedhft.simulate._evaluate import Evaluator, cluster_states, global_state, memberships, mix
+    from fedhft.simulate import Evaluator, cluster_states, global_state, memberships, mix
 
     res = json.loads((run_dir / "results.json").read_text())
     groups = res["data"]["client_groups"]
@@ -147,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "personalization.json").write_text(json.dumps(doc, indent=2, default=str))
     (out / "personalization.md").write_text(md + "\n")
     print(md)
-    from fedhft.simulate._results_md import update_results_md
+    from fedhft.simulate import update_results_md
 
     update_results_md(out)
     return 0 if all(r["ok"] for r in rows) else 1

@@ -91,15 +91,15 @@ class Simulator:
         self.inbox.put((msg.topic, bytes(msg.payload)))
 
     def hello_all(self) -> None:
-        from server._synthetic import DEFAULT_PROFILE
+        from server import SYNTHETIC_PROFILE
 
         tiers = list(PLANS)
         for i, cid in enumerate(self.ids):
-            hello = Hello(FLEET, cid, dict(DEFAULT_PROFILE), ["torch"], tiers[i % len(tiers)], "bench")
+            hello = Hello(FLEET, cid, dict(SYNTHETIC_PROFILE), ["torch"], tiers[i % len(tiers)], "bench")
             self.client.publish(self.topics.hello(cid), encode(hello), qos=1)
 
     def _answer_tasks(self) -> None:
-        from server._synthetic import synthetic_update
+        from server import synthetic_update
 
         while True:
             item = self.inbox.get()
@@ -142,14 +142,14 @@ class _Device:
         client.publish(self.topics.status(self.cid), encode(ClientStatus(FLEET, self.cid, "online")), 1, True)
 
     def _on_message(self, client, userdata, msg):
-        from server._synthetic import DEFAULT_PROFILE, synthetic_update
+        from server import SYNTHETIC_PROFILE, synthetic_update
 
         message = decode(msg.payload)
         if isinstance(message, Task):
             client.publish(self.topics.update(self.cid), encode(synthetic_update(message, self.seed)), qos=1)
         elif getattr(message, "state", None) == "running" and self.server_state != "running":
             tier = list(PLANS)[int(self.cid.split("-")[-1]) % len(PLANS)]
-            hello = Hello(FLEET, self.cid, dict(DEFAULT_PROFILE), ["torch"], tier, "bench")
+            hello = Hello(FLEET, self.cid, dict(SYNTHETIC_PROFILE), ["torch"], tier, "bench")
             client.publish(self.topics.hello(self.cid), encode(hello), qos=1)
         self.server_state = getattr(message, "state", self.server_state)
 

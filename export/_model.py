@@ -51,6 +51,12 @@ def architecture_family(model_type: str) -> str:
         ) from None
 
 
+def site_paths(model_type: str) -> dict[str, str]:
+    """Module -> the HF path of its LoRA site in ``model_type``'s encoder (``{l}`` = layer index), e.g.
+    ``"query": "encoder.layer.{l}.attention.self.query"``; ValueError for an unsupported architecture."""
+    return dict(_SITE_PATHS[architecture_family(model_type)])
+
+
 def model_dims_from_config(config, num_labels: int) -> ModelDims:
     family = architecture_family(config.model_type)
     if family == "distilbert":

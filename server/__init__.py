@@ -4,7 +4,8 @@
 with any ``Transport``); ``Store`` is the durable state; ``check_update`` the update validation.
 ``pick_clients``, ``plan_round`` and ``task_message`` turn a round's selection into tasks without
 I/O: the coordinator and in-process engines share them.
-Strategies (pure numpy) are re-exported from ``server.strategies``.
+Strategies (pure numpy) are re-exported from ``server.strategies``. ``ScriptedPeer`` and
+``synthetic_update`` are synthetic devices (seeded updates, no training) for tests and benchmarks.
 """
 from server._bundles import BundleIndex, BundleInfo, BundleNeed, needed_bundles
 from server._config import ServerConfig, ServerConfigError, config_help, load_server_config
@@ -22,6 +23,8 @@ from server._store import (
     ClientRoundStatus, ResumePoint, RoundState, Store, StoreError, StoredUpdate, TaskRecord, read_tensors,
     write_tensors,
 )
+from server._synthetic import DEFAULT_PROFILE as SYNTHETIC_PROFILE
+from server._synthetic import ScriptedPeer, synthetic_update
 from server._task_ids import new_run_id
 from server._validation import Accepted, Duplicate, Expected, IntakeContext, Rejected, check_update
 from server.strategies import *  # noqa: F401,F403  (the Strategy API and every strategy)
@@ -48,6 +51,8 @@ __all__ = [
     "ResumePoint",
     "RoundPlan",
     "RoundState",
+    "SYNTHETIC_PROFILE",
+    "ScriptedPeer",
     "ServerConfig",
     "ServerConfigError",
     "Store",
@@ -77,6 +82,7 @@ __all__ = [
     "select_clients",
     "server_status",
     "state_files",
+    "synthetic_update",
     "task_message",
     "write_tensors",
     *_strategies_all,

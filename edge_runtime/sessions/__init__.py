@@ -44,4 +44,12 @@ def open_session(bundle_dir: str | Path, verify_files: bool = True, **options) -
     return cls(Path(bundle_dir), manifest, **options)
 
 
-__all__ = ["TrainingSession", "open_session", "load_runtime", "check_state", "check_mask"]
+def __getattr__(name: str):
+    if name == "EagerSession":  # a torch session over an in-memory model: imports torch, so only on use
+        from edge_runtime.sessions._torch import EagerSession
+
+        return EagerSession
+    raise AttributeError(f"module 'edge_runtime.sessions' has no attribute {name!r}")
+
+
+__all__ = ["EagerSession", "TrainingSession", "open_session", "load_runtime", "check_state", "check_mask"]

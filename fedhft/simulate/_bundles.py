@@ -66,7 +66,7 @@ def ensure_bundle(model: str, model_id: str, num_labels: int, tier: str, plan: A
     if _cached_ok(bundle):
         say(f"bundle {tier}/{backend}: cached ({bundle})")
         return bundle, 0.0
-    from export._api import export_bundle
+    from export import export_bundle
 
     say(f"bundle {tier}/{backend}: exporting {model} (depth {plan.depth}, ranks {list(plan.ranks)}, "
         f"{plan.precision}, seq {plan.max_seq_len}, batch {plan.batch_size}) ...")
@@ -103,8 +103,7 @@ def link_bundles(run_bundles: Path, bundles: dict[tuple[str, str], Path]) -> Pat
 
 def model_identity(model: str, num_labels: int):
     """(model id as the manifest records it, number of encoder layers) without exporting anything."""
-    from export._backbone import load_encoder, resolve_model
-    from export._model import model_dims_from_config
+    from export import model_dims_from_config, resolve_model
 
     source = resolve_model(model)
     if source.path is None:
@@ -112,5 +111,4 @@ def model_identity(model: str, num_labels: int):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(source.path, local_files_only=True)
-    _ = load_encoder  # the encoder itself is loaded only by the export
     return source.model_id, model_dims_from_config(config, num_labels).num_layers

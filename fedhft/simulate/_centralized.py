@@ -18,8 +18,7 @@ def train_centralized(model: str, plan: AdapterPlan, num_labels: int, train: Enc
     """Train ``steps`` AdamW steps of batch ``plan.batch_size`` on ``train``; accuracy on ``test``."""
     import torch
 
-    from export._backbone import load_encoder, resolve_model
-    from export._model import build_adapter_model
+    from export import build_adapter_model, load_encoder, resolve_model
     from fedhft.layout import full_mask, init_trainable
 
     if threads:

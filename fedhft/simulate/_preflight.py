@@ -88,7 +88,7 @@ def model_problems(model: str) -> list[str]:
     """A model path that is not a usable model folder (minilm and tiny need no check, nor torch)."""
     if model in ("minilm", "sentence-transformers/all-MiniLM-L6-v2") or model == "tiny" or model.startswith("tiny:"):
         return []
-    from export._backbone import resolve_model
+    from export import resolve_model
 
     try:
         resolve_model(model)
