@@ -3,7 +3,8 @@
 ``run_server`` is what ``fedhft server`` runs; ``Coordinator`` is the broker-free core (drive it
 with any ``Transport``); ``Store`` is the durable state; ``check_update`` the update validation.
 ``pick_clients``, ``plan_round`` and ``task_message`` turn a round's selection into tasks without
-I/O: the coordinator and in-process engines share them.
+I/O: the coordinator and in-process engines share them. ``read_metrics``, ``read_client_rounds``
+and ``count_clients`` read a state dir from another process, read-only, while the server runs.
 Strategies (pure numpy) are re-exported from ``server.strategies``. ``ScriptedPeer`` and
 ``synthetic_update`` are synthetic devices (seeded updates, no training) for tests and benchmarks.
 """
@@ -16,6 +17,7 @@ from server._metrics import (
 from server._plan_round import (
     Participant, RoundPlan, cluster_sizes, intake_context, pick_clients, plan_round, state_files, task_message,
 )
+from server._readers import CLIENT_ROUND_FIELDS, count_clients, read_client_rounds
 from server._registry import ClientEntry, Registry
 from server._rounds import CloseReason, assignment_digest, select_clients
 from server._run import Auth, run_server
@@ -36,6 +38,7 @@ __all__ = [
     "BundleIndex",
     "BundleInfo",
     "BundleNeed",
+    "CLIENT_ROUND_FIELDS",
     "ClientEntry",
     "ClientRoundStatus",
     "CloseReason",
@@ -65,6 +68,7 @@ __all__ = [
     "build_strategy",
     "check_update",
     "cluster_sizes",
+    "count_clients",
     "config_help",
     "format_status",
     "intake_context",
@@ -75,6 +79,7 @@ __all__ = [
     "new_run_id",
     "pick_clients",
     "plan_round",
+    "read_client_rounds",
     "read_metrics",
     "read_tensors",
     "round_metrics",

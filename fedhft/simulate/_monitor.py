@@ -1,17 +1,11 @@
-"""Follow a running server from outside: its metrics.jsonl and its SQLite records (read-only),
-evaluate each committed round in a background thread, and draw progress.
-
-FORMAT DEPENDENCY (no ``import server``): ``<state>/metrics.jsonl`` holds one JSON object per
-committed round (server/_metrics.py ``round_metrics``); ``<state>/server.sqlite`` table
-``client_rounds`` (round, client, tier, backend, status, bytes, num_examples, metrics JSON,
-outcome, reason) holds what each device reported (server/_store.py ``_SCHEMA``).
+"""Follow a running server from outside: its per-round metrics and its client-round records, read
+through the server package's read-only readers (``server.read_metrics``, ``read_client_rounds``,
+``count_clients``), evaluate each committed round in a background thread, and draw progress.
 """
 from __future__ import annotations
 
 import atexit
-import json
 import queue
-import sqlite3
 import sys
 import threading
 import time
@@ -19,7 +13,6 @@ import traceback
 from pathlib import Path
 from typing import Callable, TextIO
 
-from fedhft.jsonlines import read_jsonl
 from fedhft.simulate._evaluate import EncodedSet, Evaluator, evaluate_round
 
 FINAL = ("stored", "rejected", "outcome", "dropped")
@@ -27,53 +20,22 @@ FINAL = ("stored", "rejected", "outcome", "dropped")
 
 def read_metrics(state_dir: Path) -> list[dict]:
     """The server's per-round metrics (``fedhft server`` appends one line per committed round)."""
-    return read_jsonl(Path(state_dir) / "metrics.jsonl")
+    from server import read_metrics as server_metrics
 
-
-def _connect(state_dir: Path) -> sqlite3.Connection | None:
-    db = Path(state_dir) / "server.sqlite"
-    if not db.is_file():
-        return None
-    conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True, timeout=2.0)
-    conn.row_factory = sqlite3.Row
-    return conn
+    return server_metrics(state_dir)
 
 
 def client_rounds(state_dir: Path) -> list[dict]:
     """Every (round, client) record with its reported metrics parsed; [] before the server starts."""
-    try:
-        conn = _connect(state_dir)
-        if conn is None:
-            return []
-        try:
-            rows = conn.execute("SELECT round, client, tier, backend, status, bytes, num_examples, metrics, "
-                                "outcome, reason FROM client_rounds ORDER BY round, client").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return []  # the server is mid-commit or the schema is not there yet
-    out = []
-    for r in rows:
-        d = dict(r)
-        try:
-            d["metrics"] = json.loads(d["metrics"] or "{}")
-        except json.JSONDecodeError:
-            d["metrics"] = {}
-        out.append(d)
-    return out
+    from server import read_client_rounds
+
+    return read_client_rounds(state_dir)
 
 
 def joined_clients(state_dir: Path) -> int:
-    try:
-        conn = _connect(state_dir)
-        if conn is None:
-            return 0
-        try:
-            return int(conn.execute("SELECT COUNT(*) FROM clients").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
+    from server import count_clients
+
+    return count_clients(state_dir)
 
 
 class EvalWorker:
