@@ -83,7 +83,7 @@ def test_accuracy_quick_runs_every_strategy_and_the_upper_bound(tmp_path: Path):
 
 
 def _has_amazon() -> bool:
-    from fedhft.simulate._datasets import find_data_root
+    from fedhft.simulate import find_data_root
 
     root = find_data_root()
     return root is not None and (root / "amazon-multidomain").is_dir()

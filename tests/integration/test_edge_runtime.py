@@ -65,7 +65,7 @@ class BundleCache:
     def get(self, tier: str, backend: str) -> Path | None:
         key = (tier, backend)
         if key not in self._made and key not in self.failed:
-            from export._api import export_bundle
+            from export import export_bundle
 
             if not _backend_available(backend):
                 self.failed[key] = "runtime not installed"
@@ -255,8 +255,7 @@ def server(mosquitto, fleet):
 
 def local_loss(torch_bundle: Path, state: dict, mask: np.ndarray, data: Path) -> float:
     """Eager cross-entropy of ``state`` on all of a client's data (the torch bundle of the same plan)."""
-    from edge_runtime._data import load_examples, tokenize, load_tokenizer
-    from edge_runtime._trainer import evaluate
+    from edge_runtime import evaluate, load_examples, load_tokenizer, tokenize
     from edge_runtime.sessions import open_session
 
     session = open_session(torch_bundle, threads=1)

@@ -51,10 +51,7 @@ def _mqtt_run(tmp: Path, cache: Path, strategy: str) -> Path:
 
 
 def _inprocess_run(run: Path):
-    from fedhft.simulate._config import load_sim_config
-    from fedhft.simulate._datasets import Example
-    from fedhft.simulate._evaluate import encode_examples
-    from fedhft.simulate._inprocess import InProcessEngine, devices_for
+    from fedhft.simulate import Example, InProcessEngine, devices_for, encode_examples, load_sim_config
 
     cfg = load_sim_config(run / "config.yaml")
     results = json.loads((run / "results.json").read_text())

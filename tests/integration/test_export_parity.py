@@ -3,8 +3,7 @@ the tier's own plan, trains like eager PyTorch. Plus one real MiniLM export."""
 import pytest
 
 from devices import load_catalog
-from export._api import export_bundle
-from export._verify import verify_bundle
+from export import export_bundle, verify_bundle
 from tests._require import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

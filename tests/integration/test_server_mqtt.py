@@ -26,10 +26,9 @@ from devices import AdapterPlan
 from fedhft.mqtt import DEFAULT_MAX_PACKET_SIZE
 from fedhft.protocol import BundleChunk, BundleRequest, ChunkAssembler, Task, Update, decode, encode
 from server import (
-    STRATEGIES, Auth, BundleIndex, Store, assignment_digest, build_strategy, load_server_config, read_tensors,
-    run_server,
+    STRATEGIES, Auth, BundleIndex, ScriptedPeer, Store, assignment_digest, build_strategy, load_server_config,
+    read_tensors, run_server, synthetic_update,
 )
-from server._synthetic import ScriptedPeer, synthetic_update
 from tests._helpers import wait_for
 from tests._require import require
 
@@ -51,7 +50,7 @@ SEED = 5
 def tiny_bundles(tmp_path_factory) -> Path:
     """One real torch bundle per tier of the tiny model (export is allowed in tests, not in server/)."""
     require("torch")
-    from export._api import export_bundle
+    from export import export_bundle
 
     out = tmp_path_factory.mktemp("bundles")
     for tier, plan in TIERS.items():

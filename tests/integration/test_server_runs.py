@@ -9,9 +9,8 @@ import pytest
 
 from fedhft.mqtt import DEFAULT_MAX_PACKET_SIZE
 from fedhft.protocol import encode
-from server import Store
+from server import ScriptedPeer, Store, synthetic_update
 from server._mqtt import server_client_id
-from server._synthetic import ScriptedPeer, synthetic_update
 from tests._helpers import wait_for
 from tests.unit.server.server_fakes import TIER_OF, fake_bundles, make_config
 

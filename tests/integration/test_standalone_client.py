@@ -36,7 +36,7 @@ ROUNDS = 3
 
 @pytest.fixture(scope="module")
 def ort_bundles(tmp_path_factory) -> Path:
-    from export._api import export_bundle
+    from export import export_bundle
 
     out = tmp_path_factory.mktemp("bundles")
     export_bundle("tiny", 2, TIER, PLAN, "ort", out, progress=lambda _: None)

@@ -58,7 +58,7 @@ class Figures:
 
 def export_bundles(out: Path, tiers: Iterable[str] = tuple(TIERS)) -> Path:
     """One real torch bundle per tier of the tiny model (2 layers, 2 labels)."""
-    from export._api import export_bundle
+    from export import export_bundle
 
     for tier in tiers:
         if not (out / tier / "torch" / "manifest.json").is_file():

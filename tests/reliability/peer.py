@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--delay", type=float, default=0.0, help="seconds between a task and its update")
     args = p.parse_args(argv)
-    from server._synthetic import ScriptedPeer
+    from server import ScriptedPeer
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedhft.protocol import Hello, Reason, Update, encode, encode_update
-from server._synthetic import ScriptedPeer, synthetic_update
+from server import ScriptedPeer, synthetic_update
 
 from .harness import FLEET, REPO, SEED, StateView, server_yaml, wait_for, write_toy_data
 

@@ -103,7 +103,7 @@ def test_broker_crash_mid_round_loses_no_update(tmp_path, bundles, broker_for, p
     import time
 
     from fedhft.protocol import encode
-    from server._synthetic import ScriptedPeer, synthetic_update
+    from server import ScriptedPeer, synthetic_update
 
     from .harness import FLEET, SEED
 

@@ -93,7 +93,7 @@ OTHER_TIERS = {"android-mid": ("executorch", AdapterPlan(depth=1, ranks=(4,), ma
 def all_tier_bundles(bundles, tmp_path_factory):
     """Every catalog tier: the shared torch bundles plus android-mid (ExecuTorch) and rpi5 (ONNX Runtime)."""
     require("onnxruntime", "executorch")  # rpi5 trains with ONNX Runtime, android-mid with ExecuTorch
-    from export._api import export_bundle
+    from export import export_bundle
 
     out = tmp_path_factory.mktemp("all-tier-bundles")
     for tier_dir in bundles.iterdir():

@@ -17,7 +17,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from server._synthetic import ScriptedPeer
+from server import ScriptedPeer
 from tests._require import require
 
 from .harness import SEED, StateView, read_state, server_yaml

@@ -14,7 +14,7 @@ PLAN = AdapterPlan(depth=2, ranks=(4, 8), mask_density=0.5, max_seq_len=32, batc
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
-    from export._api import export_bundle
+    from export import export_bundle
 
     out = tmp_path_factory.mktemp("edge-bundles")
     return export_bundle("tiny", 2, "unit", PLAN, "torch", out, progress=lambda s: None).bundle_dir

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edge_runtime import _agent
-from edge_runtime._budget import OverBudget
-from edge_runtime._config import AgentConfig
+from edge_runtime import AgentConfig, OverBudget
 
 from .test_trainer import make_task
 

@@ -7,10 +7,7 @@ import json
 
 import pytest
 
-from edge_runtime._agent import outcome_of
-from edge_runtime._budget import DeadlineMissed, LowBattery, OverBudget
-from edge_runtime._config import AgentConfig
-from edge_runtime._log import EventLog
+from edge_runtime import AgentConfig, DeadlineMissed, EventLog, LowBattery, OverBudget, outcome_of
 
 
 @pytest.mark.parametrize("result, kind, metrics", [
@@ -50,7 +47,7 @@ def test_config_reads_a_credentials_file(tmp_path):
 
 def test_publish_refuses_payloads_over_the_broker_limit_before_sending():
     from fedhft.protocol import PayloadTooLarge
-    from edge_runtime._mqtt import MqttLink, MqttOptions
+    from edge_runtime import MqttLink, MqttOptions
 
     link = MqttLink(MqttOptions("mqtt://127.0.0.1:1", "dev-000", max_packet_size=4096), [])
     with pytest.raises(PayloadTooLarge, match="int8"):

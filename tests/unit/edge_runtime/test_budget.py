@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from edge_runtime._budget import (
-    DeadlineGuard, LowBattery, MemoryModel, MemoryPlan, OverBudget, RssWatcher, ShapeLimits, SimulatedBattery,
-    SystemBattery, check_battery, choose_shape, rss_mb,
+from edge_runtime import (
+    DeadlineGuard, LowBattery, OverBudget, RssWatcher, SimulatedBattery, SystemBattery, check_battery, choose_shape,
+    rss_mb,
 )
+from edge_runtime._budget import MemoryModel, MemoryPlan, ShapeLimits
 
 MODEL = MemoryModel(hidden=64, intermediate=128, heads=1, ranks=(4, 8), modules=2, trainable_params=5000)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from edge_runtime import _checkpoint as ck
-from edge_runtime._checkpoint import RoundRecord, StateStore, atomic_write_bytes, atomic_write_tensors
+from edge_runtime import StateStore
+from edge_runtime._checkpoint import RoundRecord, atomic_write_bytes, atomic_write_tensors
 
 
 def test_atomic_write_never_leaves_a_torn_file(tmp_path, monkeypatch):

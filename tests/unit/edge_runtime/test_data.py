@@ -6,9 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_runtime._data import (
-    DataError, DataOptions, DataSource, Examples, iter_batches, load_examples, load_tokenizer, split_indices, tokenize,
-)
+from edge_runtime import DataError, DataOptions, DataSource, load_examples, load_tokenizer, tokenize
+from edge_runtime._data import Examples, iter_batches, split_indices
 
 
 def _write(tmp_path, name, text):
@@ -117,7 +116,7 @@ def test_data_source_caches_per_sequence_length(tiny_bundle, toy_csv):
 
 
 def test_iter_batches_counts_steps_or_epochs():
-    from edge_runtime._data import Encoded
+    from edge_runtime import Encoded
 
     data = Encoded(np.zeros((10, 4), np.int64), np.ones((10, 4), np.int64), np.arange(10))
     assert len(list(iter_batches(data, 4, 0, steps=7))) == 7

@@ -25,7 +25,7 @@ PLAN = AdapterPlan(depth=1, ranks=(4,), mask_density=0.5, precision="int8", max_
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from export._api import export_bundle
+    from export import export_bundle
 
     out = tmp_path_factory.mktemp("et-session")
     return export_bundle("tiny", 2, "t", PLAN, "executorch", out, progress=lambda m: None).bundle_dir

@@ -33,7 +33,7 @@ def test_watcher_trips_on_accounted_memory():
 
 
 def test_unknown_accounting_is_a_config_error():
-    from edge_runtime._config import AgentConfig
+    from edge_runtime import AgentConfig
 
     cfg = AgentConfig(broker="mqtt://127.0.0.1:1", client_id="dev-000", data="x.tsv", memory_accounting="native")
     assert any("memory_accounting must be 'process' or 'bundle'" in p for p in cfg.problems())

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from export._api import export_bundle
+    from export import export_bundle
 
     out = tmp_path_factory.mktemp("ort-session")
     return export_bundle("tiny", 2, "t", PLAN, "ort", out, progress=lambda m: None).bundle_dir

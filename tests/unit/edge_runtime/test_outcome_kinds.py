@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_runtime._agent import outcome_of
-from edge_runtime._budget import DeadlineMissed, LowBattery, OverBudget
+from edge_runtime import DeadlineMissed, LowBattery, OverBudget, outcome_of
 from fedhft.protocol import Outcome, OutcomeKind, decode, encode
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime import Encoded, PreparedData, RoundResult, evaluate, round_shape, train_round
-from edge_runtime._data import DataSource, load_examples
+from edge_runtime import (
+    DataSource, Encoded, PreparedData, RoundResult, evaluate, load_examples, round_shape, train_round,
+)
 
 from .test_trainer import make_task
 

@@ -7,8 +7,9 @@ import math
 import numpy as np
 from hypothesis import given, strategies as st
 
-from edge_runtime import PreparedData, balanced_accuracy, majority_accuracy, round_shape, train_round
-from edge_runtime._data import DataSource, load_examples
+from edge_runtime import (
+    DataSource, PreparedData, balanced_accuracy, load_examples, majority_accuracy, round_shape, train_round,
+)
 
 from .test_trainer import make_task
 

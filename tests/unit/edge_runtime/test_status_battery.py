@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_runtime import _agent
-from edge_runtime._config import AgentConfig
+from edge_runtime import AgentConfig
 from fedhft.protocol import ClientStatus, decode
 
 

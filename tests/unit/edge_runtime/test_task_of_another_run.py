@@ -8,7 +8,7 @@ import pytest
 
 from edge_runtime import _agent
 from edge_runtime._checkpoint import RoundRecord, RoundStatus
-from edge_runtime._config import AgentConfig
+from edge_runtime import AgentConfig
 from edge_runtime._mqtt import Inbound
 from fedhft.protocol import Hyper, Task, encode
 

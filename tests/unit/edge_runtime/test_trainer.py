@@ -8,9 +8,10 @@ import pytest
 
 from fedhft.layout import init_trainable, mask_from_rows, masked_update_layout, rows_per_module, scatter_update
 from fedhft.protocol import Hyper, Task
-from edge_runtime._budget import DeadlineMissed, LowBattery, OverBudget, SimulatedBattery, rss_mb
-from edge_runtime._data import DataSource, load_examples
-from edge_runtime._trainer import RoundResult, Stopped, TrainBudget, evaluate, train_round
+from edge_runtime import (
+    DataSource, DeadlineMissed, LowBattery, OverBudget, RoundResult, SimulatedBattery, Stopped, TrainBudget, evaluate,
+    load_examples, rss_mb, train_round,
+)
 
 
 def make_task(session, *, steps=20, lr=3e-2, deadline_s=300.0, seed=0, round_=1) -> Task:
@@ -125,7 +126,7 @@ def test_rss_watcher_stops_training_before_the_budget(tiny_session, source):
     (175.0, 100.0, 1, 16, 1),
 ])
 def test_probe_step_growth_picks_the_batch(peak, before, probe, target, expected):
-    from edge_runtime._budget import RssWatcher
+    from edge_runtime import RssWatcher
     from edge_runtime._trainer import _batch_after_probe
 
     watcher = RssWatcher(200.0, margin=0.9, sampler=lambda: peak)

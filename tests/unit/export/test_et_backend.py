@@ -13,8 +13,7 @@ import pytest
 pytest.importorskip("executorch", reason="the executorch extra is missing: pip install 'fedhft[executorch]'")
 
 from devices import AdapterPlan  # noqa: E402
-from export._api import export_bundle  # noqa: E402
-from export._verify import verify_bundle  # noqa: E402
+from export import export_bundle, verify_bundle  # noqa: E402
 from fedhft.manifest import load_manifest  # noqa: E402
 
 PLAN = AdapterPlan(depth=1, ranks=(8,), mask_density=0.5, max_seq_len=32, batch_size=4)

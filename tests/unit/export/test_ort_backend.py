@@ -6,8 +6,7 @@ pytest.importorskip("onnxruntime.training", reason="the ort extra is missing: pi
 onnx = pytest.importorskip("onnx")
 
 from devices import AdapterPlan  # noqa: E402
-from export._api import export_bundle  # noqa: E402
-from export._verify import verify_bundle  # noqa: E402
+from export import export_bundle, verify_bundle  # noqa: E402
 from fedhft.manifest import load_manifest  # noqa: E402
 
 PLAN = AdapterPlan(depth=2, ranks=(4, 8), mask_density=0.5, max_seq_len=32, batch_size=4)

@@ -6,10 +6,8 @@ import pytest
 import torch
 
 from devices import AdapterPlan
-from export._api import export_bundle
-from export._backbone import load_encoder, resolve_model
-from export._model import build_adapter_model, expected_layout
-from export._verify import verify_bundle
+from export import build_adapter_model, export_bundle, load_encoder, resolve_model, verify_bundle
+from export._model import expected_layout
 from fedhft.layout import full_mask, init_trainable
 from fedhft.manifest import BundleError, load_manifest
 

@@ -23,7 +23,7 @@ from fedhft.protocol import (
     split_bytes,
 )
 from fedhft.protocol._envelope import PREFIX_LEN, sha256_hex
-from fedhft.protocol._messages import publish_overhead
+from fedhft.protocol import publish_overhead
 
 DATA = os.urandom(10_000) + b"tail"
 

@@ -8,8 +8,7 @@ from fedhft.layout import ModelDims
 from fedhft.manifest import Manifest, write_manifest
 from fedhft.protocol import Task, decode, encode
 
-from server import Coordinator, Inbound, ServerConfig, Store
-from server._synthetic import synthetic_update
+from server import Coordinator, Inbound, ServerConfig, Store, synthetic_update
 
 DIMS = ModelDims(num_layers=3, hidden=16, intermediate=32, num_labels=2)
 PLANS = {
@@ -65,9 +64,9 @@ def make_config(bundles: Path, **kw) -> ServerConfig:
 
 def hello_payload(client: str, tier: str | None = None, backends=("torch",), battery=None) -> bytes:
     from fedhft.protocol import Hello
-    from server._synthetic import DEFAULT_PROFILE
+    from server import SYNTHETIC_PROFILE
 
-    profile = dict(DEFAULT_PROFILE, battery_percent=battery, charging=False if battery is not None else None)
+    profile = dict(SYNTHETIC_PROFILE, battery_percent=battery, charging=False if battery is not None else None)
     return encode(Hello("test", client, profile, list(backends), tier or TIER_OF.get(client), "test"))
 
 

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from fedhft.protocol import Outcome, encode
-from server import build_strategy, read_tensors
-from server._synthetic import synthetic_update
+from server import build_strategy, read_tensors, synthetic_update
 
 from .server_fakes import Harness, fake_bundles, make_config
 

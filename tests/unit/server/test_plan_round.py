@@ -10,9 +10,9 @@ import pytest
 from fedhft.protocol import encode
 from server import (
     Accepted, BundleIndex, ClientEntry, Participant, Rejected, build_strategy, check_update, cluster_sizes,
-    intake_context, metrics_line, pick_clients, plan_round, read_metrics, read_tensors, state_files, task_message,
+    intake_context, metrics_line, pick_clients, plan_round, read_metrics, read_tensors, state_files, synthetic_update,
+    task_message,
 )
-from server._synthetic import synthetic_update
 
 from .server_fakes import TIER_OF, Harness, fake_bundles, make_config
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from fedhft.protocol import ClientStatus, Hello
-from server import BundleIndex, Registry, Store
-from server._synthetic import DEFAULT_PROFILE
+from server import SYNTHETIC_PROFILE, BundleIndex, Registry, Store
 
 from .server_fakes import fake_bundles
 
@@ -17,7 +16,7 @@ def registry(tmp_path):
 
 
 def _hello(client="dev-1", hint=None, backends=("torch",), **profile):
-    return Hello("test", client, dict(DEFAULT_PROFILE, **profile), list(backends), hint, "t")
+    return Hello("test", client, dict(SYNTHETIC_PROFILE, **profile), list(backends), hint, "t")
 
 
 def test_tier_hint_wins_when_exported(registry):

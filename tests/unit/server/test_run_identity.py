@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedhft.protocol import Ack, Outcome, Reason, decode, encode
-from server import Store
-from server._synthetic import synthetic_update
+from server import Store, synthetic_update
 from server._task_ids import RUN_TAG_LEN, other_run, task_id_for, task_run_tag
 
 from .server_fakes import Harness, fake_bundles, make_config
@@ -33,7 +32,7 @@ def test_run_id_is_made_once_per_state_dir(tmp_path):
 
 def test_a_state_dir_from_before_run_ids_keeps_untagged_task_ids(tmp_path):
     old = Store(tmp_path / "old")
-    from server._store import TaskRecord
+    from server import TaskRecord
 
     old.create_round(0, 1, 60.0, [TaskRecord(0, "dev-000", "r0-dev-000-80ef17fa1a", "small", "torch", "d")], 1.0)
     assert old.run_id() == "" and old.get_meta("run_id") == ""

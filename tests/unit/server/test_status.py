@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from fedhft.cli import main
-from server import Store
-from server._metrics import SERVER_META, Liveness, format_status, record_server_state, server_status
+from server import Store, format_status, server_status
+from server._metrics import SERVER_META, Liveness, record_server_state
 
 REPO = Path(__file__).resolve().parents[3]
 METRICS = {"round": 2, "selected": 3, "stored": 2, "rejected_clients": 1, "outcome_clients": 0, "dropped": 0,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedhft.protocol import Ack, Reason, decode, encode
-from server import Rejected, check_update, intake_context
-from server._synthetic import synthetic_update
+from server import Rejected, check_update, intake_context, synthetic_update
 
 from .server_fakes import Harness, fake_bundles, make_config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from fedhft.config import ConfigError
-from fedhft.simulate._config import SimConfig, load_sim_config
+from fedhft.simulate import SimConfig, load_sim_config
 from fedhft.simulate._fleet import server_config
 from fedhft.simulate._prepare import assign_tiers
 
@@ -46,7 +46,7 @@ def test_server_config_runs_every_client_each_round(tmp_path):
     cfg = SimConfig(clients=5, rounds=3, strategy="hetlora", encoding="int8")
     sc = server_config(cfg, tmp_path, cfg.rounds)
     assert sc["clients_per_round"] == 5.0 and sc["min_clients"] == 5 and sc["update_encoding"] == "int8"
-    from server._config import ServerConfig  # the YAML we write must be a valid ServerConfig
+    from server import ServerConfig  # the YAML we write must be a valid ServerConfig
 
     ServerConfig(**sc)
 

@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from fedhft.config import ConfigError
-from fedhft.simulate._config import SimConfig, load_sim_config
-from fedhft.simulate._datasets import Dataset, Example
+from fedhft.simulate import Dataset, Example, SimConfig, SimResult, load_sim_config
 from fedhft.simulate._prepare import PreparedData
 from fedhft.simulate._report import tier_stats, write_outputs
-from fedhft.simulate._run import SimResult
 from fedhft.simulate._status import RunStatus, classify_run
 
 

@@ -13,7 +13,7 @@ PLAN = AdapterPlan(depth=2, ranks=(4, 4), mask_density=0.5, max_seq_len=16, batc
 def int8_session(tmp_path_factory):
     pytest.importorskip("torch")
     from edge_runtime import open_session
-    from export._api import export_bundle
+    from export import export_bundle
 
     out = tmp_path_factory.mktemp("int8-bundle")
     return open_session(export_bundle("tiny", 2, "unit8", PLAN, "torch", out, progress=lambda s: None).bundle_dir,
@@ -35,7 +35,8 @@ def _client(session, seed=0):
 
 
 def test_int8_evaluator_scores_what_the_int8_bundle_computes(int8_session):
-    from fedhft.simulate._evaluate import Evaluator, client_state
+    from fedhft.simulate import Evaluator
+    from fedhft.simulate._evaluate import client_state
 
     state, mask, ids, attn = _client(int8_session)
     int8_session.set_state(state)
@@ -50,7 +51,7 @@ def test_int8_evaluator_scores_what_the_int8_bundle_computes(int8_session):
 
 
 def test_an_unknown_precision_is_refused_with_the_choices():
-    from fedhft.simulate._evaluate import Evaluator
+    from fedhft.simulate import Evaluator
 
     with pytest.raises(ValueError, match=r"precision='fp16'.*\['fp32', 'int8'\]"):
         Evaluator("tiny", precision="fp16")

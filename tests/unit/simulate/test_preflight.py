@@ -6,7 +6,7 @@ import pytest
 from fedhft.cli import main
 from fedhft.config import ConfigError
 from fedhft.simulate import _run
-from fedhft.simulate._config import SimConfig
+from fedhft.simulate import SimConfig
 from fedhft.simulate._preflight import preflight, strategy_problems
 
 

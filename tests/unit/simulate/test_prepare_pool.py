@@ -1,7 +1,7 @@
 """The tune and eval halves of a training file: disjoint, fixed across seeds, together the whole."""
 from __future__ import annotations
 
-from fedhft.simulate._datasets import Example
+from fedhft.simulate import Example
 from fedhft.simulate._prepare import pool_of
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fedhft.simulate._fleet import SimulationError
+from fedhft.simulate import SimulationError
 from fedhft.simulate._procs import Child, Children
 from fedhft.simulate._run import _check_children
 
