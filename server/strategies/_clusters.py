@@ -262,6 +262,44 @@ def align_labels(probs: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
     return perm
 
 
+def mixture_bic(x: np.ndarray, resp: np.ndarray, var: float, residual: np.ndarray, dims: int) -> float:
+    """The Bayesian information criterion (Schwarz 1978) of a fitted tied spherical mixture:
+    -2 log L + p log N (lower is better). ``resp``/``var`` from ``tied_spherical_em`` on ``x``;
+    ``residual``/``dims`` as there. Parameters p: a mean per live component in the coordinates its
+    means live in (at most ``dims``), its weight less one, and the shared variance."""
+    n = x.shape[0]
+    mass = resp.sum(axis=0)
+    alive = mass > 1e-12
+    means = (resp[:, alive].T @ x) / mass[alive, None]
+    d = sq_distances(x, means) + residual[:, None]
+    logp = np.log(mass[alive] / n)[None, :] - d / (2.0 * var)
+    top = logp.max(axis=1, keepdims=True)
+    log_lik = float((top[:, 0] + np.log(np.exp(logp - top).sum(axis=1))).sum()) - 0.5 * n * dims * math.log(
+        2.0 * math.pi * var)
+    k = int(alive.sum())
+    params = k * min(x.shape[1], dims) + (k - 1) + 1
+    return -2.0 * log_lik + params * math.log(n)
+
+
+def max_components(n: int, limit: int) -> int:
+    """The most components the data-driven choice considers for ``n`` clients: ``limit``, and at
+    most n // 2 (a mixture with as many components as points fits each point with variance 0 and
+    an unbounded likelihood; two points per component on average keeps the variance estimable)."""
+    return max(1, min(limit, n // 2))
+
+
+def _warm_start(means_init, k, num_clusters, center, basis, top) -> np.ndarray | None:
+    """The previous means in the fit's coordinates, when exactly ``k`` of them were in use."""
+    if means_init is None or np.shape(means_init)[0] != num_clusters or np.shape(means_init)[1] != center.shape[0]:
+        return None
+    used = np.linalg.norm(means_init, axis=1) > 0
+    if used.sum() != k:
+        return None
+    init = np.asarray(means_init, np.float64)[used] - center
+    init = init @ basis if basis is not None else init
+    return init @ top if top is not None else init
+
+
 def fit_memberships(
     features: np.ndarray,
     num_clusters: int,
@@ -271,6 +309,7 @@ def fit_memberships(
     n_init: int = 32,
     normalize: bool = True,
     max_dims: int | None = None,
+    choose_k: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Soft memberships ``[N, num_clusters]`` (rows sum to 1) and the means ``[num_clusters, D]``
     (zero rows for unused components), both in the label order of ``previous``.
@@ -281,6 +320,9 @@ def fit_memberships(
     ``previous``: the previous memberships of the same rows, used to keep labels stable.
     ``max_dims``: cluster in at most this many principal dimensions (default: all of them, or
     ceil(k / PROJECTION_EPS) for a fleet of more than PROJECT_ABOVE_CLIENTS clients).
+    ``choose_k``: ``num_clusters`` is the most components; the number used is the one of
+    1..``max_components(N, num_clusters)`` whose fit has the lowest BIC (``mixture_bic``; ties go
+    to fewer components). The other columns are 0.
     At most as many components as distinct directions are used: identical clients give one
     cluster (membership 1 on cluster 0, or on the label ``previous`` favours).
     """
@@ -294,7 +336,7 @@ def fit_memberships(
     means = np.zeros((num_clusters, x.shape[1]))
     if n == 0:
         return probs, means
-    k = distinct_count(x, limit=num_clusters)
+    k = distinct_count(x, limit=max_components(n, num_clusters) if choose_k else num_clusters)
     if k <= 1:
         probs[:, 0] = 1.0
         means[0] = x.mean(axis=0)
@@ -304,15 +346,15 @@ def fit_memberships(
         if max_dims is None:
             max_dims = math.ceil(k / PROJECTION_EPS) if n > PROJECT_ABOVE_CLIENTS else z.shape[1]
         z, top, residual = principal_projection(z, max_dims)
-        init = None
-        if means_init is not None and np.shape(means_init) == (num_clusters, x.shape[1]):
-            used = np.linalg.norm(means_init, axis=1) > 0
-            if used.sum() == k:
-                init = np.asarray(means_init, np.float64)[used] - center
-                init = init @ basis if basis is not None else init
-                init = init @ top if top is not None else init
-        labels, _, _ = kmeans(z, k, seed, n_init=n_init, init=init)
-        resp, _, _ = tied_spherical_em(z, labels, k, residual=residual, dims=full_dims)
+        best = None
+        for kk in range(1, k + 1) if choose_k else (k,):
+            init = _warm_start(means_init, kk, num_clusters, center, basis, top)
+            labels, _, _ = kmeans(z, kk, seed, n_init=n_init, init=init)
+            resp, _, var = tied_spherical_em(z, labels, kk, residual=residual, dims=full_dims)
+            score = mixture_bic(z, resp, var, residual, full_dims) if choose_k else 0.0
+            if best is None or score < best[0]:
+                best = (score, kk, resp)
+        _, k, resp = best
         mass = resp.sum(axis=0)
         alive = mass > 1e-12
         probs[:, :k] = resp

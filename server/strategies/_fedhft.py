@@ -9,7 +9,9 @@ membership; rows covered by nobody keep their value.
 
 Clusters: ``_clusters.fit_memberships`` refits a mixture every round from ``warmup_rounds`` on,
 over each client's classifier-head UPDATE direction averaged over the rounds it trained from the
-shared model (heads over ``sketch_dim`` values are CountSketched). Why that signal, and how this
+shared model (heads over ``sketch_dim`` values are CountSketched). With ``num_clusters="auto"``
+each refit picks K in 1..``max_clusters`` by the mixture's BIC (``fit_memberships(choose_k=True)``);
+``max_clusters`` cluster states are kept and the unused ones get membership 0. Why that signal, and how this
 differs from the reference code (masked-row uploads, K independent cluster states,
 ``residual_correction``): docs/DESIGN-NOTES.md, section "server/strategies/_fedhft.py".
 """
@@ -49,6 +51,30 @@ from server.strategies._clusters import fit_memberships
 from server.strategies._threads import one_blas_thread
 
 
+AUTO = "auto"
+DEFAULT_MAX_CLUSTERS = 4
+
+
+def cluster_slots(num_clusters: Any, max_clusters: Any) -> tuple[int, list[str]]:
+    """(cluster states to keep, problems) of the options num_clusters (K >= 1 or "auto") and
+    max_clusters (with "auto" only: the largest K, >= 2)."""
+    whole = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)  # noqa: E731
+    if num_clusters == AUTO:
+        top = DEFAULT_MAX_CLUSTERS if max_clusters is None else max_clusters
+        if whole(top) and top >= 2:
+            return int(top), []
+        return 1, [f"max_clusters must be a whole number >= 2 with num_clusters=auto, got {max_clusters!r} "
+                   "(for no clustering set num_clusters=1)"]
+    problems = []
+    if not whole(num_clusters) or num_clusters < 1:
+        problems.append(f"num_clusters must be a whole number >= 1 or 'auto' (K chosen from the data by BIC), "
+                        f"got {num_clusters!r}")
+    if max_clusters is not None:
+        problems.append(f"max_clusters={max_clusters!r} applies only to num_clusters=auto: drop it, or set "
+                        "num_clusters=auto")
+    return (int(num_clusters) if not problems else 1), problems
+
+
 class FedHFT(Strategy):
     name = "fedhft"
 
@@ -57,7 +83,8 @@ class FedHFT(Strategy):
         dims: ModelDims,
         *,
         seed: int = 0,
-        num_clusters: int = 2,
+        num_clusters: int | str = 2,
+        max_clusters: int | None = None,
         warmup_rounds: int = 2,
         sketch_dim: int = 1024,
         explore: float = 0.2,
@@ -67,10 +94,20 @@ class FedHFT(Strategy):
         masked: bool = True,
         backbone_dims: Mapping[str, ModelDims] | None = None,
     ):
+        """Options (``strategy_options``):
+        num_clusters   K, the number of client clusters (1: no clustering), or "auto": every refit
+                       chooses K in 1..max_clusters by the BIC of the clients' mixture (fewer than 2
+                       clients per cluster are never considered)
+        max_clusters   with num_clusters=auto only: the largest K considered (default 4)
+        warmup_rounds  rounds of one shared model before the first clustering
+        sketch_dim     size of a client's clustering feature (its head update direction)
+        explore        share of each tier's mask given to the stalest rows (decays by explore_decay a round)
+        min_membership memberships below it are dropped (the row renormalized)
+        residual_correction  a client contributes its start mixture + its change (see the module doc)
+        masked         false: every row of every B trains (the no-mask ablation)
+        """
         super().__init__(dims, seed=seed, backbone_dims=backbone_dims)
-        errors = []
-        if num_clusters < 1:
-            errors.append(f"num_clusters must be >= 1, got {num_clusters}")
+        slots, errors = cluster_slots(num_clusters, max_clusters)
         if warmup_rounds < 0:
             errors.append(f"warmup_rounds must be >= 0, got {warmup_rounds}")
         if sketch_dim < 2:
@@ -79,7 +116,9 @@ class FedHFT(Strategy):
             errors.append(f"explore must be in [0, 1] and explore_decay in (0, 1], got {explore}, {explore_decay}")
         if errors:
             raise ValueError("invalid fedhft config: " + "; ".join(errors))
-        self.num_clusters, self.warmup_rounds, self.sketch_dim = int(num_clusters), int(warmup_rounds), int(sketch_dim)
+        # With "auto", num_clusters is the number of cluster states kept (max_clusters); a refit may use fewer.
+        self.auto_clusters = num_clusters == AUTO
+        self.num_clusters, self.warmup_rounds, self.sketch_dim = slots, int(warmup_rounds), int(sketch_dim)
         self.explore, self.explore_decay = float(explore), float(explore_decay)
         self.min_membership, self.residual_correction = float(min_membership), bool(residual_correction)
         self.masked = bool(masked)  # False: every row of every B trains (the "no mask" ablation)
@@ -101,7 +140,8 @@ class FedHFT(Strategy):
     def config(self) -> dict[str, Any]:
         return {
             **super().config(),
-            "num_clusters": self.num_clusters,
+            "num_clusters": AUTO if self.auto_clusters else self.num_clusters,
+            **({"max_clusters": self.num_clusters} if self.auto_clusters else {}),
             "warmup_rounds": self.warmup_rounds,
             "sketch_dim": self.sketch_dim,
             "explore": self.explore,
@@ -216,7 +256,8 @@ class FedHFT(Strategy):
         # Labels follow the clients that already had a cluster (a newcomer's cluster-size mixture is no label).
         had = np.array([c in self.clustered for c in self.client_ids], dtype=np.float64)[:, None]
         probs, self.means = fit_memberships(
-            features, self.num_clusters, seed, means_init=self.means, previous=previous * had, normalize=False
+            features, self.num_clusters, seed, means_init=self.means, previous=previous * had, normalize=False,
+            choose_k=self.auto_clusters,
         )
         self.clustered = set(self.client_ids)
         self.memberships = sparsify_membership(probs, self.min_membership)
@@ -242,7 +283,8 @@ class FedHFT(Strategy):
             table[c] = (total + np.asarray(v, dtype=np.float64), n + 1.0)
         self.client_ids = sorted(table)
         self._index = {c: i for i, c in enumerate(self.client_ids)}
-        self.sketches = np.asarray([table[c][0] for c in self.client_ids], dtype=np.float64).reshape(-1, self.sketch_dim)
+        sums = [table[c][0] for c in self.client_ids]
+        self.sketches = np.asarray(sums, dtype=np.float64).reshape(-1, self.sketch_dim)
         self.sketch_rounds = np.asarray([table[c][1] for c in self.client_ids], dtype=np.float64)
         given = [old.get(c, self.cluster_weights) for c in self.client_ids]
         return np.asarray(given, dtype=np.float64).reshape(-1, self.num_clusters)
@@ -308,7 +350,8 @@ class FedHFTAggregator(Aggregator):
         self.covered: dict[str, np.ndarray] = {}
         self.sketches: dict[str, np.ndarray] = {}
 
-    def add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray], weight: float) -> None:
+    def add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
+            weight: float) -> None:
         with one_blas_thread():
             self._add(client, assignment, update, weight)
 
@@ -324,7 +367,8 @@ class FedHFTAggregator(Aggregator):
             shape = st.clusters[0][key + ".delta"].shape
             # Only the covered rows get weight, so only those rows are computed and added.
             trained_rows = scale * (trained[b_name][sel].astype(np.float64) @ trained[a_name])
-            change = trained_rows - scale * (assignment.start_state[b_name][sel].astype(np.float64) @ assignment.start_state[a_name])
+            given = assignment.start_state
+            change = trained_rows - scale * (given[b_name][sel].astype(np.float64) @ given[a_name])
             if st.residual_correction:
                 value = sum(float(m[c]) * st.clusters[c][key + ".delta"][sel] for c in np.flatnonzero(m > 0)) + change
             else:
