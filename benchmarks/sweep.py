@@ -56,6 +56,7 @@ VARIANTS = {
     "fedhft-nomask": {"strategy": "fedhft", "strategy_options": {"masked": False}},
     "fedhft-k1": {"strategy": "fedhft", "strategy_options": {"num_clusters": 1}},
     "fedhft-k3": {"strategy": "fedhft", "strategy_options": {"num_clusters": 3}},
+    "fedhft-kauto": {"strategy": "fedhft", "strategy_options": {"num_clusters": "auto"}},  # K by BIC, up to 4
     "fedhft-noexplore": {"strategy": "fedhft", "strategy_options": {"explore": 0.0}},
     "fedhft-warmup2": {"strategy": "fedhft", "warmup_rounds": 2},
 }
