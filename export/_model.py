@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +123,9 @@ class AdapterModel(nn.Module):
             setattr(parent, attr, lora)
             self._sites.append(Site(*lora_names(layer, module), lora))
         self.head = nn.Linear(dims.hidden, dims.num_labels)
+        #: The lowest adapted encoder layer: the layers below it are frozen and see no adapter.
+        self.first_adapted = min(layer for layer, _, _ in adapted_modules(plan, dims))
+        self._layer_list = (encoder.encoder if family == "bert" else encoder.transformer, "layer")
         self._mask_slices = [(s.offset, s.rows) for s in mask_layout(plan, dims)]
 
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
@@ -148,20 +152,59 @@ class AdapterModel(nn.Module):
     def get_trainable(self) -> dict[str, np.ndarray]:
         return {n: p.detach().cpu().numpy().copy() for n, p in self.trainable()}
 
-    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean-pooled sentence embedding (padding excluded) with the adapters under ``mask``."""
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
+               below: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean-pooled sentence embedding (padding excluded) with the adapters under ``mask``.
+        ``below``: ``hidden_below(input_ids, attention_mask)``, so that only the adapted layers run."""
         for site, (offset, rows) in zip(self._sites, self._mask_slices):
             site.module.row_mask = mask[offset : offset + rows]
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if below is None:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        else:
+            with self._only_layers(self.first_adapted, None, below):
+                hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pooled(input_ids, attention_mask, mask))
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
+               below: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.pooled(input_ids, attention_mask, mask, below))
+
+    def hidden_below(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The hidden states entering layer ``first_adapted``: what the frozen layers make of the
+        input, the same whatever the adapters (the same ops as the full forward, so the same bits)."""
+        with self._only_layers(0, self.first_adapted, None):
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    @contextmanager
+    def _only_layers(self, start: int, stop: int | None, embedded: torch.Tensor | None):
+        """Run the HF encoder on its layers [start, stop) only, from ``embedded`` (the hidden states
+        entering ``start``) in place of the embeddings' output when given."""
+        owner, attr = self._layer_list
+        layers, embeddings = getattr(owner, attr), self.encoder.embeddings
+        setattr(owner, attr, nn.ModuleList(list(layers)[start:stop]))
+        if embedded is not None:
+            self.encoder.embeddings = _Given(embedded)
+        try:
+            yield
+        finally:
+            setattr(owner, attr, layers)
+            self.encoder.embeddings = embeddings
 
     def forward(self, input_ids, attention_mask, labels, mask):
         logits = self.logits(input_ids, attention_mask, mask)
         return F.cross_entropy(logits, labels), logits.detach()
+
+
+class _Given(nn.Module):
+    """Stands in for the embeddings module: returns the hidden states it was given."""
+
+    def __init__(self, hidden: torch.Tensor) -> None:
+        super().__init__()
+        self.hidden = hidden
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return self.hidden
 
 
 def build_adapter_model(encoder: nn.Module, plan: AdapterPlan, num_labels: int,

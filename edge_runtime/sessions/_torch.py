@@ -35,6 +35,7 @@ class EagerSession:
         self.model = model.to(device)
         self._mask = torch.ones(manifest.mask_length, device=device)
         self._opt = None
+        self._frozen: _FrozenCache | None = None
 
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         check_state(self.manifest, tensors)
@@ -48,6 +49,24 @@ class EagerSession:
         params = [p for _, p in self.model.trainable()]
         self._opt = self._torch.optim.AdamW(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
 
+    def cache_frozen(self, max_mb: float) -> None:
+        """Trade memory for time, for a host with no memory budget (an in-process engine): the
+        frozen int8 weights are dequantized once instead of at every forward, and each example's
+        hidden states below the lowest adapted layer (which no adapter changes) are kept, up to
+        ``max_mb``, and reused instead of running the frozen layers again. Results stay bit-identical:
+        see ``_FrozenCache``."""
+        from export import Int8Linear
+
+        _replace_modules(self.model.encoder, Int8Linear, _dequantized_linear)
+        if self.model.first_adapted > 0:
+            self._frozen = _FrozenCache(self.model, max_mb)
+
+    @property
+    def frozen_stats(self) -> dict[str, float]:
+        """Hits and misses of ``cache_frozen``'s cache, in batches, and its size in MB."""
+        f = self._frozen
+        return {"hits": f.hits, "misses": f.misses, "mb": f.bytes / 2**20} if f else {}
+
     def _tensors(self, *arrays):
         return [self._torch.as_tensor(np.ascontiguousarray(a, dtype=np.int64), device=self.device) for a in arrays]
 
@@ -56,7 +75,11 @@ class EagerSession:
             raise RuntimeError("call begin_round(mask, lr) before train_step")
         ids, attn, y = self._tensors(input_ids, attention_mask, labels)
         self._opt.zero_grad(set_to_none=True)
-        loss, _ = self.model(ids, attn, y, self._mask)
+        if self._frozen is None:
+            loss, _ = self.model(ids, attn, y, self._mask)
+        else:  # what AdapterModel.forward computes, from the cached frozen part
+            below = self._frozen.below(input_ids, attention_mask, ids, attn)
+            loss = self._torch.nn.functional.cross_entropy(self.model.logits(ids, attn, self._mask, below), y)
         loss.backward()
         self._opt.step()
         return float(loss.detach())
@@ -64,7 +87,63 @@ class EagerSession:
     def logits(self, input_ids, attention_mask) -> np.ndarray:
         ids, attn = self._tensors(input_ids, attention_mask)
         with self._torch.no_grad():
-            return self.model.logits(ids, attn, self._mask).float().cpu().numpy()
+            below = None if self._frozen is None else self._frozen.below(input_ids, attention_mask, ids, attn)
+            return self.model.logits(ids, attn, self._mask, below).float().cpu().numpy()
+
+
+class _FrozenCache:
+    """Hidden states entering the lowest adapted layer, per (example's token ids, batch shape).
+
+    Why it is exact: at one batch shape, each example's rows come out of every layer with the same
+    bits whatever the other examples of the batch and its position in it (each op works row by row,
+    with kernels chosen by shape only; tests/unit/test_frozen_cache.py checks it), so a row computed
+    once in a batch of shape (B, S) is what any later batch of that shape would compute. Batches of
+    another shape compute their own rows. A batch with any row missing runs the frozen layers whole."""
+
+    def __init__(self, model, max_mb: float):
+        self.model, self.max_bytes = model, int(max_mb * 2**20)
+        self.rows: dict[bytes, object] = {}
+        self.bytes = self.hits = self.misses = 0
+
+    def below(self, input_ids, attention_mask, ids, attn):
+        import torch
+
+        ids_np = np.ascontiguousarray(input_ids, dtype=np.int64)
+        attn_np = np.ascontiguousarray(attention_mask, dtype=np.int64)
+        shape = np.asarray(ids_np.shape, np.int64).tobytes()
+        keys = [shape + ids_np[i].tobytes() + attn_np[i].tobytes() for i in range(len(ids_np))]
+        found = [self.rows.get(k) for k in keys]
+        if all(f is not None for f in found):
+            self.hits += 1
+            return torch.stack(found)
+        self.misses += 1
+        with torch.no_grad():
+            hidden = self.model.hidden_below(ids, attn)
+        for key, row, old in zip(keys, hidden, found):
+            if old is None and self.bytes + row.nbytes <= self.max_bytes:
+                self.rows[key] = row.clone()
+                self.bytes += row.nbytes
+        return hidden
+
+
+def _dequantized_linear(layer):
+    """A plain frozen nn.Linear holding an Int8Linear's dequantized weight: the same F.linear on
+    the same values, without dequantizing at every call."""
+    from torch import nn
+
+    plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    plain.weight.data = layer.dequantized_weight()
+    if layer.bias is not None:
+        plain.bias.data = layer.bias.detach().clone()
+    return plain.requires_grad_(False).to(layer.weight_int8.device)
+
+
+def _replace_modules(module, kind: type, make) -> None:
+    for name, child in list(module.named_children()):
+        if isinstance(child, kind):
+            setattr(module, name, make(child))
+        else:
+            _replace_modules(child, kind, make)
 
 
 class TorchSession(EagerSession):
