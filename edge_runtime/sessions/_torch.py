@@ -59,7 +59,13 @@ class EagerSession:
 
         _replace_modules(self.model.encoder, Int8Linear, _dequantized_linear)
         if self.model.first_adapted > 0:
-            self._frozen = _FrozenCache(self.model, max_mb)
+            self._frozen = _FrozenCache(self.model, max_mb, self.device)
+
+    def cache_frozen_rows(self, input_ids, attention_mask, batch_size: int) -> None:
+        """Fill ``cache_frozen``'s cache with these examples as batches of ``batch_size`` compute
+        them: one pass over a client's training rows instead of one per round (no-op without it)."""
+        if self._frozen is not None:
+            self._frozen.fill(np.asarray(input_ids, np.int64), np.asarray(attention_mask, np.int64), int(batch_size))
 
     @property
     def frozen_stats(self) -> dict[str, float]:
@@ -100,18 +106,23 @@ class _FrozenCache:
     once in a batch of shape (B, S) is what any later batch of that shape would compute. Batches of
     another shape compute their own rows. A batch with any row missing runs the frozen layers whole."""
 
-    def __init__(self, model, max_mb: float):
-        self.model, self.max_bytes = model, int(max_mb * 2**20)
+    def __init__(self, model, max_mb: float, device: str = "cpu"):
+        self.model, self.max_bytes, self.device = model, int(max_mb * 2**20), device
         self.rows: dict[bytes, object] = {}
         self.bytes = self.hits = self.misses = 0
 
+    @staticmethod
+    def _keys(ids_np: np.ndarray, attn_np: np.ndarray, batch: int) -> list[bytes]:
+        shape = np.asarray([batch, ids_np.shape[1]], np.int64).tobytes()
+        return [shape + ids_np[i].tobytes() + attn_np[i].tobytes() for i in range(len(ids_np))]
+
     def below(self, input_ids, attention_mask, ids, attn):
+        """The hidden states entering the lowest adapted layer for this batch (tensors ``ids``, ``attn``)."""
         import torch
 
         ids_np = np.ascontiguousarray(input_ids, dtype=np.int64)
         attn_np = np.ascontiguousarray(attention_mask, dtype=np.int64)
-        shape = np.asarray(ids_np.shape, np.int64).tobytes()
-        keys = [shape + ids_np[i].tobytes() + attn_np[i].tobytes() for i in range(len(ids_np))]
+        keys = self._keys(ids_np, attn_np, len(ids_np))
         found = [self.rows.get(k) for k in keys]
         if all(f is not None for f in found):
             self.hits += 1
@@ -119,11 +130,33 @@ class _FrozenCache:
         self.misses += 1
         with torch.no_grad():
             hidden = self.model.hidden_below(ids, attn)
-        for key, row, old in zip(keys, hidden, found):
-            if old is None and self.bytes + row.nbytes <= self.max_bytes:
+        self._store(keys, hidden)
+        return hidden
+
+    def fill(self, ids_np: np.ndarray, attn_np: np.ndarray, batch: int) -> None:
+        """Cache the rows not cached yet, computed in batches of shape (batch, seq); a short last
+        batch is filled up with copies of its first row, whose results are dropped."""
+        import torch
+
+        keys = self._keys(ids_np, attn_np, batch)
+        todo = np.asarray([i for i, k in enumerate(keys) if k not in self.rows], np.int64)
+        for start in range(0, len(todo), batch):
+            rows = todo[start:start + batch]
+            if self.bytes + len(rows) * self._row_bytes(ids_np) > self.max_bytes:
+                return
+            padded = np.concatenate([rows, np.full(batch - len(rows), rows[0], np.int64)])
+            with torch.no_grad():
+                hidden = self.model.hidden_below(*(torch.as_tensor(a[padded], device=self.device) for a in (ids_np, attn_np)))
+            self._store([keys[i] for i in rows], hidden[: len(rows)])
+
+    def _row_bytes(self, ids_np: np.ndarray) -> int:
+        return int(ids_np.shape[1]) * int(self.model.dims.hidden) * 4
+
+    def _store(self, keys: list[bytes], hidden) -> None:
+        for key, row in zip(keys, hidden):
+            if key not in self.rows and self.bytes + row.nbytes <= self.max_bytes:
                 self.rows[key] = row.clone()
                 self.bytes += row.nbytes
-        return hidden
 
 
 def _dequantized_linear(layer):

@@ -80,6 +80,7 @@ class _Client:
     eval_examples: object | None
     battery: object
     prepared: dict = field(default_factory=dict)  # (base model, seq_len) -> PreparedData
+    filled: set = field(default_factory=set)  # (bundle dir, batch, seq_len) its rows were cached for
 
 
 class InProcessEngine:
@@ -282,6 +283,7 @@ class InProcessEngine:
             result = exc
         finally:
             self.timings["device_s"] += time.perf_counter() - t0
+            self.timings[f"device_s/{client.device.tier}"] += time.perf_counter() - t0
         if not isinstance(result, RoundResult):
             return result
         update = Update(FLEET, client.device.client, task.round, task.task_id, result.num_examples, result.metrics,
@@ -315,7 +317,23 @@ class InProcessEngine:
                 client.prepared[key] = PreparedData(tokenize(tok, client.examples, shape.seq_len),
                                                     tokenize(tok, client.eval_examples, shape.seq_len))
             self.timings["tokenize_s"] += time.perf_counter() - t0
+        self._fill_frozen(client, session, client.prepared[key].train, shape.batch_size, task.hyper.local_steps)
         return client.prepared[key]
+
+    def _fill_frozen(self, client: _Client, session, train, batch: int, steps: int) -> None:
+        """A torch session's frozen-layer cache gets the client's training rows once, in batches of
+        the round's shape, so that later rounds' random batches find all their rows there; when the
+        run will train on at least as many rows as the client holds (speed only: exact either way)."""
+        from edge_runtime.sessions import EagerSession
+
+        share = self.config.select_count(self.cfg.clients) / max(1, self.cfg.clients)
+        worth = steps <= 0 or self.cfg.rounds * share * steps * batch >= len(train)
+        key = (session.bundle_dir, batch, train.input_ids.shape[1])
+        if worth and isinstance(session, EagerSession) and key not in client.filled:
+            t0 = time.perf_counter()
+            session.cache_frozen_rows(train.input_ids, train.attention_mask, batch)
+            client.filled.add(key)
+            self.timings["frozen_fill_s"] += time.perf_counter() - t0
 
     def _intake(self, rnd: "_RoundLog", cid: str, payload: bytes, ctx, stored: dict[str, str]) -> None:
         """The coordinator's intake of one update PUBLISH: validate, record, aggregate."""

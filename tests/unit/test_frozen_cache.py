@@ -103,3 +103,20 @@ def test_full_cache_stops_storing_and_stays_exact(bundle):
     cached.cache_frozen(max_mb=0)
     assert [m for m, _ in _rounds(cached, data, 2)] == [m for m, _ in _rounds(plain, data, 2)]
     assert cached.frozen_stats["mb"] == 0 and cached.frozen_stats["hits"] == 0
+
+
+def test_filled_cache_serves_every_training_batch_and_stays_exact(bundle):
+    """Rows cached in batches of 8 (the last one filled up with copies) give the bits that the
+    random training batches of 8 compute; only the validation part's batches miss, once each."""
+    from edge_runtime import PreparedData
+    from edge_runtime.sessions import open_session
+
+    data = PreparedData(_encoded(32, 6), _encoded(11, 7))
+    plain, cached = open_session(bundle, threads=1), open_session(bundle, threads=1)
+    cached.cache_frozen(max_mb=64)
+    cached.cache_frozen_rows(data.train.input_ids[:29], data.train.attention_mask[:29], BATCH)
+    cached.cache_frozen_rows(data.train.input_ids, data.train.attention_mask, BATCH)  # the 3 missing rows
+    want, got = _rounds(plain, data), _rounds(cached, data)
+    assert [m for m, _ in got] == [m for m, _ in want]
+    assert all(np.array_equal(g[1][k], w[1][k]) for g, w in zip(got, want) for k in w[1])
+    assert cached.frozen_stats["misses"] == 2  # the validation part's two batch shapes (8 and 3), first round
