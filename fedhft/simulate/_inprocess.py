@@ -20,6 +20,7 @@ import json
 import math
 import time
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -181,28 +182,61 @@ class InProcessEngine:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, on_round: Callable[[dict], None] | None = None) -> EngineResult:
-        """Every round of ``cfg.rounds``; Ctrl-C returns what committed so far (``interrupted``)."""
+        """Every round of ``cfg.rounds``; Ctrl-C returns what committed so far (``interrupted``).
+
+        Round r's global evaluation runs on a second thread while round r+1 trains (a pure function
+        of the committed state: the same numbers, one core each); ``on_round`` gets each line once
+        its evaluation is in."""
         import torch
+        from concurrent.futures import ThreadPoolExecutor
 
         torch.set_num_threads(self.threads)
         t0 = time.perf_counter()
         rounds, records, states, interrupted = [], [], {}, False
-        try:
-            for idx in range(self.strategy.round_idx, self.cfg.rounds):
-                line, recs, state = self.run_round(idx)
-                rounds.append(line)
-                records += recs
-                if self.keep_states:
-                    states[idx] = state
-                if on_round is not None:
-                    on_round(line)
-        except KeyboardInterrupt:
-            interrupted = True
+        pending: list = []  # [(line, future of its evaluation)]: at most one
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedhft-eval") as pool:
+            try:
+                for idx in range(self.strategy.round_idx, self.cfg.rounds):
+                    line, recs, state, files = self._train_round(idx)
+                    pending.append((line, pool.submit(self._evaluate_timed, idx, _copied(files))))
+                    rounds.append(line)
+                    records += recs
+                    if self.keep_states:
+                        states[idx] = state
+                    while len(pending) > 1 or (pending and idx == self.cfg.rounds - 1):
+                        self._finish_round(*pending.pop(0), on_round)
+            except KeyboardInterrupt:
+                interrupted = True
+            except BaseException:
+                with suppress(Exception):  # the round committed before the failure still reports
+                    while pending:
+                        self._finish_round(*pending.pop(0), on_round)
+                raise
+        if interrupted and pending:  # the pool has waited for it
+            self._finish_round(*pending.pop(0), on_round)
         phases = {k: round(v, 3) for k, v in sorted(self.timings.items())}
         return EngineResult(rounds, records, states, time.perf_counter() - t0, phases, interrupted)
 
     def run_round(self, idx: int) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
-        """One round: (its metrics line, its client records, the committed global state)."""
+        """One round: (its metrics line, with the global evaluation, its client records, the
+        committed global state)."""
+        line, recs, state, files = self._train_round(idx)
+        self._finish_round(line, self._evaluate_timed(idx, files), None)
+        return line, recs, state
+
+    def _finish_round(self, line: dict, evaluation, on_round) -> None:
+        """Add the round's evaluation (a dict, or a future of one) to its line, say it, report it."""
+        out, secs = evaluation.result() if hasattr(evaluation, "result") else evaluation
+        line.update(out)
+        self.timings["eval_s"] += secs
+        self.say(f"round {line['round']}: stored {line['stored']}/{line['selected']}, client accuracy "
+                 f"{_num(line['accuracy_mean'])}, global accuracy {_num(line.get('accuracy'))}, "
+                 f"{line['round_s']:.1f} s")
+        if on_round is not None:
+            on_round(line)
+
+    def _train_round(self, idx: int):
+        """One round up to its commit: (metrics line, client records, global state, state files)."""
         from server import Participant, intake_context, pick_clients, plan_round
 
         started = time.perf_counter()
@@ -222,11 +256,7 @@ class InProcessEngine:
         for cid in sorted(plan.tasks):
             self._serve(rnd, cid, deadline, ctx, stored)
         line, files = self._commit(rnd, started)
-        line = dict(line, **self._evaluate(idx, files))
-        self.say(f"round {idx}: stored {line['stored']}/{line['selected']}, client accuracy "
-                 f"{_num(line['accuracy_mean'])}, global accuracy {_num(line.get('accuracy'))}, "
-                 f"{line['round_s']:.1f} s")
-        return line, rnd.records(), {k: np.array(v) for k, v in files["global"][0].items()}
+        return line, rnd.records(), {k: np.array(v) for k, v in files["global"][0].items()}, files
 
     def _eligible(self) -> list:
         """The registry's rule: a device on battery below its tier's threshold is not selected."""
@@ -375,10 +405,11 @@ class InProcessEngine:
             append_metrics(self.state_dir, line)
         return line, files
 
-    def _evaluate(self, idx: int, files: dict) -> dict:
-        """The global model's accuracy on the test set (fedhft.simulate._evaluate, as for the MQTT engine)."""
+    def _evaluate_timed(self, idx: int, files: dict) -> tuple[dict, float]:
+        """The global model's accuracy on the test set (fedhft.simulate._evaluate, as for the MQTT
+        engine), and the seconds it took."""
         if self.test is None:
-            return {}
+            return {}, 0.0
         from fedhft.simulate._evaluate import Evaluator, evaluate_state
 
         t0 = time.perf_counter()
@@ -386,8 +417,7 @@ class InProcessEngine:
             self.evaluator = Evaluator(self.cfg.model, threads=self.threads)
         tensors, meta = files["global"]
         out = evaluate_state(self.evaluator, idx, tensors, files["strategy"][1], self.test, self.cfg.eval_batch)
-        self.timings["eval_s"] += time.perf_counter() - t0
-        return {k: v for k, v in out.items() if k != "round"}
+        return {k: v for k, v in out.items() if k != "round"}, time.perf_counter() - t0
 
 
 class _RoundLog:
@@ -435,6 +465,11 @@ def _tier_threshold(tier: str) -> float:
 
     spec = load_catalog().get(tier)
     return float(spec.battery_threshold) if spec is not None else 20.0
+
+
+def _copied(files: dict) -> dict:
+    """The state files' tensors copied, for the evaluation thread (the strategy goes on in this one)."""
+    return {kind: ({k: np.array(v) for k, v in tensors.items()}, meta) for kind, (tensors, meta) in files.items()}
 
 
 def _json(value) -> str:
