@@ -9,15 +9,16 @@ Every client trains inside this process through the code the MQTT engine runs:
   ``edge_runtime.train_round`` trains it under the device's battery and deadline, and the update is
   encoded in the task's encoding, as ``fedhft edge`` does.
 
-One session per bundle: the frozen backbone is loaded once and shared by every client of that
-bundle; ``train_round`` loads each client's start state and starts a fresh optimizer. By design,
-memory budgets are off, clients train one after another, and a round closes when every selected
-client has answered (details: docs/DESIGN-NOTES.md, section "fedhft/simulate/_inprocess.py").
+One session per bundle and worker thread, shared by its clients (torch sessions also cache the
+frozen layers' outputs: ``cache_frozen``, the same bits). By design, memory budgets are off, updates
+are taken in client order, and a round closes when every selected client has answered (details: docs/DESIGN-NOTES.md, section "fedhft/simulate/_inprocess.py").
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 import time
 from collections import Counter
 from contextlib import suppress
@@ -90,14 +91,17 @@ class InProcessEngine:
     ``state_dir``: when given, committed states and metrics lines are written there in the layout of
     ``fedhft server``'s state dir (``states/``, ``metrics.jsonl``). ``test``: evaluate each committed
     global model on it. ``threads``: torch threads (default ``cfg.edge_threads``, as each edge).
-    ``frozen_cache_mb``: memory per torch session for ``cache_frozen`` (0: off)."""
+    ``frozen_cache_mb``: memory per torch session for ``cache_frozen`` (0: off). ``workers``: clients
+    trained at once, each worker on its own sessions with a fixed share of the clients (default: the
+    cores over ``threads``, at most 4); updates are taken in client order whatever the workers."""
 
     #: Default of ``frozen_cache_mb`` (MiniLM at 32 tokens: 48 KB per example and batch shape).
     FROZEN_CACHE_MB = 2048.0
 
     def __init__(self, cfg: SimConfig, devices: Sequence[Device], bundles_dir: Path, *, state_dir: Path | None = None,
                  test: EncodedSet | None = None, threads: int | None = None, keep_states: bool = True,
-                 say: Callable[[str], None] = print, frozen_cache_mb: float | None = None):
+                 say: Callable[[str], None] = print, frozen_cache_mb: float | None = None,
+                 workers: int | None = None):
         from fedhft.simulate._fleet import server_config
         from server import BundleIndex, ServerConfig, build_strategy, new_run_id
 
@@ -117,9 +121,12 @@ class InProcessEngine:
         if self.state_dir is not None:
             (self.state_dir / "states").mkdir(parents=True, exist_ok=True)
         self.test, self.evaluator = test, None
-        self.sessions: dict[Path, object] = {}
+        self.sessions: dict[tuple[Path, int], object] = {}
         self.off_budget_mb = replace(cfg, memory_budget="off").memory_budget_mb(0.0)
         self.timings: Counter = Counter()
+        self.workers = max(1, int(workers or min(4, _cores() // self.threads)))
+        self.worker_of = {cid: i % self.workers for i, cid in enumerate(sorted(self.clients))}
+        self._lock, self._stop = threading.Lock(), threading.Event()
 
     # -- set-up ----------------------------------------------------------------------------------
     def _load_clients(self, devices: Sequence[Device]) -> dict[str, _Client]:
@@ -167,18 +174,22 @@ class InProcessEngine:
         opts = AgentConfig(simulated_battery=self.cfg.battery).battery_options()
         return SystemBattery() if opts is None else SimulatedBattery(**opts)
 
-    def _session(self, bundle_dir: Path):
-        """One session per bundle, opened on first use and shared by its clients."""
-        if bundle_dir not in self.sessions:
+    def _session(self, bundle_dir: Path, worker: int):
+        """One session per bundle and worker, opened on first use and shared by its clients."""
+        if (bundle_dir, worker) not in self.sessions:
             from edge_runtime.sessions import EagerSession, open_session
 
             t0 = time.perf_counter()
             session = open_session(bundle_dir, threads=self.threads)
             if isinstance(session, EagerSession) and self.frozen_cache_mb > 0:
                 session.cache_frozen(self.frozen_cache_mb)
-            self.sessions[bundle_dir] = session
-            self.timings["open_s"] += time.perf_counter() - t0
-        return self.sessions[bundle_dir]
+            self.sessions[(bundle_dir, worker)] = session
+            self._tick("open_s", time.perf_counter() - t0)
+        return self.sessions[(bundle_dir, worker)]
+
+    def _tick(self, key: str, secs: float) -> None:
+        with self._lock:
+            self.timings[key] += secs
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, on_round: Callable[[dict], None] | None = None) -> EngineResult:
@@ -228,7 +239,7 @@ class InProcessEngine:
         """Add the round's evaluation (a dict, or a future of one) to its line, say it, report it."""
         out, secs = evaluation.result() if hasattr(evaluation, "result") else evaluation
         line.update(out)
-        self.timings["eval_s"] += secs
+        self._tick("eval_s", secs)
         self.say(f"round {line['round']}: stored {line['stored']}/{line['selected']}, client accuracy "
                  f"{_num(line['accuracy_mean'])}, global accuracy {_num(line.get('accuracy'))}, "
                  f"{line['round_s']:.1f} s")
@@ -253,8 +264,10 @@ class InProcessEngine:
         ctx = intake_context(self.config, idx, True, plan.expected(self.strategy.dims_for), stored.get,
                              run_id=self.run_id)
         deadline = time.time() + self.config.round_deadline_s
-        for cid in sorted(plan.tasks):
-            self._serve(rnd, cid, deadline, ctx, stored)
+        tasks = {cid: self._send(rnd, cid, deadline) for cid in sorted(plan.tasks)}
+        answers = self._device_rounds({cid: task for cid, task in tasks.items() if task is not None})
+        for cid in sorted(answers):
+            self._answer(rnd, cid, answers[cid], ctx, stored)
         line, files = self._commit(rnd, started)
         return line, rnd.records(), {k: np.array(v) for k, v in files["global"][0].items()}, files
 
@@ -271,8 +284,8 @@ class InProcessEngine:
                 out.append(c.entry)
         return out
 
-    def _serve(self, rnd: "_RoundLog", cid: str, deadline: float, ctx, stored: dict[str, str]) -> None:
-        """One client's task: send it, train it on the device side, take in the answer."""
+    def _send(self, rnd: "_RoundLog", cid: str, deadline: float) -> Task | None:
+        """The client's task as its device receives it (through the codec); None when it cannot be sent."""
         from server import task_message
 
         try:
@@ -280,9 +293,34 @@ class InProcessEngine:
             payload = encode(task, max_size=payload_budget(self.config.max_packet_size, self.topics.task(cid)))
         except (BundleError, ProtocolError) as exc:  # the coordinator's _task_failed
             rnd.outcome(cid, "error", f"server could not send the task: {exc}", {})
-            return
+            return None
         rnd.bytes_down += len(payload)
-        answer = self._device_round(self.clients[cid], decode(payload, expect=Task))
+        return decode(payload, expect=Task)
+
+    def _device_rounds(self, tasks: dict[str, Task]) -> dict[str, object]:
+        """Every client's answer (``_device_round``), each worker training its share in turn."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        shares: list[list[str]] = [[] for _ in range(self.workers)]
+        for cid in tasks:
+            shares[self.worker_of[cid]].append(cid)
+
+        def work(w: int) -> dict[str, object]:
+            return {cid: self._device_round(self.clients[cid], tasks[cid], w) for cid in shares[w]
+                    if not self._stop.is_set()}
+
+        if self.workers == 1:
+            return work(0)
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fedhft-device") as pool:
+            futures = [pool.submit(work, w) for w in range(self.workers) if shares[w]]
+            try:
+                return {cid: answer for f in futures for cid, answer in f.result().items()}
+            except BaseException:
+                self._stop.set()  # Ctrl-C: the workers stop at their next step
+                raise
+
+    def _answer(self, rnd: "_RoundLog", cid: str, answer, ctx, stored: dict[str, str]) -> None:
+        """Take in a device's answer: its update PUBLISH, or its outcome."""
         if isinstance(answer, bytes):
             self._intake(rnd, cid, answer, ctx, stored)
         else:
@@ -291,7 +329,7 @@ class InProcessEngine:
             kind, reason, metrics = outcome_of(answer)
             rnd.outcome(cid, kind, reason[:1024], metrics)
 
-    def _device_round(self, client: _Client, task: Task):
+    def _device_round(self, client: _Client, task: Task, worker: int = 0):
         """What ``fedhft edge`` does with a task: the encoded update bytes, or a typed outcome or error."""
         from devices import AdapterPlan
         from edge_runtime import RoundResult, TrainBudget, train_round
@@ -303,17 +341,17 @@ class InProcessEngine:
             if bundle.plan != AdapterPlan.from_dict(dict(task.plan)):
                 raise BundleError(f"bundle {bundle.dir} was compiled for plan {bundle.plan.to_dict()}, the task "
                                   f"says {task.plan}: re-export the tier")
-            session = self._session(bundle.dir)
+            session = self._session(bundle.dir, worker)
             spec_threshold = _tier_threshold(task.tier)
             budget = TrainBudget(self.off_budget_mb, AgentConfig.memory_margin, client.battery, spec_threshold,
-                                 AgentConfig.deadline_reserve_s, progress_every=0)
+                                 AgentConfig.deadline_reserve_s, should_stop=self._stop.is_set, progress_every=0)
             data = self._prepared(client, session, task, budget)
             result = train_round(session, task, data, budget)
         except DEVICE_ERRORS as exc:
             result = exc
         finally:
-            self.timings["device_s"] += time.perf_counter() - t0
-            self.timings[f"device_s/{client.device.tier}"] += time.perf_counter() - t0
+            self._tick("device_s", time.perf_counter() - t0)
+            self._tick(f"device_s/{client.device.tier}", time.perf_counter() - t0)
         if not isinstance(result, RoundResult):
             return result
         update = Update(FLEET, client.device.client, task.round, task.task_id, result.num_examples, result.metrics,
@@ -346,7 +384,7 @@ class InProcessEngine:
                 tok = load_tokenizer(session.bundle_dir)
                 client.prepared[key] = PreparedData(tokenize(tok, client.examples, shape.seq_len),
                                                     tokenize(tok, client.eval_examples, shape.seq_len))
-            self.timings["tokenize_s"] += time.perf_counter() - t0
+            self._tick("tokenize_s", time.perf_counter() - t0)
         self._fill_frozen(client, session, client.prepared[key].train, shape.batch_size, task.hyper.local_steps)
         return client.prepared[key]
 
@@ -363,7 +401,7 @@ class InProcessEngine:
             t0 = time.perf_counter()
             session.cache_frozen_rows(train.input_ids, train.attention_mask, batch)
             client.filled.add(key)
-            self.timings["frozen_fill_s"] += time.perf_counter() - t0
+            self._tick("frozen_fill_s", time.perf_counter() - t0)
 
     def _intake(self, rnd: "_RoundLog", cid: str, payload: bytes, ctx, stored: dict[str, str]) -> None:
         """The coordinator's intake of one update PUBLISH: validate, record, aggregate."""
@@ -400,7 +438,7 @@ class InProcessEngine:
                  "round_s": round(time.perf_counter() - started, 4), "aggregation_s": round(agg_s, 4),
                  "bytes_down": rnd.bytes_down, "cluster_sizes": cluster_sizes(rnd.plan.assignments)}
         line = metrics_line(rnd.idx, list(rnd.rows.values()), dict(rnd.rejections), extra)
-        self.timings["server_s"] += agg_s
+        self._tick("server_s", agg_s)
         if self.state_dir is not None:
             append_metrics(self.state_dir, line)
         return line, files
@@ -465,6 +503,13 @@ def _tier_threshold(tier: str) -> float:
 
     spec = load_catalog().get(tier)
     return float(spec.battery_threshold) if spec is not None else 20.0
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _copied(files: dict) -> dict:
