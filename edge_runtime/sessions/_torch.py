@@ -146,7 +146,8 @@ class _FrozenCache:
                 return
             padded = np.concatenate([rows, np.full(batch - len(rows), rows[0], np.int64)])
             with torch.no_grad():
-                hidden = self.model.hidden_below(*(torch.as_tensor(a[padded], device=self.device) for a in (ids_np, attn_np)))
+                ids, attn = (torch.as_tensor(a[padded], device=self.device) for a in (ids_np, attn_np))
+                hidden = self.model.hidden_below(ids, attn)
             self._store([keys[i] for i in rows], hidden[: len(rows)])
 
     def _row_bytes(self, ids_np: np.ndarray) -> int:

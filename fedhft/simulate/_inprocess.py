@@ -11,7 +11,8 @@ Every client trains inside this process through the code the MQTT engine runs:
 
 One session per bundle and worker thread, shared by its clients (torch sessions also cache the
 frozen layers' outputs: ``cache_frozen``, the same bits). By design, memory budgets are off, updates
-are taken in client order, and a round closes when every selected client has answered (details: docs/DESIGN-NOTES.md, section "fedhft/simulate/_inprocess.py").
+are taken in client order, and a round closes when every selected client has answered (details:
+docs/DESIGN-NOTES.md, section "fedhft/simulate/_inprocess.py").
 """
 from __future__ import annotations
 
@@ -126,7 +127,8 @@ class InProcessEngine:
         self.timings: Counter = Counter()
         self.workers = max(1, int(workers or min(4, _cores() // self.threads)))
         self.worker_of = {cid: i % self.workers for i, cid in enumerate(sorted(self.clients))}
-        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._lock, self._open_lock, self._stop = threading.Lock(), threading.Lock(), threading.Event()
+        self._imported = False
 
     # -- set-up ----------------------------------------------------------------------------------
     def _load_clients(self, devices: Sequence[Device]) -> dict[str, _Client]:
@@ -180,7 +182,8 @@ class InProcessEngine:
             from edge_runtime.sessions import EagerSession, open_session
 
             t0 = time.perf_counter()
-            session = open_session(bundle_dir, threads=self.threads)
+            with self._open_lock:  # one at a time: opening may still import lazily
+                session = open_session(bundle_dir, threads=self.threads)
             if isinstance(session, EagerSession) and self.frozen_cache_mb > 0:
                 session.cache_frozen(self.frozen_cache_mb)
             self.sessions[(bundle_dir, worker)] = session
@@ -228,6 +231,27 @@ class InProcessEngine:
         phases = {k: round(v, 3) for k, v in sorted(self.timings.items())}
         return EngineResult(rounds, records, states, time.perf_counter() - t0, phases, interrupted)
 
+    def _import_runtimes(self) -> None:
+        """Every library the sessions and the evaluator import, imported once here before any other
+        thread starts: transformers' lazy imports are not thread-safe (two workers opening their
+        first session at once can fail with an ImportError)."""
+        from edge_runtime.sessions import load_runtime
+
+        if self._imported:
+            return
+        self._imported = True
+        used = {c.device.backend for c in self.clients.values()}
+        for backend, bundle_dir in sorted({(b.backend, b.dir) for b in self.bundles.by_id.values()
+                                           if b.backend in used}):
+            with suppress(ImportError):  # a missing runtime is each device's error outcome, as before
+                load_runtime(backend, bundle_dir)
+        if self.test is not None and self.evaluator is None:
+            from fedhft.simulate._evaluate import Evaluator
+
+            t0 = time.perf_counter()
+            self.evaluator = Evaluator(self.cfg.model, threads=self.threads)
+            self._tick("eval_s", time.perf_counter() - t0)
+
     def run_round(self, idx: int) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
         """One round: (its metrics line, with the global evaluation, its client records, the
         committed global state)."""
@@ -250,6 +274,8 @@ class InProcessEngine:
         """One round up to its commit: (metrics line, client records, global state, state files)."""
         from server import Participant, intake_context, pick_clients, plan_round
 
+        if self.workers > 1 or self.test is not None:
+            self._import_runtimes()
         started = time.perf_counter()
         eligible = self._eligible()
         if len(eligible) < self.config.min_clients:
@@ -342,6 +368,7 @@ class InProcessEngine:
                 raise BundleError(f"bundle {bundle.dir} was compiled for plan {bundle.plan.to_dict()}, the task "
                                   f"says {task.plan}: re-export the tier")
             session = self._session(bundle.dir, worker)
+            t0 = time.perf_counter()  # device time from here: opening the session is open_s
             spec_threshold = _tier_threshold(task.tier)
             budget = TrainBudget(self.off_budget_mb, AgentConfig.memory_margin, client.battery, spec_threshold,
                                  AgentConfig.deadline_reserve_s, should_stop=self._stop.is_set, progress_every=0)

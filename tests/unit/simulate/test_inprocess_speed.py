@@ -38,3 +38,25 @@ def test_speed_ups_change_no_number(tmp_path, bundles, engine):  # noqa: F811
     for idx, state in want.states.items():
         assert sorted(got.states[idx]) == sorted(state)
         assert all(np.array_equal(got.states[idx][k], state[k]) for k in state)
+
+
+def test_workers_in_a_fresh_process_change_no_number(tmp_path, bundles):  # noqa: F811
+    """Two workers opening their first sessions at once, before anything imported transformers
+    (its lazy imports are not thread-safe): every client still stores the same update."""
+    import json
+    import subprocess
+    import sys
+
+    from tests._helpers import REPO
+
+    devices = _devices(tmp_path, 4, rows=20)
+    want = _numbers(_run(devices, bundles, workers=1, frozen_cache_mb=0))
+    script = ("import json, sys; from pathlib import Path; "
+              "from tests.unit.simulate.test_inprocess_speed import _devices, _numbers, _run; "
+              "r = _run(_devices(Path(sys.argv[1]), 4, rows=20), Path(sys.argv[2]), workers=2); "
+              "print('RESULT', json.dumps(_numbers(r)))")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(bundles)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT "):])
+    assert got == json.loads(json.dumps(want))
