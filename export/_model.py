@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,7 +124,6 @@ class AdapterModel(nn.Module):
         self.head = nn.Linear(dims.hidden, dims.num_labels)
         #: The lowest adapted encoder layer: the layers below it are frozen and see no adapter.
         self.first_adapted = min(layer for layer, _, _ in adapted_modules(plan, dims))
-        self._layer_list = (encoder.encoder if family == "bert" else encoder.transformer, "layer")
         self._mask_slices = [(s.offset, s.rows) for s in mask_layout(plan, dims)]
 
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
@@ -161,8 +159,7 @@ class AdapterModel(nn.Module):
         if below is None:
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         else:
-            with self._only_layers(self.first_adapted, None, below):
-                hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = encoder_span(self.encoder, input_ids, attention_mask, self.first_adapted, None, below)
         weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
@@ -173,27 +170,27 @@ class AdapterModel(nn.Module):
     def hidden_below(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The hidden states entering layer ``first_adapted``: what the frozen layers make of the
         input, the same whatever the adapters (the same ops as the full forward, so the same bits)."""
-        with self._only_layers(0, self.first_adapted, None):
-            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-    @contextmanager
-    def _only_layers(self, start: int, stop: int | None, embedded: torch.Tensor | None):
-        """Run the HF encoder on its layers [start, stop) only, from ``embedded`` (the hidden states
-        entering ``start``) in place of the embeddings' output when given."""
-        owner, attr = self._layer_list
-        layers, embeddings = getattr(owner, attr), self.encoder.embeddings
-        setattr(owner, attr, nn.ModuleList(list(layers)[start:stop]))
-        if embedded is not None:
-            self.encoder.embeddings = _Given(embedded)
-        try:
-            yield
-        finally:
-            setattr(owner, attr, layers)
-            self.encoder.embeddings = embeddings
+        return encoder_span(self.encoder, input_ids, attention_mask, 0, self.first_adapted)
 
     def forward(self, input_ids, attention_mask, labels, mask):
         logits = self.logits(input_ids, attention_mask, mask)
         return F.cross_entropy(logits, labels), logits.detach()
+
+
+def encoder_span(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int,
+                 stop: int | None = None, embedded: torch.Tensor | None = None) -> torch.Tensor:
+    """A HF encoder's hidden states after its layers [start, stop) only (the same ops as its full
+    forward, so the same bits): from ``embedded``, the hidden states entering layer ``start``, in
+    place of the embeddings' output when given."""
+    owner = encoder.encoder if hasattr(encoder, "encoder") else encoder.transformer
+    layers, embeddings = owner.layer, encoder.embeddings
+    owner.layer = nn.ModuleList(list(layers)[start:stop])
+    if embedded is not None:
+        encoder.embeddings = _Given(embedded)
+    try:
+        return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    finally:
+        owner.layer, encoder.embeddings = layers, embeddings
 
 
 class _Given(nn.Module):

@@ -15,6 +15,7 @@ FedHFT mixtures that no single tier's bundle could hold. Pooling = mean over tok
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -190,6 +191,8 @@ class Evaluator:
         self.paths = _SITE_PATHS[architecture_family(self.encoder.config.model_type)]
         self.num_layers = len(self._layers())
         self._orig: dict[tuple[int, str], object] = {}
+        self._last: tuple[str, np.ndarray] | None = None  # (digest of state and tokens, logits)
+        self._below: tuple[str, list] | None = None  # (digest, per-batch hidden states): see _prefix
 
     def _layers(self):
         enc = self.encoder
@@ -210,20 +213,55 @@ class Evaluator:
                 lin.weight.add_(torch.as_tensor(np.asarray(dw, np.float32), device=self.device))
 
     def logits(self, state: tuple, input_ids: np.ndarray, attention_mask: np.ndarray, batch: int = 64) -> np.ndarray:
-        """Logits of a dense state (the merged model) for token ids, in batches."""
+        """Logits of a dense state (the merged model) for token ids, in batches. The same bits as
+        running every layer: a state equal to the last one reuses its logits, and the layers below
+        the lowest nonzero delta run once per token set (``_prefix``)."""
         torch = self.torch
         deltas, head_w, head_b = state
+        key = _digest(sorted((site, np.asarray(dw, np.float32)) for site, dw in deltas.items()), head_w, head_b,
+                      input_ids, attention_mask, batch)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1].copy()
         self._load(deltas)
+        start = min([site[0] for site, dw in deltas.items() if np.any(np.asarray(dw) != 0)], default=self.num_layers)
+        prefix = self._prefix(start, sorted(s for s in deltas if s[0] < start), input_ids, attention_mask, batch)
         w, b = (torch.as_tensor(x, device=self.device) for x in (head_w, head_b))
         out = []
         with torch.inference_mode():
-            for s in range(0, len(input_ids), batch):
+            for i, s in enumerate(range(0, len(input_ids), batch)):
                 ids, attn = (torch.as_tensor(x[s : s + batch], device=self.device) for x in (input_ids, attention_mask))
-                hidden = self.encoder(input_ids=ids, attention_mask=attn).last_hidden_state
+                hidden = self._hidden(ids, attn, start, prefix[i] if prefix else None)
                 m = attn.to(hidden.dtype).unsqueeze(-1)
                 pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
                 out.append((pooled @ w.T + b).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(head_b)), np.float32)
+        logits = np.concatenate(out) if out else np.zeros((0, len(head_b)), np.float32)
+        self._last = (key, logits.copy())
+        return logits
+
+    def _hidden(self, ids, attn, start: int, below):
+        from export import encoder_span
+
+        if below is None:
+            return self.encoder(input_ids=ids, attention_mask=attn).last_hidden_state
+        return encoder_span(self.encoder, ids, attn, start, None, below)
+
+    def _prefix(self, start: int, zero_sites: list, input_ids, attention_mask, batch: int) -> list | None:
+        """Per batch, the hidden states entering layer ``start``, which no delta below it changes
+        (kept for the last token set, start and zero-delta sites; None when ``start`` is 0)."""
+        if start == 0:
+            return None
+        from export import encoder_span
+
+        key = _digest(start, zero_sites, input_ids, attention_mask, batch)
+        if self._below is None or self._below[0] != key:
+            torch, hidden = self.torch, []
+            with torch.inference_mode():
+                for s in range(0, len(input_ids), batch):
+                    ids, attn = (torch.as_tensor(x[s: s + batch], device=self.device)
+                                 for x in (input_ids, attention_mask))
+                    hidden.append(encoder_span(self.encoder, ids, attn, 0, start))
+            self._below = (key, hidden)
+        return self._below[1]
 
     def accuracy(self, state: tuple, data: EncodedSet, batch: int = 64) -> tuple[float, np.ndarray]:
         """(accuracy, predictions) of a dense state on ``data``."""
@@ -263,6 +301,26 @@ def client_state(plan, dims, trainable: Mapping[str, np.ndarray], mask: np.ndarr
         b = np.asarray(trainable[b_name], np.float64) * rows[b_name][:, None]
         deltas[(layer, module)] = (plan.alpha / rank) * (b @ np.asarray(trainable[a_name], np.float64))
     return (deltas, np.asarray(trainable["head.weight"], np.float32), np.asarray(trainable["head.bias"], np.float32))
+
+
+def _digest(*parts) -> str:
+    """A digest of arrays (their dtype, shape and bytes) and plain values, nested in lists/tuples."""
+    h = hashlib.sha256()
+
+    def add(x) -> None:
+        if isinstance(x, np.ndarray):
+            h.update(f"{x.dtype}{x.shape}".encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for y in x:
+                add(y)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+
+    add(list(parts))
+    return h.hexdigest()
 
 
 def _dequantized_int8(module) -> None:
