@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections import Counter
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -95,7 +95,8 @@ class InProcessEngine:
     ``frozen_cache_mb``: memory per torch session for ``cache_frozen`` (0: off). ``workers``: clients
     trained at once, each worker on its own sessions with a fixed share of the clients (default: half
     the cores over ``threads``, 1 to 4: on 2 vCPUs a second worker measured no gain); updates are
-    taken in client order whatever the workers."""
+    taken in client order whatever the workers. ``eval_thread``: evaluate each round on a side
+    thread during the next (default: when the cores allow it)."""
 
     #: Default of ``frozen_cache_mb`` (MiniLM at 32 tokens: 48 KB per example and batch shape).
     FROZEN_CACHE_MB = 2048.0
@@ -103,7 +104,7 @@ class InProcessEngine:
     def __init__(self, cfg: SimConfig, devices: Sequence[Device], bundles_dir: Path, *, state_dir: Path | None = None,
                  test: EncodedSet | None = None, threads: int | None = None, keep_states: bool = True,
                  say: Callable[[str], None] = print, frozen_cache_mb: float | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, eval_thread: bool | None = None):
         from fedhft.simulate._fleet import server_config
         from server import BundleIndex, ServerConfig, build_strategy, new_run_id
 
@@ -127,6 +128,8 @@ class InProcessEngine:
         self.off_budget_mb = replace(cfg, memory_budget="off").memory_budget_mb(0.0)
         self.timings: Counter = Counter()
         self.workers = max(1, int(workers or min(4, _cores() // self.threads // 2)))
+        # A side thread for the evaluation only where cores are left over (2 vCPUs here: it cost 3 %).
+        self.eval_thread = (_cores() >= 2 * (self.workers + 1) * self.threads) if eval_thread is None else eval_thread
         self.worker_of = {cid: i % self.workers for i, cid in enumerate(sorted(self.clients))}
         self._lock, self._open_lock, self._stop = threading.Lock(), threading.Lock(), threading.Event()
         self._imported = False
@@ -206,26 +209,28 @@ class InProcessEngine:
     def run(self, on_round: Callable[[dict], None] | None = None) -> EngineResult:
         """Every round of ``cfg.rounds``; Ctrl-C returns what committed so far (``interrupted``).
 
-        Round r's global evaluation runs on a second thread while round r+1 trains (a pure function
-        of the committed state: the same numbers, one core each); ``on_round`` gets each line once
-        its evaluation is in."""
+        With ``eval_thread``, round r's global evaluation runs on a side thread while round r+1
+        trains (a pure function of the committed state: the same numbers); ``on_round`` gets each
+        line once its evaluation is in."""
         import torch
         from concurrent.futures import ThreadPoolExecutor
 
         torch.set_num_threads(self.threads)
         t0 = time.perf_counter()
         rounds, records, states, interrupted = [], [], {}, False
-        pending: list = []  # [(line, future of its evaluation)]: at most one
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedhft-eval") as pool:
+        pending: list = []  # [(line, its evaluation or a future of it)]: at most one waits
+        side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedhft-eval") if self.eval_thread else None
+        with side or nullcontext():
             try:
                 for idx in range(self.strategy.round_idx, self.cfg.rounds):
                     line, recs, state, files = self._train_round(idx)
-                    pending.append((line, pool.submit(self._evaluate_timed, idx, _copied(files))))
+                    pending.append((line, side.submit(self._evaluate_timed, idx, _copied(files)) if side
+                                    else self._evaluate_timed(idx, files)))
                     rounds.append(line)
                     records += recs
                     if self.keep_states:
                         states[idx] = state
-                    while len(pending) > 1 or (pending and idx == self.cfg.rounds - 1):
+                    while len(pending) > (1 if side else 0) or (pending and idx == self.cfg.rounds - 1):
                         self._finish_round(*pending.pop(0), on_round)
             except KeyboardInterrupt:
                 interrupted = True
@@ -234,7 +239,7 @@ class InProcessEngine:
                     while pending:
                         self._finish_round(*pending.pop(0), on_round)
                 raise
-        if interrupted and pending:  # the pool has waited for it
+        if interrupted and pending:  # the side thread has finished it
             self._finish_round(*pending.pop(0), on_round)
         phases = {k: round(v, 3) for k, v in sorted(self.timings.items())}
         return EngineResult(rounds, records, states, time.perf_counter() - t0, phases, interrupted)

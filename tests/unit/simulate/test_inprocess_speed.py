@@ -28,10 +28,11 @@ def _numbers(result) -> tuple:
     return rounds, records
 
 
-@pytest.mark.parametrize("engine", [{"workers": 2}, {"workers": 2, "frozen_cache_mb": 0}, {"workers": 3}])
+@pytest.mark.parametrize("engine", [{"workers": 2, "eval_thread": True}, {"workers": 2, "frozen_cache_mb": 0},
+                                    {"workers": 3, "eval_thread": False}, {"workers": 1, "eval_thread": True}])
 def test_speed_ups_change_no_number(tmp_path, bundles, engine):  # noqa: F811
     devices = _devices(tmp_path, 4, rows=20)
-    want = _run(devices, bundles, workers=1, frozen_cache_mb=0)
+    want = _run(devices, bundles, workers=1, frozen_cache_mb=0, eval_thread=False)
     got = _run(devices, bundles, **engine)
     assert _numbers(got) == _numbers(want)
     assert all(r["accuracy"] == r["accuracy"] for r in got.rounds)  # evaluated (not nan)
@@ -53,7 +54,7 @@ def test_workers_in_a_fresh_process_change_no_number(tmp_path, bundles):  # noqa
     want = _numbers(_run(devices, bundles, workers=1, frozen_cache_mb=0))
     script = ("import json, sys; from pathlib import Path; "
               "from tests.unit.simulate.test_inprocess_speed import _devices, _numbers, _run; "
-              "r = _run(_devices(Path(sys.argv[1]), 4, rows=20), Path(sys.argv[2]), workers=2); "
+              "r = _run(_devices(Path(sys.argv[1]), 4, rows=20), Path(sys.argv[2]), workers=2, eval_thread=True); "
               "print('RESULT', json.dumps(_numbers(r)))")
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(bundles)], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
