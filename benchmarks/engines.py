@@ -10,15 +10,14 @@
    (the split of its wall time; the evaluation runs on its own thread, beside it).
 
 Seconds per client-round = engine seconds / (clients x rounds), without the evaluation (the MQTT
-engine's runs on a side thread; the in-process one's too, or is subtracted). Default config: 6 MiniLM clients over three tiers, 4 rounds of 5 steps, seq 32, SST-2
-1,200/300; ``--quick`` runs the tiny model.
+engine's runs on a side thread; the in-process one's too, or is subtracted). Default config: 6 MiniLM
+clients over three tiers, 4 rounds of 5 steps, seq 32, SST-2 1,200/300; ``--quick`` runs the tiny model.
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
 import json
-import os
 import pstats
 import subprocess
 import sys
@@ -88,7 +87,8 @@ def _inprocess(run_dir: Path, threads: int, **options) -> dict:
     wall = time.perf_counter() - t0
     inline = 0.0 if engine.eval_thread else result.phases.get("eval_s", 0.0)  # MQTT evaluates on a side thread
     return {"wall_s": round(wall, 2), "phases": result.phases, "threads": threads, "workers": engine.workers,
-            "eval_thread": engine.eval_thread, "federated_s": round(wall - inline, 2), "accuracy": [r.get("accuracy") for r in result.rounds],
+            "eval_thread": engine.eval_thread, "federated_s": round(wall - inline, 2),
+            "accuracy": [r.get("accuracy") for r in result.rounds],
             "stored": [r["stored"] for r in result.rounds]}
 
 

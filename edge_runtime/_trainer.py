@@ -24,7 +24,6 @@ from edge_runtime._budget import (
     DEFAULT_MARGIN,
     Battery,
     DeadlineGuard,
-    DeadlineMissed,
     LowBattery,
     MemoryPlan,
     OverBudget,
@@ -329,7 +328,8 @@ def train_round(session, task, data: TrainingData, budget: TrainBudget | None = 
     return RoundResult(task.round, task.task_id, update, trained, len(loop.seen), metrics)
 
 
-def _metrics(loop: _Loop, guard: DeadlineGuard, mem: MemoryPlan, watcher, budget: TrainBudget, evals) -> dict[str, float]:
+def _metrics(loop: _Loop, guard: DeadlineGuard, mem: MemoryPlan, watcher, budget: TrainBudget,
+             evals) -> dict[str, float]:
     before, after = evals
     level, _ = budget.battery.read()
     out = {

@@ -92,7 +92,8 @@ class Aggregator(abc.ABC):
         strategy._check_round(round_idx)
 
     @abc.abstractmethod
-    def add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray], weight: float) -> None:
+    def add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
+            weight: float) -> None:
         """``update`` = ``gather_update(...)`` of ``assignment``; ``weight`` is normally
         ``client.num_examples``."""
 
@@ -113,7 +114,8 @@ class Strategy(abc.ABC):
         self.round_idx = 0  # rounds finished so far = index of the next round
 
     # -- API -----------------------------------------------------------------------------------
-    def configure(self, round_idx: int, clients: list[ClientInfo], rng: np.random.Generator | None = None) -> dict[str, ClientAssignment]:
+    def configure(self, round_idx: int, clients: list[ClientInfo],
+                  rng: np.random.Generator | None = None) -> dict[str, ClientAssignment]:
         """One assignment per client. ``rng``, when given, contributes one draw that seeds this
         round's per-client generators; without it they derive from the strategy seed alone."""
         self._check_round(round_idx)
@@ -181,7 +183,8 @@ class Strategy(abc.ABC):
 
     def load_state_dict(self, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
         if meta.get("strategy") != self.name:
-            raise ValueError(f"state was saved by strategy {meta.get('strategy')!r}, this is {self.name!r}: use get_strategy({meta.get('strategy')!r}, ...)")
+            raise ValueError(f"state was saved by strategy {meta.get('strategy')!r}, this is {self.name!r}: use "
+                             f"get_strategy({meta.get('strategy')!r}, ...)")
         if meta.get("format") != STATE_FORMAT:
             raise ValueError(f"state format {meta.get('format')} is not supported (expected {STATE_FORMAT})")
         if ModelDims.from_dict(meta["dims"]) != self.dims:
@@ -189,7 +192,8 @@ class Strategy(abc.ABC):
         saved = json.loads(json.dumps(meta["config"]))
         mine = json.loads(json.dumps(self.config()))
         if saved != mine:
-            raise ValueError(f"state was saved with config {saved}, this strategy has {mine}: construct it with the saved config")
+            raise ValueError(f"state was saved with config {saved}, this strategy has {mine}: construct it with the "
+                             "saved config")
         self._load_tensors(tensors, meta)
         self.round_idx = int(meta["round_idx"])
 
@@ -237,7 +241,8 @@ def check_update(assignment: ClientAssignment, dims: ModelDims, update: Mapping[
         missing = sorted(set(expected) - set(got))
         extra = sorted(set(got) - set(expected))
         wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
-        raise ValueError(f"update does not match the assignment: missing {missing}, unexpected {extra}, wrong shape {wrong}")
+        raise ValueError(f"update does not match the assignment: missing {missing}, unexpected {extra}, wrong "
+                         f"shape {wrong}")
 
 
 class Sums:

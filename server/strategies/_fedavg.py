@@ -45,7 +45,8 @@ class FedAvgLoRA(FactorStrategy):
         plan = AdapterPlan.from_dict(dict(plan)) if isinstance(plan, Mapping) else plan
         return {tier: plan for tier in tier_plans}
 
-    def configure(self, round_idx: int, clients: list[ClientInfo], rng: np.random.Generator | None = None) -> dict[str, ClientAssignment]:
+    def configure(self, round_idx: int, clients: list[ClientInfo],
+                  rng: np.random.Generator | None = None) -> dict[str, ClientAssignment]:
         if self.plan is None and clients:
             self.plan = cheapest_plan(c.plan for c in clients)
         return super().configure(round_idx, clients, rng)

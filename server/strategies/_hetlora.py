@@ -29,4 +29,5 @@ class HetLoRA(FactorStrategy):
         self.sparsity_weighted = bool(sparsity_weighted)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "pad_missing_layers": self.pad_missing_layers, "sparsity_weighted": self.sparsity_weighted}
+        return {**super().config(), "pad_missing_layers": self.pad_missing_layers,
+                "sparsity_weighted": self.sparsity_weighted}

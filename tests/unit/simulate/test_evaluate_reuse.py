@@ -11,7 +11,7 @@ LAYERS = 4
 
 
 def _state(rng, layers, hidden: int, labels: int = 3) -> tuple:
-    deltas = {(l, m): (0.05 * rng.standard_normal((hidden, hidden))).astype(np.float32) for l in layers
+    deltas = {(layer, m): (0.05 * rng.standard_normal((hidden, hidden))).astype(np.float32) for layer in layers
               for m in ("query", "value")}
     return deltas, rng.standard_normal((labels, hidden)).astype(np.float32), np.zeros(labels, np.float32)
 
