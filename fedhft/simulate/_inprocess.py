@@ -128,8 +128,9 @@ class InProcessEngine:
         self.off_budget_mb = replace(cfg, memory_budget="off").memory_budget_mb(0.0)
         self.timings: Counter = Counter()
         self.workers = max(1, int(workers or min(4, _cores() // self.threads // 2)))
-        # A side thread for the evaluation only where cores are left over (2 vCPUs here: it cost 3 %).
-        self.eval_thread = (_cores() >= 2 * (self.workers + 1) * self.threads) if eval_thread is None else eval_thread
+        # A side thread for the evaluation where cores are left over (on 2 vCPUs it cost 3 %).
+        cores = _cores()
+        self.eval_thread = (cores >= 4 and cores > self.workers * self.threads) if eval_thread is None else eval_thread
         self.worker_of = {cid: i % self.workers for i, cid in enumerate(sorted(self.clients))}
         self._lock, self._open_lock, self._stop = threading.Lock(), threading.Lock(), threading.Event()
         self._imported = False
