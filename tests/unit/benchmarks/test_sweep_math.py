@@ -77,21 +77,38 @@ def _args(strategies, quick=False, reference=True):
     return argparse.Namespace(strategies=",".join(strategies), quick=quick, reference=reference)
 
 
-def test_the_plan_tunes_once_per_dataset_and_ablates_only_the_non_iid_settings():
-    from benchmarks.sweep import ABLATION_SETTINGS, REFERENCE, TUNE_SEED, plan
+def test_the_plan_tunes_once_then_goes_seed_by_seed_and_ablates_only_the_non_iid_settings():
+    from benchmarks.sweep import ABLATION_SETTINGS, REFERENCE, TUNE_ONCE, TUNE_SEED, plan
 
     steps = plan(_args(["fedhft", "hetlora", "fedhft-k1"]), ["sst2-a5.0", "sst2-a0.3", "mrpc-a5.0"], [0, 1],
                  (1e-3, 1e-2))
     tunes = [s for s in steps if s[0] == "tune"]
+    assert steps[:len(tunes)] == tunes  # every tuning run comes first
     assert {(s[1], s[2], s[3], s[4]) for s in tunes} == {
-        (setting, strategy, TUNE_SEED, lr) for setting in ("sst2-a5.0", "mrpc-a5.0")
-        for strategy in ("fedhft", "hetlora") for lr in (1e-3, 1e-2)}  # sst2-a0.3 reuses sst2-a5.0's choice
+        (TUNE_ONCE, strategy, TUNE_SEED, lr) for strategy in ("fedhft", "hetlora") for lr in (1e-3, 1e-2)}
+    seeds = [s[3] for s in steps if s[0] == "eval"]
+    assert seeds == sorted(seeds)  # seed 0 covers every setting before seed 1 starts
+    assert {s[1] for s in steps if s[0] == "eval" and s[3] == 0} == {"sst2-a5.0", "sst2-a0.3", "mrpc-a5.0"}
     ablations = [s for s in steps if s[2] == "fedhft-k1"]
     assert {s[1] for s in ablations} == {"sst2-a0.3"} and "sst2-a0.3" in ABLATION_SETTINGS
     assert [s[:3] for s in steps[-2:]] == [("reference", REFERENCE["setting"], "fedhft"),
                                            ("reference", REFERENCE["setting"], None)]
     assert not any(s[0] == "reference" for s in plan(_args(["fedhft"], reference=False), ["sst2-a5.0"], [0],
                                                      (1e-3, 1e-2)))
+
+
+def test_per_dataset_tuning_tunes_each_dataset_at_its_reference_setting():
+    from benchmarks.sweep import TUNE_SETTING, chosen_lr, plan
+
+    args = _args(["fedhft"])
+    args.tune_per_dataset = True
+    steps = plan(args, ["sst2-a0.3", "mrpc-a5.0"], [0], (1e-3, 1e-2))
+    assert {s[1] for s in steps if s[0] == "tune"} == {TUNE_SETTING["sst2"], TUNE_SETTING["mrpc"]}
+    runs = [_run("tune", "fedhft", 100, 1e-3, 0.9, 0.5, setting="mrpc-a5.0"),
+            _run("tune", "fedhft", 100, 1e-2, 0.8, 0.5, setting="mrpc-a5.0"),
+            _run("tune", "fedhft", 100, 1e-2, 0.9, 0.5, setting="sst2-a5.0")]
+    assert chosen_lr(runs, "mrpc-a5.0", "fedhft", (1e-3, 1e-2), per_dataset=True) == 1e-3
+    assert chosen_lr(runs, "mrpc-a5.0", "fedhft", (1e-3, 1e-2)) == 1e-2  # tuned once, at sst2-a5.0
 
 
 def test_an_ablation_runs_at_fedhfts_tuned_rate_and_the_reference_picks_the_best_baseline():
