@@ -14,12 +14,39 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
 PROFILE_SCHEMA_VERSION = 1
+#: Each profile key -> the JSON type it must have (``from_dict`` checks it and names the key).
+_PROFILE_KINDS = {
+    "total_memory_mb": "number", "available_memory_mb": "number", "cpu_count": "integer",
+    "battery_percent": "number or null", "charging": "true, false or null", "matmul_gflops": "number",
+    "platform": "string", "machine": "string", "has_cuda": "true, false or null", "schema_version": "integer",
+}
+#: Keys an older sender may leave out (their defaults stand in).
+_OPTIONAL_PROFILE_KEYS = frozenset({"has_cuda", "schema_version"})
+
+
+def _read_profile_value(kind: str, value: Any) -> Any:
+    """``value`` as the Python type of ``kind``; TypeError naming the expected JSON type otherwise."""
+    if value is None and kind.endswith("or null"):
+        return None
+    if kind.startswith("true, false") and isinstance(value, bool):
+        return value
+    if kind.startswith("number") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float range
+            raise TypeError("a finite JSON number") from None
+    if kind == "integer" and not isinstance(value, bool):
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value)
+    if kind == "string" and isinstance(value, str):
+        return value
+    raise TypeError(kind if kind.startswith("true") else f"a JSON {kind}")
 
 
 @dataclass(frozen=True)
@@ -59,38 +86,36 @@ class DeviceProfile:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DeviceProfile":
-        """Strict inverse of ``to_dict``: unknown or missing fields and a newer schema raise ValueError."""
+        """Inverse of ``to_dict``, under the protocol's 1.x rule: keys this side does not know (a newer
+        device's additions) are ignored; a missing required key, a value of the wrong type or a
+        newer ``schema_version`` (the profile's major version) raise ValueError naming the key."""
         if not isinstance(d, Mapping):
             raise ValueError(f"DeviceProfile must be a JSON object, got {type(d).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown DeviceProfile field(s) {unknown}; known fields: {sorted(names)}")
         version = d.get("schema_version", PROFILE_SCHEMA_VERSION)
-        if version != PROFILE_SCHEMA_VERSION:
-            raise ValueError(f"DeviceProfile schema_version {version} is not supported (this side reads "
-                             f"{PROFILE_SCHEMA_VERSION})")
-        required = {f.name for f in fields(cls) if f.name not in ("has_cuda", "schema_version")}
-        missing = sorted(required - set(d))
+        if type(version) is not int or version < 1:
+            raise ValueError(f"DeviceProfile.schema_version must be a positive integer (the profile's major "
+                             f"version), got {version!r}: send {PROFILE_SCHEMA_VERSION}")
+        if version > PROFILE_SCHEMA_VERSION:
+            raise ValueError(f"DeviceProfile schema_version {version} is a newer major version than this side "
+                             f"reads ({PROFILE_SCHEMA_VERSION}): update fedhft here, or send a version "
+                             f"{PROFILE_SCHEMA_VERSION} profile")
+        missing = sorted(name for name in _PROFILE_KINDS if name not in _OPTIONAL_PROFILE_KEYS and name not in d)
         if missing:
-            raise ValueError(f"DeviceProfile is missing field(s) {missing}")
-        for key in ("charging", "has_cuda"):
-            if d.get(key) is not None and not isinstance(d[key], bool):
-                raise ValueError(f"DeviceProfile.{key} must be true, false or null, got {d[key]!r}")
-        try:
-            return cls(
-                total_memory_mb=float(d["total_memory_mb"]),
-                available_memory_mb=float(d["available_memory_mb"]),
-                cpu_count=int(d["cpu_count"]),
-                battery_percent=None if d["battery_percent"] is None else float(d["battery_percent"]),
-                charging=d["charging"],
-                matmul_gflops=float(d["matmul_gflops"]),
-                platform=str(d["platform"]),
-                machine=str(d["machine"]),
-                has_cuda=bool(d.get("has_cuda") or False),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"invalid DeviceProfile field value: {exc}") from None
+            raise ValueError(f"DeviceProfile is missing required field(s) {missing}: send every field that "
+                             "`fedhft devices profile` prints")
+        values, errors = {}, []
+        for name, kind in _PROFILE_KINDS.items():
+            if name in d:
+                try:
+                    values[name] = _read_profile_value(kind, d[name])
+                except TypeError as exc:
+                    errors.append(f"DeviceProfile.{name} must be {exc}, got {d[name]!r}")
+        if errors:
+            raise ValueError("; ".join(errors) + ": send the values `fedhft devices profile` prints")
+        values.pop("schema_version", None)
+        if values.get("has_cuda") is None:
+            values["has_cuda"] = False
+        return cls(**values)
 
     def should_skip_round(self, battery_threshold: float) -> bool:
         """True when on battery below the threshold (an unknown charging state counts as battery)."""
@@ -238,8 +263,8 @@ def recommend_tier(profile: DeviceProfile, catalog: Mapping[str, Any] | None = N
 
 
 def profile_report(quick: bool = True) -> dict[str, Any]:
-    """What ``fedhft devices profile`` prints: ``profile`` (exactly the hello payload, which the
-    server parses strictly, so the recommendation stays beside it, not in it), ``recommended_tier``
+    """What ``fedhft devices profile`` prints: ``profile`` (exactly the hello payload; the
+    recommendation stays beside it, since the server picks the tier itself), ``recommended_tier``
     (None when no tier fits) and ``no_tier_reason`` (why not, and what to do; None when one fits)."""
     profile = profile_device(quick=quick)
     try:

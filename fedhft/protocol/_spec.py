@@ -41,7 +41,8 @@ _FIELD_DOCS = {
     "task_id": "The task's opaque id, r<round>-<client>-<digest[:10]>.<run tag>: match tasks, updates, outcomes "
                "and acks by it, never by round alone. The tag after the last '.' names the server run.",
     "profile": "The device's measured DeviceProfile (devices.DeviceProfile.to_dict); the server picks the tier "
-               "from it. An invalid profile registers the device but it is never tasked.",
+               "from it. Unknown profile keys are ignored; a newer profile schema_version (its major) is "
+               "refused. An invalid profile registers the device but it is never tasked.",
     "backends": "Backends the device can train, most preferred first (executorch, ort, torch).",
     "tier_hint": "A tier the operator pinned, or null to let the server choose from the profile.",
     "runtime_version": "Free text naming the device software and version.",

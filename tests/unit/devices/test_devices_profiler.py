@@ -1,7 +1,9 @@
 """The device profiler, its wire form, and tier recommendation."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices import DeviceProfile, load_catalog, profile_device, recommend_tier
+from devices import DeviceProfile, _profiler, load_catalog, profile_device, recommend_tier
 
 
 def _profile(mem=4000.0, gflops=50.0, battery=None, charging=None) -> DeviceProfile:
@@ -36,24 +38,62 @@ def test_profile_round_trips_through_json():
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"colour": "red"}, "unknown DeviceProfile field"),
-        ({"schema_version": 99}, "schema_version 99"),
-        ({"matmul_gflops": "fast"}, "invalid DeviceProfile field value"),
+        ({"schema_version": 2}, "schema_version 2 is a newer major version than this side reads (1): update"),
+        ({"schema_version": 0}, "schema_version must be a positive integer"),
+        ({"schema_version": "1"}, "schema_version must be a positive integer"),
+        ({"schema_version": True}, "schema_version must be a positive integer"),
+        ({"matmul_gflops": "fast"}, "DeviceProfile.matmul_gflops must be a JSON number, got 'fast'"),
+        ({"cpu_count": 2.5}, "DeviceProfile.cpu_count must be a JSON integer, got 2.5"),
+        ({"cpu_count": True}, "DeviceProfile.cpu_count must be a JSON integer"),
+        ({"total_memory_mb": None}, "DeviceProfile.total_memory_mb must be a JSON number, got None"),
+        ({"platform": 7}, "DeviceProfile.platform must be a JSON string"),
         ({"battery_percent": 140.0}, "battery_percent must be in [0, 100]"),
         ({"charging": "false"}, "charging must be true, false or null"),
+        ({"has_cuda": 1}, "has_cuda must be true, false or null"),
         ({"matmul_gflops": float("inf")}, "finite"),
     ],
 )
 def test_from_dict_rejects_bad_input_with_value_error(change, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         DeviceProfile.from_dict({**_profile().to_dict(), **change})
 
 
-def test_from_dict_names_missing_fields():
+def test_from_dict_names_every_wrong_key_and_the_fix():
+    with pytest.raises(ValueError) as info:
+        DeviceProfile.from_dict({**_profile().to_dict(), "cpu_count": "four", "machine": None})
+    text = str(info.value)
+    assert "DeviceProfile.cpu_count" in text and "DeviceProfile.machine" in text
+    assert "fedhft devices profile" in text
+
+
+@pytest.mark.parametrize("key", ["cpu_count", "charging", "battery_percent", "platform"])
+def test_from_dict_names_missing_fields(key):
     d = _profile().to_dict()
-    del d["cpu_count"]
-    with pytest.raises(ValueError, match="cpu_count"):
+    del d[key]
+    with pytest.raises(ValueError, match=rf"missing required field\(s\) \['{key}'\]"):
         DeviceProfile.from_dict(d)
+
+
+def test_from_dict_ignores_unknown_keys_under_the_1x_rule():
+    """A newer device may add optional keys within schema 1: an older reader ignores them (and the
+    parsed profile does not carry them), as it ignores unknown message header keys."""
+    p = _profile(battery=40.0, charging=True)
+    newer = {**p.to_dict(), "colour": "red", "gpu_memory_mb": 4096, "npu": {"tops": 26}}
+    back = DeviceProfile.from_dict(newer)
+    assert back == p and back.to_dict() == p.to_dict()
+    assert not hasattr(back, "colour")
+
+
+def test_from_dict_takes_a_profile_without_the_optional_keys():
+    d = _profile().to_dict()
+    del d["has_cuda"], d["schema_version"]
+    assert DeviceProfile.from_dict(d) == _profile()
+    assert DeviceProfile.from_dict({**d, "has_cuda": None}).has_cuda is False
+    assert DeviceProfile.from_dict({**d, "cpu_count": 4.0}).cpu_count == 4  # a JSON number with an integral value
+
+
+def test_every_profile_field_has_a_checked_kind():
+    assert set(_profiler._PROFILE_KINDS) == {f.name for f in dataclasses.fields(DeviceProfile)}
 
 
 @pytest.mark.parametrize(
