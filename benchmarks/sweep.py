@@ -172,9 +172,9 @@ def tune_setting(setting: str, per_dataset: bool) -> str:
 
 def plan(args, settings: list[str], seeds: list[int], lrs: tuple[float, ...]) -> list[tuple]:
     """Every run in order, as (kind, setting, strategy, seed, lr): first the tuning runs (per dataset or
-    once, see tune_setting); then seed by seed, so that a partial sweep covers every setting, each
-    setting's reported runs, and after them the seed's FedHFT ablations on ABLATION_SETTINGS; last, the
-    reference-defaults runs. lr None: chosen from the tuning runs when the step runs; strategy None
+    once, see tune_setting); then seed by seed, so that a partial sweep covers every setting: each
+    setting's reported runs, followed by its FedHFT ablations where it is one of ABLATION_SETTINGS; last,
+    the reference-defaults runs. lr None: chosen from the tuning runs when the step runs; strategy None
     (reference): the best baseline of the reported runs."""
     names = args.strategies.split(",")
     strategies, variants = [s for s in names if s not in VARIANTS], [s for s in names if s in VARIANTS]
@@ -184,9 +184,10 @@ def plan(args, settings: list[str], seeds: list[int], lrs: tuple[float, ...]) ->
         for tune_at in dict.fromkeys(tune_setting(s, per_dataset) for s in settings):
             steps += [("tune", tune_at, s, TUNE_SEED, lr) for s in strategies for lr in lrs]
     for seed in seeds:
-        steps += [("eval", setting, s, seed, None) for setting in settings for s in strategies]
-        steps += [("eval", setting, v, seed, None) for setting in settings
-                  if setting in ABLATION_SETTINGS or args.quick for v in variants]
+        for setting in settings:
+            steps += [("eval", setting, s, seed, None) for s in strategies]
+            if setting in ABLATION_SETTINGS or args.quick:
+                steps += [("eval", setting, v, seed, None) for v in variants]
     if args.reference and REFERENCE["setting"] in settings and not args.quick:
         steps += [("reference", REFERENCE["setting"], s, REFERENCE["seed"], None) for s in ("fedhft", None)]
     return steps
