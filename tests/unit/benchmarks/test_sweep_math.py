@@ -122,3 +122,19 @@ def test_an_ablation_runs_at_fedhfts_tuned_rate_and_the_reference_picks_the_best
     scores = {"fedhft": (0.80, 0.7), "hetlora": (0.75, 0.7), "flexlora": (0.78, 0.6), "local-only": (0.9, 0.5)}
     evals = [_run("eval", name, 0, 0.1, pers, glob, setting="x") for name, (pers, glob) in scores.items()]
     assert best_baseline(evals, "x") == "flexlora"  # local-only is a reference, not a baseline
+
+
+def test_curves_average_the_seeds_per_round_and_accumulate_the_megabytes(tmp_path):
+    from benchmarks.sweep import curves, plot_curves
+
+    def line(i, glob, pers):
+        return {"round": i, "accuracy": glob, "personalized": {"acc_after": pers}, "bytes_up": 1e6, "bytes_down": 2e6}
+
+    runs = [{**_run("eval", "fedhft", seed, 0.01, 0.8, 0.7, setting="x"),
+             "rounds": [line(0, 0.5 + seed / 10, 0.6), line(1, 0.7, 0.8 + seed / 10), line(2, 0.9, 0.9)][:3 - seed]}
+            for seed in (0, 1)]
+    c = curves(runs, "x")["fedhft"]
+    assert list(c["round"]) == [0, 1]  # the rounds every seed reached
+    assert c["global"] == pytest.approx([0.55, 0.7]) and c["personalized"] == pytest.approx([0.6, 0.85])
+    assert c["mb"] == pytest.approx([3.0, 6.0])
+    assert plot_curves(runs, tmp_path) == ["curves_x.png"] and (tmp_path / "curves_x.png").stat().st_size > 0
