@@ -476,12 +476,19 @@ class EdgeAgent:
                 self._send_update(rec)
 
     def _on_ack(self, item: Inbound) -> None:
+        """An ack is ours only for the task id AND the digest of a pending upload: a round number
+        recurs across server runs, and an identical update (same digest) may answer another task."""
         ack = decode(item.payload, expect=Ack)
         rec = self.store.get(ack.round)
         if rec is None or rec.status != RoundStatus.UPLOADING:
-            return self.log("ack_ignored", round=ack.round, status=ack.status, why="no upload pending for that round")
+            return self.log("ack_ignored", round=ack.round, task_id=ack.task_id, status=ack.status,
+                            why="no upload pending for that round")
+        if ack.task_id != rec.task_id:
+            return self.log("ack_ignored", severity="warning", round=ack.round, task_id=ack.task_id,
+                            status=ack.status, why=f"another task than the pending upload's {rec.task_id}")
         if ack.update_digest != rec.digest:
-            return self.log("ack_ignored", severity="warning", round=ack.round, why="digest differs from the upload")
+            return self.log("ack_ignored", severity="warning", round=ack.round, task_id=ack.task_id,
+                            why="digest differs from the upload")
         stored = ack.status in (AckStatus.STORED, AckStatus.DUPLICATE)
         rec.status = RoundStatus.ACKED if stored else RoundStatus.REJECTED
         rec.reason = ack.reason
