@@ -138,7 +138,8 @@ def _check_version(version: int) -> None:
 def _check_envelope_keys(header: dict[str, Any], body_len: int) -> None:
     missing = [k for k in ENVELOPE_KEYS if k not in header]
     if missing:
-        raise MalformedMessage(f"header lacks required key(s) {missing}")
+        raise MalformedMessage(f"header lacks required key(s) {missing}: every header carries the envelope keys "
+                               f"{', '.join(ENVELOPE_KEYS)} (docs/PROTOCOL.md, section 6)")
     schema = header["schema"]
     if type(schema) is not int:
         raise MalformedMessage(f"header 'schema' must be an integer, got {type(schema).__name__}")
