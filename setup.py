@@ -22,7 +22,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=find_packages(include=["fedhft*", "devices*", "export*", "edge_runtime*", "server*", "benchmarks*"]),
+    packages=find_packages(include=["fedhft*", "devices*", "export*", "edge_runtime*", "server*", "simulate*",
+                                    "benchmarks*"]),
     package_data={"devices": ["*.yaml"], "fedhft": ["*.yaml"], "server": ["*.yaml"]},
     install_requires=[
         TORCH,

@@ -40,7 +40,7 @@ QUICK = {"model": "tiny", "clients": 3, "rounds": 2, "local_steps": 3, "max_seq_
 
 def sim_config(setting: dict, strategy: str, seed: int, sizing: dict, out: Path, overrides: list[str]):
     from fedhft.config import load_config
-    from fedhft.simulate import SimConfig
+    from simulate import SimConfig
 
     base = {**COMMON, **sizing, **setting, "strategy": strategy, "seed": seed, "out": str(out)}
     items = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in base.items()]
@@ -52,7 +52,7 @@ def centralized(cfg, max_steps: int | None = None) -> dict:
     federated run (rounds x local_steps x clients, capped at ``max_steps``) on the pooled (same)
     training subset of the run's data (``dataset_of``: its pool, columns and test file)."""
     from devices import load_catalog
-    from fedhft.simulate import dataset_of, encode_examples, fit_plan, model_identity, subsample, train_centralized
+    from simulate import dataset_of, encode_examples, fit_plan, model_identity, subsample, train_centralized
 
     ds = dataset_of(cfg)
     train, test = subsample(ds.train, cfg.train_size, cfg.seed, 11), subsample(ds.test, cfg.test_size, cfg.seed, 12)
@@ -149,7 +149,7 @@ def plot(runs: list[dict], central: dict, out: Path) -> list[str]:
 
 
 def _run_one(setting_name, setting, strategy, seed, sizing, out, overrides) -> dict:
-    from fedhft.simulate import run_simulation
+    from simulate import run_simulation
 
     cfg = sim_config(setting, strategy, seed, sizing, out / "runs" / setting_name / f"{strategy}-s{seed}", overrides)
     print(f"[{setting_name}] {strategy} seed {seed} ...", file=sys.stderr, flush=True)
@@ -171,7 +171,7 @@ def _slim(run: dict) -> dict:
 
 
 def _has_shared_data(overrides: list[str]) -> bool:
-    from fedhft.simulate import find_data_root
+    from simulate import find_data_root
 
     given = next((o.split("=", 1)[1] for o in overrides if o.startswith("data_root=")), None)
     root = find_data_root(given)
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     print(f"{len(runs)} federated runs in {time.time() - t0:.0f} s; wrote {out}/accuracy.json, accuracy.md",
           file=sys.stderr)
-    from fedhft.simulate import update_results_md
+    from simulate import update_results_md
 
     update_results_md(out)
     return 0 if all(r["ok"] for r in runs) else 1

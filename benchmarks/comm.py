@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(rows, out / "comm.png")
     print(md)
     print(f"wrote {out / 'comm.json'}, {out / 'comm.md'}, {out / 'comm.png'}", file=sys.stderr)
-    from fedhft.simulate import update_results_md
+    from simulate import update_results_md
 
     update_results_md(out)
     return 0

@@ -63,10 +63,7 @@ def _mqtt(settings: dict, run_dir: Path) -> dict:
 
 
 def _engine(run_dir: Path, threads: int, **options):
-    from fedhft.simulate._config import load_sim_config
-    from fedhft.simulate._datasets import Example
-    from fedhft.simulate._evaluate import encode_examples
-    from fedhft.simulate._inprocess import InProcessEngine, devices_for
+    from simulate import Example, InProcessEngine, devices_for, encode_examples, load_sim_config
 
     cfg = load_sim_config(run_dir / "config.yaml")
     results = json.loads((run_dir / "results.json").read_text())

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedhft.simulate import AMAZON_DOMAINS
+from simulate import AMAZON_DOMAINS
 
 COMMON = {"dataset": "amazon", "partition": "natural", "tiers": ["android-mid", "rpi5", "jetson-orin-nano"],
           "backend": "torch", "memory_budget": "off", "battery": None, "progress": False}
@@ -37,7 +37,7 @@ TEST_PER_DOMAIN = {"full": 100, "quick": 30}
 
 def _cfg(sizing: dict, strategy: str, seed: int, out: Path, overrides: list[str]):
     from fedhft.config import load_config
-    from fedhft.simulate import SimConfig
+    from simulate import SimConfig
 
     base = {**COMMON, **sizing, "strategy": strategy, "seed": seed, "out": str(out)}
     if strategy != "fedhft":
@@ -49,7 +49,7 @@ def _cfg(sizing: dict, strategy: str, seed: int, out: Path, overrides: list[str]
 def domain_tests(cfg, per_domain: int) -> dict:
     """Encoded held-out reviews of each domain (same tokenization as the devices)."""
     from export import resolve_model
-    from fedhft.simulate import encode_examples, load_dataset, subsample
+    from simulate import encode_examples, load_dataset, subsample
 
     ds = load_dataset("amazon", cfg.data_root, cfg.seed)
     tok = resolve_model(cfg.model).tokenizer_dir / "tokenizer.json"
@@ -61,7 +61,7 @@ def analyse(run_dir: Path, model: str, tests: dict) -> dict:
     """ARI of clusters vs domains; per-domain personalized vs global accuracy at the last round."""
     from sklearn.metrics import adjusted_rand_score
 
-    from fedhft.simulate import Evaluator, cluster_states, global_state, memberships, mix
+    from simulate import Evaluator, cluster_states, global_state, memberships, mix
 
     res = json.loads((run_dir / "results.json").read_text())
     groups = res["data"]["client_groups"]
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0")
     p.add_argument("overrides", nargs="*", help="SimConfig key=value for every run (e.g. data_root=...)")
     args = p.parse_args(argv)
-    from fedhft.simulate import run_simulation
+    from simulate import run_simulation
 
     sizing, mode = (QUICK, "quick") if args.quick else (FULL, "full")
     out = Path(args.out)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "personalization.json").write_text(json.dumps(doc, indent=2, default=str))
     (out / "personalization.md").write_text(md + "\n")
     print(md)
-    from fedhft.simulate import update_results_md
+    from simulate import update_results_md
 
     update_results_md(out)
     return 0 if all(r["ok"] for r in rows) else 1

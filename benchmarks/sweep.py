@@ -69,7 +69,7 @@ SIGNIFICANCE = 0.05
 
 def sim_config(setting: dict, strategy: str, seed: int, lr: float, sizing: dict, run_dir: Path, overrides, **extra):
     from fedhft.config import load_config
-    from fedhft.simulate import SimConfig
+    from simulate import SimConfig
 
     base = {**COMMON, **sizing, **setting, "strategy": strategy, "seed": seed, "lr": lr, "out": str(run_dir),
             **VARIANTS.get(strategy, {}), **extra}
@@ -95,7 +95,7 @@ def per_client_final(run_dir: Path) -> dict[str, dict[str, float]]:
 
 def run_one(key: dict, cfg) -> dict:
     """One federated run -> the row stored in runs.jsonl."""
-    from fedhft.simulate import run_simulation
+    from simulate import run_simulation
 
     shutil.rmtree(cfg.run_dir(), ignore_errors=True)  # this benchmark's own scratch run dir
     res = run_simulation(cfg, say=lambda m: None)
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "sweep.json").write_text(json.dumps(doc, indent=2, default=str))
     (out / "sweep.md").write_text(md + "\n")
     print(md)
-    from fedhft.simulate._results_md import update_results_md
+    from simulate import update_results_md
 
     update_results_md(out)
     failed = [r for r in sweep.runs if r["status"] != "completed"]

@@ -14,7 +14,7 @@ SUBCOMMANDS = {
     "export": "export.cli",
     "edge": "edge_runtime.cli",
     "server": "server.cli",
-    "simulate": "fedhft.simulate.cli",
+    "simulate": "simulate.cli",
     "bench": "benchmarks.cli",
 }
 

@@ -3,7 +3,7 @@
 ``read_records`` returns numbered records and the column names; ``detect_columns`` finds the text,
 optional second text (sentence pairs) and label columns, from names given by the user or common
 names; ``read_columns`` and ``label_ids`` turn the records into texts and integer labels. The edge
-(``edge_runtime._data``) and ``fedhft simulate`` (``fedhft.simulate._userdata``) both use them, so a
+(``edge_runtime._data``) and ``fedhft simulate`` (``simulate._userdata``) both use them, so a
 file means the same thing to both. Standard library only (``csv`` handles quoted multi-line fields):
 an ORT or ExecuTorch device may have neither torch nor transformers installed.
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cli import BENCHMARKS
-from fedhft.simulate._results_md import RESULTS_MD
+from simulate._results_md import RESULTS_MD
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 needs_mosquitto = pytest.mark.requires("mosquitto")
@@ -83,7 +83,7 @@ def test_accuracy_quick_runs_every_strategy_and_the_upper_bound(tmp_path: Path):
 
 
 def _has_amazon() -> bool:
-    from fedhft.simulate import find_data_root
+    from simulate import find_data_root
 
     root = find_data_root()
     return root is not None and (root / "amazon-multidomain").is_dir()

@@ -51,7 +51,7 @@ def _mqtt_run(tmp: Path, cache: Path, strategy: str) -> Path:
 
 
 def _inprocess_run(run: Path):
-    from fedhft.simulate import Example, InProcessEngine, devices_for, encode_examples, load_sim_config
+    from simulate import Example, InProcessEngine, devices_for, encode_examples, load_sim_config
 
     cfg = load_sim_config(run / "config.yaml")
     results = json.loads((run / "results.json").read_text())
@@ -76,7 +76,7 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("strategy", ["fedhft", "hetlora"])
 def test_both_engines_commit_the_same_states_and_metrics(tmp_path, cache, strategy):
-    from fedhft.simulate._monitor import client_rounds
+    from simulate._monitor import client_rounds
     from server import read_tensors
 
     run = _mqtt_run(tmp_path, cache, strategy)

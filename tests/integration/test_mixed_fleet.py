@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from server import STRATEGIES
-from fedhft.simulate import SimConfig, run_simulation
+from simulate import SimConfig, run_simulation
 from tests.integration._sim_helpers import pid_gone, write_toy_sentiment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.requires("mosquitto", "onnxruntime", "executorch")]

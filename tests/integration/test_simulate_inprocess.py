@@ -65,7 +65,7 @@ def test_inprocess_end_to_end_writes_the_mqtt_engines_outputs_without_a_broker(t
 
 
 def test_inprocess_devices_that_store_nothing_make_the_run_degraded(tmp_path, cache):
-    from fedhft.simulate import load_sim_config, run_simulation
+    from simulate import load_sim_config, run_simulation
 
     # The device keeps deadline_reserve_s (1 s) for its upload: a 0.5 s round is missed before any step.
     cfg = load_sim_config(None, [f"{k}={v}" for k, v in _settings(tmp_path, cache, tmp_path / "run",

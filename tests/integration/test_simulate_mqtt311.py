@@ -13,7 +13,7 @@ import pytest
 
 from tests._require import require
 from tests.integration._sim_helpers import pid_gone, write_toy_sentiment
-from fedhft.simulate import SimConfig, run_simulation
+from simulate import SimConfig, run_simulation
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -95,7 +95,7 @@ def test_server_typo_of_a_subcommand_names_it(capsys):
 
 
 def test_the_rule_module_imports_neither_torch_nor_paho():
-    code = ("import sys, fedhft.cli_settings, fedhft.simulate.cli, edge_runtime.cli, server.cli; "
+    code = ("import sys, fedhft.cli_settings, simulate.cli, edge_runtime.cli, server.cli; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'paho')); "
             "print(bad); sys.exit(bool(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -174,7 +174,7 @@ def test_edge_link_on_311_connack_keeps_the_configured_limit_and_flags_refusals(
 
 
 def test_sim_config_protocol_choices_and_errors():
-    from fedhft.simulate._config import SimConfig, load_sim_config
+    from simulate._config import SimConfig, load_sim_config
 
     cfg = SimConfig()
     assert cfg.mqtt_protocol == "auto"
@@ -189,8 +189,8 @@ def test_sim_config_protocol_choices_and_errors():
 
 def test_simulate_passes_311_to_server_and_every_edge_on_the_embedded_broker(tmp_path):
     from fedhft.broker import fleet_init
-    from fedhft.simulate._config import SimConfig
-    from fedhft.simulate._fleet import BrokerHandle, edge_args, server_config
+    from simulate._config import SimConfig
+    from simulate._fleet import BrokerHandle, edge_args, server_config
     from server import ServerConfig
 
     fleet = fleet_init(tmp_path / "fleet", 2, fleet="sim")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edge_runtime import DataError, DataOptions, load_examples, load_tokenizer, tokenize
-from fedhft.simulate import Example
-from fedhft.simulate._prepare import write_jsonl
+from simulate import Example
+from simulate._prepare import write_jsonl
 
 PAIRS = [Example("The cat sat .", 1, "A cat was sitting ."), Example("Stocks fell .", 0, "It rained all day .")]
 
@@ -26,7 +26,7 @@ def test_single_texts_stay_single(tmp_path):
 
 
 def test_the_device_and_the_evaluator_encode_a_pair_alike(tmp_path, tiny_bundle):
-    from fedhft.simulate import encode_examples
+    from simulate import encode_examples
 
     ex = load_examples(write_jsonl(tmp_path / "dev-000.jsonl", PAIRS), num_labels=2)
     device = tokenize(load_tokenizer(tiny_bundle), ex, 24)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from fedhft.config import ConfigError
-from fedhft.simulate import SimConfig, load_sim_config
-from fedhft.simulate._fleet import server_config
-from fedhft.simulate._prepare import assign_tiers
+from simulate import SimConfig, load_sim_config
+from simulate._fleet import server_config
+from simulate._prepare import assign_tiers
 
 
 def test_defaults_are_the_demo():

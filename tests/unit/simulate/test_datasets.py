@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fedhft.simulate import _datasets as dsmod
-from fedhft.simulate import DatasetError, load_dataset
+from simulate import _datasets as dsmod
+from simulate import DatasetError, load_dataset
 
 
 def _write(path: Path, text: str) -> Path:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fedhft.config import ConfigError
-from fedhft.simulate import DatasetError, SimConfig, dataset_of, load_dataset, load_sim_config
-from fedhft.simulate._prepare import prepare_data
+from simulate import DatasetError, SimConfig, dataset_of, load_dataset, load_sim_config
+from simulate._prepare import prepare_data
 
 
 def _write(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from fedhft.config import ConfigError
-from fedhft.simulate import Dataset, Example, SimConfig, SimResult, load_sim_config
-from fedhft.simulate._prepare import PreparedData
-from fedhft.simulate._report import tier_stats, write_outputs
-from fedhft.simulate._status import RunStatus, classify_run
+from simulate import Dataset, Example, SimConfig, SimResult, load_sim_config
+from simulate._prepare import PreparedData
+from simulate._report import tier_stats, write_outputs
+from simulate._status import RunStatus, classify_run
 
 
 def test_the_default_engine_is_mqtt_and_inprocess_takes_the_default_memory_budget():

@@ -11,8 +11,8 @@ def test_merged_dense_state_matches_the_adapter_model():
     from devices import AdapterPlan
     from export import build_adapter_model, load_encoder, resolve_model
     from fedhft.layout import adapted_modules, full_mask, init_trainable, lora_names
-    from fedhft.simulate import Evaluator
-    from fedhft.simulate._evaluate import dense_state
+    from simulate import Evaluator
+    from simulate._evaluate import dense_state
 
     plan = AdapterPlan(depth=2, ranks=(4, 8), mask_density=1.0, max_seq_len=16, batch_size=4)
     model = build_adapter_model(load_encoder(resolve_model("tiny")), plan, 3)

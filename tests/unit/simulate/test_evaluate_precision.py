@@ -35,8 +35,8 @@ def _client(session, seed=0):
 
 
 def test_int8_evaluator_scores_what_the_int8_bundle_computes(int8_session):
-    from fedhft.simulate import Evaluator
-    from fedhft.simulate._evaluate import client_state
+    from simulate import Evaluator
+    from simulate._evaluate import client_state
 
     state, mask, ids, attn = _client(int8_session)
     int8_session.set_state(state)
@@ -51,7 +51,7 @@ def test_int8_evaluator_scores_what_the_int8_bundle_computes(int8_session):
 
 
 def test_an_unknown_precision_is_refused_with_the_choices():
-    from fedhft.simulate import Evaluator
+    from simulate import Evaluator
 
     with pytest.raises(ValueError, match=r"precision='fp16'.*\['fp32', 'int8'\]"):
         Evaluator("tiny", precision="fp16")

@@ -32,7 +32,7 @@ def _full_forward(ev, state, ids, attn, batch):
 
 
 def test_reused_logits_are_the_full_forwards_bits():
-    from fedhft.simulate import Evaluator
+    from simulate import Evaluator
 
     ev = Evaluator(f"tiny:layers={LAYERS}", threads=1, device="cpu")
     hidden = ev.encoder.config.hidden_size

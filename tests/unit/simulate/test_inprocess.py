@@ -18,8 +18,8 @@ TIERS = ["rpi5", "jetson-orin-nano", "android-mid"]  # int8 and fp32 backbones; 
 def bundles(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
     from devices import load_catalog
-    from fedhft.simulate import fit_plan
-    from fedhft.simulate._bundles import ensure_bundle, link_bundles
+    from simulate import fit_plan
+    from simulate._bundles import ensure_bundle, link_bundles
 
     tmp = tmp_path_factory.mktemp("inproc-bundles")
     links = {}
@@ -31,7 +31,7 @@ def bundles(tmp_path_factory) -> Path:
 
 
 def _cfg(**kw):
-    from fedhft.simulate import SimConfig
+    from simulate import SimConfig
 
     base = dict(model="tiny", clients=2, rounds=2, tiers=TIERS, backend="torch", memory_budget="off", local_steps=3,
                 lr=0.02, max_seq_len=16, strategy="hetlora", seed=1, progress=False)
@@ -40,7 +40,7 @@ def _cfg(**kw):
 
 
 def _devices(tmp: Path, n: int = 2, rows: int = 40, eval_rows: int = 0, tiers=TIERS[:2]):
-    from fedhft.simulate._inprocess import Device
+    from simulate._inprocess import Device
 
     out = []
     for i in range(n):
@@ -51,8 +51,8 @@ def _devices(tmp: Path, n: int = 2, rows: int = 40, eval_rows: int = 0, tiers=TI
 
 
 def test_every_bad_device_is_reported_before_anything_runs(tmp_path, bundles):
-    from fedhft.simulate import InProcessEngine
-    from fedhft.simulate._inprocess import Device, EngineError
+    from simulate import InProcessEngine
+    from simulate._inprocess import Device, EngineError
 
     good = write_toy_sentiment(tmp_path / "ok.jsonl", 10)
     devices = [Device("a", "android-low", "torch", good), Device("b", "rpi5", "ort", good),
@@ -65,8 +65,8 @@ def test_every_bad_device_is_reported_before_anything_runs(tmp_path, bundles):
 
 
 def test_a_run_writes_what_the_evaluator_reads_and_shares_one_session_per_bundle(tmp_path, bundles):
-    from fedhft.simulate import EncodedSet, Evaluator, InProcessEngine
-    from fedhft.simulate._evaluate import evaluate_round
+    from simulate import EncodedSet, Evaluator, InProcessEngine
+    from simulate._evaluate import evaluate_round
 
     rng = np.random.default_rng(0)
     test = EncodedSet(rng.integers(1000, 3000, (12, 16)).astype(np.int64), np.ones((12, 16), np.int64),
@@ -87,7 +87,7 @@ def test_a_run_writes_what_the_evaluator_reads_and_shares_one_session_per_bundle
 
 
 def test_an_explicit_evaluation_set_leaves_all_local_data_for_training(tmp_path, bundles):
-    from fedhft.simulate import InProcessEngine
+    from simulate import InProcessEngine
 
     def used(devices) -> set[float]:
         result = InProcessEngine(_cfg(rounds=1, local_steps=4), devices, bundles, say=lambda line: None).run()
@@ -99,8 +99,8 @@ def test_an_explicit_evaluation_set_leaves_all_local_data_for_training(tmp_path,
 
 
 def test_a_device_below_its_tiers_battery_threshold_stops_the_run_with_the_reason(tmp_path, bundles):
-    from fedhft.simulate import InProcessEngine
-    from fedhft.simulate._inprocess import EngineError
+    from simulate import InProcessEngine
+    from simulate._inprocess import EngineError
 
     low = _cfg(battery="level=10,drain_per_step=0,charging=0")
     line, _, _ = InProcessEngine(low, _devices(tmp_path), bundles, say=lambda line: None).run_round(0)

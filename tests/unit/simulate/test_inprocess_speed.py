@@ -9,7 +9,7 @@ from tests.unit.simulate.test_inprocess import TIERS, _cfg, _devices, bundles  #
 
 
 def _run(devices, bundles, **engine):  # noqa: F811
-    from fedhft.simulate import EncodedSet, InProcessEngine
+    from simulate import EncodedSet, InProcessEngine
 
     rng = np.random.default_rng(0)
     test = EncodedSet(rng.integers(1000, 3000, (12, 16)).astype(np.int64), np.ones((12, 16), np.int64),

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedhft.simulate import PartitionError
-from fedhft.simulate._partition import dirichlet, iid, label_histogram, natural, partition
+from simulate import PartitionError
+from simulate._partition import dirichlet, iid, label_histogram, natural, partition
 
 
 def _labels(n=1000, k=4, seed=0):

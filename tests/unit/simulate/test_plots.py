@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedhft.simulate import _report
+from simulate import _report
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")

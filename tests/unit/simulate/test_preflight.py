@@ -5,9 +5,9 @@ import pytest
 
 from fedhft.cli import main
 from fedhft.config import ConfigError
-from fedhft.simulate import _run
-from fedhft.simulate import SimConfig
-from fedhft.simulate._preflight import preflight, strategy_problems
+from simulate import _run
+from simulate import SimConfig
+from simulate._preflight import preflight, strategy_problems
 
 
 @pytest.fixture

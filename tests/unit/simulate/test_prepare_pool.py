@@ -1,8 +1,8 @@
 """The tune and eval halves of a training file: disjoint, fixed across seeds, together the whole."""
 from __future__ import annotations
 
-from fedhft.simulate import Example
-from fedhft.simulate._prepare import pool_of
+from simulate import Example
+from simulate._prepare import pool_of
 
 
 def test_halves_are_disjoint_fixed_and_cover_the_file():

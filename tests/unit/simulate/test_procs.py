@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from fedhft.simulate import SimulationError
-from fedhft.simulate._procs import Child, Children
-from fedhft.simulate._run import _check_children
+from simulate import SimulationError
+from simulate._procs import Child, Children
+from simulate._run import _check_children
 
 
 def _py(code: str) -> list[str]:

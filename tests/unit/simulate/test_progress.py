@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from fedhft.simulate._monitor import Progress
+from simulate._monitor import Progress
 
 
 class _Clock:

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedhft.simulate import Dataset, Example, SimConfig, SimResult, memberships
-from fedhft.simulate._evaluate import dense_state
-from fedhft.simulate._prepare import PreparedData
-from fedhft.simulate._report import tier_stats, write_outputs
-from fedhft.simulate._monitor import client_rounds
-from fedhft.simulate._status import classify_run
+from simulate import Dataset, Example, SimConfig, SimResult, memberships
+from simulate._evaluate import dense_state
+from simulate._prepare import PreparedData
+from simulate._report import tier_stats, write_outputs
+from simulate._monitor import client_rounds
+from simulate._status import classify_run
 
 RNG = np.random.default_rng(0)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from fedhft.simulate import _results_md
+from simulate import _results_md
 
 
 def _fake_results(tmp_path, monkeypatch):

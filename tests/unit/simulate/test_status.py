@@ -2,7 +2,7 @@
 selected client stored an update in every round."""
 from __future__ import annotations
 
-from fedhft.simulate._status import FailureKind, RunStatus, classify_run
+from simulate._status import FailureKind, RunStatus, classify_run
 
 TIERS = {"dev-0": "rpi5", "dev-1": "jetson-orin-nano", "dev-2": "android-mid"}
 BACKENDS = {"rpi5": "ort", "jetson-orin-nano": "torch", "android-mid": "executorch"}

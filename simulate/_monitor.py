@@ -13,9 +13,10 @@ import traceback
 from pathlib import Path
 from typing import Callable, TextIO
 
-from fedhft.simulate._evaluate import EncodedSet, Evaluator, evaluate_round
+from server import ClientRoundStatus
+from simulate._evaluate import EncodedSet, Evaluator, evaluate_round
 
-FINAL = ("stored", "rejected", "outcome", "dropped")
+FINAL = (ClientRoundStatus.STORED, ClientRoundStatus.REJECTED, ClientRoundStatus.OUTCOME, ClientRoundStatus.DROPPED)
 
 
 def read_metrics(state_dir: Path) -> list[dict]:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from server import ClientRoundStatus
+
 
 class RunStatus(str, Enum):
     COMPLETED = "completed"
@@ -26,10 +28,12 @@ class RunStatus(str, Enum):
 
 
 class FailureKind(str, Enum):
-    OUTCOME = "outcome"  # the device reported it did not train (over_budget, error, low_battery, ...)
-    REJECTED = "rejected"  # the server refused the update (bad shape, non-finite, ...)
-    DROPPED = "dropped"  # no reply before the round closed
-    NO_REPLY = "tasked"  # still waiting when the round committed (should not happen; counted, not hidden)
+    # the device reported it did not train (over_budget, error, low_battery, ...)
+    OUTCOME = ClientRoundStatus.OUTCOME.value
+    REJECTED = ClientRoundStatus.REJECTED.value  # the server refused the update (bad shape, non-finite, ...)
+    DROPPED = ClientRoundStatus.DROPPED.value  # no reply before the round closed
+    # still waiting when the round committed (should not happen; counted, not hidden)
+    NO_REPLY = ClientRoundStatus.TASKED.value
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,10 @@ def _counts(counter: Counter) -> str:
 
 def _failure(rec: dict) -> ClientFailure | None:
     status = rec.get("status")
-    if status == "stored":
+    if status == ClientRoundStatus.STORED:
         return None
-    kind = {"outcome": FailureKind.OUTCOME, "rejected": FailureKind.REJECTED,
-            "dropped": FailureKind.DROPPED}.get(status, FailureKind.NO_REPLY)
+    kind = {ClientRoundStatus.OUTCOME: FailureKind.OUTCOME, ClientRoundStatus.REJECTED: FailureKind.REJECTED,
+            ClientRoundStatus.DROPPED: FailureKind.DROPPED}.get(status, FailureKind.NO_REPLY)
     code = (rec.get("outcome") if kind is FailureKind.OUTCOME else rec.get("reason")
             if kind is FailureKind.REJECTED else None) or kind.value
     detail = rec.get("reason") if kind is FailureKind.OUTCOME else ""

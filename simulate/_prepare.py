@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fedhft.simulate._config import SimConfig
-from fedhft.simulate._datasets import Dataset, Example, load_dataset
-from fedhft.simulate._partition import label_histogram, partition
-from fedhft.simulate._userdata import UserFileOptions
+from simulate._config import SimConfig
+from simulate._datasets import Dataset, Example, load_dataset
+from simulate._partition import label_histogram, partition
+from simulate._userdata import UserFileOptions
 
 
 @dataclass

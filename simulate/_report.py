@@ -299,8 +299,8 @@ def write_outputs(cfg, result, data, tiers: dict, backends: dict, broker_kind: s
                   pids: list[int], mqtt_protocol: str | None = None, records: list[dict] | None = None) -> dict:
     """``records``: the client-round records (``client_rounds`` rows); None = read them from the
     server's SQLite in the run's state dir (the MQTT engine; the in-process engine has none)."""
-    from fedhft.simulate._evaluate import memberships
-    from fedhft.simulate._monitor import client_rounds
+    from simulate._evaluate import memberships
+    from simulate._monitor import client_rounds
 
     run_dir, state = result.run_dir, result.run_dir / "server"
     if records is None:

@@ -27,17 +27,18 @@ from typing import Callable
 import yaml
 
 from fedhft.config import to_dict
-from fedhft.simulate._bundles import default_cache_dir, ensure_bundle, fit_plan, link_bundles, model_identity
-from fedhft.simulate._config import SimConfig
-from fedhft.simulate._evaluate import EncodedSet, encode_examples
-from fedhft.simulate._fleet import (
+from server import ClientRoundStatus
+from simulate._bundles import default_cache_dir, ensure_bundle, fit_plan, link_bundles, model_identity
+from simulate._config import SimConfig
+from simulate._evaluate import EncodedSet, encode_examples
+from simulate._fleet import (
     SimulationError, start_edges, start_fleet_broker, start_server, wait_server_running,
 )
-from fedhft.simulate._monitor import EvalWorker, Progress, client_rounds, read_metrics
-from fedhft.simulate._preflight import preflight
-from fedhft.simulate._prepare import PreparedData, assign_tiers, prepare_data
-from fedhft.simulate._procs import Children
-from fedhft.simulate._status import RunStatus, RunVerdict, classify_run
+from simulate._monitor import EvalWorker, Progress, client_rounds, read_metrics
+from simulate._preflight import preflight
+from simulate._prepare import PreparedData, assign_tiers, prepare_data
+from simulate._procs import Children
+from simulate._status import RunStatus, RunVerdict, classify_run
 
 POLL_S = 1.0
 INTERRUPTED = "interrupted (Ctrl-C / SIGTERM)"
@@ -179,7 +180,7 @@ class _EngineRun:
 def run_simulation(cfg: SimConfig, say: Callable[[str], None] = print) -> SimResult:
     """Run one federated simulation end to end on ``cfg.engine``; see the module doc. Never leaves
     a child running."""
-    from fedhft.simulate._report import write_outputs
+    from simulate._report import write_outputs
 
     t0 = time.time()
     run_dir = cfg.run_dir().resolve()
@@ -248,7 +249,7 @@ def _run_inprocess(cfg: SimConfig, fleet: _Fleet, say) -> _EngineRun:
     """Every client in this process (``InProcessEngine``): no broker, no child process. The engine
     writes the server's state layout (states/, metrics.jsonl) under server/ and evaluates each
     committed round itself; Ctrl-C returns the rounds committed so far."""
-    from fedhft.simulate._inprocess import EngineError, InProcessEngine, devices_for
+    from simulate._inprocess import EngineError, InProcessEngine, devices_for
 
     state_dir = fleet.run_dir / "server"
     progress = Progress(cfg.rounds, cfg.clients, cfg.progress)
@@ -258,14 +259,16 @@ def _run_inprocess(cfg: SimConfig, fleet: _Fleet, say) -> _EngineRun:
     def on_round(line: dict) -> None:
         committed.append(line)
         evals[line["round"]] = {k: line[k] for k in ("round", "accuracy", "eval_s", "error") if k in line}
-        progress.update(state_dir, committed, _markers(line["round"], line["selected"], "stored"), evals)
+        markers = _markers(line["round"], line["selected"], ClientRoundStatus.STORED)
+        progress.update(state_dir, committed, markers, evals)
 
     ran = _EngineRun(committed, [])
     try:
         engine = InProcessEngine(cfg, devices_for(fleet.data.client_files, fleet.tiers, fleet.backends),
                                  fleet.bundles_dir, state_dir=state_dir, test=fleet.test, threads=cfg.engine_threads,
                                  say=_quiet if cfg.progress else say)  # with progress on, Progress prints the rounds
-        progress.update(state_dir, [], _markers(0, engine.config.select_count(cfg.clients), "tasked"), {})
+        tasked = _markers(0, engine.config.select_count(cfg.clients), ClientRoundStatus.TASKED)
+        progress.update(state_dir, [], tasked, {})
         out = engine.run(on_round=on_round)
         ran.rounds, ran.records, ran.interrupted, ran.phases = out.rounds, out.records, out.interrupted, out.phases
     except KeyboardInterrupt:  # while the engine loads: run() itself returns on Ctrl-C

@@ -7,7 +7,7 @@ import platform
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 SECTIONS = (("simulate", "Default simulation (`fedhft simulate`, no arguments)"),

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from devices import AdapterPlan
-from fedhft.simulate._evaluate import EncodedSet
+from simulate._evaluate import EncodedSet
 
 
 def train_centralized(model: str, plan: AdapterPlan, num_labels: int, train: EncodedSet, test: EncodedSet,
@@ -20,6 +20,7 @@ def train_centralized(model: str, plan: AdapterPlan, num_labels: int, train: Enc
 
     from export import build_adapter_model, load_encoder, resolve_model
     from fedhft.layout import full_mask, init_trainable
+    from fedhft.manifest import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY
 
     if threads:
         torch.set_num_threads(threads)
@@ -30,7 +31,7 @@ def train_centralized(model: str, plan: AdapterPlan, num_labels: int, train: Enc
     params = [p for _, p in m.trainable()]
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
     rng = np.random.default_rng(seed)
     order, pos, losses = rng.permutation(len(train.labels)), 0, []
     for _ in range(steps):

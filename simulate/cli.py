@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     from fedhft.cli_settings import settings_overrides
     from fedhft.config import ConfigError, describe
-    from fedhft.simulate._config import SimConfig, load_sim_config
+    from simulate._config import SimConfig, load_sim_config
 
     if args.help_config:
         print(describe(SimConfig))
@@ -62,10 +62,10 @@ def _run(args) -> int:
 
 def _simulate(cfg) -> int:
     from fedhft.config import ConfigError
-    from fedhft.simulate._datasets import DatasetError
-    from fedhft.simulate._fleet import SimulationError
-    from fedhft.simulate._partition import PartitionError
-    from fedhft.simulate._run import run_simulation
+    from simulate._datasets import DatasetError
+    from simulate._fleet import SimulationError
+    from simulate._partition import PartitionError
+    from simulate._run import run_simulation
 
     try:
         result = run_simulation(cfg, say=lambda m: print(m, file=sys.stderr, flush=True))

@@ -12,7 +12,7 @@ import inspect
 from pathlib import Path
 
 from fedhft.config import ConfigError
-from fedhft.simulate._config import SimConfig
+from simulate._config import SimConfig
 
 #: Keyword arguments that the server passes to every strategy itself (server/_coordinator.py build_strategy).
 SERVER_SET_OPTIONS = ("dims", "seed", "backbone_dims")
@@ -66,9 +66,9 @@ def tier_backend_problems(cfg: SimConfig) -> list[str]:
 def dataset_problems(cfg: SimConfig) -> list[str]:
     """Load the dataset (and test file) once, as the run will, and split it over the clients without
     writing anything: a missing file, a bad format or too few examples per client is named here."""
-    from fedhft.simulate._datasets import DatasetError
-    from fedhft.simulate._partition import PartitionError, partition
-    from fedhft.simulate._prepare import _balanced_subsample, dataset_of, subsample
+    from simulate._datasets import DatasetError
+    from simulate._partition import PartitionError, partition
+    from simulate._prepare import _balanced_subsample, dataset_of, subsample
 
     try:
         ds = dataset_of(cfg)

@@ -130,7 +130,7 @@ class SimConfig:
         return e + self._data_problems()
 
     def _fleet_problems(self) -> list[str]:
-        from fedhft.simulate._partition import PARTITIONS
+        from simulate._partition import PARTITIONS
 
         e = []
         if self.partition not in (*PARTITIONS, "auto"):
@@ -211,7 +211,7 @@ class SimConfig:
         """The data settings that can be checked without reading a file (the files: _prepare.dataset_of)."""
         import codecs
 
-        from fedhft.simulate._datasets import BUILTIN
+        from simulate._datasets import BUILTIN
 
         e = []
         try:

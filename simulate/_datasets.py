@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from fedhft.simulate._examples import Dataset, DatasetError, Example, data_error, split_test
+from simulate._examples import Dataset, DatasetError, Example, data_error, split_test
 
 if TYPE_CHECKING:
-    from fedhft.simulate._userdata import UserFileOptions
+    from simulate._userdata import UserFileOptions
 
 BUILTIN = ("rotten_tomatoes", "sst2", "agnews", "mrpc", "amazon")
 AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
@@ -209,7 +209,7 @@ def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 0, 
                  options: "UserFileOptions | None" = None, test_file: str | Path | None = None) -> Dataset:
     """A built-in dataset by name, or a user file (.tsv/.csv/.txt/.jsonl) by path; ``test_file``
     replaces its test set (labels mapped onto the training labels)."""
-    from fedhft.simulate._userdata import UserFileOptions, load_test_file, load_user_file
+    from simulate._userdata import UserFileOptions, load_test_file, load_user_file
 
     options = options or UserFileOptions()
     if name in BUILTIN:

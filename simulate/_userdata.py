@@ -14,7 +14,7 @@ from typing import Mapping
 
 from fedhft.datafile import (DataError, detect_columns, int_label, label_ids, read_columns, read_records,
                              setting_option)
-from fedhft.simulate._examples import Dataset, DatasetError, Example, data_error, split_test
+from simulate._examples import Dataset, DatasetError, Example, data_error, split_test
 
 #: How a user names another encoding in a `fedhft simulate` setting (shown in the fix of a decode error).
 ENCODING_OPTION = "data_encoding="

@@ -12,7 +12,7 @@ Every client trains inside this process through the code the MQTT engine runs:
 One session per bundle and worker thread, shared by its clients (torch sessions also cache the
 frozen layers' outputs: ``cache_frozen``, the same bits). By design, memory budgets are off, updates
 are taken in client order, and a round closes when every selected client has answered (details:
-docs/DESIGN-NOTES.md, section "fedhft/simulate/_inprocess.py").
+docs/DESIGN-NOTES.md, section "simulate/_inprocess.py").
 """
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ import numpy as np
 from fedhft.datafile import DataError
 from fedhft.manifest import BundleError
 from fedhft.protocol import PayloadTooLarge, ProtocolError, Task, Topics, Update, decode, encode, payload_budget
-from fedhft.simulate._config import SimConfig
-from fedhft.simulate._evaluate import EncodedSet, state_file
+from server import ClientRoundStatus
+from simulate._config import SimConfig
+from simulate._evaluate import EncodedSet, state_file
 
 FLEET = "sim"
 #: The exceptions ``fedhft edge`` reports as an ``error`` outcome of a task (edge_runtime._agent).
@@ -61,7 +62,7 @@ class Device:
 @dataclass
 class EngineResult:
     rounds: list[dict]  # per committed round: the server's metrics line (+ accuracy when evaluated)
-    records: list[dict]  # per selected client-round, shaped as fedhft.simulate._monitor.client_rounds rows
+    records: list[dict]  # per selected client-round, shaped as simulate._monitor.client_rounds rows
     states: dict[int, dict[str, np.ndarray]]  # committed global state per round (keep_states)
     wall_s: float
     phases: dict[str, float] = field(default_factory=dict)
@@ -105,7 +106,7 @@ class InProcessEngine:
                  test: EncodedSet | None = None, threads: int | None = None, keep_states: bool = True,
                  say: Callable[[str], None] = print, frozen_cache_mb: float | None = None,
                  workers: int | None = None, eval_thread: bool | None = None):
-        from fedhft.simulate._fleet import server_config
+        from simulate._fleet import server_config
         from server import BundleIndex, ServerConfig, build_strategy, new_run_id
 
         self.cfg, self.say, self.keep_states = cfg, say, keep_states
@@ -169,14 +170,12 @@ class InProcessEngine:
 
     @staticmethod
     def _data_options():
-        from edge_runtime import DataOptions
-        from edge_runtime._config import AgentConfig
+        from edge_runtime import AgentConfig, DataOptions
 
         return DataOptions(val_fraction=AgentConfig.val_fraction)  # what `fedhft edge --data` uses
 
     def _battery(self):
-        from edge_runtime import SimulatedBattery, SystemBattery
-        from edge_runtime._config import AgentConfig
+        from edge_runtime import AgentConfig, SimulatedBattery, SystemBattery
 
         opts = AgentConfig(simulated_battery=self.cfg.battery).battery_options()
         return SystemBattery() if opts is None else SimulatedBattery(**opts)
@@ -260,7 +259,7 @@ class InProcessEngine:
             with suppress(ImportError):  # a missing runtime is each device's error outcome, as before
                 load_runtime(backend, bundle_dir)
         if self.test is not None and self.evaluator is None:
-            from fedhft.simulate._evaluate import Evaluator
+            from simulate._evaluate import Evaluator
 
             t0 = time.perf_counter()
             self.evaluator = Evaluator(self.cfg.model, threads=self.threads)
@@ -373,8 +372,7 @@ class InProcessEngine:
     def _device_round(self, client: _Client, task: Task, worker: int = 0):
         """What ``fedhft edge`` does with a task: the encoded update bytes, or a typed outcome or error."""
         from devices import AdapterPlan
-        from edge_runtime import RoundResult, TrainBudget, train_round
-        from edge_runtime._config import AgentConfig
+        from edge_runtime import AgentConfig, RoundResult, TrainBudget, train_round
 
         t0 = time.perf_counter()
         try:
@@ -486,11 +484,11 @@ class InProcessEngine:
         return line, files
 
     def _evaluate_timed(self, idx: int, files: dict) -> tuple[dict, float]:
-        """The global model's accuracy on the test set (fedhft.simulate._evaluate, as for the MQTT
+        """The global model's accuracy on the test set (simulate._evaluate, as for the MQTT
         engine), and the seconds it took."""
         if self.test is None:
             return {}, 0.0
-        from fedhft.simulate._evaluate import Evaluator, evaluate_state
+        from simulate._evaluate import Evaluator, evaluate_state
 
         self._set_threads()
         t0 = time.perf_counter()
@@ -506,34 +504,35 @@ class _RoundLog:
 
     def __init__(self, idx: int, plan, aggregator):
         self.idx, self.plan, self.aggregator = idx, plan, aggregator
-        self.rows = {cid: {"round": idx, "client": cid, "tier": t.tier, "backend": t.backend, "status": "tasked",
-                           "bytes": None, "num_examples": None, "metrics": None, "outcome": None, "reason": None}
+        self.rows = {cid: {"round": idx, "client": cid, "tier": t.tier, "backend": t.backend,
+                           "status": ClientRoundStatus.TASKED, "bytes": None, "num_examples": None, "metrics": None,
+                           "outcome": None, "reason": None}
                      for cid, t in sorted(plan.tasks.items())}
         self.rejections: Counter = Counter()
         self.bytes_down, self.agg_s = 0, 0.0
 
     def stored(self, cid: str, update) -> None:
-        self.rows[cid].update(status="stored", bytes=len(update.encoded), num_examples=update.num_examples,
-                              metrics=_json(update.metrics))
+        self.rows[cid].update(status=ClientRoundStatus.STORED, bytes=len(update.encoded),
+                              num_examples=update.num_examples, metrics=_json(update.metrics))
 
     def unstore(self, cid: str, detail: str) -> None:
-        self.rows[cid].update(status="rejected", reason="aggregation_error")
+        self.rows[cid].update(status=ClientRoundStatus.REJECTED, reason="aggregation_error")
         self.rejections["aggregation_error"] += 1
         _ = detail  # the coordinator keeps it in its rejections table; nothing reads it here
 
     def rejected(self, cid: str, verdict) -> None:
         self.rejections[verdict.reason] += 1
         if verdict.final:
-            self.rows[cid].update(status="rejected", reason=verdict.reason)
+            self.rows[cid].update(status=ClientRoundStatus.REJECTED, reason=verdict.reason)
 
     def outcome(self, cid: str, kind: str, reason: str, metrics: dict) -> None:
-        self.rows[cid].update(status="outcome", outcome=kind, reason=reason, metrics=_json(metrics))
+        self.rows[cid].update(status=ClientRoundStatus.OUTCOME, outcome=kind, reason=reason, metrics=_json(metrics))
 
     def close(self) -> None:
         """As the coordinator closes a round: a task still unanswered is ``dropped``."""
         for row in self.rows.values():
-            if row["status"] == "tasked":
-                row["status"] = "dropped"
+            if row["status"] == ClientRoundStatus.TASKED:
+                row["status"] = ClientRoundStatus.DROPPED
 
     def records(self) -> list[dict]:
         """The rows with metrics parsed, like ``client_rounds``."""

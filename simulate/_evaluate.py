@@ -5,7 +5,7 @@ FORMAT DEPENDENCY (we must not import ``server``): this reads the server's per-r
 strategies ``clusters-rNNNNN`` and ``strategy-rNNNNN``) and their tensor names per strategy family
 (fedhft's dense ``layer{l}.{module}.delta``; the factor strategies' ``lora_A``/``lora_B``;
 heterotune's ``shared/top{t}...`` and ``bb/<backbone>/...`` sites; the head). The format is written
-out in docs/DESIGN-NOTES.md, section "fedhft/simulate/_evaluate.py"; see server/_store.py and
+out in docs/DESIGN-NOTES.md, section "simulate/_evaluate.py"; see server/_store.py and
 server/strategies/.
 
 Every form becomes dense dW per (layer, module), merged into a copy of the fp32 backbone's
@@ -88,7 +88,7 @@ def dense_state(tensors: Mapping[str, np.ndarray], num_layers: int, fedavg_alpha
             deltas[site] = deltas.get(site, 0) + scale * (np.asarray(b, np.float64) @ a)
     if head_w is None or head_b is None:
         raise ValueError(f"the state has no head.weight/head.bias (keys: {sorted(tensors)[:8]} ...): "
-                         "the server's state format changed; update fedhft/simulate/_evaluate.py")
+                         "the server's state format changed; update simulate/_evaluate.py")
     return deltas, head_w, head_b
 
 
@@ -173,8 +173,7 @@ class Evaluator:
     def __init__(self, model: str, threads: int | None = None, precision: str = "fp32", device: str | None = None):
         import torch
 
-        from export._backbone import load_encoder, resolve_model
-        from export._model import _SITE_PATHS, architecture_family
+        from export import load_encoder, resolve_model, site_paths
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}: use one of {list(PRECISIONS)} (a bundle's plan.precision)")
@@ -188,7 +187,7 @@ class Evaluator:
         # Like the torch session: CUDA when there is one (the same weights; faster evaluation).
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.encoder.to(self.device)
-        self.paths = _SITE_PATHS[architecture_family(self.encoder.config.model_type)]
+        self.paths = site_paths(self.encoder.config.model_type)
         self.num_layers = len(self._layers())
         self._orig: dict[tuple[int, str], object] = {}
         self._last: tuple[str, np.ndarray] | None = None  # (digest of state and tokens, logits)
@@ -327,7 +326,7 @@ def _dequantized_int8(module) -> None:
     """Replace, below ``module``, every layer that an int8 bundle stores in int8 (export._quant
     decides which) by a plain fp32 layer holding the dequantized weights: the values the int8
     bundle computes with, in modules whose weights a dense delta can be added to."""
-    from export._quant import quantize_frozen
+    from export import quantize_frozen
 
     quantize_frozen(module)
     _replace_int8(module)
@@ -336,7 +335,7 @@ def _dequantized_int8(module) -> None:
 def _replace_int8(module) -> None:
     from torch import nn
 
-    from export._quant import Int8Embedding, Int8Linear
+    from export import Int8Embedding, Int8Linear
 
     for name, child in list(module.named_children()):
         if isinstance(child, Int8Linear):

@@ -30,7 +30,7 @@ def repo_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child: this checkout importable (a non-installed checkout works too),
     offline Hugging Face, and ``extra``."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["HF_HUB_OFFLINE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from fedhft.simulate._config import SimConfig
-from fedhft.simulate._procs import Child, Children, fedhft_command, repo_env
+from simulate._config import SimConfig
+from simulate._procs import Child, Children, fedhft_command, repo_env
 
 FLEET = "sim"
 
