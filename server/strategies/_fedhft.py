@@ -11,7 +11,9 @@ Clusters: ``_clusters.fit_memberships`` refits a mixture every round from ``warm
 over each client's classifier-head UPDATE direction averaged over the rounds it trained from the
 shared model (heads over ``sketch_dim`` values are CountSketched). With ``num_clusters="auto"``
 each refit picks K in 1..``max_clusters`` by the mixture's BIC (``fit_memberships(choose_k=True)``);
-``max_clusters`` cluster states are kept and the unused ones get membership 0. Why that signal, and how this
+``max_clusters`` cluster states are kept and the unused ones get membership 0. With
+``global_model="shared"`` one more state, aggregated over every client's change (not per cluster), is the
+global model; by default the global model is the cluster-size mixture. Why that signal, and how this
 differs from the reference code (masked-row uploads, K independent cluster states,
 ``residual_correction``): docs/DESIGN-NOTES.md, section "server/strategies/_fedhft.py".
 """
@@ -53,6 +55,7 @@ from server.strategies._threads import one_blas_thread
 
 AUTO = "auto"
 DEFAULT_MAX_CLUSTERS = 4
+GLOBAL_MODELS = ("mixture", "shared")
 
 
 def cluster_slots(num_clusters: Any, max_clusters: Any) -> tuple[int, list[str]]:
@@ -92,6 +95,7 @@ class FedHFT(Strategy):
         min_membership: float = 1e-3,
         residual_correction: bool = True,
         masked: bool = True,
+        global_model: str = "mixture",
         backbone_dims: Mapping[str, ModelDims] | None = None,
     ):
         """Options (``strategy_options``):
@@ -105,6 +109,9 @@ class FedHFT(Strategy):
         min_membership memberships below it are dropped (the row renormalized)
         residual_correction  a client contributes its start mixture + its change (see the module doc)
         masked         false: every row of every B trains (the no-mask ablation)
+        global_model   the model scored on the global test set and given to clients never seen:
+                       "mixture" (the cluster states weighted by cluster size) or "shared" (a state
+                       aggregated from every client's change, as if there were one cluster)
         """
         super().__init__(dims, seed=seed, backbone_dims=backbone_dims)
         slots, errors = cluster_slots(num_clusters, max_clusters)
@@ -114,6 +121,8 @@ class FedHFT(Strategy):
             errors.append(f"sketch_dim must be >= 2, got {sketch_dim}")
         if not 0.0 <= explore <= 1.0 or not 0.0 < explore_decay <= 1.0:
             errors.append(f"explore must be in [0, 1] and explore_decay in (0, 1], got {explore}, {explore_decay}")
+        if global_model not in GLOBAL_MODELS:
+            errors.append(f"global_model must be one of {GLOBAL_MODELS}, got {global_model!r}")
         if errors:
             raise ValueError("invalid fedhft config: " + "; ".join(errors))
         # With "auto", num_clusters is the number of cluster states kept (max_clusters); a refit may use fewer.
@@ -122,6 +131,8 @@ class FedHFT(Strategy):
         self.explore, self.explore_decay = float(explore), float(explore_decay)
         self.min_membership, self.residual_correction = float(min_membership), bool(residual_correction)
         self.masked = bool(masked)  # False: every row of every B trains (the "no mask" ablation)
+        self.global_model = global_model
+        self.shared: dict[str, np.ndarray] = {}  # global_model="shared": the one state every client updates
         # One independent dict per cluster (never ``[{}] * K``: that is K names for one dict).
         self.clusters: list[dict[str, np.ndarray]] = [{} for _ in range(self.num_clusters)]
         self.last_trained: dict[str, np.ndarray] = {}  # site -> round each row was last covered (-1 never)
@@ -149,11 +160,12 @@ class FedHFT(Strategy):
             "min_membership": self.min_membership,
             "residual_correction": self.residual_correction,
             **({} if self.masked else {"masked": False}),  # absent when default: older saved states still load
+            **({} if self.global_model == "mixture" else {"global_model": self.global_model}),
         }
 
     # -- state helpers ------------------------------------------------------------------------------
     def _ensure(self, key: str, out_f: int, in_f: int, dims: ModelDims) -> None:
-        for c in self.clusters:
+        for c in self.clusters + ([self.shared] if self.global_model == "shared" else []):
             if key + ".delta" not in c:
                 c[key + ".delta"] = np.zeros((out_f, in_f), np.float32)
             elif c[key + ".delta"].shape != (out_f, in_f):
@@ -240,7 +252,10 @@ class FedHFT(Strategy):
 
     def current(self) -> StrategyState:
         keys = list(self.clusters[0])
-        glob = mixture(self.clusters, self.cluster_weights, keys=keys) if keys else {}
+        if self.global_model == "shared" and self.shared:
+            glob = copy_state(self.shared)
+        else:
+            glob = mixture(self.clusters, self.cluster_weights, keys=keys) if keys else {}
         return StrategyState(
             self.round_idx, glob, self.dims, [copy_state(c) for c in self.clusters], self.cluster_weights.copy()
         )
@@ -296,6 +311,7 @@ class FedHFT(Strategy):
     def _tensors(self) -> dict[str, np.ndarray]:
         out = {f"cluster{c}/{k}": v for c, st in enumerate(self.clusters) for k, v in st.items()}
         out.update({f"stale/{k}": v for k, v in self.last_trained.items()})
+        out.update({f"shared/{k}": v for k, v in self.shared.items()})
         out.update({"clients/sketch": self.sketches, "clients/sketch_rounds": self.sketch_rounds,
                     "clients/membership": self.memberships, "clusters/weights": self.cluster_weights})
         if self.means is not None:
@@ -310,6 +326,7 @@ class FedHFT(Strategy):
                 clusters[int(c[7:])][key] = np.array(v, dtype=np.float32)
         self._set_clusters(clusters)
         self.last_trained = {k[6:]: np.array(v, dtype=np.int64) for k, v in tensors.items() if k.startswith("stale/")}
+        self.shared = {k[7:]: np.array(v, dtype=np.float32) for k, v in tensors.items() if k.startswith("shared/")}
         self.client_ids = list(meta["clients"])
         self._index = {c: i for i, c in enumerate(self.client_ids)}
         self.sketches = np.array(tensors["clients/sketch"], dtype=np.float64).reshape(-1, self.sketch_dim)
@@ -347,6 +364,7 @@ class FedHFTAggregator(Aggregator):
     def __init__(self, strategy: FedHFT, round_idx: int):
         self.s, self.round_idx = strategy, round_idx
         self.sums = [Sums() for _ in range(strategy.num_clusters)]
+        self.shared_sums = Sums() if strategy.global_model == "shared" else None
         self.covered: dict[str, np.ndarray] = {}
         self.sketches: dict[str, np.ndarray] = {}
 
@@ -375,10 +393,17 @@ class FedHFTAggregator(Aggregator):
                 value = trained_rows
             for c in np.flatnonzero(m > 0):
                 self.sums[c].add_rows(key + ".delta", shape, sel, value, float(weight) * m[c])
+            if self.shared_sums is not None:
+                own = st.shared[key + ".delta"][sel] + change if st.residual_correction else trained_rows
+                self.shared_sums.add_rows(key + ".delta", shape, sel, own, float(weight))
             self.covered.setdefault(key, np.zeros(shape[0], bool))[sel] = True
         for c in np.flatnonzero(m > 0):
             self.sums[c].add("head.weight", trained["head.weight"], float(weight) * m[c])
             self.sums[c].add("head.bias", trained["head.bias"], float(weight) * m[c])
+        if self.shared_sums is not None:  # the head's change from the client's start, applied to the shared head
+            for name in ("head.weight", "head.bias"):
+                moved = trained[name].astype(np.float64) - assignment.start_state[name]
+                self.shared_sums.add(name, st.shared[name] + moved, float(weight))
         if client.client_id not in st.clustered:  # trained from the shared model: comparable signal
             start = assignment.start_state
             head_change = np.concatenate([
@@ -395,6 +420,8 @@ class FedHFTAggregator(Aggregator):
         self._close(self.s, self.round_idx)
         st = self.s
         st._set_clusters([sums.fold(old) for old, sums in zip(st.clusters, self.sums)])
+        if self.shared_sums is not None:
+            st.shared = self.shared_sums.fold(st.shared)
         for key, cov in self.covered.items():
             st.last_trained[key][cov] = self.round_idx
         previous = st._record_sketches(self.sketches)
