@@ -56,6 +56,8 @@ ABLATION_SETTINGS = ("sst2-a0.3", "agnews-a0.3")
 REFERENCE = {"setting": "sst2-a5.0", "seed": 0, "clients": 50, "rounds": 20, "train_size": 5000}
 #: FedHFT ablations, run like strategies (tuned on the same grid): name -> SimConfig settings.
 VARIANTS = {
+    # a candidate, not an ablation: the global model aggregated over every client (see FedHFT's global_model)
+    "fedhft-shared": {"strategy": "fedhft", "strategy_options": {"global_model": "shared"}},
     "fedhft-nomask": {"strategy": "fedhft", "strategy_options": {"masked": False}},
     "fedhft-k1": {"strategy": "fedhft", "strategy_options": {"num_clusters": 1}},
     "fedhft-k3": {"strategy": "fedhft", "strategy_options": {"num_clusters": 3}},
