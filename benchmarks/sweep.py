@@ -448,6 +448,25 @@ def plot_curves(runs: list[dict], out: Path) -> list[str]:
     return made
 
 
+def cost_note(runs: list[dict], steps: list[tuple]) -> str:
+    """The sweep's cost on the machine that ran it: mean seconds a run so far, and the hours the
+    unfinished part of the plan needs at that rate (a reference run counts by its client-rounds)."""
+    walls = [r["wall_s"] for r in runs if r["kind"] != "reference" and r.get("wall_s")]
+    if not walls:
+        return "Cost: no run finished yet."
+    per_run = float(np.mean(walls))
+    scale = REFERENCE["clients"] * REFERENCE["rounds"] / (FULL["clients"] * FULL["rounds"])
+    done = {(r["kind"], r["setting"], r["strategy"], r["seed"]) for r in runs}
+    best_ref_done = any(r["kind"] == "reference" and r["strategy"] != "fedhft" for r in runs)
+
+    def finished(step) -> bool:  # strategy None: the reference run of the best baseline
+        return best_ref_done if step[2] is None else step[:4] in done
+
+    left_s = per_run * sum(scale if s[0] == "reference" else 1.0 for s in steps if not finished(s))
+    return (f"Cost: {len(walls)} runs took {per_run:.0f} s each on average ({sum(walls) / 3600:.1f} h); the "
+            f"unfinished part of the plan needs about {left_s / 3600:.1f} h more at that rate.")
+
+
 def parse(argv):
     p = argparse.ArgumentParser(prog="fedhft bench sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="CI mode: tiny model, one setting, one seed, one lr")
@@ -504,9 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     central = _centralized(sweep, settings, seeds, lrs) if args.central != "no" else {}
     rows = summarize(sweep.runs)
     comparisons = compare(rows, sweep.runs)
+    steps = plan(args, settings, seeds, lrs)
     status = (f"{sum(r['kind'] == 'eval' for r in sweep.runs)} reported and "
               f"{sum(r['kind'] == 'tune' for r in sweep.runs)} tuning runs finished of "
-              f"{len(plan(args, settings, seeds, lrs))} planned" + (f". {args.note}" if args.note else ""))
+              f"{len(steps)} planned" + (f". {args.note}" if args.note else "") + "\n\n" + cost_note(sweep.runs, steps))
     md = "\n\n".join(x for x in (status, table(rows, comparisons, central), reference_table(sweep.runs),
                                         tuning_table(sweep.runs)) if x)
     plots = plot_clients(sweep.runs, out) + plot_curves(sweep.runs, out)

@@ -138,3 +138,17 @@ def test_curves_average_the_seeds_per_round_and_accumulate_the_megabytes(tmp_pat
     assert c["global"] == pytest.approx([0.55, 0.7]) and c["personalized"] == pytest.approx([0.6, 0.85])
     assert c["mb"] == pytest.approx([3.0, 6.0])
     assert plot_curves(runs, tmp_path) == ["curves_x.png"] and (tmp_path / "curves_x.png").stat().st_size > 0
+
+
+def test_the_cost_note_projects_the_unfinished_steps_at_the_mean_rate():
+    from benchmarks.sweep import FULL, REFERENCE, cost_note
+
+    runs = [{**_run("tune", "fedhft", 100, 0.01, 0.8, 0.7), "wall_s": 100.0},
+            {**_run("eval", "fedhft", 0, 0.01, 0.8, 0.7), "wall_s": 300.0}]
+    steps = [("tune", "s", "fedhft", 100, 0.01), ("eval", "s", "fedhft", 0, None), ("eval", "s", "hetlora", 0, None),
+             ("reference", "s", "fedhft", 0, None), ("reference", "s", None, 0, None)]
+    scale = REFERENCE["clients"] * REFERENCE["rounds"] / (FULL["clients"] * FULL["rounds"])
+    hours = 200.0 * (1 + 2 * scale) / 3600
+    assert cost_note(runs, steps) == ("Cost: 2 runs took 200 s each on average (0.1 h); the unfinished part of the "
+                                      f"plan needs about {hours:.1f} h more at that rate.")
+    assert cost_note([], steps) == "Cost: no run finished yet."
