@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from fedhft.protocol import (
-    Ack, AckStatus, BundleRequest, ClientStatus, Hello, Outcome, OutcomeKind, ProtocolError, Reason, ServerStatus,
-    Topics, decode, decode_update, encode, payload_budget,
+    Ack, AckStatus, BundleRequest, ClientStatus, Hello, Outcome, OutcomeKind, ProtocolError, Reason, ServerState,
+    ServerStatus, Topics, decode, decode_update, encode, payload_budget,
 )
 
 from fedhft.manifest import BundleError
@@ -123,9 +123,9 @@ class Coordinator:
         if point.in_flight is not None and point.next_round < self.config.rounds:
             self._reopen(point.in_flight.idx, point.in_flight.salt, point.tasks)
         self._resumed = True
-        self.publish_server_status("running")
+        self.publish_server_status(ServerState.RUNNING)
 
-    def publish_server_status(self, state: str) -> None:
+    def publish_server_status(self, state: ServerState) -> None:
         rnd = self.round.idx if self.round else (self.next_round if self.next_round < self.config.rounds else None)
         msg = ServerStatus(self.config.fleet, state, rnd, self.clock())
         self.transport.publish(self.topics.server_status, encode(msg), qos=1, retain=True)
@@ -373,7 +373,7 @@ class Coordinator:
         tasked = self.round.count(ClientRoundStatus.TASKED)
         event(log, logging.INFO, "round_open", round=idx, clients=len(plan.tasks), tasked=tasked,
               already_answered=len(plan.tasks) - tasked, deadline_s=self.config.round_deadline_s)
-        self.publish_server_status("running")
+        self.publish_server_status(ServerState.RUNNING)
 
     def _refeed_stored(self, idx: int) -> None:
         """Stream the round's stored updates (one decoded at a time) into the fresh aggregator."""
@@ -431,7 +431,7 @@ class Coordinator:
               dropped=dropped, rejections=metrics["rejections"], outcomes=metrics["outcomes"],
               round_s=metrics["round_s"], aggregation_s=metrics["aggregation_s"])
         self.round, self.next_round, self.ready_since = None, r.idx + 1, None
-        self.publish_server_status("finished" if self.finished else "running")
+        self.publish_server_status(ServerState.FINISHED if self.finished else ServerState.RUNNING)
 
     def _write_states(self, idx: int, state) -> dict:
         """Strategy, global and cluster states, each atomically, before the commit names them."""

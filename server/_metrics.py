@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fedhft.jsonlines import read_jsonl
+from fedhft.protocol import ServerState
 from server._store import DB_NAME, METRICS_FILE, ClientRoundStatus, RoundState, Store, StoreError
 
 log = logging.getLogger("fedhft.server")
@@ -136,14 +137,14 @@ class Liveness(str, Enum):
     UNKNOWN = "unknown"  # no record (an older fedhft wrote the dir), or it runs on another host
 
 
-def record_server_state(store: Store, state: str, now: float | None = None) -> None:
+def record_server_state(store: Store, state: ServerState, now: float | None = None) -> None:
     """Record in the store that this process serves it (``running``) or has stopped (``finished`` /
     ``offline``); never raises: a full disk must not turn a clean stop into a traceback."""
     t = time.time() if now is None else now
     try:
         old = json.loads(store.get_meta(SERVER_META) or "{}")
         rec = {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
-               "started": t if state == "running" else old.get("started"), "updated": t}
+               "started": t if state == ServerState.RUNNING else old.get("started"), "updated": t}
         store.set_meta(SERVER_META, json.dumps(rec, sort_keys=True))
     except (sqlite3.Error, ValueError) as exc:
         log.warning("could not record server state %r in %s: %s", state, store.dir, exc)
@@ -153,9 +154,9 @@ def server_liveness(record: dict | None) -> tuple[Liveness, str]:
     """(liveness, why) from the ``server`` meta record."""
     if not record:
         return Liveness.UNKNOWN, "this state dir has no server record (written by an older fedhft)"
-    if record.get("state") == "finished":
+    if record.get("state") == ServerState.FINISHED:
         return Liveness.STOPPED, "it finished its rounds and stopped"
-    if record.get("state") != "running":
+    if record.get("state") != ServerState.RUNNING:
         return Liveness.STOPPED, "it was stopped before its last round (SIGTERM or Ctrl-C) and can resume"
     pid, host = record.get("pid"), record.get("host")
     if host != socket.gethostname():

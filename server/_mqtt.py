@@ -24,7 +24,7 @@ from fedhft import mqtt as shared_mqtt
 from fedhft.mqtt import (
     DEFAULT_MAX_PACKET_SIZE, DEFAULT_MQTT_PROTOCOL, SERVER_SESSION_EXPIRY_S, ClientSpec, MqttConnection, Will,
 )
-from fedhft.protocol import BundleChunk, ServerStatus, Topics, encode
+from fedhft.protocol import BundleChunk, ServerState, ServerStatus, Topics, encode
 
 from server._coordinator import Inbound
 from server._task_ids import run_tag
@@ -54,7 +54,7 @@ class MqttTransport:
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, inbox: queue.Queue | None = None,
                  protocol: str = DEFAULT_MQTT_PROTOCOL, run_id: str = ""):
         self.fleet, self.topics = fleet, Topics(fleet)
-        will = Will(self.topics.server_status, encode(ServerStatus(fleet, "offline", None, 0.0)))
+        will = Will(self.topics.server_status, encode(ServerStatus(fleet, ServerState.OFFLINE, None, 0.0)))
         # The server never reads a packet limit from CONNACK: the configured one is the broker's (fleet-init).
         self.conn = MqttConnection(ClientSpec(
             url, client_id or server_client_id(fleet, username, password, run_id), username, password, protocol,

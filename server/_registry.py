@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from devices import DeviceProfile, ModelShape, estimate
-from fedhft.protocol import ClientStatus, Hello
+from fedhft.protocol import ClientState, ClientStatus, Hello
 
 from server._bundles import BundleIndex
 from server._log import event
@@ -21,7 +21,7 @@ from server._store import Store
 log = logging.getLogger("fedhft.server.registry")
 
 #: Client states in which a device will not take a task.
-UNAVAILABLE = ("offline", "low_battery", "error")
+UNAVAILABLE = (ClientState.OFFLINE, ClientState.LOW_BATTERY, ClientState.ERROR)
 STEP_MS_TARGET = 2000.0
 MEMORY_SHARE = 0.5
 

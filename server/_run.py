@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fedhft.manifest import BundleError
-from fedhft.protocol import ServerStatus, encode
+from fedhft.protocol import ServerState, ServerStatus, encode
 
 from server._bundles import BundleIndex
 from server._config import ServerConfig
@@ -96,11 +96,11 @@ def run_server(config: ServerConfig, broker_url: str, state_dir: str | Path, aut
     t0 = time.time()
     transport.connect()
     try:
-        record_server_state(store, "running")  # `fedhft server status` tells a live server from a stopped one
+        record_server_state(store, ServerState.RUNNING)  # `fedhft server status` tells a live server from a stopped one
         coord.resume()
         serve(coord, transport.inbox, stop, config.intake_batch)
     finally:
-        final = "finished" if coord.finished else "offline"
+        final = ServerState.FINISHED if coord.finished else ServerState.OFFLINE
         record_server_state(store, final)
         transport.close(encode(ServerStatus(config.fleet, final, None, time.time())), end_session=coord.finished)
         store.close()

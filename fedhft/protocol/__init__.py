@@ -6,7 +6,8 @@
   schema ``PROTOCOL_VERSION`` (major) revision ``PROTOCOL_MINOR``: unknown header keys are ignored;
 * update encoding (fp32/fp16/int8), its digest, size bound and server-side validation;
 * bundle chunking and reassembly;
-* the typed codes: ``Reason`` (every refusal), ``OutcomeKind``, ``AckStatus``, ``ChunkResult``;
+* the typed codes: ``Reason`` (every refusal), ``OutcomeKind``, ``AckStatus``, ``ChunkResult``, and the
+  status states ``ClientState`` / ``ServerState`` (``CLIENT_STATES`` / ``SERVER_STATES`` are their strings);
 * the spec for tools: ``asyncapi_document`` / ``asyncapi_yaml`` (docs/asyncapi.yaml, generated from the classes).
 """
 from fedhft.protocol._chunks import (
@@ -19,7 +20,7 @@ from fedhft.protocol._chunks import (
     iter_file_chunks,
     split_bytes,
 )
-from fedhft.protocol._codes import AckStatus, ChunkResult, OutcomeKind, Reason
+from fedhft.protocol._codes import AckStatus, ChunkResult, ClientState, OutcomeKind, Reason, ServerState
 from fedhft.protocol._envelope import MAGIC, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, PROTOCOL_MINOR, PROTOCOL_VERSION
 from fedhft.protocol._errors import (
     ChunkMismatch,
@@ -84,6 +85,8 @@ __all__ = [
     "OutcomeKind",
     "AckStatus",
     "ChunkResult",
+    "ClientState",
+    "ServerState",
     # errors
     "ProtocolError",
     "MalformedMessage",

@@ -63,6 +63,27 @@ class AckStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class ClientState(StrEnum):
+    """What a device reports doing (``ClientStatus.state``, retained; ``offline`` is its Last Will)."""
+
+    ONLINE = "online"  # connected, nothing else to report yet
+    OFFLINE = "offline"
+    IDLE = "idle"
+    FETCHING = "fetching"  # downloading a bundle
+    TRAINING = "training"
+    UPLOADING = "uploading"  # an update sent, its ack awaited
+    LOW_BATTERY = "low_battery"
+    ERROR = "error"
+
+
+class ServerState(StrEnum):
+    """What the server reports (``ServerStatus.state``, retained): the only states it publishes."""
+
+    RUNNING = "running"  # serving rounds: at start, at each round
+    FINISHED = "finished"  # the run is over
+    OFFLINE = "offline"  # stopped before its last round (it can resume), or gone: its Last Will
+
+
 class ChunkResult(StrEnum):
     """What ``ChunkAssembler.add`` did with one bundle chunk."""
 
@@ -71,4 +92,4 @@ class ChunkResult(StrEnum):
     COMPLETE = "complete"  # this chunk finished its file
 
 
-__all__ = ["AckStatus", "ChunkResult", "OutcomeKind", "Reason"]
+__all__ = ["AckStatus", "ChunkResult", "ClientState", "OutcomeKind", "Reason", "ServerState"]

@@ -24,7 +24,7 @@ from safetensors.numpy import save as _st_save
 
 from fedhft.protocol import _fields as F
 from fedhft.protocol._envelope import MAX_PAYLOAD_BYTES, PREFIX_LEN, pack, sha256_hex, unpack
-from fedhft.protocol._codes import AckStatus, OutcomeKind
+from fedhft.protocol._codes import AckStatus, ClientState, OutcomeKind, ServerState
 from fedhft.protocol._errors import DigestMismatch, MalformedMessage, PayloadTooLarge, ProtocolError, WrongType
 from fedhft.protocol._update_codec import (
     ENCODINGS,
@@ -37,8 +37,9 @@ from fedhft.protocol._update_codec import (
     max_encoded_size,
 )
 
-CLIENT_STATES = ("online", "offline", "idle", "fetching", "training", "uploading", "low_battery", "error")
-SERVER_STATES = ("online", "offline", "running", "paused", "finished")
+#: The state strings, from the enums (one list each).
+CLIENT_STATES = tuple(s.value for s in ClientState)
+SERVER_STATES = tuple(s.value for s in ServerState)
 #: Name of the flat mask vector inside a Task body (tensor names never start with "__").
 MASK_TENSOR = "__mask__"
 #: Bound on an Update's JSON header, enforced by ``encode``: with ``max_encoded_size`` it bounds
@@ -183,7 +184,7 @@ class ClientStatus(Message):
     FIELDS: ClassVar[dict[str, F.Validator]] = {
         "fleet": F.IDENT,
         "client": F.IDENT,
-        "state": F.enum(CLIENT_STATES),
+        "state": F.enum(ClientState),
         "round": F.optional(F.ROUND),
         "detail": F.str_(1024),
         "battery_percent": F.optional(F.float_(0.0, 100.0)),
@@ -205,7 +206,7 @@ class ServerStatus(Message):
     TYPE: ClassVar[str] = "server_status"
     FIELDS: ClassVar[dict[str, F.Validator]] = {
         "fleet": F.IDENT,
-        "state": F.enum(SERVER_STATES),
+        "state": F.enum(ServerState),
         "round": F.optional(F.ROUND),
         "ts": F.TS,
     }
