@@ -1,7 +1,9 @@
 """FlexLoRA (Bai et al. 2024): the server keeps the dense weight delta dW = (alpha/r) B @ A of
 every site; it averages the clients' dW (over the clients that trained the site, weighted) and
 hands each client the rank-r truncated SVD of the average, B = U_r sqrt(S_r / s),
-A = sqrt(S_r / s) V_r^T with s = alpha / r, so that s * B @ A is exactly the truncation."""
+A = sqrt(S_r / s) V_r^T with s = alpha / r, so that s * B @ A is exactly the truncation.
+Its dense math runs on one BLAS thread, as FedHFT's (``_threads``: the same bits, no collapse
+under load)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -20,6 +22,7 @@ from server.strategies._base import (
     Sums,
 )
 from server.strategies._math import init_a_rows, init_head, lora_delta, svd_refactor
+from server.strategies._threads import one_blas_thread
 
 
 class FlexLoRA(GlobalStateStrategy):
@@ -34,6 +37,14 @@ class FlexLoRA(GlobalStateStrategy):
             self.state[key + ".delta"] = np.zeros((out_f, in_f), np.float32)
         if "head.weight" not in self.state:
             self.state.update(init_head(self.seed, "head", dims.num_labels, dims.hidden))
+
+    def configure(self, round_idx: int, clients: list[ClientInfo], rng: np.random.Generator | None = None):
+        with one_blas_thread():
+            return super().configure(round_idx, clients, rng)
+
+    def preview(self, client: ClientInfo) -> ClientAssignment:
+        with one_blas_thread():
+            return super().preview(client)
 
     def assign(self, round_idx: int, client: ClientInfo, rng: np.random.Generator) -> ClientAssignment:
         plan, dims = client.plan, self.dims_for(client)
@@ -65,6 +76,11 @@ class FlexLoRAAggregator(Aggregator):
 
     def add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
             weight: float) -> None:
+        with one_blas_thread():
+            self._add(client, assignment, update, weight)
+
+    def _add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
+             weight: float) -> None:
         plan, dims = assignment.plan, self.s.dims_for(client)
         trained, rows = self._intake(client.client_id, assignment, dims, update)
         for layer, module, rank in adapted_modules(plan, dims):
