@@ -3,7 +3,9 @@
 Pipeline (executorch 1.5.1 + torch 2.13; the traps: docs/DESIGN-NOTES.md, ExecuTorch): ``torch.export``
 the AdapterModel (loss is output 0, logits are detached, the mask is an input, the backbone is frozen)
 -> ``_export_forward_backward`` -> split ``aten.addmm`` into mm + add -> ``to_edge`` -> ``to_executorch``.
-The program's outputs are ``[loss, logits, *grads, *params]``; ``TrainingModule`` slices them.
+The program's outputs are ``[loss, logits, *grads, *params]``; ``TrainingModule`` slices them. The same
+.pte holds a second method, ``adamw_step`` (export/_et_adamw.py): the optimizer travels with the bundle,
+so a device needs nothing but the runtime (Android's TrainingModule ships only SGD).
 
 Shapes are DYNAMIC (batch in [1, plan.batch_size], seq in [MIN_SEQ, plan.max_seq_len]): memory is
 planned once for the largest shape, and a dynamic program needs no batch padding, which would change
@@ -22,7 +24,9 @@ from pathlib import Path
 
 import torch
 
+from export import _et_adamw
 from export._api import MIN_SEQ, CompiledBundle, ExportContext
+from fedhft.layout import trainable_layout
 
 PROGRAM = "model.pte"
 METHOD = "forward"
@@ -123,16 +127,18 @@ def lower(ctx: ExportContext, xnnpack: bool = True):
     ctx.progress("  executorch: torch.export + joint forward/backward graph")
     ep = _joint_program(ctx)
     stats["addmm_split"] = split_addmm(ep)
+    optimizer = _et_adamw.export_program([tuple(s.shape) for s in trainable_layout(ctx.plan, ctx.dims)])
     t1 = time.perf_counter()
-    ctx.progress(f"  executorch: to_edge ({stats['addmm_split']} addmm split into mm + add)")
-    edge = to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False))
+    ctx.progress(f"  executorch: to_edge ({stats['addmm_split']} addmm split into mm + add; + {_et_adamw.METHOD})")
+    edge = to_edge({METHOD: ep, _et_adamw.METHOD: optimizer},
+                   compile_config=EdgeCompileConfig(_check_ir_validity=False))
     if xnnpack:
         ctx.progress("  executorch: XNNPACK GEMM-only delegation")
         edge = _delegate_gemms(edge)
     t2 = time.perf_counter()
     ctx.progress("  executorch: to_executorch (memory planning, serialization)")
     program = edge.to_executorch()
-    stats["stored_bytes"] = _constant_bytes_by_dtype(program.exported_program())
+    stats["stored_bytes"] = _constant_bytes_by_dtype(program.exported_program(METHOD))
     _check_int8_kept(ctx, stats["stored_bytes"])
     stats["seconds"] = {"export": round(t1 - t0, 2), "to_edge": round(t2 - t1, 2),
                         "to_executorch": round(time.perf_counter() - t2, 2)}
@@ -146,6 +152,8 @@ def _param_fqns(buffer: bytes) -> list[str]:
     # The runtime does not own ``buffer`` (it keeps a raw pointer): the caller holds it while we run.
     module = _load_for_executorch_for_training_from_buffer(buffer)
     names = list(module.model.run_method(f"__et_training_fqn_{METHOD}", ()))
+    if _et_adamw.METHOD not in module.model.method_names():
+        raise RuntimeError(f"the ExecuTorch program lost its {_et_adamw.METHOD} method: check lower()")
     del module
     return names
 
@@ -171,8 +179,11 @@ def compile_bundle(ctx: ExportContext, bundle_dir: Path) -> CompiledBundle:
         "training_methods": {kind: f"__et_training_{kind}_{METHOD}"
                              for kind in ("gradients_index", "parameters_index", "fqn")},
         "param_order": fqns, "param_to_canonical": {f: to_canonical[f] for f in fqns},
+        # The optimizer step, a second method of the same program, over tensors in trainable (canonical) order.
+        "optimizer_method": _et_adamw.method_spec(len(fqns)),
         "dynamic_shapes": True, "xnnpack": xnnpack, "executorch_version": executorch.version.__version__,
         "stored_bytes_by_dtype": stats["stored_bytes"], "addmm_split": stats["addmm_split"],
         "export_seconds": stats["seconds"],
     }
-    return CompiledBundle(files={PROGRAM: "program"}, inputs=ctx.input_specs(dynamic=True), extras=extras)
+    return CompiledBundle(files={PROGRAM: "program"}, inputs=ctx.input_specs(dynamic=True), extras=extras,
+                          optimizer_runs_in=PROGRAM)

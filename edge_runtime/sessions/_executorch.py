@@ -4,8 +4,12 @@ The program returns ``[loss, logits, *grads, *params]``; ``TrainingModule`` (exe
 experimental) slices that list. Its ``named_parameters()`` are tensors that share memory with the
 runtime, so ``copy_()`` writes new weights in and ``clone()`` reads them out. They exist only after
 a first ``forward_backward``, so the session runs one warm-up step at load (it computes gradients
-but never applies them, so weights do not change). The optimizer is ``torch.optim.AdamW`` over those
-tensors, created fresh each round so that no moments leak across mask changes.
+but never applies them, so weights do not change).
+
+The optimizer is the program's own ``adamw_step`` method (``backend_extras.optimizer_method``), the
+one an app runs, so the shipped program is what gets tested; its moments start at zero and its step
+at 1 every round, so that no moments leak across mask changes. Bundles made before the method
+existed (``optimizer.runs_in == "app"``) get ``torch.optim.AdamW`` over the same tensors instead.
 
 The session always checks the program's sha256 against the manifest before the runtime sees it
 (even with ``verify_files=False``): executorch 1.5.1 segfaults on some corrupted .pte files instead
@@ -57,6 +61,7 @@ class ExecuTorchSession:
                               f"corrupted or was made by another executorch version; re-export the bundle") from exc
         self._mask = torch.ones(manifest.mask_length)
         self._params = self._warm_up()
+        self._opt_method = self._optimizer_method(program)
         self._opt = None
 
     def _read_program(self, name: str) -> bytes:
@@ -70,6 +75,18 @@ class ExecuTorchSession:
             raise BundleError(f"{path} sha256 does not match the manifest: the program is corrupted (ExecuTorch would "
                               f"crash on it); delete the bundle and re-download or re-export it")
         return data
+
+    def _optimizer_method(self, program: str) -> str | None:
+        """The program's optimizer method, checked against the manifest; None when the app must run AdamW."""
+        if self.manifest.optimizer.runs_in != program:
+            return None
+        spec = self.manifest.backend_extras.get("optimizer_method") or {}
+        name, count = spec.get("name"), spec.get("count")
+        if count != len(self.manifest.trainable) or name not in self._module.model.method_names():
+            raise BundleError(f"{self.bundle_dir}: the manifest says {program} runs the optimizer, but its method "
+                              f"{name!r} over {count} tensors is not in the program for {len(self.manifest.trainable)}"
+                              f" trainable tensors: the bundle was edited; re-export it")
+        return name
 
     def _require_backend(self, name: str) -> None:
         from executorch.extension.pybindings.portable_lib import _get_registered_backend_names
@@ -123,6 +140,9 @@ class ExecuTorchSession:
     def begin_round(self, mask: np.ndarray, lr: float) -> None:
         self._mask = self._torch.from_numpy(check_mask(self.manifest, mask).copy())
         params = [self._params[spec.name] for spec in self.manifest.trainable]
+        if self._opt_method is not None:
+            self._opt = _ProgramAdamW(self._torch, self._module.model, self._opt_method, params, lr)
+            return
         for p in params:
             p.grad = None
         self._opt = self._torch.optim.AdamW(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
@@ -156,6 +176,9 @@ class ExecuTorchSession:
             raise RuntimeError("call begin_round(mask, lr) before train_step")
         loss, _ = self._run(*self._inputs(input_ids, attention_mask, labels))
         grads = self._module.named_gradients()
+        if isinstance(self._opt, _ProgramAdamW):
+            self._opt.step([grads[self._fqn[spec.name]] for spec in self.manifest.trainable])
+            return float(loss)
         for name, param in self._params.items():
             param.grad = grads[self._fqn[name]]
         self._opt.step()
@@ -172,3 +195,26 @@ class ExecuTorchSession:
             args = self._inputs(ids, attn, np.zeros(ids.shape[0], dtype=np.int64))
             out.append(self._run(*args)[1].numpy().astype(np.float32, copy=False))
         return np.concatenate(out) if out else np.zeros((0, self.manifest.dims.num_labels), dtype=np.float32)
+
+
+class _ProgramAdamW:
+    """The program's ``adamw_step`` with fresh state: moments zero, first step 1. Inputs and outputs are
+    flat tensors in trainable order (docs/MANIFEST.md); the new parameters are written into the runtime's
+    own parameter tensors, so the next ``forward_backward`` sees them."""
+
+    def __init__(self, torch, model, method: str, params: list, lr: float):
+        self._torch, self._model, self._method, self._params = torch, model, method, params
+        self._exp_avg = [torch.zeros_like(p) for p in params]
+        self._exp_avg_sq = [torch.zeros_like(p) for p in params]
+        self._step = 0
+        self._lr = torch.tensor([lr], dtype=torch.float64)
+
+    def step(self, grads: list) -> None:
+        self._step += 1
+        n, t = len(self._params), self._torch
+        step = t.tensor([self._step], dtype=t.int64)
+        out = self._model.run_method(self._method, (*self._params, *grads, *self._exp_avg, *self._exp_avg_sq,
+                                                     step, self._lr))
+        for param, new in zip(self._params, out[:n]):
+            param.copy_(new)
+        self._exp_avg, self._exp_avg_sq = list(out[n:2 * n]), list(out[2 * n:3 * n])
