@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devices import AdapterPlan  # noqa: E402
-from fedhft.broker import MosquittoBroker, fleet_init  # noqa: E402
+from server.broker import MosquittoBroker, fleet_init  # noqa: E402
 from fedhft.layout import ModelDims  # noqa: E402
 from fedhft.manifest import Manifest, write_manifest  # noqa: E402
 from fedhft.mqtt import ClientSpec, MqttConnection, Will  # noqa: E402
@@ -158,7 +158,7 @@ def connection_worker(url: str, fleet_dir: str, ids: list[str], stop, seed: int 
     """Process body: ``ids`` devices, one TCP connection each, one selector loop for all."""
     import selectors
 
-    from fedhft.broker import load_credentials
+    from fedhft.credentials import load_credentials
 
     sel = selectors.DefaultSelector()
     devices = []

@@ -89,7 +89,7 @@ class AgentConfig:
             self.state = str(Path.home() / ".fedhft" / "edge" / self.client_id)
 
     def _fill_from_credentials(self) -> None:
-        from fedhft.broker import load_credentials
+        from fedhft.credentials import load_credentials
 
         cred = load_credentials(self.credentials)
         self.client_id = self.client_id or cred.client_id

@@ -35,7 +35,7 @@ class ConfigError(ValueError):
     """One or more configuration problems; ``errors`` lists each, with its key and fix.
 
     The base of every settings error (a package that needs its own name subclasses it, such as
-    ``server.ServerConfigError`` and ``fedhft.broker.FleetConfigError``), so ``except ConfigError``
+    ``server.ServerConfigError`` and ``fedhft.credentials.FleetConfigError``), so ``except ConfigError``
     catches them all. Given one string, that string is the message and the only error.
     """
 

@@ -38,7 +38,7 @@ class Auth:
     def resolve(cls, credentials: str | None, username: str | None, password: str | None, insecure: bool) -> "Auth":
         """From a fleet-init ``server.json`` or a username/password; refuses no auth unless ``insecure``."""
         if credentials:
-            from fedhft.broker import load_credentials
+            from fedhft.credentials import load_credentials
 
             cred = load_credentials(credentials)
             return cls(cred.username, cred.password, cred.tls_ca, cred.tls_cert, cred.tls_key,

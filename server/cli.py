@@ -84,7 +84,7 @@ def _run(args) -> int:
 
 
 def _fleet_init(args) -> int:
-    from fedhft.broker import FleetConfigError, fleet_init
+    from server.broker import FleetConfigError, fleet_init
 
     try:
         fleet = fleet_init(args.out, args.clients, fleet=args.fleet, max_packet_size=args.max_packet_size,

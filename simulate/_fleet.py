@@ -35,7 +35,7 @@ class BrokerHandle:
 
 def start_fleet_broker(cfg: SimConfig, client_ids: list[str], fleet_dir: Path, say=print) -> BrokerHandle:
     """Fleet users + ACL (fleet_init) and a broker that enforces them, per ``cfg.broker``."""
-    from fedhft.broker import find_mosquitto, fleet_init, load_fleet, parse_broker_url, start_broker
+    from server.broker import find_mosquitto, fleet_init, load_fleet, parse_broker_url, start_broker
 
     if cfg.broker.startswith(("mqtt://", "mqtts://")):
         parse_broker_url(cfg.broker)  # a clear error for a malformed URL

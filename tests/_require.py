@@ -45,7 +45,7 @@ def _module(name: str) -> Callable[[], bool]:
 
 
 def _mosquitto() -> bool:
-    from fedhft.broker import find_mosquitto
+    from server.broker import find_mosquitto
 
     return find_mosquitto() is not None
 

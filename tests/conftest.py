@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from fedhft.broker import FleetConfig, MosquittoBroker, fleet_init
+from server.broker import FleetConfig, MosquittoBroker, fleet_init
 from fedhft.mqtt import ClientSpec, MqttConnection
 # Integration and reliability tests fail, never skip, when a component is missing (see tests/_require.py).
 from tests._require import pytest_configure, pytest_runtest_makereport, pytest_runtest_setup, require  # noqa: F401

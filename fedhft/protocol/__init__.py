@@ -1,6 +1,6 @@
 """The wire vocabulary both the edge runtime and the server speak (no torch, no paho).
 
-* topics and the broker ACL: ``Topics``, ``acl_lines``;
+* topics and the broker ACL: ``Topics``, ``acl_lines`` and its rule check ``is_allowed``;
 * messages: one frozen dataclass per type, ``encode(msg) -> bytes`` and
   ``decode(payload, expect=None) -> Message`` (any bytes -> a message or a ``ProtocolError``);
   schema ``PROTOCOL_VERSION`` (major) revision ``PROTOCOL_MINOR``: unknown header keys are ignored;
@@ -10,6 +10,7 @@
   status states ``ClientState`` / ``ServerState`` (``CLIENT_STATES`` / ``SERVER_STATES`` are their strings);
 * the spec for tools: ``asyncapi_document`` / ``asyncapi_yaml`` (docs/asyncapi.yaml, generated from the classes).
 """
+from fedhft.protocol._acl import is_allowed
 from fedhft.protocol._chunks import (
     CHUNK_HEADER_MAX,
     DEFAULT_CHUNK_SIZE,
@@ -99,6 +100,7 @@ __all__ = [
     # topics
     "Topics",
     "acl_lines",
+    "is_allowed",
     "valid_id",
     "FROM_CLIENT",
     "TO_CLIENT",

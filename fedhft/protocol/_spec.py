@@ -265,7 +265,7 @@ def _direction(kind: str) -> str:
 
 def _acl_of(kind: str) -> dict[str, list[str]]:
     """Who the fleet ACL lets publish and subscribe on this topic (asked of the broker's own ACL check)."""
-    from fedhft.broker import is_allowed
+    from fedhft.protocol._acl import is_allowed
 
     topic = _topic(kind)
     users = (("the server", _SERVER_USER), ("the device {client}", _CLIENT), ("any other device", _OTHER))

@@ -11,11 +11,12 @@ import time
 
 import pytest
 
-from fedhft.broker import (
+from fedhft.protocol import is_allowed
+from server.broker import (
     BrokerStartError, BrokerUrl, BrokerUrlError, FleetConfigError, FleetNameError, MosquittoBroker,
-    fleet_init, is_allowed, load_fleet, parse_broker_url,
+    fleet_init, load_fleet, parse_broker_url,
 )
-from fedhft.broker._passwd import hash_password, read_password_file, verify_password
+from server.broker._passwd import hash_password, read_password_file, verify_password
 from tests._helpers import wait_for
 from tests._require import require
 
@@ -292,7 +293,7 @@ def test_broker_dies_with_a_killed_launcher(fleet):
     require("setpriv")  # without it a killed launcher leaves its broker running
     script = (
         "import sys, time\n"
-        "from fedhft.broker import MosquittoBroker\n"
+        "from server.broker import MosquittoBroker\n"
         "b = MosquittoBroker(sys.argv[1]).start()\n"
         "print(b.pid, flush=True)\n"
         "time.sleep(60)\n"

@@ -385,7 +385,7 @@ def test_low_simulated_battery_reports_low_battery(tmp_path, bundles, server, ed
 
 def test_tls_with_client_certificate_from_the_credentials_file(tmp_path):
     """mqtts:// with the fleet's CA and the device's client certificate, all read from --credentials."""
-    from fedhft.broker import MosquittoBroker, fleet_init
+    from server.broker import MosquittoBroker, fleet_init
 
     fleet = fleet_init(tmp_path / "tls-fleet", 1, fleet="tls", tls=True)
     broker = MosquittoBroker(fleet).start()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedhft.broker import find_mosquitto
+from server.broker import find_mosquitto
 from tests.integration._sim_helpers import write_toy_sentiment
 
 pytestmark = [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fedhft.broker import MosquittoBroker, fleet_init
+from server.broker import MosquittoBroker, fleet_init
 from tests._require import require
 
 from .harness import FLEET, Figures, Proc, edge_cmd, export_bundles, server_cmd

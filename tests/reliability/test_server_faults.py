@@ -80,7 +80,7 @@ def _globals(state) -> list[dict]:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory, bundles):
     """The same job, uninterrupted: its committed global states."""
-    from fedhft.broker import MosquittoBroker, fleet_init
+    from server.broker import MosquittoBroker, fleet_init
 
     require("mosquitto")
     from .harness import FLEET, Proc, server_cmd

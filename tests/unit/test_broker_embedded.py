@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("amqtt", reason="amqtt missing: pip install 'fedhft[broker]'")
 
-from fedhft.broker import EmbeddedBroker, Broker, start_broker  # noqa: E402
+from server.broker import EmbeddedBroker, Broker, start_broker  # noqa: E402
 
 MQTT311 = 4
 A, B = "dev-000", "dev-001"
@@ -91,7 +91,7 @@ def test_start_broker_rejects_unknown_preference(fleet):
     ],
 )
 def test_is_allowed_matches_the_contract_acl(user, topic, action, allowed):
-    from fedhft.broker import is_allowed
+    from fedhft.protocol import is_allowed
 
     assert is_allowed("f1", "server", user, f"fedhft/v1/f1/{topic}", action) is allowed
     # Another fleet's topics are never allowed, not even to the server user.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import edge_runtime
-from fedhft.broker import FleetConfigError, fleet_init
+from server.broker import FleetConfigError, fleet_init
 from fedhft.config import ConfigError
 from server import ServerConfig, ServerConfigError
 

@@ -188,7 +188,7 @@ def test_sim_config_protocol_choices_and_errors():
 
 
 def test_simulate_passes_311_to_server_and_every_edge_on_the_embedded_broker(tmp_path):
-    from fedhft.broker import fleet_init
+    from server.broker import fleet_init
     from simulate._config import SimConfig
     from simulate._fleet import BrokerHandle, edge_args, server_config
     from server import ServerConfig

@@ -33,7 +33,7 @@ def test_config_reports_every_problem_at_once(tmp_path):
 
 
 def test_config_reads_a_credentials_file(tmp_path):
-    from fedhft.broker import fleet_init
+    from server.broker import fleet_init
 
     fleet = fleet_init(tmp_path / "fleet", 1, fleet="demo")
     data = tmp_path / "d.csv"

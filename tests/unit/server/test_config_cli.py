@@ -71,7 +71,7 @@ def test_server_never_imports_torch_export_or_edge_runtime():
 
 def test_generated_passwords_never_look_like_an_option(monkeypatch):
     # A password starting with "-" is refused by argparse after `--password` (1 in 64 did).
-    from fedhft.broker import _fleet_init
+    from server.broker import _fleet_init
 
     drawn = iter(["-looks-like-an-option", "_fine-one"])
     monkeypatch.setattr(_fleet_init.secrets, "token_urlsafe", lambda n: next(drawn))

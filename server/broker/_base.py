@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from fedhft.broker._fleet_init import FleetConfig, load_fleet
+from server.broker._fleet_init import FleetConfig, load_fleet
 
 
 class BrokerStartError(RuntimeError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from fedhft.broker._base import BrokerStartError, as_fleet, check_ports_free, free_port, url_for
-from fedhft.broker._fleet_init import FleetConfig
+from server.broker._base import BrokerStartError, as_fleet, check_ports_free, free_port, url_for
+from server.broker._fleet_init import FleetConfig
 
 _PORT_RETRIES = 3
 

@@ -62,7 +62,7 @@ def read_password_file(path: str | Path) -> dict[str, str]:
         if not sep or not hashed.startswith("$7$"):
             raise PasswordFileError(
                 f"{path}:{lineno}: expected 'user:$7$...' (Mosquitto 2 PBKDF2-SHA512); "
-                "regenerate the fleet with fedhft.broker.fleet_init or use mosquitto_passwd"
+                "regenerate the fleet with server.broker.fleet_init or use mosquitto_passwd"
             )
         users[user] = hashed
     return users

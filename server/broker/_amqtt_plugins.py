@@ -1,7 +1,7 @@
 """amqtt plugins that give the embedded broker the same users and ACL as the Mosquitto config.
 
 Imported only by the embedded broker (amqtt loads them by dotted path), so that importing
-`fedhft.broker` never needs amqtt.
+`server.broker` never needs amqtt.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
-from fedhft.broker._acl import is_allowed
-from fedhft.broker._passwd import read_password_file, verify_password
+from fedhft.protocol import is_allowed
+from server.broker._passwd import read_password_file, verify_password
 
 
 class PasswdFileAuthPlugin(BaseAuthPlugin):

@@ -21,48 +21,16 @@ import json
 import os
 import secrets
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from fedhft.broker._acl import check_name, mosquitto_acl
-from fedhft.broker._mosquitto_conf import ConfPaths, render_mosquitto_conf
-from fedhft.broker._passwd import render_password_file
-from fedhft.config import ConfigError
+from fedhft.credentials import SCHEMA_VERSION, Credentials, FleetConfigError, load_credentials, read_fleet_json
 from fedhft.mqtt import DEFAULT_MAX_PACKET_SIZE, MQTT_MAX_PACKET
+from server.broker._acl import check_name, mosquitto_acl
+from server.broker._mosquitto_conf import ConfPaths, render_mosquitto_conf
+from server.broker._passwd import render_password_file
 
-SCHEMA_VERSION = 1
 FLEET_FILE = "fleet.json"
-
-
-class FleetConfigError(ConfigError):
-    """A fleet folder that is missing, incomplete or inconsistent; the message says the fix."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What one MQTT user (a device or the server) needs to connect. Paths are absolute once loaded."""
-
-    client_id: str
-    username: str
-    password: str = field(repr=False)
-    fleet: str
-    role: Literal["device", "server"]
-    broker_url: str | None  # None: the port is chosen when the broker starts (use broker.url)
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    # The broker's packet limit, so that a device chunks below it even on MQTT 3.1.1 (on MQTT 5
-    # the CONNACK's Maximum Packet Size says the same); paho never checks it itself.
-    max_packet_size: int | None = None
-    schema_version: int = SCHEMA_VERSION
-
-    def to_json(self, relative_to: Path) -> str:
-        d = asdict(self)
-        for key in ("tls_ca", "tls_cert", "tls_key"):
-            if d[key] is not None:
-                d[key] = os.path.relpath(d[key], relative_to)
-        return json.dumps(d, indent=2) + "\n"
 
 
 @dataclass(frozen=True)
@@ -165,7 +133,7 @@ def _check_args(out: Path, max_packet_size: int, port: int | None, tls_port: int
 def _make_tls(out: Path, fleet: str, host: str, users: list[str]) -> dict[str, tuple[Path, Path]]:
     """CA, broker certificate, and one client certificate per user (devices in clients/, the
     server user's in tls/: Mosquitto's TLS listener requires one from everybody)."""
-    from fedhft.broker._tls import make_ca, make_leaf
+    from server.broker._tls import make_ca, make_leaf
 
     tls_dir = out / "tls"
     tls_dir.mkdir(exist_ok=True)
@@ -254,44 +222,6 @@ def fleet_init(
     return config
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FleetConfigError(
-            f"{what} {path} is missing: the fleet folder is incomplete; recreate it with "
-            "`fedhft server fleet-init --out DIR` (or fedhft.broker.fleet_init)"
-        ) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FleetConfigError(f"cannot read {what} {path}: {exc}; recreate the fleet folder") from None
-    if not isinstance(data, dict):
-        raise FleetConfigError(f"{what} {path} is not a JSON object; recreate the fleet folder")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise FleetConfigError(
-            f"{what} {path} has schema_version {version!r}, this fedhft reads {SCHEMA_VERSION}: "
-            "recreate the fleet with this version's fleet-init"
-        )
-    return data
-
-
-def load_credentials(path: str | Path) -> Credentials:
-    """Read one `clients/<id>.json` or `server.json`; relative TLS paths resolve against its folder."""
-    path = Path(path).resolve()
-    data = _read_json(path, "credentials file")
-    names = {f for f in Credentials.__dataclass_fields__}
-    unknown, missing = set(data) - names, {"client_id", "username", "password", "fleet", "role"} - set(data)
-    if unknown or missing:
-        raise FleetConfigError(
-            f"credentials file {path}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; "
-            "recreate it with fleet-init"
-        )
-    for key in ("tls_ca", "tls_cert", "tls_key"):
-        if data.get(key) is not None:
-            data[key] = str((path.parent / data[key]).resolve())
-    return Credentials(**data)
-
-
 def load_fleet(fleet_dir: str | Path) -> FleetConfig:
     """Read a folder written by `fleet_init`; raises FleetConfigError naming the problem and the fix."""
     root = Path(fleet_dir).resolve()
@@ -299,7 +229,7 @@ def load_fleet(fleet_dir: str | Path) -> FleetConfig:
         raise FleetConfigError(
             f"fleet folder {root} does not exist: create it with `fedhft server fleet-init --out {root}`"
         )
-    meta = _read_json(root / FLEET_FILE, "fleet file")
+    meta = read_fleet_json(root / FLEET_FILE, "fleet file")
     missing = {"fleet", "devices", "max_packet_size", "host", "port", "tls", "tls_port"} - set(meta)
     if missing:
         raise FleetConfigError(

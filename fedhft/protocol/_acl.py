@@ -1,12 +1,8 @@
-"""Who may read and write which topic, for both brokers, derived from `fedhft.protocol`.
+"""Who may read and write which topic: the fleet ACL (``acl_lines``) read as rules, for the brokers
+that cannot take Mosquitto's ``acl_file`` (the embedded amqtt one) and for the AsyncAPI document.
 
-The topic tree and the Mosquitto ACL lines are owned by `fedhft.protocol` (`Topics`, `acl_lines`,
-`valid_id`); this module only adapts them:
-* `mosquitto_acl()` renders those lines as Mosquitto's `acl_file`;
-* `is_allowed()` parses the SAME lines and answers per topic for the embedded amqtt broker, which
-  has no `%u` patterns, so the two brokers cannot drift apart.
-`fedhft.protocol` is imported lazily: it pulls numpy/safetensors (~0.5 s) and `fleet-init` or a
-bare broker launch need none of that.
+``acl_lines`` is the one statement of the rules; ``is_allowed`` parses the SAME lines the way
+Mosquitto 2.0 reads them, so the two brokers and the spec cannot drift apart.
 """
 from __future__ import annotations
 
@@ -14,29 +10,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
+from fedhft.protocol._topics import acl_lines
+
 Access = Literal["read", "write", "readwrite"]
-
-
-class FleetNameError(ValueError):
-    """A fleet, device or server name that cannot be used as a topic level or broker username."""
-
-
-def check_name(kind: str, name: str) -> str:
-    """Return `name` if `fedhft.protocol` accepts it as an id, else raise FleetNameError."""
-    from fedhft.protocol import valid_id
-
-    try:
-        return valid_id(name, kind)
-    except ValueError as exc:  # protocol's TopicError; re-raised as the broker's own type
-        raise FleetNameError(f"invalid {kind} name: {exc}") from None
-
-
-def fleet_prefix(fleet: str) -> str:
-    """`fedhft/v1/<fleet>`: every fleet topic lives below it."""
-    from fedhft.protocol import Topics
-
-    check_name("fleet", fleet)
-    return Topics(fleet).base
+ACTIONS = ("publish", "subscribe", "receive")
 
 
 @dataclass(frozen=True)
@@ -48,19 +25,11 @@ class AclRule:
     pattern: str  # may contain `%u` when user is None
 
 
-def _acl_lines(fleet: str, server_user: str) -> list[str]:
-    from fedhft.protocol import acl_lines
-
-    check_name("fleet", fleet)
-    check_name("server user", server_user)
-    return acl_lines(fleet, server_user)
-
-
 @lru_cache(maxsize=64)  # the embedded broker asks for every message; the rules never change
 def fleet_rules(fleet: str, server_user: str) -> tuple[AclRule, ...]:
-    """The protocol's ACL lines as rules, read the way Mosquitto 2.0 reads an acl_file."""
+    """The fleet's ACL lines as rules, read the way Mosquitto 2.0 reads an acl_file."""
     rules, user = [], None
-    for line in _acl_lines(fleet, server_user):
+    for line in acl_lines(fleet, server_user):
         words = line.split()
         if not words or words[0].startswith("#"):
             continue
@@ -73,11 +42,6 @@ def fleet_rules(fleet: str, server_user: str) -> tuple[AclRule, ...]:
             # fleet config never admits, so they grant nothing here either.
             rules.append(AclRule(user, words[1], words[2]))
     return tuple(rules)
-
-
-def mosquitto_acl(fleet: str, server_user: str) -> str:
-    """The Mosquitto 2 `acl_file` text for a fleet."""
-    return "\n".join(_acl_lines(fleet, server_user)) + "\n"
 
 
 def _match(filter_levels: list[str], topic_levels: list[str]) -> bool:
@@ -107,12 +71,12 @@ def _covers(allowed: list[str], requested: list[str]) -> bool:
 
 
 def is_allowed(fleet: str, server_user: str, username: str | None, topic: str, action: str) -> bool:
-    """Would the Mosquitto ACL let `username` do `action` on `topic`?
+    """Would the fleet's Mosquitto ACL let `username` do `action` on `topic`?
 
     `action` is "publish" (a concrete topic), "subscribe" (a filter: allowed only when every topic
     it can match is readable) or "receive" (a concrete topic being delivered).
     """
-    if action not in ("publish", "subscribe", "receive"):
+    if action not in ACTIONS:
         raise ValueError(f"action={action!r}: use 'publish', 'subscribe' or 'receive'")
     if not username or not topic:
         return False

@@ -18,10 +18,10 @@ import logging
 import threading
 from pathlib import Path
 
-from fedhft.broker._base import BrokerStartError, as_fleet
-from fedhft.broker._fleet_init import FleetConfig
-from fedhft.broker._listeners import ListenerPorts
-from fedhft.broker._mosquitto import MosquittoBroker, find_mosquitto
+from server.broker._base import BrokerStartError, as_fleet
+from server.broker._fleet_init import FleetConfig
+from server.broker._listeners import ListenerPorts
+from server.broker._mosquitto import MosquittoBroker, find_mosquitto
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _amqtt_broker_class():
     return AmqttBroker
 
 
-_PLUGINS = "fedhft.broker._amqtt_plugins"
+_PLUGINS = "server.broker._amqtt_plugins"
 
 
 class EmbeddedBroker(ListenerPorts):

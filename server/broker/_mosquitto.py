@@ -15,10 +15,10 @@ import time
 import weakref
 from pathlib import Path
 
-from fedhft.broker._base import BrokerStartError, accepts_tcp, sleep_until
-from fedhft.broker._fleet_init import FleetConfig
-from fedhft.broker._listeners import ListenerPorts
-from fedhft.broker._mosquitto_conf import AUTOSAVE_INTERVAL_S, PERSISTENCE_FILE, render_mosquitto_conf
+from server.broker._base import BrokerStartError, accepts_tcp, sleep_until
+from server.broker._fleet_init import FleetConfig
+from server.broker._listeners import ListenerPorts
+from server.broker._mosquitto_conf import AUTOSAVE_INTERVAL_S, PERSISTENCE_FILE, render_mosquitto_conf
 
 _SEARCH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto",
            "/usr/local/opt/mosquitto/sbin/mosquitto")
