@@ -335,8 +335,9 @@ class Device:
         say("update_sent", round=header["round"], digest=sha256(body)[:16], bytes=len(payload), **metrics)
 
     def on_ack(self, header: dict) -> None:
-        if self.pending is None or header["update_digest"] != self.pending["digest"]:
-            return
+        if self.pending is None or (header["task_id"], header["update_digest"]) != (self.pending["task_id"],
+                                                                                self.pending["digest"]):
+            return  # an ack settles the upload it names: its task id and its digest
         say("ack", round=header["round"], status=header["status"], reason=header["reason"])
         self.pending, self.acked = None, self.acked + 1
         self.publish("status", self.status("idle"), retain=True)
