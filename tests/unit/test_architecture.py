@@ -248,6 +248,13 @@ def test_heavy_runtimes_are_imported_lazily(unit):
     assert not bad, "\n".join(bad)
 
 
+def test_setup_installs_every_unit_but_tools():
+    """docs/CONTRACTS.md's install layout: each unit's top-level package is installed, tools/ and tests/ are not."""
+    include = re.search(r"find_packages\(include=\[(.*?)\]\)", (ROOT / "setup.py").read_text(), re.S).group(1)
+    tops = {prefix.split(".")[0] for prefixes in UNITS.values() for prefix in prefixes}
+    assert set(re.findall(r'"(\w+)\*"', include)) == tops - {"tools"}
+
+
 def test_every_package_declares_its_public_api():
     for package in ("fedhft", "devices", "export", "edge_runtime", "server", "simulate"):
         text = (ROOT / package / "__init__.py").read_text()
