@@ -31,7 +31,7 @@ def bundle(request, tmp_path_factory):
 
 def _encoded(n: int, seed: int):
     """Random token ids of random lengths (padded with 0), as a device's tokenizer would make them."""
-    from edge_runtime._data import Encoded
+    from edge_runtime import Encoded
 
     rng = np.random.default_rng(seed)
     lengths = rng.integers(3, SEQ + 1, n)

@@ -126,7 +126,7 @@ def test_the_connack_limit_wins_over_the_configured_one():
 
 
 def test_edge_and_server_refuse_oversize_with_the_same_type():
-    from edge_runtime._mqtt import MqttLink, MqttOptions
+    from edge_runtime import MqttLink, MqttOptions
     from server._mqtt import MqttTransport
 
     link = MqttLink(MqttOptions(URL, "dev-000", max_packet_size=4096), [])
@@ -139,9 +139,8 @@ def test_edge_and_server_refuse_oversize_with_the_same_type():
 # ----------------------------------------------------------------------------- defaults have one home
 
 def test_both_sides_take_their_defaults_from_the_factory():
-    from edge_runtime._config import AgentConfig
-    from edge_runtime._mqtt import MqttOptions
-    from server._config import ServerConfig
+    from edge_runtime import AgentConfig, MqttOptions
+    from server import ServerConfig
 
     edge, opts = AgentConfig(), MqttOptions(URL, "d")
     assert edge.session_expiry_s == opts.session_expiry_s == DEVICE_SESSION_EXPIRY_S
@@ -153,7 +152,7 @@ def test_both_sides_take_their_defaults_from_the_factory():
 
 
 def test_the_edge_link_and_server_transport_are_built_by_the_factory():
-    from edge_runtime._mqtt import MqttLink, MqttOptions
+    from edge_runtime import MqttLink, MqttOptions
     from server._mqtt import RECEIVE_MAXIMUM, MqttTransport
 
     link = MqttLink(MqttOptions(URL, "dev-000", password="s3cret"), [], will=("st", b"off"))

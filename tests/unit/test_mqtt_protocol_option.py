@@ -95,7 +95,7 @@ def test_server_transport_builds_the_right_paho_client(protocol, v5):
 
 
 def test_agent_config_default_and_values():
-    from edge_runtime._config import AgentConfig
+    from edge_runtime import AgentConfig
 
     assert AgentConfig().mqtt_protocol == "5"
     assert load_config(AgentConfig, None, ["mqtt_protocol=3.1.1"]).mqtt_protocol == "3.1.1"
@@ -103,7 +103,7 @@ def test_agent_config_default_and_values():
 
 
 def test_agent_config_rejects_other_versions_naming_the_allowed_ones():
-    from edge_runtime._config import AgentConfig
+    from edge_runtime import AgentConfig
 
     problems = "\n".join(AgentConfig(mqtt_protocol="3").problems())
     assert "mqtt_protocol='3': use one of ['5', '3.1.1']" in problems
@@ -124,8 +124,7 @@ def test_edge_cli_has_the_setting_and_a_bad_value_exits_2(capsys):
 
 
 def test_agent_passes_the_protocol_to_its_link(tmp_path):
-    from edge_runtime._agent import EdgeAgent
-    from edge_runtime._config import AgentConfig
+    from edge_runtime import AgentConfig, EdgeAgent
 
     cfg = AgentConfig(broker="mqtt://h:1", client_id="d", mqtt_protocol="3.1.1")
     opts = EdgeAgent._mqtt_options(SimpleNamespace(cfg=cfg))
@@ -135,7 +134,7 @@ def test_agent_passes_the_protocol_to_its_link(tmp_path):
 @pytest.mark.parametrize("protocol, v5", [("5", True), ("3.1.1", False)])
 def test_edge_link_builds_the_right_paho_client(protocol, v5):
     mqtt = pytest.importorskip("paho.mqtt.client")
-    from edge_runtime._mqtt import MqttLink, MqttOptions
+    from edge_runtime import MqttLink, MqttOptions
 
     link = MqttLink(MqttOptions("mqtt://127.0.0.1:1", "dev-000", max_packet_size=4096, protocol=protocol), [])
     assert link.mqtt5 is v5 and link._client.protocol == (mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
@@ -152,7 +151,8 @@ def test_edge_link_on_311_connack_keeps_the_configured_limit_and_flags_refusals(
     from paho.mqtt.client import ConnectFlags, convert_connack_rc_to_reason_code
     from paho.mqtt.enums import ConnackCode
 
-    from edge_runtime._mqtt import CONNECTED, MqttLink, MqttOptions
+    from edge_runtime import MqttLink, MqttOptions
+    from edge_runtime._mqtt import CONNECTED
 
     events = []
     link = MqttLink(MqttOptions("mqtt://127.0.0.1:1", "dev-000", max_packet_size=4096, protocol="3.1.1"), ["t/#"],
@@ -174,7 +174,7 @@ def test_edge_link_on_311_connack_keeps_the_configured_limit_and_flags_refusals(
 
 
 def test_sim_config_protocol_choices_and_errors():
-    from simulate._config import SimConfig, load_sim_config
+    from simulate import SimConfig, load_sim_config
 
     cfg = SimConfig()
     assert cfg.mqtt_protocol == "auto"
@@ -189,7 +189,7 @@ def test_sim_config_protocol_choices_and_errors():
 
 def test_simulate_passes_311_to_server_and_every_edge_on_the_embedded_broker(tmp_path):
     from server.broker import fleet_init
-    from simulate._config import SimConfig
+    from simulate import SimConfig
     from simulate._fleet import BrokerHandle, edge_args, server_config
     from server import ServerConfig
 
