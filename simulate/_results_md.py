@@ -37,6 +37,9 @@ def _section(name: str, title: str) -> list[str]:
     if doc.get("sizing"):
         lines.append(f"- sizing: `{json.dumps(doc['sizing'])}`")
     lines += ["", md_file.read_text().rstrip(), ""]
+    notes = folder / "notes.md"  # hand-written context the benchmark cannot derive (kept across rewrites)
+    if notes.is_file():
+        lines += [notes.read_text().rstrip(), ""]
     for png in sorted(folder.glob("*.png")):
         lines.append(f"![{png.stem}](results/{name}/{png.name})")
     return lines + [""]

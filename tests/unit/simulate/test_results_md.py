@@ -36,3 +36,15 @@ def test_a_scratch_folder_leaves_results_md_alone(tmp_path, monkeypatch):
     _fake_results(tmp_path, monkeypatch)
     assert _results_md.update_results_md(tmp_path / "elsewhere") is None
     assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_a_sections_hand_written_notes_follow_its_generated_table_and_survive_a_rewrite(tmp_path, monkeypatch):
+    results = _fake_results(tmp_path, monkeypatch)
+    for name in ("comm", "accuracy"):
+        (results / name / f"{name}.json").write_text(json.dumps({"command": f"fedhft bench {name}"}))
+    (results / "comm" / "notes.md").write_text("Why the sizing changed.\n")
+    for _ in range(2):
+        _results_md.update_results_md(results / "comm")
+        text = (tmp_path / "RESULTS.md").read_text()
+        assert text.count("Why the sizing changed.") == 1
+        assert text.index("| comm table |") < text.index("Why the sizing changed.")
