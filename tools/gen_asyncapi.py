@@ -1,4 +1,4 @@
-"""Write docs/asyncapi.yaml from the message classes (fedhft.protocol.asyncapi_yaml).
+"""Write docs/asyncapi.yaml from the message classes (fedhft.asyncapi.asyncapi_yaml).
 
     python tools/gen_asyncapi.py            # rewrite the file after changing a message
     python tools/gen_asyncapi.py --check    # exit 1, with the fix, when the file is out of date
@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing it
 
-from fedhft.protocol import asyncapi_yaml  # noqa: E402
+from fedhft.asyncapi import asyncapi_yaml  # noqa: E402
 
 TARGET = ROOT / "docs" / "asyncapi.yaml"
 

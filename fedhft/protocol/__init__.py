@@ -8,7 +8,8 @@
 * bundle chunking and reassembly;
 * the typed codes: ``Reason`` (every refusal), ``OutcomeKind``, ``AckStatus``, ``ChunkResult``, and the
   status states ``ClientState`` / ``ServerState`` (``CLIENT_STATES`` / ``SERVER_STATES`` are their strings);
-* the spec for tools: ``asyncapi_document`` / ``asyncapi_yaml`` (docs/asyncapi.yaml, generated from the classes).
+* the wire format as data for tools: ``json_schemas`` (a JSON Schema per header; ``fedhft.asyncapi`` writes
+  them, with the topics and the MQTT facts, into docs/asyncapi.yaml).
 """
 from fedhft.protocol._acl import is_allowed
 from fedhft.protocol._chunks import (
@@ -33,6 +34,7 @@ from fedhft.protocol._errors import (
     UnsupportedVersion,
     WrongType,
 )
+from fedhft.protocol._fields import ID_PATTERN
 from fedhft.protocol._messages import (
     CLIENT_STATES,
     MASK_TENSOR,
@@ -56,8 +58,8 @@ from fedhft.protocol._messages import (
     payload_budget,
     publish_overhead,
 )
-from fedhft.protocol._topics import FROM_CLIENT, KIND_MESSAGE, TO_CLIENT, Topics, acl_lines, valid_id
-from fedhft.protocol._spec import asyncapi_document, asyncapi_yaml
+from fedhft.protocol._topics import FROM_CLIENT, KIND_MESSAGE, SERVER_STATUS, TO_CLIENT, Topics, acl_lines, valid_id
+from fedhft.protocol._spec import REF_SCHEMAS, json_schemas
 from fedhft.protocol._update_codec import (
     ENCODINGS,
     SCALE_SUFFIX,
@@ -102,8 +104,10 @@ __all__ = [
     "acl_lines",
     "is_allowed",
     "valid_id",
+    "ID_PATTERN",
     "FROM_CLIENT",
     "TO_CLIENT",
+    "SERVER_STATUS",
     "KIND_MESSAGE",
     # messages
     "Message",
@@ -144,7 +148,7 @@ __all__ = [
     "file_sha256",
     "chunk_size_for",
     "atomic_write",
-    # the spec for tools (docs/asyncapi.yaml)
-    "asyncapi_document",
-    "asyncapi_yaml",
+    # the JSON Schemas for tools (docs/asyncapi.yaml)
+    "REF_SCHEMAS",
+    "json_schemas",
 ]

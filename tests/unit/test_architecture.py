@@ -77,11 +77,6 @@ KNOWN_VIOLATIONS = dict([
     _known("layer", "edge_runtime.sessions._torch", "export._torch_backend", _RUNTIME_LAYER),
     _known("private", "edge_runtime.sessions._torch", "export._torch_backend", _RUNTIME_LAYER),
     _known("layer", "edge_runtime.sessions._torch", "export", _RUNTIME_LAYER),  # the frozen-layer cache's Int8Linear
-    # cycles between modules
-    # (the broker left this cycle when it moved to server.broker and its ACL check to fedhft.protocol)
-    _known("cycle", "fedhft.mqtt -> fedhft.mqtt._client -> fedhft.protocol -> fedhft.protocol._spec", "",
-           "issue 11 item 1: protocol._spec (the AsyncAPI writer) reads the session expiry from fedhft.mqtt, "
-           "which imports protocol: the writer belongs above both"),
 ])
 
 

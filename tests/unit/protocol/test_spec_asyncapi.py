@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from fedhft.protocol import KIND_MESSAGE, MESSAGE_TYPES, Topics, asyncapi_document, asyncapi_yaml, encode
+from fedhft.asyncapi import RETAINED_KINDS, asyncapi_document, asyncapi_yaml, channel_id
+from fedhft.protocol import KIND_MESSAGE, MESSAGE_TYPES, Topics, encode
 from fedhft.protocol._envelope import ENVELOPE_KEYS, PREFIX_LEN
-from fedhft.protocol._spec import RETAINED_KINDS, channel_id
 
 from .protocol_samples import samples
 
