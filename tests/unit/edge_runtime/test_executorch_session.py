@@ -190,3 +190,45 @@ def test_a_manifest_naming_a_missing_optimizer_method_is_a_bundle_error(bundle, 
     bad = _with_optimizer(bundle, tmp_path / "bad", method={"name": "sgd_step"})
     with pytest.raises(BundleError, match="re-export"):
         open_session(bad)
+
+
+def test_the_runtime_alone_trains_like_the_session(session, bundle):
+    """docs/DEPLOY.md's recipe with nothing but the runtime and manifest.json: a TrainingModule for the
+    forward-backward, and a second, plain module over the same bytes for adamw_step (Android's TrainingModule
+    runs only joint methods), fed by the manifest's offsets. It ends where the session ends."""
+    import json
+
+    import torch
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
+    from executorch.extension.training import _load_for_executorch_for_training_from_buffer
+
+    raw = json.loads((bundle / "manifest.json").read_text())
+    extras, spec = raw["backend_extras"], raw["backend_extras"]["optimizer_method"]
+    to_fqn = {canon: fqn for fqn, canon in extras["param_to_canonical"].items()}
+    order = [t["name"] for t in raw["trainable"]]
+    data = (bundle / extras["program"]).read_bytes()  # both modules borrow it
+    trainer, optimizer = _load_for_executorch_for_training_from_buffer(data), _load_for_executorch_from_buffer(data)
+    mask = torch.from_numpy(half_mask(session.manifest, 0))
+    batches = [tuple(torch.from_numpy(a) for a in token_batch(seed)) for seed in range(4)]
+    start = _start(session.manifest)
+    trainer.forward_backward(extras["method"], (*batches[0], mask))  # warm-up: parameters exist after it
+    params = [trainer.named_parameters()[to_fqn[name]] for name in order]
+    for p, name in zip(params, order):
+        p.copy_(torch.from_numpy(start[name]))
+    moments = [torch.zeros_like(p) for _ in range(2) for p in params]  # exp_avg then exp_avg_sq, fresh
+    n, lr = spec["count"], 1e-2
+    for step, batch in enumerate(batches, start=1):
+        trainer.forward_backward(extras["method"], (*batch, mask))
+        grads = [trainer.named_gradients()[to_fqn[name]] for name in order]
+        out = optimizer.run_method(spec["name"], (*params, *grads, *moments, torch.tensor([step]),
+                                                  torch.tensor([lr], dtype=torch.float64)))
+        for p, new in zip(params, out[:n]):
+            p.copy_(new)
+        moments = list(out[n:3 * n])
+    session.set_state(start)
+    session.begin_round(half_mask(session.manifest, 0), lr=lr)
+    for batch in batches:
+        session.train_step(*(b.numpy() for b in batch))
+    ours = session.get_state()
+    for p, name in zip(params, order):
+        np.testing.assert_array_equal(p.numpy(), ours[name], err_msg=name)
