@@ -43,6 +43,9 @@ EFFICIENCY = {"torch": 0.65, "ort": 0.65, "executorch": 0.2}
 #: Fixed milliseconds per layer pass (forward or backward) for op dispatch that does not scale with
 #: the tokens; dominates tiny batches.
 PASS_OVERHEAD_MS = {"torch": 1.0, "ort": 0.5, "executorch": 0.5}
+#: Optimizer bytes per trainable parameter at its peak: fp32 gradient + AdamW's two moments + the
+#: weight (16); ExecuTorch's in-program adamw_step also holds its outputs and temporaries during the call.
+OPTIMIZER_BYTES_PER_PARAM = {"torch": 16.0, "ort": 16.0, "executorch": 44.0}
 #: int8 dequantization cost, in "FLOP equivalents" per matrix element per step (memory-bound).
 DEQUANT_FLOPS_PER_PARAM = 8.0
 
@@ -197,7 +200,7 @@ def estimate(
         "dequantized": dequant / MB,
         "activations": saved / MB,
         "working": working / MB,
-        "optimizer": 16.0 * trainable_params(plan, model, num_labels) / MB,
+        "optimizer": OPTIMIZER_BYTES_PER_PARAM[backend] * trainable_params(plan, model, num_labels) / MB,
     }
     flops = step_flops(plan, model)
     step_ms = None
