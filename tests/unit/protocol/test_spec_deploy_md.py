@@ -37,10 +37,13 @@ def test_every_tier_is_on_the_bundle_of_its_default_backend():
 
 def test_the_android_calls_in_order():
     calls = ["TrainingModule.load(", "executeForwardBackward(", "namedParameters(", "namedGradients(",
-             "SGD.create(", "getRawDataBuffer()", "dataAsFloatArray"]
+             'execute("adamw_step"', "dataAsFloatArray"]
     steps = TEXT[TEXT.index("## Android: the ExecuTorch calls"):TEXT.index("```kotlin")]
     positions = [steps.index(c) for c in calls]
-    assert positions[0] < positions[2] < positions[3] < positions[4] and positions[-1] > positions[4]
+    assert positions == sorted(positions)
+    assert "`Module.load(" in steps and "getRawDataBuffer()" in steps  # the second load, for adamw_step
+    sketch = TEXT[TEXT.index("```kotlin"):]
+    assert '"adamw_step"' in sketch or "optimizer_method" in sketch  # the program's own AdamW, not a hand-written one
     assert "import org.pytorch.executorch.training.TrainingModule" in TEXT
 
 
