@@ -43,7 +43,7 @@ def test_the_android_calls_in_order():
     assert positions == sorted(positions)
     assert "`Module.load(" in steps and "getRawDataBuffer()" in steps  # the second load, for adamw_step
     sketch = TEXT[TEXT.index("```kotlin"):]
-    assert '"adamw_step"' in sketch or "optimizer_method" in sketch  # the program's own AdamW, not a hand-written one
+    assert "optimizer.execute(b.optimizerMethod" in sketch  # the program's own AdamW step, not a hand-written one
     assert "import org.pytorch.executorch.training.TrainingModule" in TEXT
 
 
