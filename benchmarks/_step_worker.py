@@ -41,12 +41,12 @@ def _session(bundle: str, eager: bool, threads: int):
     if eager:
         import torch
 
-        from edge_runtime.sessions import EagerSession
+        from bundle_runtime import EagerSession
         from export import reference_model
 
         torch.set_num_threads(threads)
         return EagerSession(reference_model(manifest), manifest), manifest
-    from edge_runtime.sessions import open_session
+    from bundle_runtime import open_session
 
     return open_session(bundle, threads=threads), manifest
 

@@ -49,8 +49,6 @@ _EXPORTS = {
     "PublishFailed": "edge_runtime._mqtt",
     "StateStore": "edge_runtime._checkpoint",
     "EventLog": "edge_runtime._log",
-    "open_session": "edge_runtime.sessions",
-    "TrainingSession": "edge_runtime.sessions",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -401,7 +401,7 @@ class EdgeAgent:
         opening ``bundle`` would import) loaded."""
         if host_baseline_mb() > 0 or self._session is not None:
             return
-        from edge_runtime.sessions import load_runtime
+        from bundle_runtime import load_runtime
 
         load_runtime(backend, bundle)
         gc.collect()
@@ -427,7 +427,7 @@ class EdgeAgent:
     def _open_session(self, bundle: Path):
         if self._session_dir != bundle:
             self._close_session()
-            from edge_runtime.sessions import open_session
+            from bundle_runtime import open_session
 
             started = time.perf_counter()
             self._session = open_session(bundle, threads=self.cfg.threads)

@@ -10,12 +10,8 @@ import importlib
 _LAZY = {
     "export_bundle": "export._api", "export_all": "export._api", "ExportResult": "export._api",
     "ExportContext": "export._api", "CompiledBundle": "export._api",
-    "build_adapter_model": "export._model", "AdapterModel": "export._model", "SUPPORTED_MODEL_TYPES": "export._model",
-    "architecture_family": "export._model", "model_dims_from_config": "export._model", "site_paths": "export._model",
-    "encoder_span": "export._model",
     "resolve_model": "export._backbone", "load_encoder": "export._backbone", "weights_sha256": "export._backbone",
     "BackboneSource": "export._backbone", "MINILM_ID": "export._backbone",
-    "quantize_frozen": "export._quant", "Int8Linear": "export._quant", "Int8Embedding": "export._quant",
     "verify_bundle": "export._verify", "VerifyReport": "export._verify", "find_bundles": "export._verify",
     "reference_model": "export._verify",
     "quantization_accuracy": "export._quality",

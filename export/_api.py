@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from devices import AdapterPlan
+from bundle_runtime import AdapterModel, build_adapter_model
 from fedhft.layout import ModelDims, init_trainable, mask_length
 from fedhft import __version__
 from fedhft.manifest import BACKENDS, InputSpec, Manifest, OptimizerSpec, file_entry, write_manifest
 from export._backbone import BackboneSource, load_encoder, resolve_model, weights_sha256, write_tokenizer
-from export._model import AdapterModel, build_adapter_model
 
 _COMPILERS = {"torch": "export._torch_backend", "ort": "export._ort_backend", "executorch": "export._et_backend"}
 _EXTRAS = {"torch": None, "ort": "ort", "executorch": "executorch"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from fedhft.manifest import TokenizerSpec
-from export._model import architecture_family
+from bundle_runtime import architecture_family
 
 #: The one tokenizer file of a bundle (a Hugging Face ``tokenizers`` JSON).
 TOKENIZER_FILE = "tokenizer.json"
@@ -82,7 +82,7 @@ def resolve_model(spec: str) -> BackboneSource:
 
 
 def load_encoder(source: BackboneSource) -> torch.nn.Module:
-    """The fp32 encoder with eager attention and dropout off (see export._model)."""
+    """The fp32 encoder with eager attention and dropout off (see bundle_runtime's AdapterModel)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 

@@ -29,7 +29,7 @@ def _names(text: str, known: Sequence[str], what: str, flag: str, problems: list
 def _model_layers(model: str, num_labels: int) -> tuple[str, int]:
     """(model id, encoder layers) without loading the weights; ValueError/OSError for a bad --model."""
     from export._backbone import resolve_model
-    from export._model import model_dims_from_config
+    from bundle_runtime import model_dims_from_config
 
     source = resolve_model(model)
     if source.path is None:

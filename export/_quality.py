@@ -41,7 +41,7 @@ def labelled_texts(limit: int = 512) -> tuple[list[str], list[int]]:
 
 def _embed(model_spec: str, precision: str, ids, attn):
     from export._backbone import load_encoder, resolve_model
-    from export._model import build_adapter_model
+    from bundle_runtime import build_adapter_model
 
     plan = AdapterPlan(depth=1, ranks=(1,), mask_density=1.0, precision=precision)
     model = build_adapter_model(load_encoder(resolve_model(model_spec)), plan, 2)

@@ -55,7 +55,7 @@ def reference_spec(manifest: Manifest) -> str:
 def reference_model(manifest: Manifest):
     """The eager AdapterModel for a manifest, rebuilt from its recorded base model."""
     from export._backbone import load_encoder, resolve_model, weights_sha256
-    from export._model import build_adapter_model
+    from bundle_runtime import build_adapter_model
 
     source = resolve_model(reference_spec(manifest))
     encoder = load_encoder(source)
@@ -125,8 +125,7 @@ def compare(manifest, mask, start, eager, backend, lr: float = VERIFY_LR) -> tup
 
 
 def verify_bundle(bundle_dir: Path, steps: int = 5, lr: float = VERIFY_LR, seed: int = 0) -> VerifyReport:
-    from edge_runtime.sessions import open_session
-    from edge_runtime.sessions._torch import EagerSession
+    from bundle_runtime import EagerSession, open_session
 
     manifest = load_manifest(Path(bundle_dir))
     batch, mask, state = fixed_problem(manifest, seed)

@@ -103,7 +103,8 @@ def link_bundles(run_bundles: Path, bundles: dict[tuple[str, str], Path]) -> Pat
 
 def model_identity(model: str, num_labels: int):
     """(model id as the manifest records it, number of encoder layers) without exporting anything."""
-    from export import model_dims_from_config, resolve_model
+    from bundle_runtime import model_dims_from_config
+    from export import resolve_model
 
     source = resolve_model(model)
     if source.path is None:

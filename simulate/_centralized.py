@@ -18,7 +18,8 @@ def train_centralized(model: str, plan: AdapterPlan, num_labels: int, train: Enc
     """Train ``steps`` AdamW steps of batch ``plan.batch_size`` on ``train``; accuracy on ``test``."""
     import torch
 
-    from export import build_adapter_model, load_encoder, resolve_model
+    from bundle_runtime import build_adapter_model
+    from export import load_encoder, resolve_model
     from fedhft.layout import full_mask, init_trainable
     from fedhft.manifest import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY
 

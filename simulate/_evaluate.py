@@ -11,7 +11,7 @@ server/strategies/.
 Every form becomes dense dW per (layer, module), merged into a copy of the fp32 backbone's
 weights: the same function as the LoRA forward (y = W x + dW x), for any rank, including full-rank
 FedHFT mixtures that no single tier's bundle could hold. Pooling = mean over tokens, as
-``export._model.AdapterModel.pooled``.
+``bundle_runtime.AdapterModel.pooled``.
 """
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ class Evaluator:
     ``precision``: the backbone's weights as a bundle of that precision holds them. ``fp32`` (the
     default) is the reference for a GLOBAL model: no tier's bundle can hold a full-rank FedHFT
     mixture, a server deploys it on fp32 weights, and one reference keeps rounds and strategies
-    comparable. ``int8`` is the backbone an int8 tier trains on (export._quant: per-row int8,
+    comparable. ``int8`` is the backbone an int8 tier trains on (bundle_runtime's int8 layers: per-row int8,
     dequantized): evaluate a CLIENT's own model with its bundle's ``plan.precision`` to score the
     forward that client actually runs.
     """
@@ -173,7 +173,8 @@ class Evaluator:
     def __init__(self, model: str, threads: int | None = None, precision: str = "fp32", device: str | None = None):
         import torch
 
-        from export import load_encoder, resolve_model, site_paths
+        from bundle_runtime import site_paths
+        from export import load_encoder, resolve_model
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}: use one of {list(PRECISIONS)} (a bundle's plan.precision)")
@@ -238,7 +239,7 @@ class Evaluator:
         return logits
 
     def _hidden(self, ids, attn, start: int, below):
-        from export import encoder_span
+        from bundle_runtime import encoder_span
 
         if below is None:
             return self.encoder(input_ids=ids, attention_mask=attn).last_hidden_state
@@ -249,7 +250,7 @@ class Evaluator:
         (kept for the last token set, start and zero-delta sites; None when ``start`` is 0)."""
         if start == 0:
             return None
-        from export import encoder_span
+        from bundle_runtime import encoder_span
 
         key = _digest(start, zero_sites, input_ids, attention_mask, batch)
         if self._below is None or self._below[0] != key:
@@ -323,10 +324,10 @@ def _digest(*parts) -> str:
 
 
 def _dequantized_int8(module) -> None:
-    """Replace, below ``module``, every layer that an int8 bundle stores in int8 (export._quant
+    """Replace, below ``module``, every layer that an int8 bundle stores in int8 (bundle_runtime's int8 layers
     decides which) by a plain fp32 layer holding the dequantized weights: the values the int8
     bundle computes with, in modules whose weights a dense delta can be added to."""
-    from export import quantize_frozen
+    from bundle_runtime import quantize_frozen
 
     quantize_frozen(module)
     _replace_int8(module)
@@ -335,7 +336,7 @@ def _dequantized_int8(module) -> None:
 def _replace_int8(module) -> None:
     from torch import nn
 
-    from export import Int8Embedding, Int8Linear
+    from bundle_runtime import Int8Embedding, Int8Linear
 
     for name, child in list(module.named_children()):
         if isinstance(child, Int8Linear):

@@ -183,7 +183,7 @@ class InProcessEngine:
     def _session(self, bundle_dir: Path, worker: int):
         """One session per bundle and worker, opened on first use and shared by its clients."""
         if (bundle_dir, worker) not in self.sessions:
-            from edge_runtime.sessions import EagerSession, open_session
+            from bundle_runtime import EagerSession, open_session
 
             t0 = time.perf_counter()
             with self._open_lock:  # one at a time: opening may still import lazily
@@ -248,7 +248,7 @@ class InProcessEngine:
         """Every library the sessions and the evaluator import, imported once here before any other
         thread starts: transformers' lazy imports are not thread-safe (two workers opening their
         first session at once can fail with an ImportError)."""
-        from edge_runtime.sessions import load_runtime
+        from bundle_runtime import load_runtime
 
         if self._imported:
             return
@@ -432,7 +432,7 @@ class InProcessEngine:
         """A torch session's frozen-layer cache gets the client's training rows once, in batches of
         the round's shape, so that later rounds' random batches find all their rows there; when the
         run will train on at least as many rows as the client holds (speed only: exact either way)."""
-        from edge_runtime.sessions import EagerSession
+        from bundle_runtime import EagerSession
 
         share = self.config.select_count(self.cfg.clients) / max(1, self.cfg.clients)
         worth = steps <= 0 or self.cfg.rounds * share * steps * batch >= len(train)

@@ -52,7 +52,7 @@ def _backend_available(backend: str) -> bool:
     mods = {"torch": ("torch", "export._torch_backend"), "ort": ("onnxruntime", "export._ort_backend"),
             "executorch": ("executorch", "export._et_backend")}[backend]
     return all(importlib.util.find_spec(m) is not None for m in mods) and \
-        (REPO / "edge_runtime" / "sessions" / {"torch": "_torch.py", "ort": "_ort.py",
+        (REPO / "bundle_runtime" / "sessions" / {"torch": "_torch.py", "ort": "_ort.py",
                                                "executorch": "_executorch.py"}[backend]).is_file()
 
 
@@ -256,7 +256,7 @@ def server(mosquitto, fleet):
 def local_loss(torch_bundle: Path, state: dict, mask: np.ndarray, data: Path) -> float:
     """Eager cross-entropy of ``state`` on all of a client's data (the torch bundle of the same plan)."""
     from edge_runtime import evaluate, load_examples, load_tokenizer, tokenize
-    from edge_runtime.sessions import open_session
+    from bundle_runtime import open_session
 
     session = open_session(torch_bundle, threads=1)
     session.set_state(state)

@@ -6,9 +6,9 @@ Three rules, checked on every module outside tests/ (lazy imports inside functio
 * private reach: nothing imports another package's ``_`` module (or a ``_`` name of another package);
 * cycles: no import cycle between modules.
 
-The tree still breaks these rules in known places (issue 11, items 1 and 2, removes them). They are
-listed, by name, in KNOWN_VIOLATIONS: the test fails on any violation not in the list, and on any
-listed one that no longer exists (delete its entry: the list only shrinks).
+KNOWN_VIOLATIONS lists, by name, violations the tree still has (none since issue 11): the test fails on any
+violation not in the list, and on any listed one that no longer exists (delete its entry: the list only
+shrinks).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 UNITS = {
     "devices": ("devices",),
     "fedhft": ("fedhft",),  # the shared vocabulary: everything in fedhft/ not claimed below
+    "bundle_runtime": ("bundle_runtime",),
     "export": ("export",),
     "edge_runtime": ("edge_runtime",),
     "server": ("server",),
@@ -34,18 +35,20 @@ UNITS = {
     "tools": ("tools",),
 }
 # THE TABLE (docs/CONTRACTS.md, "Packages and who may import whom", mirrors it row by row):
-# unit -> the other units it may import. Layers from the bottom: devices; the shared vocabulary;
-# export, edge_runtime, server (never each other); the applications; the CLI on top.
+# unit -> the other units it may import. Layers from the bottom: devices; the shared vocabulary; the
+# bundle runtime; export, edge_runtime, server (never each other); the applications; the CLI on top.
+_BELOW_APPS = {"fedhft", "devices", "bundle_runtime", "export", "edge_runtime", "server"}
 ALLOWED = {
     "devices": set(),
     "fedhft": {"devices"},
-    "export": {"fedhft", "devices"},
-    "edge_runtime": {"fedhft", "devices"},
+    "bundle_runtime": {"fedhft", "devices"},
+    "export": {"fedhft", "devices", "bundle_runtime"},
+    "edge_runtime": {"fedhft", "devices", "bundle_runtime"},
     "server": {"fedhft", "devices"},
-    "simulate": {"fedhft", "devices", "export", "edge_runtime", "server"},
-    "benchmarks": {"fedhft", "devices", "export", "edge_runtime", "server", "simulate"},
-    "cli": {"fedhft", "devices", "export", "edge_runtime", "server", "simulate", "benchmarks"},
-    "tools": {"fedhft", "devices", "export", "edge_runtime", "server", "simulate", "benchmarks"},
+    "simulate": _BELOW_APPS,
+    "benchmarks": _BELOW_APPS | {"simulate"},
+    "cli": _BELOW_APPS | {"simulate", "benchmarks"},
+    "tools": _BELOW_APPS | {"simulate", "benchmarks"},
 }
 # Heavy runtimes a unit must only import lazily (inside functions), never at module level.
 _SHARED_LAZY = {"torch", "paho", "onnxruntime", "executorch"}
@@ -63,21 +66,9 @@ class Violation:
         return f"{self.kind}: {self.source}" + (f" imports {self.target}" if self.target else "")
 
 
-def _known(kind: str, source: str, target: str, item: str) -> tuple[Violation, str]:
-    return Violation(kind, source, target), item
-
-
-_RUNTIME_LAYER = "issue 11 item 1: a runtime layer (bundle opening, sessions) under export and edge_runtime"
-# Known violations of the tree as it is, each with what removes it. Only ever delete entries.
-KNOWN_VIOLATIONS = dict([
-    # export <-> edge_runtime: verify runs the eager session, the torch session loads export's model
-    _known("layer", "export._verify", "edge_runtime.sessions", _RUNTIME_LAYER),
-    _known("layer", "export._verify", "edge_runtime.sessions._torch", _RUNTIME_LAYER),
-    _known("private", "export._verify", "edge_runtime.sessions._torch", _RUNTIME_LAYER),
-    _known("layer", "edge_runtime.sessions._torch", "export._torch_backend", _RUNTIME_LAYER),
-    _known("private", "edge_runtime.sessions._torch", "export._torch_backend", _RUNTIME_LAYER),
-    _known("layer", "edge_runtime.sessions._torch", "export", _RUNTIME_LAYER),  # the frozen-layer cache's Int8Linear
-])
+# Known violations of the tree, each with what removes it. Only ever delete entries: the tree has none
+# left (issue 11), so a new violation fails the test instead of joining this table.
+KNOWN_VIOLATIONS: dict[Violation, str] = {}
 
 
 # ------------------------------------------------------------------ the checker
@@ -251,7 +242,7 @@ def test_setup_installs_every_unit_but_tools():
 
 
 def test_every_package_declares_its_public_api():
-    for package in ("fedhft", "devices", "export", "edge_runtime", "server", "simulate"):
+    for package in ("fedhft", "devices", "bundle_runtime", "export", "edge_runtime", "server", "simulate"):
         text = (ROOT / package / "__init__.py").read_text()
         assert "__all__" in text, f"{package}/__init__.py must define __all__"
 

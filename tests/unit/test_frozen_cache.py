@@ -62,7 +62,7 @@ def _rounds(session, data, rounds: int = 3) -> list:
 
 def test_pooled_from_the_frozen_part_is_the_full_forward(bundle):
     """Golden: the adapted layers run from ``hidden_below`` give the full forward's bits."""
-    from edge_runtime.sessions import open_session
+    from bundle_runtime import open_session
 
     model = open_session(bundle, threads=1).model
     assert model.first_adapted == 2
@@ -80,7 +80,7 @@ def test_cached_session_trains_bit_identically(bundle):
     """Three rounds of train_round (6 steps of 8 over 30 examples: batches of 8 and short ones,
     and an 11-example validation part scored before and after) with and without the cache."""
     from edge_runtime import PreparedData
-    from edge_runtime.sessions import open_session
+    from bundle_runtime import open_session
 
     data = PreparedData(_encoded(30, 2), _encoded(11, 3))
     plain = open_session(bundle, threads=1)
@@ -96,7 +96,7 @@ def test_cached_session_trains_bit_identically(bundle):
 
 def test_full_cache_stops_storing_and_stays_exact(bundle):
     from edge_runtime import PreparedData
-    from edge_runtime.sessions import open_session
+    from bundle_runtime import open_session
 
     data = PreparedData(_encoded(30, 4), _encoded(5, 5))
     plain, cached = open_session(bundle, threads=1), open_session(bundle, threads=1)
@@ -109,7 +109,7 @@ def test_filled_cache_serves_every_training_batch_and_stays_exact(bundle):
     """Rows cached in batches of 8 (the last one filled up with copies) give the bits that the
     random training batches of 8 compute; only the validation part's batches miss, once each."""
     from edge_runtime import PreparedData
-    from edge_runtime.sessions import open_session
+    from bundle_runtime import open_session
 
     data = PreparedData(_encoded(32, 6), _encoded(11, 7))
     plain, cached = open_session(bundle, threads=1), open_session(bundle, threads=1)

@@ -22,7 +22,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_session(tiny_bundle):
-    from edge_runtime.sessions import open_session
+    from bundle_runtime import open_session
 
     return open_session(tiny_bundle, threads=1)
 

@@ -14,7 +14,7 @@ pytest.importorskip("executorch", reason="the executorch extra is missing: pip i
 pytest.importorskip("torch", reason="exporting the test bundle needs torch")
 
 from devices import AdapterPlan  # noqa: E402
-from edge_runtime.sessions import open_session  # noqa: E402
+from bundle_runtime import open_session  # noqa: E402
 from fedhft.layout import init_trainable, mask_layout  # noqa: E402
 from tests.unit.edge_runtime.session_samples import half_mask, token_batch  # noqa: E402
 from fedhft.manifest import BundleError, file_entry, load_manifest, write_manifest  # noqa: E402
@@ -101,7 +101,7 @@ def test_session_owns_the_program_bytes(bundle):
     be freed segfaulted at its next step. A child process, so that a crash fails this test only."""
     code = textwrap.dedent(f"""
         import gc, numpy as np
-        from edge_runtime.sessions import open_session
+        from bundle_runtime import open_session
         from fedhft.layout import full_mask, init_trainable
         s = open_session({str(bundle)!r})
         gc.collect()

@@ -13,7 +13,7 @@ pytest.importorskip("onnxruntime.training", reason="the ort extra is missing: pi
 pytest.importorskip("torch", reason="exporting the test bundle needs torch")
 
 from devices import AdapterPlan  # noqa: E402
-from edge_runtime.sessions import open_session  # noqa: E402
+from bundle_runtime import open_session  # noqa: E402
 from fedhft.layout import init_trainable, mask_layout  # noqa: E402
 from tests.unit.edge_runtime.session_samples import half_mask, token_batch  # noqa: E402
 from fedhft.manifest import BundleError  # noqa: E402
@@ -98,7 +98,7 @@ import json, sys
 if sys.argv[2] == "blocked":
     sys.modules["torch"] = None  # any `import torch` now raises ImportError: a device without torch
 import numpy as np
-from edge_runtime.sessions import open_session
+from bundle_runtime import open_session
 from fedhft.layout import init_trainable
 s = open_session(sys.argv[1], threads=1)
 m = s.manifest

@@ -62,7 +62,7 @@ def test_manifest_maps_program_parameters_to_canonical_names(bundles):
 
 
 def test_mask_is_a_program_input(bundles):
-    from edge_runtime.sessions import open_session
+    from bundle_runtime import open_session
     from fedhft.layout import init_trainable
 
     session = open_session(bundles["fp32"].bundle_dir)

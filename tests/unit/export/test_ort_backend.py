@@ -53,7 +53,7 @@ def test_optimizer_is_torch_adamw_and_ir_version_is_loadable(bundles):
     bundle = bundles["fp32"].bundle_dir
     model = onnx.load(str(bundle / "optimizer_model.onnx"))
     (node,) = [n for n in model.graph.node if n.op_type == "AdamWOptimizer"]
-    from edge_runtime.sessions._base import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY
+    from fedhft.manifest import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY
 
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert attrs["adam_mode"] == 0 and attrs["correct_bias"] == 1  # torch semantics, bias-corrected
@@ -85,7 +85,7 @@ def test_manifest_records_parameter_order_and_roles(bundles):
 def test_inference_model_runs_in_a_plain_session_and_matches_the_eval_graph(bundles):
     import onnxruntime
 
-    from edge_runtime.sessions import open_session
+    from bundle_runtime import open_session
 
     bundle = bundles["fp32"].bundle_dir
     session = open_session(bundle)

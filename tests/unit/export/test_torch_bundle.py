@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from devices import AdapterPlan
-from export import build_adapter_model, export_bundle, load_encoder, resolve_model, verify_bundle
-from export._model import expected_layout
+from bundle_runtime import build_adapter_model, expected_layout
+from export import export_bundle, load_encoder, resolve_model, verify_bundle
 from fedhft.layout import full_mask, init_trainable
 from fedhft.manifest import BundleError, load_manifest
 
@@ -127,7 +127,7 @@ def test_plan_deeper_than_model_fails_before_compiling(tmp_path):
 
 
 def test_corrupted_bundle_file_is_named(bundles, tmp_path):
-    from edge_runtime.sessions import open_session
+    from bundle_runtime import open_session
 
     bad = tmp_path / "bad"
     shutil.copytree(bundles["int8"].bundle_dir, bad)

@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 
 def test_merged_dense_state_matches_the_adapter_model():
     from devices import AdapterPlan
-    from export import build_adapter_model, load_encoder, resolve_model
+    from bundle_runtime import build_adapter_model
+    from export import load_encoder, resolve_model
     from fedhft.layout import adapted_modules, full_mask, init_trainable, lora_names
     from simulate import Evaluator
     from simulate._evaluate import dense_state

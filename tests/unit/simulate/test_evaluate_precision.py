@@ -12,7 +12,7 @@ PLAN = AdapterPlan(depth=2, ranks=(4, 4), mask_density=0.5, max_seq_len=16, batc
 @pytest.fixture(scope="module")
 def int8_session(tmp_path_factory):
     pytest.importorskip("torch")
-    from edge_runtime import open_session
+    from bundle_runtime import open_session
     from export import export_bundle
 
     out = tmp_path_factory.mktemp("int8-bundle")

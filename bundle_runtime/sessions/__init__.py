@@ -5,12 +5,12 @@ import importlib
 from pathlib import Path
 
 from fedhft.manifest import load_manifest
-from edge_runtime.sessions._base import TrainingSession, check_mask, check_state
+from bundle_runtime.sessions._base import TrainingSession, check_mask, check_state
 
 _IMPLS = {
-    "torch": ("edge_runtime.sessions._torch", "TorchSession", None),
-    "ort": ("edge_runtime.sessions._ort", "OrtSession", "ort"),
-    "executorch": ("edge_runtime.sessions._executorch", "ExecuTorchSession", "executorch"),
+    "torch": ("bundle_runtime.sessions._torch", "TorchSession", None),
+    "ort": ("bundle_runtime.sessions._ort", "OrtSession", "ort"),
+    "executorch": ("bundle_runtime.sessions._executorch", "ExecuTorchSession", "executorch"),
 }
 
 
@@ -46,10 +46,10 @@ def open_session(bundle_dir: str | Path, verify_files: bool = True, **options) -
 
 def __getattr__(name: str):
     if name == "EagerSession":  # a torch session over an in-memory model: imports torch, so only on use
-        from edge_runtime.sessions._torch import EagerSession
+        from bundle_runtime.sessions._torch import EagerSession
 
         return EagerSession
-    raise AttributeError(f"module 'edge_runtime.sessions' has no attribute {name!r}")
+    raise AttributeError(f"module 'bundle_runtime.sessions' has no attribute {name!r}")
 
 
 __all__ = ["EagerSession", "TrainingSession", "open_session", "load_runtime", "check_state", "check_mask"]

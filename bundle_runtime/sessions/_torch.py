@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from fedhft.manifest import Manifest
-from edge_runtime.sessions._base import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY, check_mask, check_state
+from bundle_runtime.sessions._base import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY, check_mask, check_state
 
 
 def _import_runtime(bundle_dir: Path | None = None) -> None:
@@ -18,7 +18,7 @@ def _import_runtime(bundle_dir: Path | None = None) -> None:
     import torch  # noqa: F401
     import transformers.modeling_utils  # noqa: F401
 
-    from export._torch_backend import model_class
+    from bundle_runtime._torch_bundle import model_class
 
     if bundle_dir is not None:
         model_class(bundle_dir)
@@ -55,7 +55,7 @@ class EagerSession:
         hidden states below the lowest adapted layer (which no adapter changes) are kept, up to
         ``max_mb``, and reused instead of running the frozen layers again. Results stay bit-identical:
         see ``_FrozenCache``."""
-        from export import Int8Linear
+        from bundle_runtime._quant import Int8Linear
 
         _replace_modules(self.model.encoder, Int8Linear, _dequantized_linear)
         if self.model.first_adapted > 0:
@@ -184,7 +184,7 @@ class TorchSession(EagerSession):
     def __init__(self, bundle_dir: Path, manifest: Manifest, device: str | None = None, threads: int | None = None):
         import torch
 
-        from export._torch_backend import load_bundle_model
+        from bundle_runtime._torch_bundle import load_bundle_model
 
         if threads:
             torch.set_num_threads(threads)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fedhft.manifest import BundleError, Manifest
-from edge_runtime.sessions._base import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY, check_mask, check_state
+from bundle_runtime.sessions._base import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY, check_mask, check_state
 
 
 def _import_runtime(bundle_dir: Path | None = None):

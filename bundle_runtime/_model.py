@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from devices import AdapterPlan
 from fedhft.layout import ModelDims, adapted_modules, lora_names, mask_layout, trainable_layout
-from export._quant import quantize_frozen
+from bundle_runtime._quant import quantize_frozen
 
 # Where the LoRA target modules live, per supported architecture (HF module paths).
 _SITE_PATHS = {

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fedhft.manifest import BundleError, Manifest
-from edge_runtime.sessions._base import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY, check_mask, check_state
+from bundle_runtime.sessions._base import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY, check_mask, check_state
 
 _EXTRA_HINT = "install it with: pip install 'fedhft[ort]'"
 _ROLES = ("training_model", "eval_model", "optimizer_model", "checkpoint")
