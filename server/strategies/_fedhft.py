@@ -50,7 +50,7 @@ from server.strategies._math import (
     unit,
 )
 from server.strategies._clusters import fit_memberships
-from server.strategies._threads import one_blas_thread
+from server.strategies._threads import OneBlasThreadPlanning, one_blas_thread
 
 
 AUTO = "auto"
@@ -78,7 +78,7 @@ def cluster_slots(num_clusters: Any, max_clusters: Any) -> tuple[int, list[str]]
     return (int(num_clusters) if not problems else 1), problems
 
 
-class FedHFT(Strategy):
+class FedHFT(OneBlasThreadPlanning, Strategy):
     name = "fedhft"
 
     def __init__(
@@ -219,14 +219,6 @@ class FedHFT(Strategy):
         self._starts = StartCache()
 
     # -- API -------------------------------------------------------------------------------------
-    def configure(self, round_idx: int, clients: list[ClientInfo], rng: np.random.Generator | None = None):
-        with one_blas_thread():
-            return super().configure(round_idx, clients, rng)
-
-    def preview(self, client: ClientInfo) -> ClientAssignment:
-        with one_blas_thread():
-            return super().preview(client)
-
     def assign(self, round_idx: int, client: ClientInfo, rng: np.random.Generator) -> ClientAssignment:
         plan, dims = client.plan, self.dims_for(client)
         m = self.membership(client.client_id)

@@ -22,10 +22,10 @@ from server.strategies._base import (
     Sums,
 )
 from server.strategies._math import init_a_rows, init_head, lora_delta, svd_refactor
-from server.strategies._threads import one_blas_thread
+from server.strategies._threads import OneBlasThreadPlanning, one_blas_thread
 
 
-class FlexLoRA(GlobalStateStrategy):
+class FlexLoRA(OneBlasThreadPlanning, GlobalStateStrategy):
     name = "flexlora"
 
     def __init__(self, dims: ModelDims, *, seed: int = 0, backbone_dims: Mapping[str, ModelDims] | None = None):
@@ -37,14 +37,6 @@ class FlexLoRA(GlobalStateStrategy):
             self.state[key + ".delta"] = np.zeros((out_f, in_f), np.float32)
         if "head.weight" not in self.state:
             self.state.update(init_head(self.seed, "head", dims.num_labels, dims.hidden))
-
-    def configure(self, round_idx: int, clients: list[ClientInfo], rng: np.random.Generator | None = None):
-        with one_blas_thread():
-            return super().configure(round_idx, clients, rng)
-
-    def preview(self, client: ClientInfo) -> ClientAssignment:
-        with one_blas_thread():
-            return super().preview(client)
 
     def assign(self, round_idx: int, client: ClientInfo, rng: np.random.Generator) -> ClientAssignment:
         plan, dims = client.plan, self.dims_for(client)

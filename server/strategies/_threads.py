@@ -48,3 +48,16 @@ def one_blas_thread() -> Iterator[None]:
             if _depth == 0 and _restore is not None:
                 _restore.restore_original_limits()
                 _restore = None
+
+
+class OneBlasThreadPlanning:
+    """A Strategy mixin (list it before the base): ``configure`` and ``preview`` run their server
+    math (mixtures, SVDs) under ``one_blas_thread``."""
+
+    def configure(self, round_idx, clients, rng=None):
+        with one_blas_thread():
+            return super().configure(round_idx, clients, rng)
+
+    def preview(self, client):
+        with one_blas_thread():
+            return super().preview(client)
