@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from edge_runtime import AgentConfig, _agent
 from edge_runtime._checkpoint import RoundRecord, RoundStatus
 from edge_runtime._mqtt import Inbound
 from fedhft.protocol import Ack, AckStatus, encode
@@ -14,26 +13,10 @@ OURS, EARLIER_RUN = "r0-dev-000-0123456789.22222222", "r0-dev-000-0123456789.111
 DIGEST = "cd" * 32
 
 
-class _Link:
-    def __init__(self):
-        self.acked, self.published = [], []
-
-    def ack(self, item):
-        self.acked.append(item.mid)
-
-    def publish(self, topic, payload, qos=1, retain=False):
-        self.published.append(topic)
-        return 1
-
-
 @pytest.fixture
-def agent(tmp_path, toy_csv, monkeypatch):
-    monkeypatch.setattr(_agent.EdgeAgent, "_install_signals", lambda self: None)  # pytest owns the signals
-    cfg = AgentConfig(broker="mqtt://127.0.0.1:1", client_id="dev-000", data=str(toy_csv), state=str(tmp_path / "s"))
-    a = _agent.EdgeAgent(cfg)
-    a.link = _Link()
-    a.store.record(RoundRecord(0, OURS, RoundStatus.UPLOADING, digest=DIGEST))
-    return a
+def agent(offline_agent):
+    offline_agent.store.record(RoundRecord(0, OURS, RoundStatus.UPLOADING, digest=DIGEST))
+    return offline_agent
 
 
 def _ack(agent, task_id: str, digest: str = DIGEST, status=AckStatus.STORED, reason: str = "") -> Inbound:

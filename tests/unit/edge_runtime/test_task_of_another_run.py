@@ -6,32 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime import _agent
 from edge_runtime._checkpoint import RoundRecord, RoundStatus
-from edge_runtime import AgentConfig
 from edge_runtime._mqtt import Inbound
 from fedhft.protocol import Hyper, Task, encode
 
 
-class _Link:
-    def __init__(self):
-        self.acked, self.published = [], []
-
-    def ack(self, item):
-        self.acked.append(item.mid)
-
-    def publish(self, topic, payload, qos=1, retain=False):
-        self.published.append(topic)
-        return 1
-
-
 @pytest.fixture
-def agent(tmp_path, toy_csv, monkeypatch):
-    monkeypatch.setattr(_agent.EdgeAgent, "_install_signals", lambda self: None)  # pytest owns the signals
-    cfg = AgentConfig(broker="mqtt://127.0.0.1:1", client_id="dev-000", data=str(toy_csv), state=str(tmp_path / "s"))
-    a = _agent.EdgeAgent(cfg)
-    a.link = _Link()
-    return a
+def agent(offline_agent):
+    return offline_agent
 
 
 def _task(agent, task_id: str) -> Inbound:
