@@ -6,7 +6,7 @@ PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.fedhft-installed
 OUT     ?= bundles
 
-.PHONY: setup mosquitto demo export lint test test-fast bench clean
+.PHONY: setup mosquitto demo export lint format test test-fast bench clean
 # Each `make demo` gets its own run folder (a second run never collides with the first);
 # `make demo RUN=runs/mine` picks one.
 RUN     ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
@@ -56,9 +56,14 @@ export: $(STAMP)
 	$(VENV)/bin/fedhft export --model minilm --tier all --backend all --out $(OUT)
 	$(VENV)/bin/fedhft export verify $(OUT)
 
-## Lint (ruff.toml: line length, pyflakes, complexity); CI runs it before the tests.
+## Lint and format check (ruff.toml: line length, pyflakes, complexity); CI runs it before the tests.
+## `make format` rewrites the tree to the format that the check wants.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
 
 ## The whole suite, slow and integration tests included (what CI runs).
 ## An integration or reliability test that cannot run (no broker, a missing extra) FAILS: a green

@@ -1,4 +1,5 @@
 """Distribution metadata for fedhft (pyproject-style metadata kept in one place: here)."""
+
 from setuptools import find_packages, setup
 
 TORCH = "torch==2.13.*"
@@ -22,8 +23,18 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=find_packages(include=["fedhft*", "devices*", "bundle_runtime*", "export*", "edge_runtime*", "server*",
-                                    "simulate*", "benchmarks*"]),
+    packages=find_packages(
+        include=[
+            "fedhft*",
+            "devices*",
+            "bundle_runtime*",
+            "export*",
+            "edge_runtime*",
+            "server*",
+            "simulate*",
+            "benchmarks*",
+        ]
+    ),
     # Applications run from a checkout (tests/, tools/, examples/, configs/) are not installed:
     # docs/CONTRACTS.md, "Packages and who may import whom", says why each package is.
     package_data={"devices": ["*.yaml"]},

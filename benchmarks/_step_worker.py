@@ -3,6 +3,7 @@
 Run in its own process so that the peak RSS is that of a training process alone. The ORT path
 imports no torch, as on a device.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,13 +76,22 @@ def main(argv=None) -> int:
         if step >= args.warmup:
             times.append(time.perf_counter() - t)
             cpu_times.append(time.process_time() - c)
-    print(json.dumps({
-        # CPU time is robust to other load on the machine; with --threads 1 it equals wall time when idle.
-        "load_s": load_s, "median_step_ms": 1000 * statistics.median(times),
-        "median_step_cpu_ms": 1000 * statistics.median(cpu_times), "batch": plan.batch_size,
-        "seq": plan.max_seq_len, "peak_rss_mb": peak_rss_mb(),
-        "first_loss": losses[0], "last_loss": losses[-1], "torch_imported": "torch" in sys.modules,
-    }))
+    print(
+        json.dumps(
+            {
+                # CPU time is robust to other load on the machine; with --threads 1 it equals wall time when idle.
+                "load_s": load_s,
+                "median_step_ms": 1000 * statistics.median(times),
+                "median_step_cpu_ms": 1000 * statistics.median(cpu_times),
+                "batch": plan.batch_size,
+                "seq": plan.max_seq_len,
+                "peak_rss_mb": peak_rss_mb(),
+                "first_loss": losses[0],
+                "last_loss": losses[-1],
+                "torch_imported": "torch" in sys.modules,
+            }
+        )
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ accuracy) and bytes (updates up + tasks down) spent until then. The full mode is
 on one setting with one seed. The comparison (strategies, splits, tiers, seeds) never changes with
 the size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,34 @@ SETTINGS = {
     "sst2-a1.0": {"dataset": "sst2", "partition": "dirichlet", "alpha": 1.0},
     "agnews-a1.0": {"dataset": "agnews", "partition": "dirichlet", "alpha": 1.0},
 }
-COMMON = {"tiers": ["android-mid", "rpi5", "jetson-orin-nano"], "backend": "torch", "memory_budget": "off",
-          "battery": None, "progress": False}
-FULL = {"model": "minilm", "clients": 6, "rounds": 4, "local_steps": 5, "max_seq_len": 32, "train_size": 1200,
-        "test_size": 300, "lr": 3e-3}
-QUICK = {"model": "tiny", "clients": 3, "rounds": 2, "local_steps": 3, "max_seq_len": 16, "train_size": 150,
-         "test_size": 60, "lr": 2e-2, "join_timeout_s": 120}
+COMMON = {
+    "tiers": ["android-mid", "rpi5", "jetson-orin-nano"],
+    "backend": "torch",
+    "memory_budget": "off",
+    "battery": None,
+    "progress": False,
+}
+FULL = {
+    "model": "minilm",
+    "clients": 6,
+    "rounds": 4,
+    "local_steps": 5,
+    "max_seq_len": 32,
+    "train_size": 1200,
+    "test_size": 300,
+    "lr": 3e-3,
+}
+QUICK = {
+    "model": "tiny",
+    "clients": 3,
+    "rounds": 2,
+    "local_steps": 3,
+    "max_seq_len": 16,
+    "train_size": 150,
+    "test_size": 60,
+    "lr": 2e-2,
+    "join_timeout_s": 120,
+}
 
 
 def sim_config(setting: dict, strategy: str, seed: int, sizing: dict, out: Path, overrides: list[str]):
@@ -58,13 +81,23 @@ def centralized(cfg, max_steps: int | None = None) -> dict:
     train, test = subsample(ds.train, cfg.train_size, cfg.seed, 11), subsample(ds.test, cfg.test_size, cfg.seed, 12)
     _, layers = model_identity(cfg.model, ds.num_labels)
     catalog = load_catalog()
-    plan = max((fit_plan(catalog[t].plan, layers, cfg.max_seq_len, cfg.batch_size) for t in cfg.tiers),
-               key=lambda p: (p.depth, sum(p.ranks)))
+    plan = max(
+        (fit_plan(catalog[t].plan, layers, cfg.max_seq_len, cfg.batch_size) for t in cfg.tiers),
+        key=lambda p: (p.depth, sum(p.ranks)),
+    )
     tok = _tokenizer(cfg.model)
     enc = lambda xs: encode_examples(tok, xs, cfg.max_seq_len)  # noqa: E731
     steps = cfg.rounds * cfg.local_steps * cfg.clients
-    return train_centralized(cfg.model, plan, ds.num_labels, enc(train), enc(test),
-                             min(steps, max_steps) if max_steps else steps, cfg.lr, cfg.seed)
+    return train_centralized(
+        cfg.model,
+        plan,
+        ds.num_labels,
+        enc(train),
+        enc(test),
+        min(steps, max_steps) if max_steps else steps,
+        cfg.lr,
+        cfg.seed,
+    )
 
 
 def _tokenizer(model: str) -> Path:
@@ -93,28 +126,53 @@ def summarize(runs: list[dict], central: dict, target_fraction: float) -> list[d
             finals = [r["final_accuracy"] for r in mine if r["final_accuracy"] is not None]
             hits = [to_target(r["rounds"], target) for r in mine]
             reached = [h for h in hits if h[0] is not None]
-            rows.append({"setting": setting, "strategy": strategy, "seeds": len(mine), "ok": sum(r["ok"] for r in mine),
-                         "final_mean": float(np.mean(finals)) if finals else None,
-                         "final_std": float(np.std(finals)) if finals else None, "target": target,
-                         "reached": f"{len(reached)}/{len(mine)}",
-                         "rounds_to_target": float(np.mean([h[0] + 1 for h in reached])) if reached else None,
-                         "mb_to_target": float(np.mean([h[1] for h in reached])) / 1e6 if reached else None,
-                         "wall_s": float(np.mean([r["wall_s"] for r in mine]))})
-        rows.append({"setting": setting, "strategy": "centralized LoRA (upper bound)", "seeds": 1, "ok": 1,
-                     "final_mean": central[setting]["accuracy"], "final_std": 0.0, "target": target, "reached": "-",
-                     "rounds_to_target": None, "mb_to_target": None, "wall_s": central[setting]["seconds"]})
+            rows.append(
+                {
+                    "setting": setting,
+                    "strategy": strategy,
+                    "seeds": len(mine),
+                    "ok": sum(r["ok"] for r in mine),
+                    "final_mean": float(np.mean(finals)) if finals else None,
+                    "final_std": float(np.std(finals)) if finals else None,
+                    "target": target,
+                    "reached": f"{len(reached)}/{len(mine)}",
+                    "rounds_to_target": float(np.mean([h[0] + 1 for h in reached])) if reached else None,
+                    "mb_to_target": float(np.mean([h[1] for h in reached])) / 1e6 if reached else None,
+                    "wall_s": float(np.mean([r["wall_s"] for r in mine])),
+                }
+            )
+        rows.append(
+            {
+                "setting": setting,
+                "strategy": "centralized LoRA (upper bound)",
+                "seeds": 1,
+                "ok": 1,
+                "final_mean": central[setting]["accuracy"],
+                "final_std": 0.0,
+                "target": target,
+                "reached": "-",
+                "rounds_to_target": None,
+                "mb_to_target": None,
+                "wall_s": central[setting]["seconds"],
+            }
+        )
     return rows
 
 
 def table(rows: list[dict]) -> str:
     f = lambda v, s=".3f": "-" if v is None else format(v, s)  # noqa: E731
-    lines = ["| setting | strategy | final accuracy (mean ± std) | runs ok | target | reached | rounds to target | "
-             "MB to target | wall s / run |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | strategy | final accuracy (mean ± std) | runs ok | target | reached | rounds to target | "
+        "MB to target | wall s / run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['setting']} | {r['strategy']} | {f(r['final_mean'])} ± {f(r['final_std'])} | "
-                     f"{r['ok']}/{r['seeds']} | {f(r['target'])} | {r['reached']} | "
-                     f"{f(r['rounds_to_target'], '.1f')} | "
-                     f"{f(r['mb_to_target'], '.2f')} | {f(r['wall_s'], '.0f')} |")
+        lines.append(
+            f"| {r['setting']} | {r['strategy']} | {f(r['final_mean'])} ± {f(r['final_std'])} | "
+            f"{r['ok']}/{r['seeds']} | {f(r['target'])} | {r['reached']} | "
+            f"{f(r['rounds_to_target'], '.1f')} | "
+            f"{f(r['mb_to_target'], '.2f')} | {f(r['wall_s'], '.0f')} |"
+        )
     return "\n".join(lines)
 
 
@@ -133,8 +191,16 @@ def plot(runs: list[dict], central: dict, out: Path) -> list[str]:
                 continue
             n = min(len(r["rounds"]) for r in mine)
             acc = np.nanmean([[r["rounds"][i].get("accuracy") or np.nan for i in range(n)] for r in mine], axis=0)
-            mb = np.mean([np.cumsum([(x.get("bytes_up") or 0) + (x.get("bytes_down") or 0) for x in r["rounds"][:n]])
-                          for r in mine], axis=0) / 1e6
+            mb = (
+                np.mean(
+                    [
+                        np.cumsum([(x.get("bytes_up") or 0) + (x.get("bytes_down") or 0) for x in r["rounds"][:n]])
+                        for r in mine
+                    ],
+                    axis=0,
+                )
+                / 1e6
+            )
             a1.plot(range(n), acc, marker="o", label=strategy)
             a2.plot(mb, acc, marker="o", label=strategy)
         for ax in (a1, a2):
@@ -157,12 +223,24 @@ def _run_one(setting_name, setting, strategy, seed, sizing, out, overrides) -> d
     res = run_simulation(cfg, say=lambda m: None)
     if res.interrupted:  # Ctrl-C / SIGTERM stops the whole benchmark, not just this run
         raise KeyboardInterrupt
-    print(f"[{setting_name}] {strategy} seed {seed}: accuracy {res.accuracies} in {res.wall_s:.0f} s"
-          f"{'' if res.ok else ' FAILED: ' + str(res.error)}", file=sys.stderr, flush=True)
-    return {"setting": setting_name, "strategy": strategy, "seed": seed, "ok": res.ok, "status": res.status.value,
-            "error": res.error,
-            "final_accuracy": res.final_accuracy, "rounds": res.rounds, "wall_s": res.wall_s,
-            "run_dir": str(res.run_dir)}
+    print(
+        f"[{setting_name}] {strategy} seed {seed}: accuracy {res.accuracies} in {res.wall_s:.0f} s"
+        f"{'' if res.ok else ' FAILED: ' + str(res.error)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return {
+        "setting": setting_name,
+        "strategy": strategy,
+        "seed": seed,
+        "ok": res.ok,
+        "status": res.status.value,
+        "error": res.error,
+        "final_accuracy": res.final_accuracy,
+        "rounds": res.rounds,
+        "wall_s": res.wall_s,
+        "run_dir": str(res.run_dir),
+    }
 
 
 def _slim(run: dict) -> dict:
@@ -196,10 +274,16 @@ def parse(argv):
     p.add_argument("--settings", default=None, help=f"comma list of {list(SETTINGS)}")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--target", type=float, default=0.9, help="target = this x the centralized accuracy")
-    p.add_argument("--report-only", action="store_true",
-                   help="run nothing: rebuild the table and plots from OUT/runs.jsonl (implies --resume)")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the runs already in OUT/runs.jsonl and OUT/centralized.json; run only the missing ones")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: rebuild the table and plots from OUT/runs.jsonl (implies --resume)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in OUT/runs.jsonl and OUT/centralized.json; run only the missing ones",
+    )
     p.add_argument("overrides", nargs="*", help="SimConfig key=value for every run (e.g. data_root=...)")
     return p.parse_args(argv)
 
@@ -219,8 +303,10 @@ def _load_progress(out: Path, resume: bool, key: str) -> tuple[list[dict], dict]
     runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
     kept = [r for r in runs if r["ok"] and r.get("sizing_key") == key]
     if len(kept) < len(runs):
-        print(f"--resume: {len(runs) - len(kept)} failed or differently sized runs in {log} are run again",
-              file=sys.stderr)
+        print(
+            f"--resume: {len(runs) - len(kept)} failed or differently sized runs in {log} are run again",
+            file=sys.stderr,
+        )
     central = json.loads(cen.read_text()) if cen.exists() else {}
     return kept, (central if central.pop("sizing_key", None) == key else {})
 
@@ -229,13 +315,21 @@ def _write_outputs(out: Path, args, argv, sizing, settings, seeds, runs, central
     rows = summarize(runs, central, args.target)
     plots = plot(runs, central, out)
     md = table(rows)
-    doc = {"quick": args.quick, "sizing": {**COMMON, **sizing}, "settings": {s: SETTINGS[s] for s in settings},
-           "seeds": seeds, "target_fraction": args.target, "centralized": central, "rows": rows,
-           "runs": [_slim(r) for r in runs], "plots": plots,
-           # with --resume the table spans several invocations: report what all of its runs took
-           "wall_s": sum(r["wall_s"] for r in runs) + sum(c["seconds"] for c in central.values()),
-           "invocation_s": time.time() - t0,
-           "command": "fedhft bench accuracy " + " ".join(argv or [])}
+    doc = {
+        "quick": args.quick,
+        "sizing": {**COMMON, **sizing},
+        "settings": {s: SETTINGS[s] for s in settings},
+        "seeds": seeds,
+        "target_fraction": args.target,
+        "centralized": central,
+        "rows": rows,
+        "runs": [_slim(r) for r in runs],
+        "plots": plots,
+        # with --resume the table spans several invocations: report what all of its runs took
+        "wall_s": sum(r["wall_s"] for r in runs) + sum(c["seconds"] for c in central.values()),
+        "invocation_s": time.time() - t0,
+        "command": "fedhft bench accuracy " + " ".join(argv or []),
+    }
     (out / "accuracy.json").write_text(json.dumps(doc, indent=2, default=str))
     (out / "accuracy.md").write_text(md + "\n")
     return md
@@ -259,24 +353,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only:
             continue
         if name not in central:
-            central[name] = centralized(sim_config(SETTINGS[name], "fedavg-lora", seeds[0], sizing, out,
-                                                   args.overrides))
+            central[name] = centralized(
+                sim_config(SETTINGS[name], "fedavg-lora", seeds[0], sizing, out, args.overrides)
+            )
             (out / "centralized.json").write_text(json.dumps({**central, "sizing_key": key}, indent=2, default=str))
         print(f"[{name}] centralized: {central[name]}", file=sys.stderr, flush=True)
         for seed in seeds:
             for strategy in args.strategies.split(","):
                 if (name, strategy, seed) in done:
                     continue
-                run = {**_slim(_run_one(name, SETTINGS[name], strategy, seed, sizing, out, args.overrides)),
-                       "sizing_key": key}
+                run = {
+                    **_slim(_run_one(name, SETTINGS[name], strategy, seed, sizing, out, args.overrides)),
+                    "sizing_key": key,
+                }
                 with open(out / "runs.jsonl", "a") as fh:
                     fh.write(json.dumps(run, default=str) + "\n")
                 runs.append(run)
         _write_outputs(out, args, argv, sizing, settings, seeds, runs, central, t0)
     md = _write_outputs(out, args, argv, sizing, settings, seeds, runs, central, t0)
     print(md)
-    print(f"{len(runs)} federated runs in {time.time() - t0:.0f} s; wrote {out}/accuracy.json, accuracy.md",
-          file=sys.stderr)
+    print(
+        f"{len(runs)} federated runs in {time.time() - t0:.0f} s; wrote {out}/accuracy.json, accuracy.md",
+        file=sys.stderr,
+    )
     from simulate import update_results_md
 
     update_results_md(out)

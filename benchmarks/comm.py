@@ -12,6 +12,7 @@ trains the cheapest tier's plan with a full mask. Updates are random normal tens
 shapes (bytes do not depend on values except int8 scales, one per row). ``--quick`` uses the same
 arithmetic (it is cheap); it exists so CI can run every benchmark the same way.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def _masks(plan, dims, seed: int = 0):
     from fedhft.layout import full_mask, mask_from_rows, mask_layout, rows_per_module
 
     rng = np.random.default_rng(seed)
-    rows = {s.b_name: rng.choice(s.rows, size=rows_per_module(plan, s.rows), replace=False)
-            for s in mask_layout(plan, dims)}
+    rows = {
+        s.b_name: rng.choice(s.rows, size=rows_per_module(plan, s.rows), replace=False) for s in mask_layout(plan, dims)
+    }
     return full_mask(plan, dims), mask_from_rows(plan, dims, rows)
 
 
@@ -60,8 +62,14 @@ def run(tiers: list[str], num_labels: int = 2) -> list[dict]:
     for tier in tiers:
         plan = catalog[tier].plan
         full, masked = _masks(plan, dims)
-        row = {"tier": tier, "depth": plan.depth, "ranks": list(plan.ranks), "mask_density": plan.mask_density,
-               "full_fp32": payload_bytes(plan, dims, full, "fp32"), "fedavg_lora_fp32": fedavg}
+        row = {
+            "tier": tier,
+            "depth": plan.depth,
+            "ranks": list(plan.ranks),
+            "mask_density": plan.mask_density,
+            "full_fp32": payload_bytes(plan, dims, full, "fp32"),
+            "fedavg_lora_fp32": fedavg,
+        }
         for enc in ENCODINGS:
             row[f"masked_{enc}"] = payload_bytes(plan, dims, masked, enc)
         row["best_vs_fedavg"] = round(row["masked_int8"] / fedavg, 3)
@@ -71,15 +79,22 @@ def run(tiers: list[str], num_labels: int = 2) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| tier | depth | ranks | density | full fp32 | masked fp32 | masked fp16 | masked int8 | "
-             "int8 masked / full fp32 | int8 masked / FedAvg-LoRA fp32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| tier | depth | ranks | density | full fp32 | masked fp32 | masked fp16 | masked int8 | "
+        "int8 masked / full fp32 | int8 masked / FedAvg-LoRA fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['tier']} | {r['depth']} | {r['ranks']} | {r['mask_density']} | {r['full_fp32']:,} | "
-                     f"{r['masked_fp32']:,} | {r['masked_fp16']:,} | {r['masked_int8']:,} | {r['best_vs_full_fp32']} | "
-                     f"{r['best_vs_fedavg']} |")
+        lines.append(
+            f"| {r['tier']} | {r['depth']} | {r['ranks']} | {r['mask_density']} | {r['full_fp32']:,} | "
+            f"{r['masked_fp32']:,} | {r['masked_fp16']:,} | {r['masked_int8']:,} | {r['best_vs_full_fp32']} | "
+            f"{r['best_vs_fedavg']} |"
+        )
     if rows:
-        lines.append(f"\nFedAvg-LoRA fp32 (cheapest tier's plan, full mask): {rows[0]['fedavg_lora_fp32']:,} bytes "
-                     "per client per round.")
+        lines.append(
+            f"\nFedAvg-LoRA fp32 (cheapest tier's plan, full mask): {rows[0]['fedavg_lora_fp32']:,} bytes "
+            "per client per round."
+        )
     return "\n".join(lines)
 
 

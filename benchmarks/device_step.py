@@ -7,6 +7,7 @@ PyTorch on the same batch in the same run.
 
 Run it on the device you want to characterise (`fedhft bench device` does the same).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,17 @@ BACKENDS = ("torch", "ort", "executorch")
 
 
 def _worker(bundle: Path, eager: bool, steps: int, threads: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks._step_worker", "--bundle", str(bundle), "--steps", str(steps),
-           "--threads", str(threads)] + (["--eager"] if eager else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks._step_worker",
+        "--bundle",
+        str(bundle),
+        "--steps",
+        str(steps),
+        "--threads",
+        str(threads),
+    ] + (["--eager"] if eager else [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
@@ -45,8 +55,15 @@ def _bundle(model: str, tier: str, plan, backend: str, out: Path, previous: dict
     return result.bundle_dir, result.seconds, result.size_bytes
 
 
-def run(tiers: list[str], backends: list[str], steps: int, out: Path, model: str = "minilm", threads: int = 2,
-        previous: dict | None = None) -> list[dict]:
+def run(
+    tiers: list[str],
+    backends: list[str],
+    steps: int,
+    out: Path,
+    model: str = "minilm",
+    threads: int = 2,
+    previous: dict | None = None,
+) -> list[dict]:
     from devices import load_catalog
 
     catalog = load_catalog()
@@ -60,29 +77,45 @@ def run(tiers: list[str], backends: list[str], steps: int, out: Path, model: str
             if eager is None:  # the eager reference shares the plan, so measure it once per tier
                 eager = _worker(bundle_dir, True, steps, threads)
             measured = _worker(bundle_dir, False, steps, threads)
-            rows.append({"tier": tier, "backend": backend, "precision": spec.plan.precision,
-                         "depth": spec.plan.depth, "ranks": list(spec.plan.ranks),
-                         "budget_mb": spec.memory_budget_mb, "export_s": export_s,
-                         "bundle_mb": size / 1e6, "backend_run": measured, "eager_run": eager})
+            rows.append(
+                {
+                    "tier": tier,
+                    "backend": backend,
+                    "precision": spec.plan.precision,
+                    "depth": spec.plan.depth,
+                    "ranks": list(spec.plan.ranks),
+                    "budget_mb": spec.memory_budget_mb,
+                    "export_s": export_s,
+                    "bundle_mb": size / 1e6,
+                    "backend_run": measured,
+                    "eager_run": eager,
+                }
+            )
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| tier | backend | prec | batch x seq | export s | bundle MB | step ms (wall) | step ms (CPU) | "
-            "eager step ms (CPU) | peak RSS MB | eager RSS MB | budget MB |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| tier | backend | prec | batch x seq | export s | bundle MB | step ms (wall) | step ms (CPU) | "
+        "eager step ms (CPU) | peak RSS MB | eager RSS MB | budget MB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for r in rows:
         b, e = r["backend_run"], r["eager_run"]
         if "error" in b:
-            lines.append(f"| {r['tier']} | {r['backend']} | {r['precision']} | | {r['export_s']:.1f} | "
-                         f"{r['bundle_mb']:.1f} | error: {b['error'][:60]} | | | | {r['budget_mb']} |")
+            lines.append(
+                f"| {r['tier']} | {r['backend']} | {r['precision']} | | {r['export_s']:.1f} | "
+                f"{r['bundle_mb']:.1f} | error: {b['error'][:60]} | | | | {r['budget_mb']} |"
+            )
             continue
-        lines.append(f"| {r['tier']} | {r['backend']} | {r['precision']} | {b['batch']}x{b['seq']} | "
-                     f"{r['export_s']:.1f} | {r['bundle_mb']:.1f} | {b['median_step_ms']:.0f} | "
-                     f"{b['median_step_cpu_ms']:.0f} | {e.get('median_step_cpu_ms', float('nan')):.0f} | "
-                     f"{b['peak_rss_mb']:.0f} | "
-                     f"{e.get('peak_rss_mb', float('nan')):.0f} | {r['budget_mb']} |")
+        lines.append(
+            f"| {r['tier']} | {r['backend']} | {r['precision']} | {b['batch']}x{b['seq']} | "
+            f"{r['export_s']:.1f} | {r['bundle_mb']:.1f} | {b['median_step_ms']:.0f} | "
+            f"{b['median_step_cpu_ms']:.0f} | {e.get('median_step_cpu_ms', float('nan')):.0f} | "
+            f"{b['peak_rss_mb']:.0f} | "
+            f"{e.get('peak_rss_mb', float('nan')):.0f} | {r['budget_mb']} |"
+        )
     return "\n".join(lines)
 
 
@@ -95,8 +128,10 @@ def plot(rows: list[dict], path: Path) -> None:
     ok = [r for r in rows if "error" not in r["backend_run"]]
     labels = [f"{r['tier']}\n{r['backend']}" for r in ok]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, len(ok) * 0.9), 4))
-    for ax, key, title in ((axes[0], "median_step_cpu_ms", "median step, CPU ms"),
-                           (axes[1], "peak_rss_mb", "peak RSS (MB)")):
+    for ax, key, title in (
+        (axes[0], "median_step_cpu_ms", "median step, CPU ms"),
+        (axes[1], "peak_rss_mb", "peak RSS (MB)"),
+    ):
         x = range(len(ok))
         ax.bar([i - 0.2 for i in x], [r["backend_run"][key] for r in ok], 0.4, label="backend")
         ax.bar([i + 0.2 for i in x], [r["eager_run"].get(key, 0) for r in ok], 0.4, label="eager torch")
@@ -132,8 +167,13 @@ def main(argv=None) -> int:
     if args.reuse and (out / "device_step.json").is_file():
         previous = {(r["tier"], r["backend"]): r for r in json.loads((out / "device_step.json").read_text())["rows"]}
     rows = run(tiers, backends, args.steps, out, args.model, args.threads, previous)
-    result = {"model": args.model, "steps": args.steps, "threads": args.threads, "rows": rows,
-              "wall_s": time.time() - started}
+    result = {
+        "model": args.model,
+        "steps": args.steps,
+        "threads": args.threads,
+        "rows": rows,
+        "wall_s": time.time() - started,
+    }
     if args.quality:
         from export import quantization_accuracy
 

@@ -13,6 +13,7 @@ Sizing: full = MiniLM, 8 clients (2 per domain), 6 rounds, 2 warm-up rounds, 4 c
 1,600 training examples, 400 global and 100-per-domain test examples, torch backend (~15 min on 2 cores); ``--quick`` =
 the tiny model, 4 clients (one per domain), 3 rounds, 2 clusters.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,40 @@ import numpy as np
 
 from simulate import AMAZON_DOMAINS
 
-COMMON = {"dataset": "amazon", "partition": "natural", "tiers": ["android-mid", "rpi5", "jetson-orin-nano"],
-          "backend": "torch", "memory_budget": "off", "battery": None, "progress": False}
-FULL = {"model": "minilm", "clients": 8, "rounds": 6, "warmup_rounds": 2, "local_steps": 10, "max_seq_len": 64,
-        "train_size": 1600, "test_size": 400, "lr": 3e-3, "strategy_options": {"num_clusters": 4}}
-QUICK = {"model": "tiny", "clients": 4, "rounds": 3, "warmup_rounds": 1, "local_steps": 3, "max_seq_len": 16,
-         "train_size": 160, "test_size": 60, "lr": 2e-2, "strategy_options": {"num_clusters": 2}, "join_timeout_s": 120}
+COMMON = {
+    "dataset": "amazon",
+    "partition": "natural",
+    "tiers": ["android-mid", "rpi5", "jetson-orin-nano"],
+    "backend": "torch",
+    "memory_budget": "off",
+    "battery": None,
+    "progress": False,
+}
+FULL = {
+    "model": "minilm",
+    "clients": 8,
+    "rounds": 6,
+    "warmup_rounds": 2,
+    "local_steps": 10,
+    "max_seq_len": 64,
+    "train_size": 1600,
+    "test_size": 400,
+    "lr": 3e-3,
+    "strategy_options": {"num_clusters": 4},
+}
+QUICK = {
+    "model": "tiny",
+    "clients": 4,
+    "rounds": 3,
+    "warmup_rounds": 1,
+    "local_steps": 3,
+    "max_seq_len": 16,
+    "train_size": 160,
+    "test_size": 60,
+    "lr": 2e-2,
+    "strategy_options": {"num_clusters": 2},
+    "join_timeout_s": 120,
+}
 TEST_PER_DOMAIN = {"full": 100, "quick": 30}
 
 
@@ -53,8 +82,12 @@ def domain_tests(cfg, per_domain: int) -> dict:
 
     ds = load_dataset("amazon", cfg.data_root, cfg.seed)
     tok = resolve_model(cfg.model).tokenizer_dir / "tokenizer.json"
-    return {d: encode_examples(tok, subsample([e for e in ds.test if e.key == d], per_domain, cfg.seed, 20 + i),
-                               cfg.max_seq_len) for i, d in enumerate(AMAZON_DOMAINS)}
+    return {
+        d: encode_examples(
+            tok, subsample([e for e in ds.test if e.key == d], per_domain, cfg.seed, 20 + i), cfg.max_seq_len
+        )
+        for i, d in enumerate(AMAZON_DOMAINS)
+    }
 
 
 def analyse(run_dir: Path, model: str, tests: dict) -> dict:
@@ -86,12 +119,16 @@ def analyse(run_dir: Path, model: str, tests: dict) -> dict:
 
 def table(rows: list[dict]) -> str:
     f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| strategy | seed | ARI (clusters vs domains) | domain | global accuracy | personalized accuracy |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| strategy | seed | ARI (clusters vs domains) | domain | global accuracy | personalized accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         for d in AMAZON_DOMAINS:
-            lines.append(f"| {r['strategy']} | {r['seed']} | {f(r.get('ari'))} | {d} | "
-                         f"{f(r['global_by_domain'].get(d))} | {f(r['personalized_by_domain'].get(d))} |")
+            lines.append(
+                f"| {r['strategy']} | {r['seed']} | {f(r.get('ari'))} | {d} | "
+                f"{f(r['global_by_domain'].get(d))} | {f(r['personalized_by_domain'].get(d))} |"
+            )
     return "\n".join(lines)
 
 
@@ -103,8 +140,12 @@ def plot(rows: list[dict], path: Path) -> None:
 
     x = np.arange(len(AMAZON_DOMAINS))
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    bars = [(f"{r['strategy']} s{r['seed']} {kind}", [r[f'{kind}_by_domain'].get(d, np.nan) for d in AMAZON_DOMAINS])
-            for r in rows for kind in ("global", "personalized") if r[f"{kind}_by_domain"]]
+    bars = [
+        (f"{r['strategy']} s{r['seed']} {kind}", [r[f"{kind}_by_domain"].get(d, np.nan) for d in AMAZON_DOMAINS])
+        for r in rows
+        for kind in ("global", "personalized")
+        if r[f"{kind}_by_domain"]
+    ]
     width = 0.8 / max(1, len(bars))
     for i, (label, vals) in enumerate(bars):
         ax.bar(x + (i - (len(bars) - 1) / 2) * width, vals, width, label=label)
@@ -131,17 +172,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{strategy} seed {seed} ...", file=sys.stderr, flush=True)
             shutil.rmtree(cfg.run_dir(), ignore_errors=True)  # this benchmark's own scratch run dir
             res = run_simulation(cfg, say=lambda m: None)
-            row = {"strategy": strategy, "seed": seed, "ok": res.ok, "status": res.status.value, "error": res.error,
-                   "wall_s": res.wall_s,
-                   "accuracy_per_round": res.accuracies, "run_dir": str(res.run_dir)}
+            row = {
+                "strategy": strategy,
+                "seed": seed,
+                "ok": res.ok,
+                "status": res.status.value,
+                "error": res.error,
+                "wall_s": res.wall_s,
+                "accuracy_per_round": res.accuracies,
+                "run_dir": str(res.run_dir),
+            }
             if res.rounds:
                 row.update(analyse(res.run_dir, cfg.model, domain_tests(cfg, TEST_PER_DOMAIN[mode])))
             print(f"{strategy} seed {seed}: {row}", file=sys.stderr, flush=True)
             rows.append(row)
     md = table([r for r in rows if "global_by_domain" in r])
     plot([r for r in rows if "global_by_domain" in r], out / "personalization.png")
-    doc = {"quick": args.quick, "sizing": {**COMMON, **sizing}, "rows": rows, "wall_s": time.time() - t0,
-           "command": "fedhft bench personalization " + " ".join(argv or [])}
+    doc = {
+        "quick": args.quick,
+        "sizing": {**COMMON, **sizing},
+        "rows": rows,
+        "wall_s": time.time() - t0,
+        "command": "fedhft bench personalization " + " ".join(argv or []),
+    }
     (out / "personalization.json").write_text(json.dumps(doc, indent=2, default=str))
     (out / "personalization.md").write_text(md + "\n")
     print(md)

@@ -15,6 +15,7 @@ check (with 1 thread both equal wall time on an idle machine; wall time is repor
 Peak RSS is reported twice: the whole process (``ru_maxrss``) and the training phase only (VmHWM
 reset through /proc/self/clear_refs after setup), which is what the estimate models.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,18 @@ from types import SimpleNamespace
 
 PLANS = [  # (name, AdapterPlan fields): small to large, one int8
     ("low-int8-d1-b4x64", dict(depth=1, ranks=[8], mask_density=0.25, precision="int8", max_seq_len=64, batch_size=4)),
-    ("mid-int8-d2-b8x64",
-     dict(depth=2, ranks=[8, 8], mask_density=0.5, precision="int8", max_seq_len=64, batch_size=8)),
-    ("fp32-d3-b8x128",
-     dict(depth=3, ranks=[4, 8, 8], mask_density=0.5, precision="fp32", max_seq_len=128, batch_size=8)),
-    ("fp32-d6-b16x128",
-     dict(depth=6, ranks=[2, 2, 4, 4, 8, 8], mask_density=1.0, precision="fp32", max_seq_len=128, batch_size=16)),
+    (
+        "mid-int8-d2-b8x64",
+        dict(depth=2, ranks=[8, 8], mask_density=0.5, precision="int8", max_seq_len=64, batch_size=8),
+    ),
+    (
+        "fp32-d3-b8x128",
+        dict(depth=3, ranks=[4, 8, 8], mask_density=0.5, precision="fp32", max_seq_len=128, batch_size=8),
+    ),
+    (
+        "fp32-d6-b16x128",
+        dict(depth=6, ranks=[2, 2, 4, 4, 8, 8], mask_density=1.0, precision="fp32", max_seq_len=128, batch_size=16),
+    ),
 ]
 
 
@@ -89,7 +96,7 @@ def _torch_modules() -> SimpleNamespace:
             super().__init__()
             out_f, in_f = base.out_features, base.in_features
             self.base, self.scale = base, alpha / rank
-            self.A = nn.Parameter(torch.empty(rank, in_f).uniform_(-in_f**-0.5, in_f**-0.5))
+            self.A = nn.Parameter(torch.empty(rank, in_f).uniform_(-(in_f**-0.5), in_f**-0.5))
             self.B = nn.Parameter(torch.zeros(out_f, rank))
             mask = torch.zeros(out_f)
             mask[: max(1, round(density * out_f))] = 1.0
@@ -174,8 +181,9 @@ def _build(plan: dict, model_path: str):
     if plan["precision"] == "int8":
         model = _load_int8(model_path)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2,
-                                                                   attn_implementation="eager")
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_path, num_labels=2, attn_implementation="eager"
+        )
     model.eval()  # dropout off, as in every training graph
     model.requires_grad_(False)
     lora = _torch_modules().LoRALinear
@@ -257,8 +265,13 @@ def run_child(plan: dict, steps: int, threads: int) -> dict:
 
 def _measure(name: str, plan: dict, steps: int, threads: int) -> dict:
     cmd = [sys.executable, __file__, "--child", json.dumps(plan), "--steps", str(steps), "--threads", str(threads)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
-           "TRANSFORMERS_VERBOSITY": "error"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(f"plan {name} failed:\n{proc.stderr[-3000:]}")
@@ -268,8 +281,12 @@ def _measure(name: str, plan: dict, steps: int, threads: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/planner_check.json", help="where to write the JSON results")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch and BLAS threads per run (1: CPU time is robust to a shared machine)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch and BLAS threads per run (1: CPU time is robust to a shared machine)",
+    )
     ap.add_argument("--steps", type=int, default=3, help="timed steps per plan (after 2 warm-up steps)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -278,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from devices import AdapterPlan, ModelShape, estimate
+
     model = ModelShape.minilm()
     rows = []
     for name, fields in PLANS:
@@ -286,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         # wall ms on an idle machine, and the matmul rate per CPU-second = the profiler's figure.
         est = estimate(AdapterPlan(**fields), model, backend="torch", gflops=meas["matmul_cpu_gflops"])
         rows.append({"name": name, "plan": fields, "estimate": est.to_dict(), "measured": meas})
-        print(f"measured {name}: {meas['step_cpu_ms_median']:.0f} cpu ms, peak {meas['train_peak_mb']:.0f} MB",
-              file=sys.stderr)
+        print(
+            f"measured {name}: {meas['step_cpu_ms_median']:.0f} cpu ms, peak {meas['train_peak_mb']:.0f} MB",
+            file=sys.stderr,
+        )
     _print_table(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -299,19 +319,37 @@ def main(argv: list[str] | None = None) -> int:
 def _print_table(rows: list[dict]) -> None:
     print("backend torch eager. est ms: from the numpy matmul GFLOP/s per CPU-second measured beside each run;")
     print("cpu ms: median CPU time per step (= wall time when idle, with 1 thread); wall ms: median wall time")
-    head = ("plan", "GFLOP", "matmul GF/s", "est ms", "cpu ms", "err", "wall ms", "est MB", "train MB", "err",
-            "process MB")
+    head = (
+        "plan",
+        "GFLOP",
+        "matmul GF/s",
+        "est ms",
+        "cpu ms",
+        "err",
+        "wall ms",
+        "est MB",
+        "train MB",
+        "err",
+        "process MB",
+    )
     lines = [head]
     for r in rows:
         e, m = r["estimate"], r["measured"]
-        lines.append((
-            r["name"], f"{e['flops'] / 1e9:.1f}", f"{m['matmul_cpu_gflops']:.0f}",
-            f"{e['step_ms']:.0f}", f"{m['step_cpu_ms_median']:.0f}",
-            f"{e['step_ms'] / m['step_cpu_ms_median'] - 1:+.0%}",
-            f"{m['step_ms_median']:.0f}",
-            f"{e['peak_mb']:.0f}", f"{m['train_peak_mb']:.0f}", f"{e['peak_mb'] / m['train_peak_mb'] - 1:+.0%}",
-            f"{m['process_peak_mb']:.0f}",
-        ))
+        lines.append(
+            (
+                r["name"],
+                f"{e['flops'] / 1e9:.1f}",
+                f"{m['matmul_cpu_gflops']:.0f}",
+                f"{e['step_ms']:.0f}",
+                f"{m['step_cpu_ms_median']:.0f}",
+                f"{e['step_ms'] / m['step_cpu_ms_median'] - 1:+.0%}",
+                f"{m['step_ms_median']:.0f}",
+                f"{e['peak_mb']:.0f}",
+                f"{m['train_peak_mb']:.0f}",
+                f"{e['peak_mb'] / m['train_peak_mb'] - 1:+.0%}",
+                f"{m['process_peak_mb']:.0f}",
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     for line in lines:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))

@@ -9,6 +9,7 @@ lost, bad inputs tried and rejected, intrusions tried and refused) and write the
 end of the pytest session; this script runs pytest in a subprocess, reads that file back, prints
 the table and writes it to --out. Exit status 1 if a scenario failed or an update was lost.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,14 +57,18 @@ def run_suite(quick: bool, keyword: str | None, extra: list[str]) -> tuple[dict,
 def format_table(result: dict) -> str:
     f = result["figures"]
     width = max(len(label) for _, label in ROWS)
-    lines = [f"fedhft reliability ({'quick' if result['quick'] else 'full'}, {result['seconds']:.0f} s, "
-             f"pytest exit {result['pytest_exit']})", "-" * (width + 10)]
+    lines = [
+        f"fedhft reliability ({'quick' if result['quick'] else 'full'}, {result['seconds']:.0f} s, "
+        f"pytest exit {result['pytest_exit']})",
+        "-" * (width + 10),
+    ]
     lines += [f"{label:<{width}}  {f.get(key, 0):>7}" for key, label in ROWS]
     failed = {k: v for k, v in result["scenarios"].items() if v not in ("passed", "xfail (known gap)")}
     gaps = [k for k, v in result["scenarios"].items() if v == "xfail (known gap)"]
     lines.append("-" * (width + 10))
-    lines.append("all scenarios passed" if not failed else "NOT passed: "
-                 + ", ".join(f"{k} ({v})" for k, v in failed.items()))
+    lines.append(
+        "all scenarios passed" if not failed else "NOT passed: " + ", ".join(f"{k} ({v})" for k, v in failed.items())
+    )
     lines += [f"known gap (xfail): {k}" for k in gaps]
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ N TCP connections with N Last Wills are not (why: docs/DESIGN-NOTES.md).
     python benchmarks/server_scale.py --quick               # 100 clients, CI (< 1 minute)
     python benchmarks/server_scale.py --out scale.json      # 100, 1000, 5000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -201,8 +202,10 @@ def start_clients(url: str, fleet, n: int, connections: bool, procs: int):
     ctx = mp.get_context("fork")
     stop = ctx.Event()
     ids = list(fleet.devices)[:n]
-    workers = [ctx.Process(target=connection_worker, args=(url, str(fleet.dir), ids[k::procs], stop), daemon=True)
-               for k in range(procs)]
+    workers = [
+        ctx.Process(target=connection_worker, args=(url, str(fleet.dir), ids[k::procs], stop), daemon=True)
+        for k in range(procs)
+    ]
     for w in workers:
         w.start()
     return _Workers(workers, stop)
@@ -228,15 +231,51 @@ class _Workers:
                 w.kill()
 
 
-def run_server(work: Path, url: str, fleet, n: int, rounds: int, strategy: str, timeout: float,
-               connections: bool = False, procs: int = 2) -> dict:
+def run_server(
+    work: Path,
+    url: str,
+    fleet,
+    n: int,
+    rounds: int,
+    strategy: str,
+    timeout: float,
+    connections: bool = False,
+    procs: int = 2,
+) -> dict:
     cfg = work / "server.yaml"
-    cfg.write_text(json.dumps({  # JSON is YAML
-        "fleet": FLEET, "bundles_dir": str(make_bundles(work / "bundles")), "strategy": strategy, "rounds": rounds,
-        "clients_per_round": n, "min_clients": n, "round_deadline_s": timeout, "update_encoding": "fp16",
-        "norm_bound": 1e4, "intake_batch": 256, "max_packet_size": fleet.max_packet_size}))
-    cmd = [sys.executable, "-m", "fedhft", "--log-level", "WARNING", "server", "--broker", url, "--state",
-           str(work / "state"), "--config", str(cfg), "--credentials", str(fleet.dir / "server.json")]
+    cfg.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "fleet": FLEET,
+                "bundles_dir": str(make_bundles(work / "bundles")),
+                "strategy": strategy,
+                "rounds": rounds,
+                "clients_per_round": n,
+                "min_clients": n,
+                "round_deadline_s": timeout,
+                "update_encoding": "fp16",
+                "norm_bound": 1e4,
+                "intake_batch": 256,
+                "max_packet_size": fleet.max_packet_size,
+            }
+        )
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedhft",
+        "--log-level",
+        "WARNING",
+        "server",
+        "--broker",
+        url,
+        "--state",
+        str(work / "state"),
+        "--config",
+        str(cfg),
+        "--credentials",
+        str(fleet.dir / "server.json"),
+    ]
     log = open(work / "server.log", "wb")
     t0 = time.perf_counter()
     sim = start_clients(url, fleet, n, connections, procs)
@@ -250,8 +289,9 @@ def run_server(work: Path, url: str, fleet, n: int, rounds: int, strategy: str, 
                 hello_sent = True
             if time.perf_counter() - t0 > timeout:
                 proc.kill()
-                raise RuntimeError(f"server did not finish {rounds} rounds for {n} clients in {timeout}s; "
-                                   f"see {work / 'server.log'}")
+                raise RuntimeError(
+                    f"server did not finish {rounds} rounds for {n} clients in {timeout}s; see {work / 'server.log'}"
+                )
             time.sleep(0.1)
     finally:
         sim.stop()
@@ -302,7 +342,9 @@ def bench_one(n: int, rounds: int, strategy: str, timeout: float, connections: b
             raw_s = raw_delivery(broker.url, fleet.server, same_bytes)
     last = m[-1]
     return {
-        "clients": n, "rounds": rounds, "strategy": strategy,
+        "clients": n,
+        "rounds": rounds,
+        "strategy": strategy,
         "mode": f"{n} connections in {procs} processes" if connections else "one publisher for all clients",
         "round_s_mean": float(np.mean([r["round_s"] for r in m])),
         "round_s_last": last["round_s"],
@@ -310,8 +352,10 @@ def bench_one(n: int, rounds: int, strategy: str, timeout: float, connections: b
         "peak_rss_mb": round(res["peak_rss_mb"], 1),
         "wall_s": round(res["wall_s"], 2),
         "stored_last_round": last["stored"],
-        "bytes_down_last_round": last["bytes_down"], "bytes_up_last_round": last["bytes_up"],
-        "raw_broker_s_same_bytes": round(raw_s, 3), "raw_messages": len(same_bytes),
+        "bytes_down_last_round": last["bytes_down"],
+        "bytes_up_last_round": last["bytes_up"],
+        "raw_broker_s_same_bytes": round(raw_s, 3),
+        "raw_messages": len(same_bytes),
         "raw_bytes": int(sum(len(p) for p in same_bytes)),
     }
 
@@ -324,17 +368,35 @@ def _same_sizes(last: dict, n: int) -> list[tuple[bytes, bytes]]:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = ("clients", "round s (mean)", "round s (last)", "aggregation s", "server peak RSS MB", "MB/round",
-            "broker alone s", "round/broker")
+    head = (
+        "clients",
+        "round s (mean)",
+        "round s (last)",
+        "aggregation s",
+        "server peak RSS MB",
+        "MB/round",
+        "broker alone s",
+        "round/broker",
+    )
     print(" | ".join(head))
     print(" | ".join("-" * len(h) for h in head))
     print(f"clients: {rows[0]['mode'] if rows else ''}; strategy {rows[0]['strategy'] if rows else ''}")
     for r in rows:
         mb = (r["bytes_down_last_round"] + r["bytes_up_last_round"]) / 2**20
-        print(" | ".join([f"{r['clients']:,}", f"{r['round_s_mean']:.2f}", f"{r['round_s_last']:.2f}",
-                          f"{r['aggregation_s_mean']:.3f}", f"{r['peak_rss_mb']:.0f}", f"{mb:.1f}",
-                          f"{r['raw_broker_s_same_bytes']:.2f}",
-                          f"{r['round_s_last'] / max(r['raw_broker_s_same_bytes'], 1e-9):.1f}x"]))
+        print(
+            " | ".join(
+                [
+                    f"{r['clients']:,}",
+                    f"{r['round_s_mean']:.2f}",
+                    f"{r['round_s_last']:.2f}",
+                    f"{r['aggregation_s_mean']:.3f}",
+                    f"{r['peak_rss_mb']:.0f}",
+                    f"{mb:.1f}",
+                    f"{r['raw_broker_s_same_bytes']:.2f}",
+                    f"{r['round_s_last'] / max(r['raw_broker_s_same_bytes'], 1e-9):.1f}x",
+                ]
+            )
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,8 +407,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per client count")
     p.add_argument("--quick", action="store_true", help="100 clients, 2 rounds (CI)")
     p.add_argument("--out", help="write the results as JSON here")
-    p.add_argument("--connections", action="store_true",
-                   help="one real MQTT connection per client (device credentials, Last Will), in --procs processes")
+    p.add_argument(
+        "--connections",
+        action="store_true",
+        help="one real MQTT connection per client (device credentials, Last Will), in --procs processes",
+    )
     p.add_argument("--procs", type=int, default=2, help="client processes for --connections")
     args = p.parse_args(argv)
     counts = [100] if args.quick else args.clients

@@ -16,6 +16,7 @@ ablations run on the non-IID settings at FedHFT's rate; one run at the reference
 it. FedHFT is tested against the best other strategy per setting (paired Wilcoxon over (seed, client)).
 Resumable (``--resume``: OUT/runs.jsonl); see RESULTS.md for the sizing and the numbers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,12 +38,38 @@ SETTINGS = {
     "mrpc-a5.0": {"dataset": "mrpc", "partition": "dirichlet", "alpha": 5.0},
     "amazon-natural": {"dataset": "amazon", "partition": "natural"},
 }
-COMMON = {"engine": "inprocess", "tiers": ["android-mid", "rpi5", "jetson-orin-nano"], "backend": "torch",
-          "memory_budget": "off", "battery": None, "progress": False, "train_pool": "eval"}
-FULL = {"model": "minilm", "clients": 30, "rounds": 15, "warmup_rounds": 5, "local_steps": 4, "max_seq_len": 32,
-        "batch_size": 8, "train_size": 3000, "test_size": 500, "lr_decay": 0.9}
-QUICK = {"model": "tiny", "clients": 4, "rounds": 3, "warmup_rounds": 1, "local_steps": 2, "max_seq_len": 16,
-         "batch_size": 8, "train_size": 160, "test_size": 60}
+COMMON = {
+    "engine": "inprocess",
+    "tiers": ["android-mid", "rpi5", "jetson-orin-nano"],
+    "backend": "torch",
+    "memory_budget": "off",
+    "battery": None,
+    "progress": False,
+    "train_pool": "eval",
+}
+FULL = {
+    "model": "minilm",
+    "clients": 30,
+    "rounds": 15,
+    "warmup_rounds": 5,
+    "local_steps": 4,
+    "max_seq_len": 32,
+    "batch_size": 8,
+    "train_size": 3000,
+    "test_size": 500,
+    "lr_decay": 0.9,
+}
+QUICK = {
+    "model": "tiny",
+    "clients": 4,
+    "rounds": 3,
+    "warmup_rounds": 1,
+    "local_steps": 2,
+    "max_seq_len": 16,
+    "batch_size": 8,
+    "train_size": 160,
+    "test_size": 60,
+}
 LRS = {"full": (3e-3, 1e-2, 3e-2), "quick": (2e-2,)}
 #: Sentence pairs need more tokens than single sentences (android-mid's plan allows 64).
 SETTING_SIZING = {"mrpc-a5.0": {"max_seq_len": 64}}
@@ -73,8 +100,17 @@ def sim_config(setting: dict, strategy: str, seed: int, lr: float, sizing: dict,
     from fedhft.config import load_config
     from simulate import SimConfig
 
-    base = {**COMMON, **sizing, **setting, "strategy": strategy, "seed": seed, "lr": lr, "out": str(run_dir),
-            **VARIANTS.get(strategy, {}), **extra}
+    base = {
+        **COMMON,
+        **sizing,
+        **setting,
+        "strategy": strategy,
+        "seed": seed,
+        "lr": lr,
+        "out": str(run_dir),
+        **VARIANTS.get(strategy, {}),
+        **extra,
+    }
     items = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in base.items()]
     return load_config(SimConfig, None, items + list(overrides))
 
@@ -83,7 +119,7 @@ def per_client_final(run_dir: Path) -> dict[str, dict[str, float]]:
     """client -> the shard metrics of its last stored round (from the run's clients.jsonl)."""
     out: dict[str, tuple[int, dict]] = {}
     path = run_dir / "clients.jsonl"
-    for line in (path.read_text().splitlines() if path.exists() else []):
+    for line in path.read_text().splitlines() if path.exists() else []:
         rec = json.loads(line)
         if rec.get("status") != "stored":
             continue
@@ -105,9 +141,15 @@ def run_one(key: dict, cfg) -> dict:
         raise KeyboardInterrupt
     doc = json.loads((res.run_dir / "results.json").read_text()) if (res.run_dir / "results.json").exists() else {}
     keep = ("round", "accuracy", "personalized", "bytes_up", "bytes_down", "stored", "selected")
-    return {**key, "status": res.status.value, "error": res.error, "wall_s": res.wall_s,
-            "headline": doc.get("headline"), "rounds": [{k: r.get(k) for k in keep} for r in res.rounds],
-            "clients": per_client_final(res.run_dir)}
+    return {
+        **key,
+        "status": res.status.value,
+        "error": res.error,
+        "wall_s": res.wall_s,
+        "headline": doc.get("headline"),
+        "rounds": [{k: r.get(k) for k in keep} for r in res.rounds],
+        "clients": per_client_final(res.run_dir),
+    }
 
 
 def run_key(kind: str, setting: str, strategy: str, seed: int, lr: float) -> dict:
@@ -126,8 +168,11 @@ def choose_lrs(runs: list[dict], setting: str, strategies, lrs) -> dict[str, flo
     """Per strategy, the grid lr with the best final personalized accuracy on its tuning run."""
     chosen = {}
     for strategy in strategies:
-        scored = [(final_personalized(r) or -1.0, -r["lr"], r["lr"]) for r in runs
-                  if r["kind"] == "tune" and r["setting"] == setting and r["strategy"] == strategy]
+        scored = [
+            (final_personalized(r) or -1.0, -r["lr"], r["lr"])
+            for r in runs
+            if r["kind"] == "tune" and r["setting"] == setting and r["strategy"] == strategy
+        ]
         chosen[strategy] = max(scored)[2] if scored else lrs[len(lrs) // 2]
     return chosen
 
@@ -153,17 +198,29 @@ class Sweep:
         if have is not None or self.args.report_only:
             return have
         run_dir = self.out / "runs" / key["setting"] / f"{key['kind']}-{key['strategy']}-s{key['seed']}-lr{key['lr']:g}"
-        cfg = sim_config(SETTINGS[key["setting"]], key["strategy"], key["seed"], key["lr"], self.sizing, run_dir,
-                         self.args.overrides, **extra)
+        cfg = sim_config(
+            SETTINGS[key["setting"]],
+            key["strategy"],
+            key["seed"],
+            key["lr"],
+            self.sizing,
+            run_dir,
+            self.args.overrides,
+            **extra,
+        )
         row = {**run_one(key, cfg), "sizing": json.dumps(self.sizing, sort_keys=True)}
         with open(self.log, "a") as fh:
             fh.write(json.dumps(row, default=str) + "\n")
         self.runs.append(row)
         self.ran += 1
         per = (time.time() - self.started) / self.ran
-        print(f"[{key['setting']}] {key['kind']} {key['strategy']} seed {key['seed']} lr {key['lr']:g}: "
-              f"{row['status']}, personalized {final_personalized(row)}, {row['wall_s']:.0f} s; "
-              f"ETA {per * max(0, remaining - 1) / 60:.0f} min", file=sys.stderr, flush=True)
+        print(
+            f"[{key['setting']}] {key['kind']} {key['strategy']} seed {key['seed']} lr {key['lr']:g}: "
+            f"{row['status']}, personalized {final_personalized(row)}, {row['wall_s']:.0f} s; "
+            f"ETA {per * max(0, remaining - 1) / 60:.0f} min",
+            file=sys.stderr,
+            flush=True,
+        )
         return row
 
 
@@ -237,14 +294,25 @@ def summarize(runs: list[dict]) -> list[dict]:
     for setting in dict.fromkeys(r["setting"] for r in evals):
         for strategy in dict.fromkeys(r["strategy"] for r in evals if r["setting"] == setting):
             mine = [r for r in evals if r["setting"] == setting and r["strategy"] == strategy]
-            row = {"setting": setting, "strategy": strategy, "seeds": len(mine), "lr": mine[0]["lr"],
-                   "completed": sum(r["status"] == "completed" for r in mine)}
-            for metric in ("global_accuracy", "personalized_acc_after", "personalized_acc_before",
-                           "personalized_bal_acc_after", "personalized_worst10_acc_after",
-                           "personalized_majority_acc"):
+            row = {
+                "setting": setting,
+                "strategy": strategy,
+                "seeds": len(mine),
+                "lr": mine[0]["lr"],
+                "completed": sum(r["status"] == "completed" for r in mine),
+            }
+            for metric in (
+                "global_accuracy",
+                "personalized_acc_after",
+                "personalized_acc_before",
+                "personalized_bal_acc_after",
+                "personalized_worst10_acc_after",
+                "personalized_majority_acc",
+            ):
                 for which in ("final", "best"):
-                    row[f"{metric}_{which}"] = _mean_std([((r.get("headline") or {}).get(metric) or {}).get(which)
-                                                           for r in mine])
+                    row[f"{metric}_{which}"] = _mean_std(
+                        [((r.get("headline") or {}).get(metric) or {}).get(which) for r in mine]
+                    )
             rows.append(row)
     return rows
 
@@ -258,8 +326,11 @@ def paired_test(runs: list[dict], setting: str, a: str, b: str) -> dict | None:
     diffs, per_seed = [], []
     for seed in sorted({s for (st, s) in by if st == a} & {s for (st, s) in by if st == b}):
         ca, cb = by[(a, seed)], by[(b, seed)]
-        d = [ca[c]["val_acc_after"] - cb[c]["val_acc_after"] for c in sorted(set(ca) & set(cb))
-             if "val_acc_after" in ca[c] and "val_acc_after" in cb[c]]
+        d = [
+            ca[c]["val_acc_after"] - cb[c]["val_acc_after"]
+            for c in sorted(set(ca) & set(cb))
+            if "val_acc_after" in ca[c] and "val_acc_after" in cb[c]
+        ]
         diffs += d
         if d:
             per_seed.append(float(np.mean(d)))
@@ -268,8 +339,15 @@ def paired_test(runs: list[dict], setting: str, a: str, b: str) -> dict | None:
     p = float(wilcoxon(diffs).pvalue) if any(diffs) else 1.0
     spread = float(np.std(per_seed)) if len(per_seed) > 1 else None
     mean = float(np.mean(diffs))
-    return {"a": a, "b": b, "mean_diff": mean, "pairs": len(diffs), "p_value": p, "seed_std": spread,
-            "significant": bool(p < SIGNIFICANCE and (spread is None or abs(mean) > spread))}
+    return {
+        "a": a,
+        "b": b,
+        "mean_diff": mean,
+        "pairs": len(diffs),
+        "p_value": p,
+        "seed_std": spread,
+        "significant": bool(p < SIGNIFICANCE and (spread is None or abs(mean) > spread)),
+    }
 
 
 def compare(rows: list[dict], runs: list[dict]) -> list[dict]:
@@ -285,9 +363,12 @@ def compare(rows: list[dict], runs: list[dict]) -> list[dict]:
             best = max(others, key=lambda s: mine[s][metric][0] if mine[s][metric][0] is not None else -1, default=None)
             if best is None or mine["fedhft"][metric][0] is None or mine[best][metric][0] is None:
                 continue
-            entry[metric] = {"best_baseline": best, "fedhft": mine["fedhft"][metric][0],
-                             "baseline": mine[best][metric][0],
-                             "diff": mine["fedhft"][metric][0] - mine[best][metric][0]}
+            entry[metric] = {
+                "best_baseline": best,
+                "fedhft": mine["fedhft"][metric][0],
+                "baseline": mine[best][metric][0],
+                "diff": mine["fedhft"][metric][0] - mine[best][metric][0],
+            }
         best_p = entry.get("personalized_acc_after_final", {}).get("best_baseline")
         entry["test"] = paired_test(runs, setting, "fedhft", best_p) if best_p else None
         out.append(entry)
@@ -313,30 +394,49 @@ def _f(pair, spec=".3f") -> str:
 
 
 def table(rows: list[dict], comparisons: list[dict], central: dict) -> str:
-    lines = ["| setting | strategy | lr | completed | personalized after (final) | best | before | balanced | "
-             "worst 10% | majority label | global (final) | best |", "|---" * 12 + "|"]
+    lines = [
+        "| setting | strategy | lr | completed | personalized after (final) | best | before | balanced | "
+        "worst 10% | majority label | global (final) | best |",
+        "|---" * 12 + "|",
+    ]
     for r in rows:
-        lines.append(f"| {r['setting']} | {r['strategy']} | {r['lr']:g} | {r['completed']}/{r['seeds']} | "
-                     f"{_f(r['personalized_acc_after_final'])} | {_f(r['personalized_acc_after_best'])} | "
-                     f"{_f(r['personalized_acc_before_final'])} | {_f(r['personalized_bal_acc_after_final'])} | "
-                     f"{_f(r['personalized_worst10_acc_after_final'])} | {_f(r['personalized_majority_acc_final'])} | "
-                     f"{_f(r['global_accuracy_final'])} | {_f(r['global_accuracy_best'])} |")
-    lines += ["", "Centralized LoRA bound (global test accuracy, per seed): " + "; ".join(
-        f"{k}: {v['accuracy']:.3f}" for k, v in sorted(central.items()))]
-    lines += ["", "| setting | metric | FedHFT | best other | baseline | FedHFT - best | paired test |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['setting']} | {r['strategy']} | {r['lr']:g} | {r['completed']}/{r['seeds']} | "
+            f"{_f(r['personalized_acc_after_final'])} | {_f(r['personalized_acc_after_best'])} | "
+            f"{_f(r['personalized_acc_before_final'])} | {_f(r['personalized_bal_acc_after_final'])} | "
+            f"{_f(r['personalized_worst10_acc_after_final'])} | {_f(r['personalized_majority_acc_final'])} | "
+            f"{_f(r['global_accuracy_final'])} | {_f(r['global_accuracy_best'])} |"
+        )
+    lines += [
+        "",
+        "Centralized LoRA bound (global test accuracy, per seed): "
+        + "; ".join(f"{k}: {v['accuracy']:.3f}" for k, v in sorted(central.items())),
+    ]
+    lines += [
+        "",
+        "| setting | metric | FedHFT | best other | baseline | FedHFT - best | paired test |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in comparisons:
         for metric in ("personalized_acc_after_final", "global_accuracy_final"):
             m = c.get(metric)
             if not m:
                 continue
             t = c.get("test") if metric.startswith("personalized") else None
-            test = "-" if not t else (f"p={t['p_value']:.3g} over {t['pairs']} (seed, client) pairs, seed std "
-                                      f"{_f(t['seed_std'])}: "
-                                      f"{'significant' if t['significant'] else 'not significant'}")
-            lines.append(f"| {c['setting']} | {metric.removesuffix('_final')} | {m['fedhft']:.3f} | "
-                         f"{m['best_baseline']} "
-                         f"| {m['baseline']:.3f} | {m['diff']:+.3f} | {test} |")
+            test = (
+                "-"
+                if not t
+                else (
+                    f"p={t['p_value']:.3g} over {t['pairs']} (seed, client) pairs, seed std "
+                    f"{_f(t['seed_std'])}: "
+                    f"{'significant' if t['significant'] else 'not significant'}"
+                )
+            )
+            lines.append(
+                f"| {c['setting']} | {metric.removesuffix('_final')} | {m['fedhft']:.3f} | "
+                f"{m['best_baseline']} "
+                f"| {m['baseline']:.3f} | {m['diff']:+.3f} | {test} |"
+            )
     return "\n".join(lines)
 
 
@@ -345,14 +445,20 @@ def reference_table(runs: list[dict]) -> str:
     ref = [r for r in runs if r["kind"] == "reference"]
     if not ref:
         return ""
-    lines = [f"At the reference code's defaults ({REFERENCE['clients']} clients x {REFERENCE['rounds']} rounds, "
-             f"{REFERENCE['setting']}, seed {REFERENCE['seed']}):", "",
-             "| strategy | lr | personalized after (final) | best | global (final) | best |", "|---" * 6 + "|"]
+    lines = [
+        f"At the reference code's defaults ({REFERENCE['clients']} clients x {REFERENCE['rounds']} rounds, "
+        f"{REFERENCE['setting']}, seed {REFERENCE['seed']}):",
+        "",
+        "| strategy | lr | personalized after (final) | best | global (final) | best |",
+        "|---" * 6 + "|",
+    ]
     for r in ref:
         h = r.get("headline") or {}
         pers, glob = h.get("personalized_acc_after") or {}, h.get("global_accuracy") or {}
-        lines.append(f"| {r['strategy']} | {r['lr']:g} | {_f(pers.get('final'))} | {_f(pers.get('best'))} | "
-                     f"{_f(glob.get('final'))} | {_f(glob.get('best'))} |")
+        lines.append(
+            f"| {r['strategy']} | {r['lr']:g} | {_f(pers.get('final'))} | {_f(pers.get('best'))} | "
+            f"{_f(glob.get('final'))} | {_f(glob.get('best'))} |"
+        )
     return "\n".join(lines)
 
 
@@ -362,9 +468,13 @@ def tuning_table(runs: list[dict]) -> str:
     if not tune:
         return ""
     lrs = sorted({r["lr"] for r in tune})
-    lines = ["Learning-rate tuning (tune half of the training file, seed 100; final personalized / global accuracy; "
-             "the chosen lr is the best personalized):", "",
-             "| setting | strategy | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---" * (len(lrs) + 2) + "|"]
+    lines = [
+        "Learning-rate tuning (tune half of the training file, seed 100; final personalized / global accuracy; "
+        "the chosen lr is the best personalized):",
+        "",
+        "| setting | strategy | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
+        "|---" * (len(lrs) + 2) + "|",
+    ]
     for setting in dict.fromkeys(r["setting"] for r in tune):
         for strategy in dict.fromkeys(r["strategy"] for r in tune if r["setting"] == setting):
             cells = []
@@ -387,10 +497,23 @@ def plot_clients(runs: list[dict], out: Path) -> list[str]:
     evals = [r for r in runs if r["kind"] == "eval"]
     for setting in dict.fromkeys(r["setting"] for r in evals):
         names = list(dict.fromkeys(r["strategy"] for r in evals if r["setting"] == setting))
-        data = [[c["val_acc_after"] for r in evals if r["setting"] == setting and r["strategy"] == s
-                 for c in r["clients"].values() if "val_acc_after" in c] for s in names]
-        majority = [c["val_majority_acc"] for r in evals if r["setting"] == setting
-                    for c in r["clients"].values() if "val_majority_acc" in c]
+        data = [
+            [
+                c["val_acc_after"]
+                for r in evals
+                if r["setting"] == setting and r["strategy"] == s
+                for c in r["clients"].values()
+                if "val_acc_after" in c
+            ]
+            for s in names
+        ]
+        majority = [
+            c["val_majority_acc"]
+            for r in evals
+            if r["setting"] == setting
+            for c in r["clients"].values()
+            if "val_majority_acc" in c
+        ]
         fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 3.8))
         ax.boxplot(data + [majority], showmeans=True)
         ax.set_xticks(range(1, len(names) + 2), names + ["majority label"], rotation=30, ha="right", fontsize=8)
@@ -415,10 +538,12 @@ def curves(runs: list[dict], setting: str) -> dict[str, dict[str, np.ndarray]]:
             return np.array([[get(x[i]) if get(x[i]) is not None else np.nan for i in range(n)] for x in mine])
 
         mb = per_round(lambda ln: ((ln.get("bytes_up") or 0) + (ln.get("bytes_down") or 0)) / 1e6).cumsum(axis=1)
-        out[strategy] = {"round": np.arange(n), "global": np.nanmean(per_round(lambda ln: ln.get("accuracy")), 0),
-                         "personalized": np.nanmean(per_round(
-                             lambda ln: (ln.get("personalized") or {}).get("acc_after")), 0),
-                         "mb": mb.mean(axis=0)}
+        out[strategy] = {
+            "round": np.arange(n),
+            "global": np.nanmean(per_round(lambda ln: ln.get("accuracy")), 0),
+            "personalized": np.nanmean(per_round(lambda ln: (ln.get("personalized") or {}).get("acc_after")), 0),
+            "mb": mb.mean(axis=0),
+        }
     return out
 
 
@@ -463,8 +588,10 @@ def cost_note(runs: list[dict], steps: list[tuple]) -> str:
         return best_ref_done if step[2] is None else step[:4] in done
 
     left_s = per_run * sum(scale if s[0] == "reference" else 1.0 for s in steps if not finished(s))
-    return (f"Cost: {len(walls)} runs took {per_run:.0f} s each on average ({sum(walls) / 3600:.1f} h); the "
-            f"unfinished part of the plan needs about {left_s / 3600:.1f} h more at that rate.")
+    return (
+        f"Cost: {len(walls)} runs took {per_run:.0f} s each on average ({sum(walls) / 3600:.1f} h); the "
+        f"unfinished part of the plan needs about {left_s / 3600:.1f} h more at that rate."
+    )
 
 
 def parse(argv):
@@ -473,19 +600,33 @@ def parse(argv):
     p.add_argument("--out", default="benchmarks/results/sweep")
     p.add_argument("--seeds", default=None, help="comma list (default: 0,1,2 full, 0 quick)")
     p.add_argument("--settings", default=None, help=f"comma list of {list(SETTINGS)}")
-    p.add_argument("--strategies", default=",".join(STRATEGIES + tuple(VARIANTS)),
-                   help=f"comma list of strategies and FedHFT ablations {list(VARIANTS)}")
+    p.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES + tuple(VARIANTS)),
+        help=f"comma list of strategies and FedHFT ablations {list(VARIANTS)}",
+    )
     p.add_argument("--lrs", default=None, help="the learning-rate grid every strategy is tuned on (comma list)")
-    p.add_argument("--tune-per-dataset", action="store_true",
-                   help=f"tune the rates at each dataset's reference setting, not once at {TUNE_ONCE}")
+    p.add_argument(
+        "--tune-per-dataset",
+        action="store_true",
+        help=f"tune the rates at each dataset's reference setting, not once at {TUNE_ONCE}",
+    )
     p.add_argument("--resume", action="store_true", help="keep the finished runs in OUT/runs.jsonl")
     p.add_argument("--report-only", action="store_true", help="run nothing; rebuild the tables from OUT/runs.jsonl")
     p.add_argument("--note", default="", help="a line for the report: where and how the runs were made")
-    p.add_argument("--central", choices=("yes", "no", "only"), default="yes",
-                   help="the centralized bound: run it too (yes), skip it (no: a shard of a sweep split over "
-                        "processes), or run only it (only)")
-    p.add_argument("--no-reference", dest="reference", action="store_false",
-                   help="skip the reference-defaults runs (50 clients x 20 rounds, FedHFT and the best baseline)")
+    p.add_argument(
+        "--central",
+        choices=("yes", "no", "only"),
+        default="yes",
+        help="the centralized bound: run it too (yes), skip it (no: a shard of a sweep split over "
+        "processes), or run only it (only)",
+    )
+    p.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="skip the reference-defaults runs (50 clients x 20 rounds, FedHFT and the best baseline)",
+    )
     p.add_argument("overrides", nargs="*", help="SimConfig key=value for every run (e.g. data_root=...)")
     return p.parse_args(argv)
 
@@ -498,8 +639,15 @@ def _centralized(sweep: Sweep, settings: list[str], seeds: list[int], lrs) -> di
             key = f"{setting}/s{seed}"
             if key in central or sweep.args.report_only:
                 continue
-            cfg = sim_config(SETTINGS[setting], "fedavg-lora", seed, lrs[len(lrs) // 2], sweep.sizing,
-                             sweep.out / "runs" / "central", sweep.args.overrides)
+            cfg = sim_config(
+                SETTINGS[setting],
+                "fedavg-lora",
+                seed,
+                lrs[len(lrs) // 2],
+                sweep.sizing,
+                sweep.out / "runs" / "central",
+                sweep.args.overrides,
+            )
             central[key] = centralized_bound(cfg)
             path.write_text(json.dumps(central, indent=2))
     return central
@@ -524,15 +672,29 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(sweep.runs)
     comparisons = compare(rows, sweep.runs)
     steps = plan(args, settings, seeds, lrs)
-    status = (f"{sum(r['kind'] == 'eval' for r in sweep.runs)} reported and "
-              f"{sum(r['kind'] == 'tune' for r in sweep.runs)} tuning runs finished of "
-              f"{len(steps)} planned" + (f". {args.note}" if args.note else "") + "\n\n" + cost_note(sweep.runs, steps))
-    md = "\n\n".join(x for x in (status, table(rows, comparisons, central), reference_table(sweep.runs),
-                                        tuning_table(sweep.runs)) if x)
+    status = (
+        f"{sum(r['kind'] == 'eval' for r in sweep.runs)} reported and "
+        f"{sum(r['kind'] == 'tune' for r in sweep.runs)} tuning runs finished of "
+        f"{len(steps)} planned" + (f". {args.note}" if args.note else "") + "\n\n" + cost_note(sweep.runs, steps)
+    )
+    md = "\n\n".join(
+        x
+        for x in (status, table(rows, comparisons, central), reference_table(sweep.runs), tuning_table(sweep.runs))
+        if x
+    )
     plots = plot_clients(sweep.runs, out) + plot_curves(sweep.runs, out)
-    doc = {"sizing": {**COMMON, **sizing}, "settings": {s: SETTINGS[s] for s in settings}, "seeds": seeds,
-           "lr_grid": lrs, "rows": rows, "comparisons": comparisons, "centralized": central, "plots": plots,
-           "runs": sweep.runs, "command": "fedhft bench sweep " + " ".join(argv or [])}
+    doc = {
+        "sizing": {**COMMON, **sizing},
+        "settings": {s: SETTINGS[s] for s in settings},
+        "seeds": seeds,
+        "lr_grid": lrs,
+        "rows": rows,
+        "comparisons": comparisons,
+        "centralized": central,
+        "plots": plots,
+        "runs": sweep.runs,
+        "command": "fedhft bench sweep " + " ".join(argv or []),
+    }
     (out / "sweep.json").write_text(json.dumps(doc, indent=2, default=str))
     (out / "sweep.md").write_text(md + "\n")
     print(md)

@@ -11,26 +11,38 @@
 ``edge_runtime``; it imports only ``fedhft`` and ``devices``. Names resolve lazily: importing the
 package (or ``bundle_runtime.sessions``) imports no torch.
 """
+
 from __future__ import annotations
 
 import importlib
 
 _LAZY = {
     # sessions
-    "TrainingSession": "bundle_runtime.sessions", "open_session": "bundle_runtime.sessions",
-    "load_runtime": "bundle_runtime.sessions", "check_state": "bundle_runtime.sessions",
-    "check_mask": "bundle_runtime.sessions", "EagerSession": "bundle_runtime.sessions",
+    "TrainingSession": "bundle_runtime.sessions",
+    "open_session": "bundle_runtime.sessions",
+    "load_runtime": "bundle_runtime.sessions",
+    "check_state": "bundle_runtime.sessions",
+    "check_mask": "bundle_runtime.sessions",
+    "EagerSession": "bundle_runtime.sessions",
     # the adapter model
-    "build_adapter_model": "bundle_runtime._model", "AdapterModel": "bundle_runtime._model",
-    "SUPPORTED_MODEL_TYPES": "bundle_runtime._model", "architecture_family": "bundle_runtime._model",
-    "model_dims_from_config": "bundle_runtime._model", "site_paths": "bundle_runtime._model",
-    "encoder_span": "bundle_runtime._model", "expected_layout": "bundle_runtime._model",
+    "build_adapter_model": "bundle_runtime._model",
+    "AdapterModel": "bundle_runtime._model",
+    "SUPPORTED_MODEL_TYPES": "bundle_runtime._model",
+    "architecture_family": "bundle_runtime._model",
+    "model_dims_from_config": "bundle_runtime._model",
+    "site_paths": "bundle_runtime._model",
+    "encoder_span": "bundle_runtime._model",
+    "expected_layout": "bundle_runtime._model",
     # int8 frozen layers
-    "quantize_frozen": "bundle_runtime._quant", "Int8Linear": "bundle_runtime._quant",
-    "Int8Embedding": "bundle_runtime._quant", "EMBEDDING_INT8_MIN_ROWS": "bundle_runtime._quant",
+    "quantize_frozen": "bundle_runtime._quant",
+    "Int8Linear": "bundle_runtime._quant",
+    "Int8Embedding": "bundle_runtime._quant",
+    "EMBEDDING_INT8_MIN_ROWS": "bundle_runtime._quant",
     # the torch bundle
-    "TORCH_WEIGHTS": "bundle_runtime._torch_bundle", "TORCH_CONFIG": "bundle_runtime._torch_bundle",
-    "TORCH_WEIGHTS_FORMAT": "bundle_runtime._torch_bundle", "load_bundle_model": "bundle_runtime._torch_bundle",
+    "TORCH_WEIGHTS": "bundle_runtime._torch_bundle",
+    "TORCH_CONFIG": "bundle_runtime._torch_bundle",
+    "TORCH_WEIGHTS_FORMAT": "bundle_runtime._torch_bundle",
+    "load_bundle_model": "bundle_runtime._torch_bundle",
     "model_class": "bundle_runtime._torch_bundle",
 }
 

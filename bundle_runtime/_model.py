@@ -8,6 +8,7 @@
   and a pooler missing from a checkpoint would otherwise be randomly initialised.
 * Dropout is off: the compiled graphs must match eager step for step (the parity contract).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,8 +37,14 @@ _SITE_PATHS = {
         "output": "transformer.layer.{l}.ffn.lin2",
     },
 }
-_FAMILY = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert", "camembert": "bert",
-           "distilbert": "distilbert"}
+_FAMILY = {
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "electra": "bert",
+    "camembert": "bert",
+    "distilbert": "distilbert",
+}
 SUPPORTED_MODEL_TYPES = tuple(sorted(_FAMILY))
 
 
@@ -150,8 +157,13 @@ class AdapterModel(nn.Module):
     def get_trainable(self) -> dict[str, np.ndarray]:
         return {n: p.detach().cpu().numpy().copy() for n, p in self.trainable()}
 
-    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
-               below: torch.Tensor | None = None) -> torch.Tensor:
+    def pooled(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        mask: torch.Tensor,
+        below: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Mean-pooled sentence embedding (padding excluded) with the adapters under ``mask``.
         ``below``: ``hidden_below(input_ids, attention_mask)``, so that only the adapted layers run."""
         for site, (offset, rows) in zip(self._sites, self._mask_slices):
@@ -163,8 +175,13 @@ class AdapterModel(nn.Module):
         weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
-               below: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        mask: torch.Tensor,
+        below: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return self.head(self.pooled(input_ids, attention_mask, mask, below))
 
     def hidden_below(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -177,8 +194,14 @@ class AdapterModel(nn.Module):
         return F.cross_entropy(logits, labels), logits.detach()
 
 
-def encoder_span(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int,
-                 stop: int | None = None, embedded: torch.Tensor | None = None) -> torch.Tensor:
+def encoder_span(
+    encoder: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    start: int,
+    stop: int | None = None,
+    embedded: torch.Tensor | None = None,
+) -> torch.Tensor:
     """A HF encoder's hidden states after its layers [start, stop) only (the same ops as its full
     forward, so the same bits): from ``embedded``, the hidden states entering layer ``start``, in
     place of the embeddings' output when given."""
@@ -204,8 +227,9 @@ class _Given(nn.Module):
         return self.hidden
 
 
-def build_adapter_model(encoder: nn.Module, plan: AdapterPlan, num_labels: int,
-                        state: dict[str, np.ndarray] | None = None) -> AdapterModel:
+def build_adapter_model(
+    encoder: nn.Module, plan: AdapterPlan, num_labels: int, state: dict[str, np.ndarray] | None = None
+) -> AdapterModel:
     """Wrap a loaded HF encoder (fp32) per plan; quantize the frozen backbone if the plan says int8."""
     dims = model_dims_from_config(encoder.config, num_labels)
     model = AdapterModel(encoder, plan, dims)

@@ -5,6 +5,7 @@ forward dequantizes. This is the only int8 form that all three training backends
 (ORT's dynamic/QDQ quantization and ExecuTorch's int8 kernels break the gradient build:
 docs/DESIGN-NOTES.md), and it is what makes a low-tier bundle ~3-4x smaller.
 """
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 ``load_catalog`` validates the whole file and reports every problem at once (a ``CatalogError``
 listing each as ``tiers.<name>.<field>: ...``), so a catalog author fixes them in one pass.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,8 +26,9 @@ class CatalogError(ValueError):
 
     def __init__(self, source: str, errors: list[str]) -> None:
         self.source, self.errors = source, list(errors)
-        super().__init__(f"{source}: {len(errors)} error(s) in the tier catalog:\n"
-                         + "\n".join(f"  - {e}" for e in errors))
+        super().__init__(
+            f"{source}: {len(errors)} error(s) in the tier catalog:\n" + "\n".join(f"  - {e}" for e in errors)
+        )
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,11 @@ def _check_top(doc: Any, errors: list[str]) -> tuple[int | None, list[int] | Non
         errors.append(f"num_layers must be an integer >= 1, got {layers!r}")
         layers = None
     profile = doc.get("rank_profile")
-    if not (isinstance(profile, list) and profile
-            and all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in profile)):
+    if not (
+        isinstance(profile, list)
+        and profile
+        and all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in profile)
+    ):
         errors.append(f"rank_profile must be a list of integers >= 1 (one per layer, bottom first), got {profile!r}")
         return layers, None
     if any(b < a for a, b in zip(profile, profile[1:])):
@@ -91,8 +96,9 @@ def _check_top(doc: Any, errors: list[str]) -> tuple[int | None, list[int] | Non
     return layers, profile
 
 
-def _check_plan(where: str, raw: Any, layers: int | None, profile: list[int] | None,
-                errors: list[str]) -> AdapterPlan | None:
+def _check_plan(
+    where: str, raw: Any, layers: int | None, profile: list[int] | None, errors: list[str]
+) -> AdapterPlan | None:
     if not isinstance(raw, Mapping):
         errors.append(f"{where}.plan must be a mapping of AdapterPlan fields, got {type(raw).__name__}")
         return None
@@ -106,13 +112,14 @@ def _check_plan(where: str, raw: Any, layers: int | None, profile: list[int] | N
     if profile is not None and plan.depth <= len(profile) and list(plan.ranks) != profile[len(profile) - plan.depth :]:
         errors.append(
             f"{where}.plan: ranks {list(plan.ranks)} differ from the shared rank_profile's top {plan.depth} "
-            f"entries {profile[len(profile) - plan.depth:]}: use those, so every tier gives a layer the same rank"
+            f"entries {profile[len(profile) - plan.depth :]}: use those, so every tier gives a layer the same rank"
         )
     return plan
 
 
-def _check_tier(name: Any, raw: Any, layers: int | None, profile: list[int] | None,
-                errors: list[str]) -> TierSpec | None:
+def _check_tier(
+    name: Any, raw: Any, layers: int | None, profile: list[int] | None, errors: list[str]
+) -> TierSpec | None:
     where = f"tiers.{name}"
     if not isinstance(name, str) or not name:
         errors.append(f"tier names must be non-empty strings, got {name!r}")
@@ -151,8 +158,9 @@ def _check_tier(name: Any, raw: Any, layers: int | None, profile: list[int] | No
 def parse_catalog(doc: Any, source: str = "<catalog>") -> dict[str, TierSpec]:
     """Validate an already-parsed catalog document; raises CatalogError listing every problem."""
     if not isinstance(doc, Mapping):
-        raise CatalogError(source,
-                           [f"the catalog must be a mapping with keys {sorted(_TOP_KEYS)}, got {type(doc).__name__}"])
+        raise CatalogError(
+            source, [f"the catalog must be a mapping with keys {sorted(_TOP_KEYS)}, got {type(doc).__name__}"]
+        )
     errors: list[str] = []
     layers, profile = _check_top(doc, errors)
     tiers = doc.get("tiers")

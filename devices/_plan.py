@@ -3,6 +3,7 @@
 Lives in ``devices`` (which imports nothing else of ours) because the tier catalog is made
 of plans; the shared ``fedhft`` package and every side read it from here.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -47,8 +48,9 @@ class AdapterPlan:
         if self.depth < 1:
             errs.append(f"depth must be >= 1, got {self.depth}")
         if len(self.ranks) != self.depth:
-            errs.append(f"ranks has {len(self.ranks)} entries but depth is {self.depth}: give one rank per "
-                        "adapted layer")
+            errs.append(
+                f"ranks has {len(self.ranks)} entries but depth is {self.depth}: give one rank per adapted layer"
+            )
         if any(r < 1 for r in self.ranks):
             errs.append(f"every rank must be >= 1, got {list(self.ranks)}")
         if any(b < a for a, b in zip(self.ranks, self.ranks[1:])):
@@ -67,8 +69,7 @@ class AdapterPlan:
             errs.append(f"alpha must be > 0, got {self.alpha}")
         if num_layers is not None and self.depth > num_layers:
             errs.append(
-                f"plan depth {self.depth} is deeper than the model's {num_layers} layers: "
-                f"use depth <= {num_layers}"
+                f"plan depth {self.depth} is deeper than the model's {num_layers} layers: use depth <= {num_layers}"
             )
         return errs
 

@@ -13,6 +13,7 @@ largest one, in a fixed total order, whose estimate fits the memory budget and t
 target. Because the order is fixed and a larger budget only ever adds feasible candidates, more
 memory or compute never yields a smaller plan.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,8 +84,15 @@ class ModelShape:
     def minilm(cls) -> "ModelShape":
         """all-MiniLM-L6-v2, the bundled backbone (22,713,216 parameters)."""
         return cls.from_hf_config(
-            {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 6, "vocab_size": 30522,
-             "max_position_embeddings": 512, "type_vocab_size": 2, "num_attention_heads": 12}
+            {
+                "hidden_size": 384,
+                "intermediate_size": 1536,
+                "num_hidden_layers": 6,
+                "vocab_size": 30522,
+                "max_position_embeddings": 512,
+                "type_vocab_size": 2,
+                "num_attention_heads": 12,
+            }
         )
 
     def layer_matrix_params(self) -> int:
@@ -128,8 +136,10 @@ class Budget:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}: use one of {BACKENDS}")
         if not all(0 < v < math.inf for v in (self.memory_mb, self.gflops, self.step_ms)):
-            raise ValueError(f"memory_mb, gflops and step_ms must be finite and > 0, got {self.memory_mb}, "
-                             f"{self.gflops}, {self.step_ms}")
+            raise ValueError(
+                f"memory_mb, gflops and step_ms must be finite and > 0, got {self.memory_mb}, "
+                f"{self.gflops}, {self.step_ms}"
+            )
 
 
 def default_rank_profile(num_layers: int) -> tuple[int, ...]:
@@ -176,8 +186,9 @@ def step_flops(plan: AdapterPlan, model: ModelShape) -> float:
     tokens, s, h = plan.batch_size * plan.max_seq_len, plan.max_seq_len, model.hidden
     dense = 2.0 * tokens * model.layer_matrix_params()
     attention = 4.0 * tokens * s * h
-    lora = [2.0 * tokens * r * sum(o + i for o, i in map(model.module_shape, plan.target_modules()))
-            for r in plan.ranks]
+    lora = [
+        2.0 * tokens * r * sum(o + i for o, i in map(model.module_shape, plan.target_modules())) for r in plan.ranks
+    ]
     forward = model.num_layers * (dense + attention) + sum(lora)
     backward = plan.depth * (dense + 2 * attention) + 2 * sum(lora)
     return forward + backward
@@ -207,8 +218,11 @@ def estimate(
     if gflops is not None:
         if gflops <= 0:
             raise ValueError(f"gflops must be > 0, got {gflops}")
-        work = flops + (DEQUANT_FLOPS_PER_PARAM * model.num_layers * model.layer_matrix_params()
-                        if plan.precision == "int8" else 0.0)
+        work = flops + (
+            DEQUANT_FLOPS_PER_PARAM * model.num_layers * model.layer_matrix_params()
+            if plan.precision == "int8"
+            else 0.0
+        )
         passes = model.num_layers + plan.depth
         step_ms = work / (EFFICIENCY[backend] * gflops * 1e9) * 1e3 + passes * PASS_OVERHEAD_MS[backend]
     return Estimate(sum(parts.values()), step_ms, flops, parts)
@@ -234,8 +248,12 @@ def density_for_depth(depth: int, num_layers: int) -> float:
 
 
 def _candidates(
-    model: ModelShape, ranks: Sequence[int], seq_lens: Iterable[int], batch_sizes: Iterable[int], targets: str,
-    alpha: float
+    model: ModelShape,
+    ranks: Sequence[int],
+    seq_lens: Iterable[int],
+    batch_sizes: Iterable[int],
+    targets: str,
+    alpha: float,
 ) -> list[AdapterPlan]:
     out = []
     for s in seq_lens:
@@ -244,21 +262,32 @@ def _candidates(
                 for precision in ("fp32", "int8"):
                     out.append(
                         AdapterPlan(
-                            depth=d, ranks=tuple(ranks[-d:]), mask_density=density_for_depth(d, model.num_layers),
-                            precision=precision, max_seq_len=s, batch_size=b, targets=targets, alpha=alpha,
+                            depth=d,
+                            ranks=tuple(ranks[-d:]),
+                            mask_density=density_for_depth(d, model.num_layers),
+                            precision=precision,
+                            max_seq_len=s,
+                            batch_size=b,
+                            targets=targets,
+                            alpha=alpha,
                         )
                     )
     return sorted(out, key=candidate_key, reverse=True)
 
 
-def _budget_of(target: Budget | DeviceProfile, backend: str | None, step_ms: float | None,
-               memory_share: float) -> Budget:
+def _budget_of(
+    target: Budget | DeviceProfile, backend: str | None, step_ms: float | None, memory_share: float
+) -> Budget:
     """A Budget from a Budget, or from a DeviceProfile (a share of its available memory)."""
     if isinstance(target, Budget):
         return Budget(target.memory_mb, target.gflops, step_ms or target.step_ms, backend or target.backend)
     if isinstance(target, DeviceProfile):
-        return Budget(memory_share * target.available_memory_mb, target.matmul_gflops, step_ms or DEFAULT_STEP_MS,
-                      backend or "torch")
+        return Budget(
+            memory_share * target.available_memory_mb,
+            target.matmul_gflops,
+            step_ms or DEFAULT_STEP_MS,
+            backend or "torch",
+        )
     raise TypeError(f"plan_for needs a Budget or a DeviceProfile, got {type(target).__name__}")
 
 
@@ -284,8 +313,9 @@ def plan_for(
     budget = _budget_of(target, backend, step_ms, memory_share)
     ranks = tuple(rank_profile) if rank_profile is not None else default_rank_profile(model.num_layers)
     if len(ranks) != model.num_layers:
-        raise ValueError(f"rank_profile has {len(ranks)} entries but the model has {model.num_layers} layers: "
-                         "give one per layer")
+        raise ValueError(
+            f"rank_profile has {len(ranks)} entries but the model has {model.num_layers} layers: give one per layer"
+        )
     if targets not in TARGET_GROUPS:
         raise ValueError(f"targets must be one of {sorted(TARGET_GROUPS)}, got {targets!r}")
     candidates = _candidates(model, ranks, seq_lens, batch_sizes, targets, alpha)

@@ -5,6 +5,7 @@ only plain numbers and strings. Profiling must be cheap enough to run at every s
 micro-benchmark stops after a fixed time budget (well under a second) and torch is imported only
 when this machine could have a CUDA device at all.
 """
+
 from __future__ import annotations
 
 import glob
@@ -22,9 +23,16 @@ import numpy as np
 PROFILE_SCHEMA_VERSION = 1
 #: Each profile key -> the JSON type it must have (``from_dict`` checks it and names the key).
 _PROFILE_KINDS = {
-    "total_memory_mb": "number", "available_memory_mb": "number", "cpu_count": "integer",
-    "battery_percent": "number or null", "charging": "true, false or null", "matmul_gflops": "number",
-    "platform": "string", "machine": "string", "has_cuda": "true, false or null", "schema_version": "integer",
+    "total_memory_mb": "number",
+    "available_memory_mb": "number",
+    "cpu_count": "integer",
+    "battery_percent": "number or null",
+    "charging": "true, false or null",
+    "matmul_gflops": "number",
+    "platform": "string",
+    "machine": "string",
+    "has_cuda": "true, false or null",
+    "schema_version": "integer",
 }
 #: Keys an older sender may leave out (their defaults stand in).
 _OPTIONAL_PROFILE_KEYS = frozenset({"has_cuda", "schema_version"})
@@ -70,8 +78,9 @@ class DeviceProfile:
         if not finite:
             errors.append("memory and matmul_gflops must be finite numbers")
         if not (self.total_memory_mb > 0 and self.available_memory_mb >= 0):
-            errors.append(f"memory must be positive, got total {self.total_memory_mb} available "
-                          f"{self.available_memory_mb}")
+            errors.append(
+                f"memory must be positive, got total {self.total_memory_mb} available {self.available_memory_mb}"
+            )
         if self.cpu_count < 1:
             errors.append(f"cpu_count must be >= 1, got {self.cpu_count}")
         if self.battery_percent is not None and not 0.0 <= self.battery_percent <= 100.0:
@@ -93,16 +102,22 @@ class DeviceProfile:
             raise ValueError(f"DeviceProfile must be a JSON object, got {type(d).__name__}")
         version = d.get("schema_version", PROFILE_SCHEMA_VERSION)
         if type(version) is not int or version < 1:
-            raise ValueError(f"DeviceProfile.schema_version must be a positive integer (the profile's major "
-                             f"version), got {version!r}: send {PROFILE_SCHEMA_VERSION}")
+            raise ValueError(
+                f"DeviceProfile.schema_version must be a positive integer (the profile's major "
+                f"version), got {version!r}: send {PROFILE_SCHEMA_VERSION}"
+            )
         if version > PROFILE_SCHEMA_VERSION:
-            raise ValueError(f"DeviceProfile schema_version {version} is a newer major version than this side "
-                             f"reads ({PROFILE_SCHEMA_VERSION}): update fedhft here, or send a version "
-                             f"{PROFILE_SCHEMA_VERSION} profile")
+            raise ValueError(
+                f"DeviceProfile schema_version {version} is a newer major version than this side "
+                f"reads ({PROFILE_SCHEMA_VERSION}): update fedhft here, or send a version "
+                f"{PROFILE_SCHEMA_VERSION} profile"
+            )
         missing = sorted(name for name in _PROFILE_KINDS if name not in _OPTIONAL_PROFILE_KEYS and name not in d)
         if missing:
-            raise ValueError(f"DeviceProfile is missing required field(s) {missing}: send every field that "
-                             "`fedhft devices profile` prints")
+            raise ValueError(
+                f"DeviceProfile is missing required field(s) {missing}: send every field that "
+                "`fedhft devices profile` prints"
+            )
         values, errors = {}, []
         for name, kind in _PROFILE_KINDS.items():
             if name in d:
@@ -232,8 +247,9 @@ def profile_device(quick: bool = True) -> DeviceProfile:
     )
 
 
-def recommend_tier(profile: DeviceProfile, catalog: Mapping[str, Any] | None = None, *,
-                   memory_share: float = 0.5) -> str:
+def recommend_tier(
+    profile: DeviceProfile, catalog: Mapping[str, Any] | None = None, *, memory_share: float = 0.5
+) -> str:
     """The largest tier (by memory budget, then compute) that this device can run.
 
     A tier fits when its memory budget is at most ``memory_share`` of the memory available now (the

@@ -1,4 +1,5 @@
 """``fedhft devices list | show TIER | profile [--json]``: parse arguments, call one library function, print."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("tier", help="tier name, e.g. android-mid (see `fedhft devices list`)")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("profile", help="measure this device and recommend a tier")
-    p.add_argument("--json", action="store_true",
-                   help="print JSON: {profile: the hello message's payload, recommended_tier, no_tier_reason}")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: {profile: the hello message's payload, recommended_tier, no_tier_reason}",
+    )
     p.add_argument("--full", action="store_true", help="longer matmul benchmark (~0.8 s instead of ~0.25 s)")
     p.set_defaults(func=cmd_profile)
     return parser
@@ -32,8 +36,10 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str
     cells = [[str(c) for c in header]] + [[_cell(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     numeric = [all(isinstance(row[i], (int, float)) for row in rows) and bool(rows) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) if numeric[i] else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-             for r in cells]
+    lines = [
+        "  ".join(c.rjust(w) if numeric[i] else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        for r in cells
+    ]
     return "\n".join(lines)
 
 
@@ -47,13 +53,32 @@ def _cell(value: object) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     rows = [
-        (t.name, t.default_backend, t.memory_budget_mb, t.compute_gflops, t.battery_threshold,
-         t.plan.depth, list(t.plan.ranks), t.plan.mask_density, t.plan.precision,
-         f"{t.plan.batch_size}x{t.plan.max_seq_len}")
+        (
+            t.name,
+            t.default_backend,
+            t.memory_budget_mb,
+            t.compute_gflops,
+            t.battery_threshold,
+            t.plan.depth,
+            list(t.plan.ranks),
+            t.plan.mask_density,
+            t.plan.precision,
+            f"{t.plan.batch_size}x{t.plan.max_seq_len}",
+        )
         for t in load_catalog().values()
     ]
-    header = ("tier", "backend", "memory MB", "GFLOP/s", "battery %", "depth", "ranks", "density", "precision",
-              "batch x seq")
+    header = (
+        "tier",
+        "backend",
+        "memory MB",
+        "GFLOP/s",
+        "battery %",
+        "depth",
+        "ranks",
+        "density",
+        "precision",
+        "batch x seq",
+    )
     print(format_table(header, rows))
     return 0
 

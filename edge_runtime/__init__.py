@@ -3,6 +3,7 @@
 Heavy dependencies (torch, onnxruntime, executorch, paho, tokenizers) are imported lazily, so
 importing this package is cheap and works on a device that has only one backend installed.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -11,6 +11,7 @@ bytes, so the server can dedupe on (client, round, digest); a task for a round t
 result is answered from the checkpoint. A kill at any instant therefore never produces two
 different uploads for one round and never loses an acknowledged result.
 """
+
 from __future__ import annotations
 
 import collections
@@ -32,12 +33,41 @@ from fedhft import __version__
 from fedhft.config import ConfigError
 from fedhft.manifest import MANIFEST_NAME, BundleError, bundle_digest, load_manifest
 from fedhft.protocol import (
-    Ack, AckStatus, BundleChunk, BundleRequest, ChunkAssembler, ChunkResult, ClientStatus, Hello, Outcome, OutcomeKind,
-    PayloadTooLarge, ProtocolError, ServerStatus, Task, TopicError, Topics, Update, decode, encode, file_sha256,
+    Ack,
+    AckStatus,
+    BundleChunk,
+    BundleRequest,
+    ChunkAssembler,
+    ChunkResult,
+    ClientStatus,
+    Hello,
+    Outcome,
+    OutcomeKind,
+    PayloadTooLarge,
+    ProtocolError,
+    ServerStatus,
+    Task,
+    TopicError,
+    Topics,
+    Update,
+    decode,
+    encode,
+    file_sha256,
 )
 from edge_runtime._budget import (
-    DeadlineMissed, LowBattery, OverBudget, SimulatedBattery, SystemBattery, check_battery, memory_model,
-    host_baseline_mb, open_estimate_mb, process_rss_mb, rss_mb, set_host_baseline, shape_limits,
+    DeadlineMissed,
+    LowBattery,
+    OverBudget,
+    SimulatedBattery,
+    SystemBattery,
+    check_battery,
+    memory_model,
+    host_baseline_mb,
+    open_estimate_mb,
+    process_rss_mb,
+    rss_mb,
+    set_host_baseline,
+    shape_limits,
 )
 from edge_runtime._checkpoint import RoundRecord, RoundStatus, StateStore, atomic_write_bytes
 from edge_runtime._config import AgentConfig
@@ -88,8 +118,9 @@ class EdgeAgent:
         self.topics = Topics(cfg.fleet)
         self.client = cfg.client_id
         self.store = StateStore(cfg.state, cfg.client_id, cfg.fleet)
-        self.options = DataOptions(cfg.text_column, cfg.text_pair_column, cfg.label_column, cfg.label_map_dict(),
-                                   cfg.val_fraction)
+        self.options = DataOptions(
+            cfg.text_column, cfg.text_pair_column, cfg.label_column, cfg.label_map_dict(), cfg.val_fraction
+        )
         self.source = DataSource(load_examples(cfg.data, self.options), self.options)  # fail fast on bad data
         self.battery = self._make_battery()
         self.link: MqttLink | None = None
@@ -142,11 +173,22 @@ class EdgeAgent:
     # ------------------------------------------------------------------ main loop
 
     def run(self) -> int:
-        self.link = MqttLink(self._mqtt_options(), self.topics.client_subscriptions(self.client),
-                             will=(self.topics.status(self.client), self._status_payload("offline")), log=self.log)
-        self.log("started", fleet=self.cfg.fleet, broker=self.cfg.broker, tier_hint=self.tier_hint,
-                 backends=available_backends(self.cfg.backend), state_dir=str(self.store.dir),
-                 memory_budget_mb=self.memory_budget_mb(), examples=len(self.source.examples))
+        self.link = MqttLink(
+            self._mqtt_options(),
+            self.topics.client_subscriptions(self.client),
+            will=(self.topics.status(self.client), self._status_payload("offline")),
+            log=self.log,
+        )
+        self.log(
+            "started",
+            fleet=self.cfg.fleet,
+            broker=self.cfg.broker,
+            tier_hint=self.tier_hint,
+            backends=available_backends(self.cfg.backend),
+            state_dir=str(self.store.dir),
+            memory_budget_mb=self.memory_budget_mb(),
+            examples=len(self.source.examples),
+        )
         self.link.start()
         if not self.link.wait_connected(15.0):
             self.log("mqtt_waiting", severity="warning", detail=self.link.last_failure or "no CONNACK yet; retrying")
@@ -156,8 +198,11 @@ class EdgeAgent:
                 if item is not None:
                     self._dispatch(item)
                 self._retry_uploads()
-                if (self.cfg.max_rounds and self.rounds_finished >= self.cfg.max_rounds
-                        and not self.store.pending_uploads()):
+                if (
+                    self.cfg.max_rounds
+                    and self.rounds_finished >= self.cfg.max_rounds
+                    and not self.store.pending_uploads()
+                ):
                     self.log("max_rounds_reached", rounds=self.rounds_finished)
                     break
         finally:
@@ -166,8 +211,19 @@ class EdgeAgent:
 
     def _mqtt_options(self) -> MqttOptions:
         c = self.cfg
-        return MqttOptions(c.broker, c.client_id, c.username, c.password, c.tls_ca, c.tls_cert, c.tls_key,
-                           c.keepalive, c.session_expiry_s, c.max_packet_size, protocol=c.mqtt_protocol)
+        return MqttOptions(
+            c.broker,
+            c.client_id,
+            c.username,
+            c.password,
+            c.tls_ca,
+            c.tls_cert,
+            c.tls_key,
+            c.keepalive,
+            c.session_expiry_s,
+            c.max_packet_size,
+            protocol=c.mqtt_protocol,
+        )
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -213,8 +269,13 @@ class EdgeAgent:
         except (ProtocolError, TopicError) as exc:
             self.log("bad_message", severity="warning", topic=item.topic, error=str(exc)[:300])
         except Exception as exc:  # a bug in one handler must not end a week-long run; it is logged in full
-            self.log("handler_failed", severity="error", topic=item.topic, error=f"{type(exc).__name__}: {exc}",
-                     traceback=traceback.format_exc(limit=8))
+            self.log(
+                "handler_failed",
+                severity="error",
+                topic=item.topic,
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(limit=8),
+            )
         finally:
             self._ack(item)
             self._acked.discard(id(item))
@@ -223,9 +284,18 @@ class EdgeAgent:
 
     def _status_payload(self, state: str, round_: int | None = None, detail: str = "") -> bytes:
         level, _ = self.battery.read()
-        return encode(ClientStatus(self.cfg.fleet, self.client, state, round_, detail[:1024],
-                                   battery_percent=None if level is None else round(level, 2),
-                                   rss_mb=round(rss_mb(), 1), ts=time.time()))
+        return encode(
+            ClientStatus(
+                self.cfg.fleet,
+                self.client,
+                state,
+                round_,
+                detail[:1024],
+                battery_percent=None if level is None else round(level, 2),
+                rss_mb=round(rss_mb(), 1),
+                ts=time.time(),
+            )
+        )
 
     def _set_state(self, state: str, round_: int | None = None, detail: str = "") -> None:
         if (state, round_) == self._state and not detail:
@@ -259,8 +329,14 @@ class EdgeAgent:
         self._clock_offset = offset if abs(offset) > 1.0 else 0.0  # below a second it is latency, not skew
 
     def _send_hello(self) -> None:
-        hello = Hello(self.cfg.fleet, self.client, self.profile.to_dict(), available_backends(self.cfg.backend),
-                      self.tier_hint, f"fedhft-edge/{__version__}")
+        hello = Hello(
+            self.cfg.fleet,
+            self.client,
+            self.profile.to_dict(),
+            available_backends(self.cfg.backend),
+            self.tier_hint,
+            f"fedhft-edge/{__version__}",
+        )
         self._publish(self.topics.hello(self.client), encode(hello))
 
     def _on_server_status(self, item: Inbound) -> None:
@@ -316,9 +392,17 @@ class EdgeAgent:
         self.store.save_task(item.payload)  # persisted BEFORE the broker forgets it (manual ack)
         self.store.record(RoundRecord(task.round, task.task_id, RoundStatus.TRAINING))
         self._ack(item)
-        self.log("task", round=task.round, task_id=task.task_id, tier=task.tier, backend=task.backend,
-                 steps=task.hyper.local_steps, epochs=task.hyper.epochs, lr=task.hyper.lr,
-                 deadline_in_s=round(task.deadline_ts - self._clock_offset - time.time(), 1))
+        self.log(
+            "task",
+            round=task.round,
+            task_id=task.task_id,
+            tier=task.tier,
+            backend=task.backend,
+            steps=task.hyper.local_steps,
+            epochs=task.hyper.epochs,
+            lr=task.hyper.lr,
+            deadline_in_s=round(task.deadline_ts - self._clock_offset - time.time(), 1),
+        )
         self._run_task(task)
 
     def _answer_from_checkpoint(self, rec: RoundRecord) -> None:
@@ -333,10 +417,25 @@ class EdgeAgent:
     def _run_task(self, task: Task) -> None:
         try:
             result = self._attempt(task)
-        except (BundleFetchError, BundleError, DataError, ProtocolError, ValueError, RuntimeError, OSError,
-                ImportError, FloatingPointError, MemoryError) as exc:
-            self.log("round_error", severity="error", round=task.round, error=f"{type(exc).__name__}: {exc}",
-                     where=traceback.extract_tb(exc.__traceback__)[-1].name if exc.__traceback__ else None)
+        except (
+            BundleFetchError,
+            BundleError,
+            DataError,
+            ProtocolError,
+            ValueError,
+            RuntimeError,
+            OSError,
+            ImportError,
+            FloatingPointError,
+            MemoryError,
+        ) as exc:
+            self.log(
+                "round_error",
+                severity="error",
+                round=task.round,
+                error=f"{type(exc).__name__}: {exc}",
+                where=traceback.extract_tb(exc.__traceback__)[-1].name if exc.__traceback__ else None,
+            )
             result = exc
         if isinstance(result, Stopped):
             self.log("round_interrupted", round=task.round, steps=result.steps_done)
@@ -366,8 +465,10 @@ class EdgeAgent:
             return bundle
         manifest = load_manifest(bundle, verify_files=False)
         if manifest.plan != AdapterPlan.from_dict(dict(task.plan)):
-            raise BundleError(f"bundle {bundle} was compiled for plan {manifest.plan.to_dict()}, the task says "
-                              f"{task.plan}: the server's bundle registry is stale; re-export the tier")
+            raise BundleError(
+                f"bundle {bundle} was compiled for plan {manifest.plan.to_dict()}, the task says "
+                f"{task.plan}: the server's bundle registry is stale; re-export the tier"
+            )
         budget_mb = self.memory_budget_mb(task.tier)
         if self.cfg.memory_accounting == "bundle":
             self._measure_host_baseline(manifest.backend, bundle)
@@ -383,11 +484,22 @@ class EdgeAgent:
             return over
         labels = self.source.examples.labels
         if labels.size and int(labels.max()) >= manifest.dims.num_labels:
-            raise DataError(f"{self.cfg.data}: labels go up to {int(labels.max())} but the model has "
-                            f"{manifest.dims.num_labels} classes: pass label_map=JSON or fix the data")
+            raise DataError(
+                f"{self.cfg.data}: labels go up to {int(labels.max())} but the model has "
+                f"{manifest.dims.num_labels} classes: pass label_map=JSON or fix the data"
+            )
         self._set_state("training", task.round)
-        budget = TrainBudget(budget_mb, self.cfg.memory_margin, self.battery, threshold, self.cfg.deadline_reserve_s,
-                             self.stop_event.is_set, self.cfg.progress_every, self.log, self._clock_offset)
+        budget = TrainBudget(
+            budget_mb,
+            self.cfg.memory_margin,
+            self.battery,
+            threshold,
+            self.cfg.deadline_reserve_s,
+            self.stop_event.is_set,
+            self.cfg.progress_every,
+            self.log,
+            self._clock_offset,
+        )
         try:
             result = train_round(session, task, self.source, budget)
         finally:
@@ -406,8 +518,7 @@ class EdgeAgent:
         load_runtime(backend, bundle)
         gc.collect()
         set_host_baseline(process_rss_mb())
-        self.log("memory_baseline", backend=backend, host_baseline_mb=round(host_baseline_mb(), 1),
-                 accounting="bundle")
+        self.log("memory_baseline", backend=backend, host_baseline_mb=round(host_baseline_mb(), 1), accounting="bundle")
 
     def _precheck_memory(self, manifest, bundle: Path, budget_mb: float) -> OverBudget | None:
         """Refuse BEFORE loading a bundle that cannot fit (loading it could already exceed the budget)."""
@@ -416,8 +527,12 @@ class EdgeAgent:
         loaded = _RUNTIME_MODULES[manifest.backend] in sys.modules
         weights = sum(e.size for e in manifest.files.values() if e.role != "tokenizer")
         mm = memory_model(manifest, bundle)
-        need = (rss_mb() + open_estimate_mb(manifest, weights, loaded) + mm.optimizer_mb()
-                + mm.activations_mb(1, shape_limits(manifest).min_seq))
+        need = (
+            rss_mb()
+            + open_estimate_mb(manifest, weights, loaded)
+            + mm.optimizer_mb()
+            + mm.activations_mb(1, shape_limits(manifest).min_seq)
+        )
         need = max(need, self._refused_peak_mb.get(bundle, 0.0))
         if need > self.cfg.memory_margin * budget_mb:
             self.log("over_budget_estimate", need_mb=round(need, 1), budget_mb=budget_mb)
@@ -432,8 +547,13 @@ class EdgeAgent:
             started = time.perf_counter()
             self._session = open_session(bundle, threads=self.cfg.threads)
             self._session_dir = bundle
-            self.log("session_opened", bundle=str(bundle), backend=self._session.manifest.backend,
-                     seconds=round(time.perf_counter() - started, 2), rss_mb=round(rss_mb(), 1))
+            self.log(
+                "session_opened",
+                bundle=str(bundle),
+                backend=self._session.manifest.backend,
+                seconds=round(time.perf_counter() - started, 2),
+                rss_mb=round(rss_mb(), 1),
+            )
         return self._session
 
     def _close_session(self) -> None:
@@ -443,8 +563,16 @@ class EdgeAgent:
     # ------------------------------------------------------------------ results
 
     def _finish_update(self, task: Task, result: RoundResult) -> None:
-        update = Update(self.cfg.fleet, self.client, task.round, task.task_id, result.num_examples,
-                        result.metrics, task.hyper.encoding, result.update)
+        update = Update(
+            self.cfg.fleet,
+            self.client,
+            task.round,
+            task.task_id,
+            result.num_examples,
+            result.metrics,
+            task.hyper.encoding,
+            result.update,
+        )
         topic = self.topics.update(self.client)
         try:
             payload = encode(update, max_size=self.link.max_payload(topic))
@@ -481,14 +609,30 @@ class EdgeAgent:
         ack = decode(item.payload, expect=Ack)
         rec = self.store.get(ack.round)
         if rec is None or rec.status != RoundStatus.UPLOADING:
-            return self.log("ack_ignored", round=ack.round, task_id=ack.task_id, status=ack.status,
-                            why="no upload pending for that round")
+            return self.log(
+                "ack_ignored",
+                round=ack.round,
+                task_id=ack.task_id,
+                status=ack.status,
+                why="no upload pending for that round",
+            )
         if ack.task_id != rec.task_id:
-            return self.log("ack_ignored", severity="warning", round=ack.round, task_id=ack.task_id,
-                            status=ack.status, why=f"another task than the pending upload's {rec.task_id}")
+            return self.log(
+                "ack_ignored",
+                severity="warning",
+                round=ack.round,
+                task_id=ack.task_id,
+                status=ack.status,
+                why=f"another task than the pending upload's {rec.task_id}",
+            )
         if ack.update_digest != rec.digest:
-            return self.log("ack_ignored", severity="warning", round=ack.round, task_id=ack.task_id,
-                            why="digest differs from the upload")
+            return self.log(
+                "ack_ignored",
+                severity="warning",
+                round=ack.round,
+                task_id=ack.task_id,
+                why="digest differs from the upload",
+            )
         stored = ack.status in (AckStatus.STORED, AckStatus.DUPLICATE)
         rec.status = RoundStatus.ACKED if stored else RoundStatus.REJECTED
         rec.reason = ack.reason
@@ -496,8 +640,13 @@ class EdgeAgent:
         self._last_sent.pop(ack.round, None)
         self.rounds_finished += 1
         acked = rec.status == RoundStatus.ACKED
-        self.log("round_acked" if acked else "round_rejected", severity="info" if acked
-                 else "warning", round=ack.round, ack=ack.status, reason=ack.reason or None)
+        self.log(
+            "round_acked" if acked else "round_rejected",
+            severity="info" if acked else "warning",
+            round=ack.round,
+            ack=ack.status,
+            reason=ack.reason or None,
+        )
         self._set_state("idle")
 
     def _finish_outcome(self, task: Task, result) -> None:
@@ -505,8 +654,9 @@ class EdgeAgent:
         outcome = Outcome(self.cfg.fleet, self.client, task.round, task.task_id, kind, reason[:1024], metrics)
         payload = encode(outcome)
         atomic_write_bytes(self.store.outcome_path(task.round), payload)
-        self.store.record(RoundRecord(task.round, task.task_id, RoundStatus.OUTCOME, kind=kind, reason=reason[:1024],
-                                      metrics=metrics))
+        self.store.record(
+            RoundRecord(task.round, task.task_id, RoundStatus.OUTCOME, kind=kind, reason=reason[:1024], metrics=metrics)
+        )
         self.store.clear_task()
         self.rounds_finished += 1
         self.log("round_outcome", severity="warning", round=task.round, kind=kind, reason=reason, **metrics)
@@ -528,14 +678,20 @@ class EdgeAgent:
         if not self.cfg.bundle_dir:
             return None
         root = Path(self.cfg.bundle_dir)
-        candidates = ([root / task.tier / task.backend, root]
-                      + sorted(p.parent for p in root.glob("*/*/" + MANIFEST_NAME)))
+        candidates = [root / task.tier / task.backend, root] + sorted(
+            p.parent for p in root.glob("*/*/" + MANIFEST_NAME)
+        )
         for cand in candidates:
             if (cand / MANIFEST_NAME).is_file() and bundle_digest(cand) == task.bundle_sha256:
                 return cand
-        self.log("bundle_not_provisioned", severity="warning", bundle_dir=str(root), tier=task.tier,
-                 backend=task.backend,
-                 fix="the pre-provisioned bundle differs from the server's; downloading it")
+        self.log(
+            "bundle_not_provisioned",
+            severity="warning",
+            bundle_dir=str(root),
+            tier=task.tier,
+            backend=task.backend,
+            fix="the pre-provisioned bundle differs from the server's; downloading it",
+        )
         return None
 
     def _download_bundle(self, task: Task, cache: Path) -> Path | Stopped:
@@ -554,8 +710,12 @@ class EdgeAgent:
         if cache.exists():
             shutil.rmtree(cache)
         os.replace(partial, cache)
-        self.log("bundle_downloaded", bundle_id=task.bundle_id, seconds=round(time.monotonic() - started, 2),
-                 bytes=sum(e.size for e in manifest.files.values()))
+        self.log(
+            "bundle_downloaded",
+            bundle_id=task.bundle_id,
+            seconds=round(time.monotonic() - started, 2),
+            bytes=sum(e.size for e in manifest.files.values()),
+        )
         self._evict_bundles(keep=cache)
         return cache
 
@@ -571,8 +731,10 @@ class EdgeAgent:
             wanted = [f for f in wanted if asm.path(f) is None]
             now = time.monotonic()
             if now - last_progress > self.cfg.bundle_timeout_s:
-                raise BundleFetchError(f"no bundle chunk for {now - last_progress:.0f} s (still missing {wanted[:4]}): "
-                                       f"the server is not serving bundle {task.bundle_id}; check it is running")
+                raise BundleFetchError(
+                    f"no bundle chunk for {now - last_progress:.0f} s (still missing {wanted[:4]}): "
+                    f"the server is not serving bundle {task.bundle_id}; check it is running"
+                )
             if wanted and now - last_request > CHUNK_RETRY_S:
                 self._request_chunks(task, asm, wanted)
                 last_request = now
@@ -580,16 +742,20 @@ class EdgeAgent:
                 last_progress = time.monotonic()
         for name, sha in files.items():
             if file_sha256(partial / name) != sha:
-                raise BundleFetchError(f"{name} of bundle {task.bundle_id} does not match the digest the task/manifest "
-                                       f"names: the server holds a different bundle than it announced; re-export it")
+                raise BundleFetchError(
+                    f"{name} of bundle {task.bundle_id} does not match the digest the task/manifest "
+                    f"names: the server holds a different bundle than it announced; re-export it"
+                )
         return None
 
     def _request_chunks(self, task: Task, asm: ChunkAssembler, wanted: list[str]) -> None:
         pending = asm.pending()
         fresh = [f for f in wanted if f not in pending]
         if fresh:
-            self._publish(self.topics.bundle_req(self.client), encode(BundleRequest(self.cfg.fleet, self.client,
-                                                                                     task.bundle_id, fresh)))
+            self._publish(
+                self.topics.bundle_req(self.client),
+                encode(BundleRequest(self.cfg.fleet, self.client, task.bundle_id, fresh)),
+            )
         for name in wanted:
             if name in pending and pending[name]:
                 req = BundleRequest(self.cfg.fleet, self.client, task.bundle_id, [name], pending[name][:65536])
@@ -621,9 +787,12 @@ class EdgeAgent:
 
     def _evict_bundles(self, keep: Path) -> None:
         """Keep the newest KEEP_BUNDLES bundles: a device that runs for weeks sees many bundle versions."""
-        dirs = sorted((p for p in self.store.bundles_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in [d for d in dirs if d != keep][KEEP_BUNDLES - 1:]:
+        dirs = sorted(
+            (p for p in self.store.bundles_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in [d for d in dirs if d != keep][KEEP_BUNDLES - 1 :]:
             shutil.rmtree(old, ignore_errors=True)
         for partial in self.store.bundles_dir.glob(".partial-*"):  # abandoned downloads of other bundles
             shutil.rmtree(partial, ignore_errors=True)
@@ -631,12 +800,18 @@ class EdgeAgent:
 
 def outcome_of(result) -> tuple[OutcomeKind, str, dict[str, float]]:
     """(Outcome kind, reason, metrics) of a typed failure or an exception."""
-    kinds = {OverBudget: OutcomeKind.OVER_BUDGET, LowBattery: OutcomeKind.LOW_BATTERY,
-             DeadlineMissed: OutcomeKind.DEADLINE}
+    kinds = {
+        OverBudget: OutcomeKind.OVER_BUDGET,
+        LowBattery: OutcomeKind.LOW_BATTERY,
+        DeadlineMissed: OutcomeKind.DEADLINE,
+    }
     for cls, kind in kinds.items():
         if isinstance(result, cls):
-            metrics = {k: float(v) for k, v in asdict(result).items() if isinstance(v, (int, float))
-                       and not isinstance(v, bool)}
+            metrics = {
+                k: float(v)
+                for k, v in asdict(result).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
             return kind, result.reason(), metrics
     return OutcomeKind.ERROR, f"{type(result).__name__}: {result}", {}
 

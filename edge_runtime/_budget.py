@@ -8,6 +8,7 @@ fits, and ``RssWatcher`` samples the real RSS on a light thread every ~25 ms plu
 so that training stops at a safety margin (90 % by default) BEFORE the budget is reached. The
 process is never allowed to run into the OOM killer: a killed process reports nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,11 @@ class OverBudget:
         return self.rss_mb >= self.peak_mb
 
     def reason(self) -> str:
-        return (f"peak RSS {self.peak_mb:.0f} MB would exceed the memory budget {self.budget_mb:.0f} MB "
-                f"({self.where}); "
-                f"raise memory_budget_mb= or use a smaller tier")
+        return (
+            f"peak RSS {self.peak_mb:.0f} MB would exceed the memory budget {self.budget_mb:.0f} MB "
+            f"({self.where}); "
+            f"raise memory_budget_mb= or use a smaller tier"
+        )
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,10 @@ class DeadlineMissed:
     steps_done: int
 
     def reason(self) -> str:
-        return (f"the round deadline ({self.deadline_s:.1f} s available) would be missed after {self.steps_done} steps "
-                f"({self.elapsed_s:.1f} s): the server should give this device fewer local steps or a later deadline")
+        return (
+            f"the round deadline ({self.deadline_s:.1f} s available) would be missed after {self.steps_done} steps "
+            f"({self.elapsed_s:.1f} s): the server should give this device fewer local steps or a later deadline"
+        )
 
 
 # ----------------------------------------------------------------------------- memory
@@ -113,8 +118,13 @@ class RssWatcher:
     as the step returns.
     """
 
-    def __init__(self, budget_mb: float, margin: float = DEFAULT_MARGIN, interval_s: float = 0.025,
-                 sampler: Callable[[], float] = rss_mb):
+    def __init__(
+        self,
+        budget_mb: float,
+        margin: float = DEFAULT_MARGIN,
+        interval_s: float = 0.025,
+        sampler: Callable[[], float] = rss_mb,
+    ):
         self.budget_mb, self.margin, self.interval_s, self._sample = budget_mb, margin, interval_s, sampler
         self.limit_mb = margin * budget_mb
         self.peak_mb = 0.0
@@ -177,8 +187,9 @@ class MemoryModel:
 
     def activations_mb(self, batch: int, seq: int) -> float:
         tokens = batch * seq
-        per_token = sum(6 * self.hidden + self.intermediate + self.heads * seq + 2 * r * self.modules
-                        for r in self.ranks)
+        per_token = sum(
+            6 * self.hidden + self.intermediate + self.heads * seq + 2 * r * self.modules for r in self.ranks
+        )
         working = 2 * (self.intermediate + self.heads * seq + 4 * self.hidden)
         return 4.0 * tokens * (per_token * self.activation_factor + working) / MB
 
@@ -204,8 +215,15 @@ def memory_model(manifest, bundle_dir=None) -> MemoryModel:
     dims, plan = manifest.dims, manifest.plan
     params = sum(math.prod(s.shape) for s in manifest.trainable)
     heads = _heads(bundle_dir, dims.hidden) if bundle_dir is not None else max(1, dims.hidden // 32)
-    return MemoryModel(dims.hidden, dims.intermediate, heads, tuple(plan.ranks), len(plan.target_modules()), params,
-                       _activation_factor(manifest.backend))
+    return MemoryModel(
+        dims.hidden,
+        dims.intermediate,
+        heads,
+        tuple(plan.ranks),
+        len(plan.target_modules()),
+        params,
+        _activation_factor(manifest.backend),
+    )
 
 
 def shape_limits(manifest) -> ShapeLimits:
@@ -234,8 +252,15 @@ def _halvings(top: int, bottom: int) -> list[int]:
     return out + [bottom]
 
 
-def choose_shape(model: MemoryModel, limits: ShapeLimits, want_batch: int, want_seq: int, base_mb: float,
-                 budget_mb: float, margin: float = DEFAULT_MARGIN) -> MemoryPlan | OverBudget:
+def choose_shape(
+    model: MemoryModel,
+    limits: ShapeLimits,
+    want_batch: int,
+    want_seq: int,
+    base_mb: float,
+    budget_mb: float,
+    margin: float = DEFAULT_MARGIN,
+) -> MemoryPlan | OverBudget:
     """The largest (batch, seq) <= what the task wants whose estimated peak stays under the margin.
 
     Sequence length is kept longest (truncation throws data away; a smaller batch only adds noise),

@@ -15,6 +15,7 @@ so a kill at any instant leaves either the old or the new version, never a torn 
 after a restart re-sends the very bytes in ``updates/``, so the server's dedupe on
 (client, round, digest) sees the same update, never a second, different one.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,6 @@ from fedhft.protocol import atomic_write
 STATE_VERSION = 1
 #: How many finished rounds keep their payload files (a week of hourly rounds needs no more).
 KEEP_ROUNDS = 8
-
 
 
 class RoundStatus(StrEnum):
@@ -96,22 +96,30 @@ class StateStore:
         try:
             raw = json.loads(self.path.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{self.path} is corrupt ({exc}): it is written atomically, so something else changed it; "
-                             f"move it away to start this device fresh") from None
+            raise ValueError(
+                f"{self.path} is corrupt ({exc}): it is written atomically, so something else changed it; "
+                f"move it away to start this device fresh"
+            ) from None
         if raw.get("version") != STATE_VERSION or raw.get("client") != self.client or raw.get("fleet") != self.fleet:
-            raise ValueError(f"{self.path} belongs to client {raw.get('client')!r} of fleet {raw.get('fleet')!r} "
-                             f"(version {raw.get('version')}): give each device its own --state directory")
+            raise ValueError(
+                f"{self.path} belongs to client {raw.get('client')!r} of fleet {raw.get('fleet')!r} "
+                f"(version {raw.get('version')}): give each device its own --state directory"
+            )
         try:
-            self.rounds = {int(r["round"]): RoundRecord(**{**r, "status": RoundStatus(r["status"])})
-                           for r in raw.get("rounds", [])}
+            self.rounds = {
+                int(r["round"]): RoundRecord(**{**r, "status": RoundStatus(r["status"])}) for r in raw.get("rounds", [])
+            }
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{self.path} is corrupt (a round record: {exc!r}): it is written atomically, so "
-                             "something else changed it; move it away to start this device fresh") from None
+            raise ValueError(
+                f"{self.path} is corrupt (a round record: {exc!r}): it is written atomically, so "
+                "something else changed it; move it away to start this device fresh"
+            ) from None
 
     def save(self) -> None:
         rounds = [asdict(self.rounds[k]) for k in sorted(self.rounds)]
-        atomic_write_json(self.path, {"version": STATE_VERSION, "client": self.client, "fleet": self.fleet,
-                                      "rounds": rounds})
+        atomic_write_json(
+            self.path, {"version": STATE_VERSION, "client": self.client, "fleet": self.fleet, "rounds": rounds}
+        )
 
     def record(self, rec: RoundRecord) -> None:
         self.rounds[rec.round] = rec

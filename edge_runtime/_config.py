@@ -5,6 +5,7 @@ of a YAML file (``--config``), both through ``fedhft.config.load_config``, so a 
 once; ``fedhft edge --help-config`` lists them. ``problems()`` lists every invalid setting at once,
 each spelled as the key=value to fix.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedhft.mqtt import (
-    DEFAULT_KEEPALIVE_S, DEFAULT_MAX_PACKET_SIZE, DEFAULT_MQTT_PROTOCOL, DEVICE_SESSION_EXPIRY_S, MQTT_PROTOCOLS,
+    DEFAULT_KEEPALIVE_S,
+    DEFAULT_MAX_PACKET_SIZE,
+    DEFAULT_MQTT_PROTOCOL,
+    DEVICE_SESSION_EXPIRY_S,
+    MQTT_PROTOCOLS,
     MqttProtocol,
 )
 
@@ -27,50 +32,70 @@ class AgentConfig:
     broker: str | None = _f(None, "broker address mqtt://HOST:PORT or mqtts://HOST:PORT (default: from credentials=)")
     client_id: str | None = _f(None, "this device's id (= its MQTT username); default: from credentials=")
     data: str | None = _f(None, "labelled local data: a .tsv, .csv or .jsonl file")
-    fleet: str | None = _f(None, "fleet name (topic prefix fedhft/v1/<fleet>/); default: from credentials=, "
-                                 "else 'default'")
+    fleet: str | None = _f(
+        None, "fleet name (topic prefix fedhft/v1/<fleet>/); default: from credentials=, else 'default'"
+    )
     tier: str = _f("auto", "device tier name from the catalog, or 'auto' to pick one from the measured profile")
-    backend: str = _f("auto", "training backends this device offers: auto (every installed one), torch, ort "
-                              "or executorch")
+    backend: str = _f(
+        "auto", "training backends this device offers: auto (every installed one), torch, ort or executorch"
+    )
     username: str | None = _f(None, "MQTT username (default: the client id)")
-    password: str | None = _f(None, "MQTT password (prefer credentials=FILE.json: the command line shows in `ps`)",
-                              secret=True)
-    credentials: str | None = _f(None, "device credentials file written by `fedhft server fleet-init` "
-                                       "(clients/<id>.json)")
+    password: str | None = _f(
+        None, "MQTT password (prefer credentials=FILE.json: the command line shows in `ps`)", secret=True
+    )
+    credentials: str | None = _f(
+        None, "device credentials file written by `fedhft server fleet-init` (clients/<id>.json)"
+    )
     tls_ca: str | None = _f(None, "CA certificate that signed the broker's certificate (mqtts://)")
     tls_cert: str | None = _f(None, "client certificate, when the broker requires one")
     tls_key: str | None = _f(None, "client private key for tls_cert=")
-    state: str | None = _f(None, "state directory (checkpoint, persisted updates, bundle cache); default "
-                                 "~/.fedhft/edge/<client>")
-    bundle_dir: str | None = _f(None, "pre-provisioned bundles DIR/<tier>/<backend>/ (used when their digest matches; "
-                                      "no download)")
-    text_column: str | None = _f(None, "text column (auto: text/sentence/review/content, or a "
-                                       "sentence1+sentence2 style pair)")
+    state: str | None = _f(
+        None, "state directory (checkpoint, persisted updates, bundle cache); default ~/.fedhft/edge/<client>"
+    )
+    bundle_dir: str | None = _f(
+        None, "pre-provisioned bundles DIR/<tier>/<backend>/ (used when their digest matches; no download)"
+    )
+    text_column: str | None = _f(
+        None, "text column (auto: text/sentence/review/content, or a sentence1+sentence2 style pair)"
+    )
     text_pair_column: str | None = _f(None, "second text column of a pair task")
     label_column: str | None = _f(None, "label column (auto: label/labels/class/category/y)")
-    label_map: str | None = _f(None, "JSON object mapping string labels to class ids, e.g. '{\"neg\": 0, \"pos\": 1}'")
+    label_map: str | None = _f(None, 'JSON object mapping string labels to class ids, e.g. \'{"neg": 0, "pos": 1}\'')
     val_fraction: float = _f(0.15, "fraction of local examples held out for local validation (at least one)")
     memory_budget_mb: float | None = _f(None, "peak RSS budget of this process in MB (default: the tier's budget)")
-    memory_accounting: str = _f("process", "what the budget counts: 'process' (whole RSS; real devices) or 'bundle' "
-                                           "(RSS above the host baseline after the runtime is imported, "
-                                           "before the bundle loads; for simulating a native runtime on a Python host)")
+    memory_accounting: str = _f(
+        "process",
+        "what the budget counts: 'process' (whole RSS; real devices) or 'bundle' "
+        "(RSS above the host baseline after the runtime is imported, "
+        "before the bundle loads; for simulating a native runtime on a Python host)",
+    )
     memory_margin: float = _f(0.90, "stop training when RSS reaches this fraction of the memory budget")
-    battery_threshold: float | None = _f(None, "skip rounds on battery below this percent (default: the "
-                                               "tier's, else 20)")
-    simulated_battery: str | None = _f(None, "simulate a battery: "
-                                             "'level=50,drain_per_step=0.1,charging=0,capacity_pct=100' "
-                                             "(its level persists in the state directory)")
+    battery_threshold: float | None = _f(
+        None, "skip rounds on battery below this percent (default: the tier's, else 20)"
+    )
+    simulated_battery: str | None = _f(
+        None,
+        "simulate a battery: "
+        "'level=50,drain_per_step=0.1,charging=0,capacity_pct=100' "
+        "(its level persists in the state directory)",
+    )
     threads: int | None = _f(None, "CPU threads for training (default: the runtime's choice)")
-    keepalive: int = _f(DEFAULT_KEEPALIVE_S,
-                        "MQTT keepalive seconds (the broker declares the device gone after 1.5x this)")
-    session_expiry_s: int = _f(DEVICE_SESSION_EXPIRY_S,
-                               "how long the broker keeps this device's session and queued tasks (MQTT 5 only; on "
-                               "3.1.1 the broker's own setting decides)")
-    mqtt_protocol: MqttProtocol = _f(DEFAULT_MQTT_PROTOCOL,
-                                     "MQTT protocol version: 5, or 3.1.1 for a broker without MQTT 5 (the embedded "
-                                     "amqtt broker); on 3.1.1 an ACL-refused publish is not reported")
-    max_packet_size: int = _f(DEFAULT_MAX_PACKET_SIZE,
-                              "packet limit assumed when the broker does not advertise one in CONNACK")
+    keepalive: int = _f(
+        DEFAULT_KEEPALIVE_S, "MQTT keepalive seconds (the broker declares the device gone after 1.5x this)"
+    )
+    session_expiry_s: int = _f(
+        DEVICE_SESSION_EXPIRY_S,
+        "how long the broker keeps this device's session and queued tasks (MQTT 5 only; on "
+        "3.1.1 the broker's own setting decides)",
+    )
+    mqtt_protocol: MqttProtocol = _f(
+        DEFAULT_MQTT_PROTOCOL,
+        "MQTT protocol version: 5, or 3.1.1 for a broker without MQTT 5 (the embedded "
+        "amqtt broker); on 3.1.1 an ACL-refused publish is not reported",
+    )
+    max_packet_size: int = _f(
+        DEFAULT_MAX_PACKET_SIZE, "packet limit assumed when the broker does not advertise one in CONNACK"
+    )
     ack_timeout_s: float = _f(30.0, "re-send an unacknowledged update (the same bytes) after this many seconds")
     bundle_timeout_s: float = _f(600.0, "give up a bundle download after this many seconds without progress")
     deadline_reserve_s: float = _f(1.0, "seconds kept before the round deadline to encode and upload")
@@ -104,9 +129,11 @@ class AgentConfig:
     def problems(self) -> list[str]:
         """Every invalid setting, each with its fix."""
         errs = []
-        for name, fix in (("broker", "broker=mqtt://HOST:PORT (or a credentials= file that has it)"),
-                          ("client_id", "client_id=ID (or a credentials= file that has it)"),
-                          ("data", "data=PATH (the labelled local data file)")):
+        for name, fix in (
+            ("broker", "broker=mqtt://HOST:PORT (or a credentials= file that has it)"),
+            ("client_id", "client_id=ID (or a credentials= file that has it)"),
+            ("data", "data=PATH (the labelled local data file)"),
+        ):
             if not getattr(self, name):
                 errs.append(f"{name} is not set: pass {fix}")
         if self.broker:
@@ -160,15 +187,21 @@ class AgentConfig:
                 raise ValueError
             return {str(k): int(v) for k, v in mapping.items()}
         except (ValueError, TypeError):
-            raise ValueError(f"label_map={self.label_map!r} is not a JSON object of label -> int, "
-                             "e.g. '{\"neg\": 0, \"pos\": 1}'") from None
+            raise ValueError(
+                f'label_map={self.label_map!r} is not a JSON object of label -> int, e.g. \'{{"neg": 0, "pos": 1}}\''
+            ) from None
 
     def battery_options(self) -> dict | None:
         """``simulated_battery=`` as SimulatedBattery keyword arguments (None: use the real battery)."""
         if not self.simulated_battery:
             return None
-        known = {"level": float, "drain_per_step": float, "charging": lambda v: v.lower() in ("1", "true", "yes"),
-                 "capacity_pct": float, "charge_per_step": float}
+        known = {
+            "level": float,
+            "drain_per_step": float,
+            "charging": lambda v: v.lower() in ("1", "true", "yes"),
+            "capacity_pct": float,
+            "charge_per_step": float,
+        }
         out = {}
         for item in filter(None, self.simulated_battery.split(",")):
             key, _, value = item.partition("=")

@@ -7,6 +7,7 @@ an ORT or ExecuTorch device may have neither torch nor transformers installed.
 Every problem with the file is a ``DataError`` naming the file, the row number (1-based, as an
 editor shows it; the header is row 1 for TSV/CSV) and the fix.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -91,8 +92,12 @@ def map_labels(raw: list, rownums: list[int], options: DataOptions, path: Path, 
         if bad.size:
             i = int(bad[0])
             shown = f"{len(names)} distinct string labels {names[:8]}" if names else f"label {raw[i]!r}"
-            raise _fail(path, rownums[i], f"{shown} outside the model's {num_labels} classes [0, {num_labels})",
-                        "map the labels to 0..num_labels-1 (label_map='{\"neg\":0,\"pos\":1}') or drop those rows")
+            raise _fail(
+                path,
+                rownums[i],
+                f"{shown} outside the model's {num_labels} classes [0, {num_labels})",
+                'map the labels to 0..num_labels-1 (label_map=\'{"neg":0,"pos":1}\') or drop those rows',
+            )
     return labels, names
 
 
@@ -145,8 +150,11 @@ def tokenize(tokenizer, examples: Examples, seq_len: int, batch: int = 256) -> E
     attn = np.empty((len(examples), seq_len), dtype=np.int64)
     for start in range(0, len(examples), batch):
         stop = start + batch
-        inputs = (list(zip(examples.texts[start:stop], examples.pairs[start:stop])) if examples.pairs is not None
-                  else examples.texts[start:stop])
+        inputs = (
+            list(zip(examples.texts[start:stop], examples.pairs[start:stop]))
+            if examples.pairs is not None
+            else examples.texts[start:stop]
+        )
         for row, enc in enumerate(tokenizer.encode_batch(inputs), start=start):
             ids[row] = enc.ids
             attn[row] = enc.attention_mask
@@ -162,8 +170,9 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def prepare(examples: Examples, bundle_dir: str | Path, seq_len: int,
-            options: DataOptions = DataOptions()) -> LocalData:
+def prepare(
+    examples: Examples, bundle_dir: str | Path, seq_len: int, options: DataOptions = DataOptions()
+) -> LocalData:
     """Tokenize for a bundle and split; the split depends only on the data and the seed."""
     if len(examples) < 2:
         raise _fail(examples.path, None, f"only {len(examples)} example", "add at least two labelled rows")
@@ -174,8 +183,9 @@ def prepare(examples: Examples, bundle_dir: str | Path, seq_len: int,
     return LocalData(encoded.take(train_idx), encoded.take(val_idx), seq_len, examples)
 
 
-def iter_batches(data: Encoded, batch_size: int, seed: int, *, epochs: int = 0, steps: int = 0,
-                 drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def iter_batches(
+    data: Encoded, batch_size: int, seed: int, *, epochs: int = 0, steps: int = 0, drop_last: bool = False
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Shuffled batches for ``steps`` optimizer steps (if > 0) or else ``epochs`` full passes.
 
     ``drop_last`` is for bundles with a static batch dimension: a short last batch is skipped,

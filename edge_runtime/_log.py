@@ -1,4 +1,5 @@
 """Structured log: one event per line (JSON, or key=value), to stderr by default; no tty assumed."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ class EventLog:
         if self.fmt == "json":
             line = json.dumps(record, default=str, separators=(",", ":"))
         else:
-            line = " ".join(f"{k}={json.dumps(v, default=str) if isinstance(v, str) and ' ' in v else v}"
-                            for k, v in record.items())
+            line = " ".join(
+                f"{k}={json.dumps(v, default=str) if isinstance(v, str) and ' ' in v else v}" for k, v in record.items()
+            )
         stream = self.stream or sys.stderr
         with self._lock:
             try:

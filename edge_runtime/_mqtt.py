@@ -13,6 +13,7 @@ MQTT 3.1.1 (``mqtt_protocol=3.1.1``, for brokers without 5) loses the session ex
 packet limit and PUBACK reason codes (an ACL-refused publish looks delivered); see
 docs/DESIGN-NOTES.md.
 """
+
 from __future__ import annotations
 
 import queue
@@ -22,8 +23,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from fedhft.mqtt import (
-    DEFAULT_KEEPALIVE_S, DEFAULT_MAX_PACKET_SIZE, DEFAULT_MQTT_PROTOCOL, DEVICE_SESSION_EXPIRY_S, ClientSpec,
-    MqttConnection, Will, device_client_id,
+    DEFAULT_KEEPALIVE_S,
+    DEFAULT_MAX_PACKET_SIZE,
+    DEFAULT_MQTT_PROTOCOL,
+    DEVICE_SESSION_EXPIRY_S,
+    ClientSpec,
+    MqttConnection,
+    Will,
+    device_client_id,
 )
 from fedhft.protocol import PayloadTooLarge
 
@@ -50,11 +57,22 @@ class MqttOptions:
 
     def spec(self, will: tuple[str, bytes] | None) -> ClientSpec:
         return ClientSpec(
-            self.url, device_client_id(self.client_id, self.password), self.username, self.password, self.protocol,
-            self.tls_ca, self.tls_cert, self.tls_key, keepalive=self.keepalive, clean_start=False,
-            session_expiry_s=self.session_expiry_s, manual_ack=True,
+            self.url,
+            device_client_id(self.client_id, self.password),
+            self.username,
+            self.password,
+            self.protocol,
+            self.tls_ca,
+            self.tls_cert,
+            self.tls_key,
+            keepalive=self.keepalive,
+            clean_start=False,
+            session_expiry_s=self.session_expiry_s,
+            manual_ack=True,
             reconnect_delay_s=(int(self.reconnect_min_s), int(self.reconnect_max_s)),
-            will=Will(*will) if will is not None else None, max_packet_size=self.max_packet_size)
+            will=Will(*will) if will is not None else None,
+            max_packet_size=self.max_packet_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -77,8 +95,13 @@ DISCONNECTED = "$disconnected"
 class MqttLink:
     """One MQTT connection (5 or 3.1.1) of one device. Thread-safe publish; received messages go to ``inbox``."""
 
-    def __init__(self, opts: MqttOptions, subscriptions: list[str], will: tuple[str, bytes] | None = None,
-                 log: Callable[..., None] = lambda event, **kv: None):
+    def __init__(
+        self,
+        opts: MqttOptions,
+        subscriptions: list[str],
+        will: tuple[str, bytes] | None = None,
+        log: Callable[..., None] = lambda event, **kv: None,
+    ):
         self.opts, self.subscriptions, self.log = opts, list(subscriptions), log
         self.conn = MqttConnection(opts.spec(will))
         self.target, self.mqtt5, self._client = self.conn.target, self.conn.mqtt5, self.conn.paho
@@ -96,8 +119,11 @@ class MqttLink:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.last_failure = str(reason_code)
-            fix = ("check the username/password (or --credentials file) and that the device is in the fleet's ACL"
-                   if reason_code.value in (0x86, 0x87) else "check the broker address and its log")
+            fix = (
+                "check the username/password (or --credentials file) and that the device is in the fleet's ACL"
+                if reason_code.value in (0x86, 0x87)
+                else "check the broker address and its log"
+            )
             self.log("mqtt_refused", reason=str(reason_code), fix=fix, severity="error")
             return  # paho keeps retrying with backoff
         self.conn.note_connack(properties)  # none on 3.1.1: the configured limit stays in force
@@ -136,8 +162,12 @@ class MqttLink:
     def wait_connected(self, timeout: float) -> bool:
         ok = self.connected.wait(timeout)
         if not ok and self.target.tls and not self.opts.tls_cert:
-            self.log("mqtt_waiting", hint="a TLS broker that wants a client certificate never answers without one: "
-                                          "pass --tls-cert and --tls-key", severity="warning")
+            self.log(
+                "mqtt_waiting",
+                hint="a TLS broker that wants a client certificate never answers without one: "
+                "pass --tls-cert and --tls-key",
+                severity="warning",
+            )
         return ok
 
     @property

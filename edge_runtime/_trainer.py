@@ -9,6 +9,7 @@ split into train and local validation on the device), or ``PreparedData`` (token
 the caller, with an explicit evaluation set), which an in-process engine uses to train many
 clients without re-reading or re-tokenizing their files every round.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,13 +84,16 @@ class PreparedData:
     val: Encoded
 
     def __post_init__(self) -> None:
-        problems = [f"{name}: {p}" for name, part in (("train", self.train), ("val", self.val))
-                    for p in _encoded_problems(part)]
+        problems = [
+            f"{name}: {p}" for name, part in (("train", self.train), ("val", self.val)) for p in _encoded_problems(part)
+        ]
         if not problems and len(self.train) == 0:
             problems.append("train has no examples: give at least one")
         if not problems and len(self.val) and self.val.input_ids.shape[1] != self.seq_len:
-            problems.append(f"val has {self.val.input_ids.shape[1]} tokens per example, train {self.seq_len}: "
-                            "tokenize both at the round's seq_len")
+            problems.append(
+                f"val has {self.val.input_ids.shape[1]} tokens per example, train {self.seq_len}: "
+                "tokenize both at the round's seq_len"
+            )
         if problems:
             raise ValueError("PreparedData: " + "; ".join(problems))
 
@@ -99,18 +103,25 @@ class PreparedData:
 
     def at(self, bundle_dir: str | Path, seq_len: int) -> "PreparedData":
         if int(seq_len) != self.seq_len:
-            raise ValueError(f"the data was tokenized at {self.seq_len} tokens, this round of {bundle_dir} trains at "
-                             f"{seq_len}: tokenize it at round_shape(session, task, budget).seq_len")
+            raise ValueError(
+                f"the data was tokenized at {self.seq_len} tokens, this round of {bundle_dir} trains at "
+                f"{seq_len}: tokenize it at round_shape(session, task, budget).seq_len"
+            )
         return self
 
 
 def _encoded_problems(part: Encoded) -> list[str]:
     ids, attn, labels = (np.asarray(a) for a in (part.input_ids, part.attention_mask, part.labels))
     if ids.ndim != 2 or attn.shape != ids.shape or labels.shape != (ids.shape[0],):
-        return [f"input_ids {ids.shape}, attention_mask {attn.shape} and labels {labels.shape} must be [N, S], "
-                "[N, S] and [N]"]
-    return [f"{n} is {a.dtype}, use int64" for n, a in (("input_ids", ids), ("attention_mask", attn),
-                                                         ("labels", labels)) if a.dtype != np.int64]
+        return [
+            f"input_ids {ids.shape}, attention_mask {attn.shape} and labels {labels.shape} must be [N, S], "
+            "[N, S] and [N]"
+        ]
+    return [
+        f"{n} is {a.dtype}, use int64"
+        for n, a in (("input_ids", ids), ("attention_mask", attn), ("labels", labels))
+        if a.dtype != np.int64
+    ]
 
 
 @dataclass(frozen=True)
@@ -172,8 +183,9 @@ def score_shard(session, data: Encoded, batch_size: int, static: bool) -> ShardS
         loss_sum += float(-logp[np.arange(real), labels].sum())
         preds.append(logits.argmax(axis=1))
     pred = np.concatenate(preds)
-    return ShardScore(float(np.mean(pred == data.labels)), loss_sum / len(data),
-                      balanced_accuracy(data.labels, pred), len(data))
+    return ShardScore(
+        float(np.mean(pred == data.labels)), loss_sum / len(data), balanced_accuracy(data.labels, pred), len(data)
+    )
 
 
 def evaluate(session, data: Encoded, batch_size: int, static: bool) -> tuple[float, float]:
@@ -187,10 +199,18 @@ def plan_memory(session, want_batch: int, want_seq: int, budget: TrainBudget) ->
     if budget.memory_budget_mb is None:
         if limits.static:
             return MemoryPlan(limits.max_batch, limits.max_seq, 0.0)
-        return MemoryPlan(max(1, min(want_batch, limits.max_batch)),
-                          max(limits.min_seq, min(want_seq, limits.max_seq)), 0.0)
-    return choose_shape(memory_model(session.manifest, session.bundle_dir), limits, want_batch, want_seq, rss_mb(),
-                        budget.memory_budget_mb, budget.margin)
+        return MemoryPlan(
+            max(1, min(want_batch, limits.max_batch)), max(limits.min_seq, min(want_seq, limits.max_seq)), 0.0
+        )
+    return choose_shape(
+        memory_model(session.manifest, session.bundle_dir),
+        limits,
+        want_batch,
+        want_seq,
+        rss_mb(),
+        budget.memory_budget_mb,
+        budget.margin,
+    )
 
 
 def round_shape(session, task, budget: "TrainBudget | None" = None) -> MemoryPlan | OverBudget:
@@ -224,8 +244,9 @@ class _Loop:
 def _batches(train: Encoded, batch: int, seed: int, steps: int, static: bool):
     """Batches of row indices (labels are looked up per batch) so the loop can count examples seen."""
     index = np.arange(len(train))
-    return iter_batches(Encoded(train.input_ids, train.attention_mask, index), batch, seed, steps=steps,
-                        drop_last=static)
+    return iter_batches(
+        Encoded(train.input_ids, train.attention_mask, index), batch, seed, steps=steps, drop_last=static
+    )
 
 
 def _batch_after_probe(watcher: RssWatcher, rss_before: float, probe: int, target: int) -> int:
@@ -241,8 +262,11 @@ def _batch_after_probe(watcher: RssWatcher, rss_before: float, probe: int, targe
 def _run_steps(session, task, train: Encoded, mem: MemoryPlan, budget: TrainBudget, watcher, guard, static: bool):
     """The optimizer steps of one round; returns the loop record or a typed outcome."""
     hyper = task.hyper
-    total = int(hyper.local_steps) if hyper.local_steps > 0 else \
-        max(1, int(hyper.epochs)) * math.ceil(len(train) / mem.batch_size)
+    total = (
+        int(hyper.local_steps)
+        if hyper.local_steps > 0
+        else max(1, int(hyper.epochs)) * math.ceil(len(train) / mem.batch_size)
+    )
     probing = watcher is not None and not static and mem.batch_size > 1
     loop = _Loop(batch=max(1, int(mem.batch_size * PROBE_FRACTION)) if probing else mem.batch_size)
     batches = _batches(train, loop.batch, task.round, total, static)
@@ -265,13 +289,25 @@ def _run_steps(session, task, train: Encoded, mem: MemoryPlan, budget: TrainBudg
             if loop.batch < 1:
                 return watcher.over_budget("train")
             batches = _batches(train, loop.batch, task.round + 1, total - 1, static)
-            budget.log("batch_chosen", round=task.round, probe_batch=probe, batch_size=loop.batch,
-                       rss_mb=round(watcher.peak_mb, 1), limit_mb=round(watcher.limit_mb, 1))
+            budget.log(
+                "batch_chosen",
+                round=task.round,
+                probe_batch=probe,
+                batch_size=loop.batch,
+                rss_mb=round(watcher.peak_mb, 1),
+                limit_mb=round(watcher.limit_mb, 1),
+            )
         n = len(loop.losses)
         if budget.progress_every and (n % budget.progress_every == 0 or n == total):
-            budget.log("progress", round=task.round, step=n, steps=total, loss=round(loop.losses[-1], 5),
-                       step_ms=round(1000 * guard.median_step_s(), 1),
-                       rss_mb=round(watcher.peak_mb, 1) if watcher else None)
+            budget.log(
+                "progress",
+                round=task.round,
+                step=n,
+                steps=total,
+                loss=round(loop.losses[-1], 5),
+                step_ms=round(1000 * guard.median_step_s(), 1),
+                rss_mb=round(watcher.peak_mb, 1) if watcher else None,
+            )
     return loop
 
 
@@ -280,8 +316,10 @@ def _step(session, loop: _Loop, guard: DeadlineGuard, ids, attn, rows, train: En
     loss = session.train_step(ids, attn, train.labels[rows])
     guard.record(time.perf_counter() - t0)
     if not math.isfinite(loss):
-        raise FloatingPointError(f"training loss became {loss} at step {len(loop.losses) + 1}: "
-                                 f"the learning rate {lr} is too high for this device's data; lower it")
+        raise FloatingPointError(
+            f"training loss became {loss} at step {len(loop.losses) + 1}: "
+            f"the learning rate {lr} is too high for this device's data; lower it"
+        )
     loop.losses.append(float(loss))
     loop.seen.update(int(r) for r in rows)
 
@@ -306,8 +344,9 @@ def train_round(session, task, data: TrainingData, budget: TrainBudget | None = 
     session.set_state(start)
     session.begin_round(np.asarray(task.mask, dtype=np.float32), float(hyper.lr))
     watcher = RssWatcher(budget.memory_budget_mb, budget.margin) if budget.memory_budget_mb else None
-    guard = DeadlineGuard(task.deadline_ts - budget.clock_offset_s if task.deadline_ts else None,
-                          budget.deadline_reserve_s)
+    guard = DeadlineGuard(
+        task.deadline_ts - budget.clock_offset_s if task.deadline_ts else None, budget.deadline_reserve_s
+    )
     if watcher is not None:
         watcher.__enter__()
     try:
@@ -328,18 +367,23 @@ def train_round(session, task, data: TrainingData, budget: TrainBudget | None = 
     return RoundResult(task.round, task.task_id, update, trained, len(loop.seen), metrics)
 
 
-def _metrics(loop: _Loop, guard: DeadlineGuard, mem: MemoryPlan, watcher, budget: TrainBudget,
-             evals) -> dict[str, float]:
+def _metrics(
+    loop: _Loop, guard: DeadlineGuard, mem: MemoryPlan, watcher, budget: TrainBudget, evals
+) -> dict[str, float]:
     before, after = evals
     level, _ = budget.battery.read()
     out = {
         "loss_first": loop.losses[0] if loop.losses else float("nan"),
         "loss_last": loop.losses[-1] if loop.losses else float("nan"),
         "loss_mean": float(np.mean(loop.losses)) if loop.losses else float("nan"),
-        "val_acc_before": before.accuracy, "val_acc_after": after.accuracy,
-        "val_loss_before": before.loss, "val_loss_after": after.loss,
-        "examples_used": float(len(loop.seen)), "steps": float(len(loop.losses)),
-        "batch_size": float(loop.batch), "seq_len": float(mem.seq_len),
+        "val_acc_before": before.accuracy,
+        "val_acc_after": after.accuracy,
+        "val_loss_before": before.loss,
+        "val_loss_after": after.loss,
+        "examples_used": float(len(loop.seen)),
+        "steps": float(len(loop.losses)),
+        "batch_size": float(loop.batch),
+        "seq_len": float(mem.seq_len),
         "step_time_median_s": guard.median_step_s(),
         "train_time_s": guard.clock() - guard.started,
         "peak_rss_mb": watcher.peak_mb if watcher is not None else rss_mb(),
@@ -355,6 +399,10 @@ def _metrics(loop: _Loop, guard: DeadlineGuard, mem: MemoryPlan, watcher, budget
 
 def _shard_metrics(before: ShardScore, after: ShardScore, majority: float) -> dict[str, float]:
     """The personalization metrics of the local shard (the server reads them: SHARD_KEYS)."""
-    out = {"val_bal_acc_before": before.balanced_accuracy, "val_bal_acc_after": after.balanced_accuracy,
-           "val_majority_acc": majority, "val_examples": float(after.examples)}
+    out = {
+        "val_bal_acc_before": before.balanced_accuracy,
+        "val_bal_acc_after": after.balanced_accuracy,
+        "val_majority_acc": majority,
+        "val_examples": float(after.examples),
+    }
     return {k: round(float(v), 6) for k, v in out.items() if math.isfinite(v)}

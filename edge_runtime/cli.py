@@ -1,5 +1,6 @@
 """`fedhft edge [--config FILE] [--help-config] key=value ...`: run this device as a member of a fleet.
 Every setting is an AgentConfig field, given as key=value (the rule: fedhft/cli_settings.py)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,13 +12,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     from fedhft.cli_settings import add_settings_parser
 
     parser = add_settings_parser(
-        subparsers, "edge", help="run this device: join a fleet over MQTT and train the rounds it is given",
+        subparsers,
+        "edge",
+        help="run this device: join a fleet over MQTT and train the rounds it is given",
         description="Join a fedhft fleet over MQTT 5 (or 3.1.1: mqtt_protocol=3.1.1), train each round's task "
-                    "on the local data under the device's memory, battery and time budgets, and upload compact "
-                    "masked updates. "
-                    "Stops cleanly on SIGTERM/SIGINT; restart it with the same state=DIR to resume. "
-                    "Example: fedhft edge credentials=fleet/clients/dev-000.json broker=mqtt://HOST:PORT "
-                    "data=my.tsv state=edge-state",
+        "on the local data under the device's memory, battery and time budgets, and upload compact "
+        "masked updates. "
+        "Stops cleanly on SIGTERM/SIGINT; restart it with the same state=DIR to resume. "
+        "Example: fedhft edge credentials=fleet/clients/dev-000.json broker=mqtt://HOST:PORT "
+        "data=my.tsv state=edge-state",
         config_help="YAML file of edge settings (the keys of --help-config); key=value words override it",
     )
     parser.set_defaults(func=main_from_args)

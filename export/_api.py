@@ -3,6 +3,7 @@
 Each backend compiler is a function ``compile(ctx, bundle_dir) -> CompiledBundle`` in its own
 module, imported lazily so that a missing optional runtime only fails when that backend is asked for.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -98,18 +99,31 @@ def backend_compiler(backend: str):
     except ImportError as exc:
         extra = _EXTRAS[backend]
         hint = f"pip install 'fedhft[{extra}]'" if extra else "pip install fedhft"
-        raise ImportError(f"the {backend} backend needs a package that is missing ({exc.name or exc}): "
-                          f"install it with: {hint}") from exc
+        raise ImportError(
+            f"the {backend} backend needs a package that is missing ({exc.name or exc}): install it with: {hint}"
+        ) from exc
 
 
 def quantization_report(model: AdapterModel, fp32_bytes: int) -> dict:
     stored = sum(t.numel() * t.element_size() for k, t in model.encoder.state_dict().items() if ".lora_" not in k)
-    return {"precision": model.plan.precision, "backbone_bytes_fp32": fp32_bytes, "backbone_bytes_stored": stored,
-            "bytes_saved": fp32_bytes - stored}
+    return {
+        "precision": model.plan.precision,
+        "backbone_bytes_fp32": fp32_bytes,
+        "backbone_bytes_stored": stored,
+        "bytes_saved": fp32_bytes - stored,
+    }
 
 
-def export_bundle(model_spec: str, num_labels: int, tier: str, plan: AdapterPlan, backend: str, out_dir: Path,
-                  progress: Callable[[str], None] = print, seed: int = 0) -> ExportResult:
+def export_bundle(
+    model_spec: str,
+    num_labels: int,
+    tier: str,
+    plan: AdapterPlan,
+    backend: str,
+    out_dir: Path,
+    progress: Callable[[str], None] = print,
+    seed: int = 0,
+) -> ExportResult:
     """Compile one bundle into ``out_dir/<tier>/<backend>/``."""
     compile_fn = backend_compiler(backend)
     source = resolve_model(model_spec)
@@ -132,11 +146,19 @@ def export_bundle(model_spec: str, num_labels: int, tier: str, plan: AdapterPlan
     tokenizer = write_tokenizer(source, bundle_dir, plan.max_seq_len, shortest)
     files[tokenizer.file] = "tokenizer"
     manifest = Manifest(
-        backend=backend, tier=tier, plan=plan, dims=model.dims, base_model_id=source.model_id,
-        base_weights_sha256=base_sha, inputs=compiled.inputs,
+        backend=backend,
+        tier=tier,
+        plan=plan,
+        dims=model.dims,
+        base_model_id=source.model_id,
+        base_weights_sha256=base_sha,
+        inputs=compiled.inputs,
         files={name: file_entry(bundle_dir, name, role) for name, role in files.items()},
-        backend_extras=compiled.extras, quantization=quantization_report(model, fp32_bytes),
-        fedhft_version=__version__, tokenizer=tokenizer, optimizer=OptimizerSpec(runs_in=compiled.optimizer_runs_in),
+        backend_extras=compiled.extras,
+        quantization=quantization_report(model, fp32_bytes),
+        fedhft_version=__version__,
+        tokenizer=tokenizer,
+        optimizer=OptimizerSpec(runs_in=compiled.optimizer_runs_in),
         init_seed=seed,
     )
     write_manifest(bundle_dir, manifest)
@@ -144,8 +166,14 @@ def export_bundle(model_spec: str, num_labels: int, tier: str, plan: AdapterPlan
     return ExportResult(tier, backend, bundle_dir, time.perf_counter() - started, size, manifest)
 
 
-def export_all(model_spec: str, num_labels: int, tiers: dict[str, AdapterPlan], backends: list[str], out_dir: Path,
-               progress: Callable[[str], None] = print) -> list[ExportResult]:
+def export_all(
+    model_spec: str,
+    num_labels: int,
+    tiers: dict[str, AdapterPlan],
+    backends: list[str],
+    out_dir: Path,
+    progress: Callable[[str], None] = print,
+) -> list[ExportResult]:
     for backend in backends:  # fail fast on a missing runtime before any slow work
         backend_compiler(backend)
     results = []

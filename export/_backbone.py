@@ -1,5 +1,6 @@
 """Locating and loading the frozen encoder: the bundled MiniLM, a tiny random model, or any local
 Hugging Face BERT-family directory. Nothing is ever fetched from a hub."""
+
 from __future__ import annotations
 
 import hashlib
@@ -88,10 +89,16 @@ def load_encoder(source: BackboneSource) -> torch.nn.Module:
 
     if source.path is None:
         t = source.tiny
-        config = BertConfig(vocab_size=30522, hidden_size=t["hidden"], num_hidden_layers=t["layers"],
-                            num_attention_heads=t["heads"], intermediate_size=t["intermediate"],
-                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                            max_position_embeddings=512)
+        config = BertConfig(
+            vocab_size=30522,
+            hidden_size=t["hidden"],
+            num_hidden_layers=t["layers"],
+            num_attention_heads=t["heads"],
+            intermediate_size=t["intermediate"],
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            max_position_embeddings=512,
+        )
         config._attn_implementation = "eager"
         with torch.random.fork_rng():
             torch.manual_seed(t["seed"])
@@ -126,8 +133,10 @@ def _fast_tokenizer(source: BackboneSource):
 
     tok = AutoTokenizer.from_pretrained(source.tokenizer_dir, use_fast=True, local_files_only=True)
     if not getattr(tok, "is_fast", False):
-        raise FileNotFoundError(f"{source.tokenizer_dir} has no tokenizer.json and its tokenizer has no fast version: "
-                                f"save one there with AutoTokenizer.from_pretrained(...).save_pretrained(dir)")
+        raise FileNotFoundError(
+            f"{source.tokenizer_dir} has no tokenizer.json and its tokenizer has no fast version: "
+            f"save one there with AutoTokenizer.from_pretrained(...).save_pretrained(dir)"
+        )
     return tok.backend_tokenizer
 
 
@@ -143,8 +152,10 @@ def _pad(tokenizer, source: BackboneSource) -> tuple[int, str]:
     for token in filter(None, candidates):
         if tokenizer.token_to_id(token) is not None:
             return int(tokenizer.token_to_id(token)), str(token)
-    raise ValueError(f"the tokenizer of {source.tokenizer_dir} has no pad token ({', '.join(candidates[-3:])}): "
-                     f"set pad_token in its tokenizer_config.json")
+    raise ValueError(
+        f"the tokenizer of {source.tokenizer_dir} has no pad token ({', '.join(candidates[-3:])}): "
+        f"set pad_token in its tokenizer_config.json"
+    )
 
 
 def write_tokenizer(source: BackboneSource, bundle_dir: Path, max_length: int, min_length: int) -> TokenizerSpec:

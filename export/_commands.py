@@ -1,4 +1,5 @@
 """The library functions behind `fedhft export` and `fedhft export verify` (the CLI only parses)."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,10 @@ def _names(text: str, known: Sequence[str], what: str, flag: str, problems: list
         return list(known)
     unknown = [w for w in words if w not in known]
     if unknown or not words:
-        problems.append(f"{flag} {text!r}: unknown {what} {', '.join(map(repr, unknown)) or '(none given)'}; "
-                        f"use one of {', '.join(known)}, a comma list of them, or all")
+        problems.append(
+            f"{flag} {text!r}: unknown {what} {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"use one of {', '.join(known)}, a comma list of them, or all"
+        )
     return list(dict.fromkeys(w for w in words if w in known))
 
 
@@ -46,12 +49,16 @@ def _too_deep(model_id: str, layers: int, plans: dict[str, AdapterPlan]) -> str 
     if not deep:
         return None
     fit = [tier for tier in plans if tier not in deep]
-    fixes = [f"a model with at least {max(deep.values())} layers (e.g. --model minilm or "
-             f"--model tiny:layers={max(deep.values())})"]
+    fixes = [
+        f"a model with at least {max(deep.values())} layers (e.g. --model minilm or "
+        f"--model tiny:layers={max(deep.values())})"
+    ]
     fixes += [f"only the tiers that fit (--tier {','.join(fit)})"] if fit else []
     listed = ", ".join(f"{tier} (depth {depth})" for tier, depth in deep.items())
-    return (f"the plans of tiers {listed} adapt more layers than model {model_id} has ({layers}): "
-            f"export {' or '.join(fixes)}")
+    return (
+        f"the plans of tiers {listed} adapt more layers than model {model_id} has ({layers}): "
+        f"export {' or '.join(fixes)}"
+    )
 
 
 def export_request(model: str, num_labels: int, tier: str, backend: str) -> tuple[dict, list[str]]:
@@ -97,8 +104,10 @@ def export_command(model: str, num_labels: int, tier: str, backend: str, out: st
     results = export_all(model, num_labels, tiers, backends, Path(out), progress=_say)
     print(f"{'tier':<18} {'backend':<11} {'precision':<9} {'size MB':>8} {'export s':>9}  path")
     for r in results:
-        print(f"{r.tier:<18} {r.backend:<11} {r.manifest.plan.precision:<9} {r.size_bytes / 1e6:>8.2f} "
-              f"{r.seconds:>9.1f}  {r.bundle_dir}")
+        print(
+            f"{r.tier:<18} {r.backend:<11} {r.manifest.plan.precision:<9} {r.size_bytes / 1e6:>8.2f} "
+            f"{r.seconds:>9.1f}  {r.bundle_dir}"
+        )
     print(f"{len(results)} bundles in {time.perf_counter() - started:.0f} s under {out}")
     return 0
 
@@ -112,19 +121,41 @@ def verify_command(root: str | Path, steps: int = 5, as_json: bool = False) -> i
         _say(f"verifying {bundle} ...")
         reports.append(verify_bundle(bundle, steps=steps))
     if as_json:
-        print(json.dumps([{"bundle": str(r.bundle_dir), "backend": r.backend, "tier": r.tier, "ok": r.ok,
-                           "max_loss_diff": r.max_loss_diff, "max_param_diff": r.max_param_diff,
-                           "worst_param": r.worst_param, "max_frozen_move": r.max_frozen_move,
-                           "losses_backend": r.losses_backend, "losses_eager": r.losses_eager,
-                           "problems": r.problems} for r in reports], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "bundle": str(r.bundle_dir),
+                        "backend": r.backend,
+                        "tier": r.tier,
+                        "ok": r.ok,
+                        "max_loss_diff": r.max_loss_diff,
+                        "max_param_diff": r.max_param_diff,
+                        "worst_param": r.worst_param,
+                        "max_frozen_move": r.max_frozen_move,
+                        "losses_backend": r.losses_backend,
+                        "losses_eager": r.losses_eager,
+                        "problems": r.problems,
+                    }
+                    for r in reports
+                ],
+                indent=2,
+            )
+        )
     else:
-        print(f"{'tier':<18} {'backend':<11} {'steps':>5} {'max |dloss|':>12} {'max |dparam|':>13} "
-              f"{'frozen move':>11}  result")
+        print(
+            f"{'tier':<18} {'backend':<11} {'steps':>5} {'max |dloss|':>12} {'max |dparam|':>13} "
+            f"{'frozen move':>11}  result"
+        )
         for r in reports:
             verdict = "ok" if r.ok else "FAIL: " + "; ".join(r.problems)
-            print(f"{r.tier:<18} {r.backend:<11} {r.steps:>5} {r.max_loss_diff:>12.2e} {r.max_param_diff:>13.2e} "
-                  f"{r.max_frozen_move:>11.1e}  {verdict}")
-        print(f"tolerance: loss {LOSS_ATOL:.0e} (+rel), each tensor's change {PARAM_RTOL:.0e} of its norm, "
-              f"no element beyond one Adam step; "
-              f"{sum(r.ok for r in reports)}/{len(reports)} bundles match eager PyTorch")
+            print(
+                f"{r.tier:<18} {r.backend:<11} {r.steps:>5} {r.max_loss_diff:>12.2e} {r.max_param_diff:>13.2e} "
+                f"{r.max_frozen_move:>11.1e}  {verdict}"
+            )
+        print(
+            f"tolerance: loss {LOSS_ATOL:.0e} (+rel), each tensor's change {PARAM_RTOL:.0e} of its norm, "
+            f"no element beyond one Adam step; "
+            f"{sum(r.ok for r in reports)}/{len(reports)} bundles match eager PyTorch"
+        )
     return 0 if all(r.ok for r in reports) else 1

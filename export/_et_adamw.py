@@ -14,6 +14,7 @@ corrections in float64 (torch computes them as Python floats), then
 from ``fedhft.manifest`` (the values the manifest states); ``lr`` is an input because the server sends
 one per round.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,7 @@ class AdamWStep(nn.Module):
 
     def forward(self, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n = self.n
-        params, grads, exp_avg, exp_avg_sq = (flat[i * n:(i + 1) * n] for i in range(4))
+        params, grads, exp_avg, exp_avg_sq = (flat[i * n : (i + 1) * n] for i in range(4))
         step, lr = flat[4 * n].to(torch.float64), flat[4 * n + 1].to(torch.float64)
         # float64 like torch's Python-float scalars, then float32 as its kernels receive them.
         step_size = (lr / (1.0 - torch.pow(self.beta1, step))).to(torch.float32)
@@ -66,18 +67,25 @@ def export_program(shapes: list[tuple[int, ...]]):
 
 def method_spec(n: int) -> dict:
     """The manifest's description of the method (``backend_extras.optimizer_method``)."""
+
     def groups(names):
-        return [{"name": g, "offset": i * n, "count": n, "order": "trainable", "dtype": "float32"}
-                for i, g in enumerate(names)]
+        return [
+            {"name": g, "offset": i * n, "count": n, "order": "trainable", "dtype": "float32"}
+            for i, g in enumerate(names)
+        ]
 
     return {
-        "name": METHOD, "implements": "optimizer", "count": n,
-        "inputs": [*groups(GROUPS_IN),
-                   {"name": "step", "offset": 4 * n, "count": 1, "dtype": "int64", "shape": [1]},
-                   {"name": "lr", "offset": 4 * n + 1, "count": 1, "dtype": "float64", "shape": [1]}],
+        "name": METHOD,
+        "implements": "optimizer",
+        "count": n,
+        "inputs": [
+            *groups(GROUPS_IN),
+            {"name": "step", "offset": 4 * n, "count": 1, "dtype": "int64", "shape": [1]},
+            {"name": "lr", "offset": 4 * n + 1, "count": 1, "dtype": "float64", "shape": [1]},
+        ],
         "outputs": groups(GROUPS_OUT),
         "hyperparameters": {"betas": list(ADAM_BETAS), "eps": ADAM_EPS, "weight_decay": WEIGHT_DECAY},
         "state": {"exp_avg": "zeros", "exp_avg_sq": "zeros", "first_step": 1, "reset": "each_round"},
         "apply": "write outputs.params into the program's parameters; feed outputs.exp_avg and "
-                 "outputs.exp_avg_sq to the next step",
+        "outputs.exp_avg_sq to the next step",
     }

@@ -16,6 +16,7 @@ XNNPACK: every mm goes to XNNPACK one op at a time with both operands as runtime
 is folded into a delegate, so no trainable tensor can be frozen by it). Set FEDHFT_ET_XNNPACK=0 for
 a portable-kernels-only program (a runtime built without XNNPACK).
 """
+
 from __future__ import annotations
 
 import os
@@ -113,8 +114,9 @@ def _delegate_gemms(edge):
     from executorch.backends.xnnpack.partition.config.gemm_configs import AddmmConfig, LinearConfig, MMConfig
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
-    partitioner = XnnpackPartitioner(configs=[LinearConfig, AddmmConfig, MMConfig], per_op_mode=True,
-                                     force_non_static_weights_for_f32_linear=True)
+    partitioner = XnnpackPartitioner(
+        configs=[LinearConfig, AddmmConfig, MMConfig], per_op_mode=True, force_non_static_weights_for_f32_linear=True
+    )
     return edge.to_backend(partitioner)
 
 
@@ -130,8 +132,9 @@ def lower(ctx: ExportContext, xnnpack: bool = True):
     optimizer = _et_adamw.export_program([tuple(s.shape) for s in trainable_layout(ctx.plan, ctx.dims)])
     t1 = time.perf_counter()
     ctx.progress(f"  executorch: to_edge ({stats['addmm_split']} addmm split into mm + add; + {_et_adamw.METHOD})")
-    edge = to_edge({METHOD: ep, _et_adamw.METHOD: optimizer},
-                   compile_config=EdgeCompileConfig(_check_ir_validity=False))
+    edge = to_edge(
+        {METHOD: ep, _et_adamw.METHOD: optimizer}, compile_config=EdgeCompileConfig(_check_ir_validity=False)
+    )
     if xnnpack:
         ctx.progress("  executorch: XNNPACK GEMM-only delegation")
         edge = _delegate_gemms(edge)
@@ -140,8 +143,11 @@ def lower(ctx: ExportContext, xnnpack: bool = True):
     program = edge.to_executorch()
     stats["stored_bytes"] = _constant_bytes_by_dtype(program.exported_program(METHOD))
     _check_int8_kept(ctx, stats["stored_bytes"])
-    stats["seconds"] = {"export": round(t1 - t0, 2), "to_edge": round(t2 - t1, 2),
-                        "to_executorch": round(time.perf_counter() - t2, 2)}
+    stats["seconds"] = {
+        "export": round(t1 - t0, 2),
+        "to_edge": round(t2 - t1, 2),
+        "to_executorch": round(time.perf_counter() - t2, 2),
+    }
     return program, stats
 
 
@@ -167,23 +173,34 @@ def compile_bundle(ctx: ExportContext, bundle_dir: Path) -> CompiledBundle:
     fqns = _param_fqns(buffer)
     unknown = [f for f in fqns if f not in to_canonical]
     if unknown or len(fqns) != len(to_canonical):
-        raise RuntimeError(f"the ExecuTorch program trains {fqns}, expected {sorted(to_canonical)}: "
-                           f"a trainable tensor was frozen or a frozen one trained; check AdapterModel.trainable()")
+        raise RuntimeError(
+            f"the ExecuTorch program trains {fqns}, expected {sorted(to_canonical)}: "
+            f"a trainable tensor was frozen or a frozen one trained; check AdapterModel.trainable()"
+        )
     import executorch.version
 
     ctx.progress(f"  executorch: {PROGRAM} {len(buffer) / 1e6:.1f} MB, stored {stats['stored_bytes']}")
     extras = {
-        "program": PROGRAM, "method": METHOD, "input_order": list(INPUT_ORDER), "outputs": list(OUTPUTS),
+        "program": PROGRAM,
+        "method": METHOD,
+        "input_order": list(INPUT_ORDER),
+        "outputs": list(OUTPUTS),
         # What forward_backward returns, and the methods ExecuTorch's TrainingModule (also Android's) reads.
         "method_outputs": [*OUTPUTS, "gradients (param_order)", "parameters (param_order)"],
-        "training_methods": {kind: f"__et_training_{kind}_{METHOD}"
-                             for kind in ("gradients_index", "parameters_index", "fqn")},
-        "param_order": fqns, "param_to_canonical": {f: to_canonical[f] for f in fqns},
+        "training_methods": {
+            kind: f"__et_training_{kind}_{METHOD}" for kind in ("gradients_index", "parameters_index", "fqn")
+        },
+        "param_order": fqns,
+        "param_to_canonical": {f: to_canonical[f] for f in fqns},
         # The optimizer step, a second method of the same program, over tensors in trainable (canonical) order.
         "optimizer_method": _et_adamw.method_spec(len(fqns)),
-        "dynamic_shapes": True, "xnnpack": xnnpack, "executorch_version": executorch.version.__version__,
-        "stored_bytes_by_dtype": stats["stored_bytes"], "addmm_split": stats["addmm_split"],
+        "dynamic_shapes": True,
+        "xnnpack": xnnpack,
+        "executorch_version": executorch.version.__version__,
+        "stored_bytes_by_dtype": stats["stored_bytes"],
+        "addmm_split": stats["addmm_split"],
         "export_seconds": stats["seconds"],
     }
-    return CompiledBundle(files={PROGRAM: "program"}, inputs=ctx.input_specs(dynamic=True), extras=extras,
-                          optimizer_runs_in=PROGRAM)
+    return CompiledBundle(
+        files={PROGRAM: "program"}, inputs=ctx.input_specs(dynamic=True), extras=extras, optimizer_runs_in=PROGRAM
+    )

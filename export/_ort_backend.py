@@ -13,6 +13,7 @@ Pipeline (each step pinned by a measured trap, listed in docs/DESIGN-NOTES.md, O
    hard-codes the HF variant (``adam_mode=1``) and offers no Python knob for it.
 4. An inference model (logits only, round-0 adapters baked in) for plain ``InferenceSession``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,9 +29,19 @@ from fedhft.manifest import ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY
 from export._api import CompiledBundle, ExportContext
 
 TRAINING, EVAL, OPTIMIZER, CHECKPOINT, INFERENCE = (
-    "training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint", "inference_model.onnx")
-FILE_ROLES = {TRAINING: "training_model", EVAL: "eval_model", OPTIMIZER: "optimizer_model",
-              CHECKPOINT: "checkpoint", INFERENCE: "inference_model"}
+    "training_model.onnx",
+    "eval_model.onnx",
+    "optimizer_model.onnx",
+    "checkpoint",
+    "inference_model.onnx",
+)
+FILE_ROLES = {
+    TRAINING: "training_model",
+    EVAL: "eval_model",
+    OPTIMIZER: "optimizer_model",
+    CHECKPOINT: "checkpoint",
+    INFERENCE: "inference_model",
+}
 GRAPH_INPUTS = ("input_ids", "attention_mask", "mask")
 LABELS = "labels"  # the input generate_artifacts adds for its cross-entropy loss
 LOGITS = "logits"
@@ -38,8 +49,14 @@ OPSET = 16
 MAX_IR_VERSION = 10  # ORT 1.19 rejects IR >= 11 (written by onnx >= 1.18)
 _WRAP = "inner"  # attribute name of the AdapterModel inside the export wrapper (prefixes every tensor name)
 # torch.optim.AdamW as the contract defines it (docs/CONTRACTS.md); adam_mode 0 = torch semantics.
-ADAMW_ATTRS = {"alpha": ADAM_BETAS[0], "beta": ADAM_BETAS[1], "epsilon": ADAM_EPS, "weight_decay": WEIGHT_DECAY,
-               "correct_bias": 1, "adam_mode": 0}
+ADAMW_ATTRS = {
+    "alpha": ADAM_BETAS[0],
+    "beta": ADAM_BETAS[1],
+    "epsilon": ADAM_EPS,
+    "weight_decay": WEIGHT_DECAY,
+    "correct_bias": 1,
+    "adam_mode": 0,
+}
 
 
 class _LogitsGraph(nn.Module):
@@ -109,9 +126,17 @@ def export_forward(ctx: ExportContext, path: Path) -> None:
     wrapper = _LogitsGraph(ctx.model)
     with _quiet():
         torch.onnx.export(
-            wrapper, (ids, attn, mask), str(path), input_names=list(GRAPH_INPUTS), output_names=[LOGITS],
-            dynamic_axes=axes, opset_version=OPSET, training=TrainingMode.TRAINING,
-            do_constant_folding=False, dynamo=False, export_params=True,
+            wrapper,
+            (ids, attn, mask),
+            str(path),
+            input_names=list(GRAPH_INPUTS),
+            output_names=[LOGITS],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            training=TrainingMode.TRAINING,
+            do_constant_folding=False,
+            dynamo=False,
+            export_params=True,
         )
     ctx.model.eval()  # the exporter flips train(); dropout is 0 anyway, but leave the model as found
 
@@ -121,17 +146,23 @@ def check_forward_graph(model, trainable: dict[str, str]) -> None:
     otherwise training would silently ignore the mask or freeze a parameter."""
     inputs = [i.name for i in model.graph.input]
     if inputs != list(GRAPH_INPUTS):
-        raise RuntimeError(f"the exported ONNX graph has inputs {inputs}, expected {list(GRAPH_INPUTS)}: an input "
-                           f"was folded or dropped by the exporter; check that AdapterModel.logits uses all of them")
+        raise RuntimeError(
+            f"the exported ONNX graph has inputs {inputs}, expected {list(GRAPH_INPUTS)}: an input "
+            f"was folded or dropped by the exporter; check that AdapterModel.logits uses all of them"
+        )
     if not any("mask" in node.input for node in model.graph.node):
-        raise RuntimeError("the exported ONNX graph never reads the 'mask' input: the mask was folded into a "
-                           "constant; it must stay a forward input of AdapterModel.logits")
+        raise RuntimeError(
+            "the exported ONNX graph never reads the 'mask' input: the mask was folded into a "
+            "constant; it must stay a forward input of AdapterModel.logits"
+        )
     initializers = {i.name for i in model.graph.initializer}
     missing = [c for c, n in trainable.items() if n not in initializers]
     if missing:
-        raise RuntimeError(f"trainable tensors {missing[:4]} are not separate ONNX initializers (deduplicated or "
-                           f"folded by the exporter): export with training=TrainingMode.TRAINING and "
-                           f"do_constant_folding=False")
+        raise RuntimeError(
+            f"trainable tensors {missing[:4]} are not separate ONNX initializers (deduplicated or "
+            f"folded by the exporter): export with training=TrainingMode.TRAINING and "
+            f"do_constant_folding=False"
+        )
 
 
 def gather_before_cast(model) -> int:
@@ -172,8 +203,9 @@ def frozen_names(ctx: ExportContext, model, trainable: set[str]) -> list[str]:
 
     stored = {f"{_WRAP}.{k}" for k in ctx.model.state_dict()}
     kinds = (TensorProto.FLOAT, TensorProto.INT8)
-    return [i.name for i in model.graph.initializer
-            if i.name in stored and i.name not in trainable and i.data_type in kinds]
+    return [
+        i.name for i in model.graph.initializer if i.name in stored and i.name not in trainable and i.data_type in kinds
+    ]
 
 
 def generate(ctx: ExportContext, forward_path: Path, bundle_dir: Path) -> dict[str, str]:
@@ -188,9 +220,13 @@ def generate(ctx: ExportContext, forward_path: Path, bundle_dir: Path) -> dict[s
     bundle_dir.mkdir(parents=True, exist_ok=True)  # generate_artifacts does not create it
     with _quiet():
         artifacts.generate_artifacts(
-            model, requires_grad=list(trainable.values()), frozen_params=frozen,
-            loss=artifacts.LossType.CrossEntropyLoss, optimizer=artifacts.OptimType.AdamW,
-            artifact_directory=str(bundle_dir), additional_output_names=[LOGITS],
+            model,
+            requires_grad=list(trainable.values()),
+            frozen_params=frozen,
+            loss=artifacts.LossType.CrossEntropyLoss,
+            optimizer=artifacts.OptimType.AdamW,
+            artifact_directory=str(bundle_dir),
+            additional_output_names=[LOGITS],
         )
     return trainable
 
@@ -202,8 +238,10 @@ def patch_optimizer(path: Path) -> None:
     model = onnx.load(str(path))
     nodes = [n for n in model.graph.node if n.op_type == "AdamWOptimizer"]
     if len(nodes) != 1:
-        raise RuntimeError(f"{path.name} has {len(nodes)} AdamWOptimizer nodes, expected 1: the onnxruntime-training "
-                           f"version changed; pin onnxruntime-training-cpu==1.19.2")
+        raise RuntimeError(
+            f"{path.name} has {len(nodes)} AdamWOptimizer nodes, expected 1: the onnxruntime-training "
+            f"version changed; pin onnxruntime-training-cpu==1.19.2"
+        )
     node = nodes[0]
     kept = [a for a in node.attribute if a.name not in ADAMW_ATTRS]
     del node.attribute[:]
@@ -240,8 +278,10 @@ def graph_io(bundle_dir: Path) -> dict:
         mode()
         inputs, outputs = list(module.input_names()), list(module.output_names())
         if LOGITS not in outputs or len(outputs) != 2 or sorted(inputs) != sorted([*GRAPH_INPUTS, LABELS]):
-            raise RuntimeError(f"{name} has inputs {inputs} and outputs {outputs}, expected {[*GRAPH_INPUTS, LABELS]} "
-                               f"and (loss, {LOGITS}): this onnxruntime-training version is unsupported; pin 1.19.2")
+            raise RuntimeError(
+                f"{name} has inputs {inputs} and outputs {outputs}, expected {[*GRAPH_INPUTS, LABELS]} "
+                f"and (loss, {LOGITS}): this onnxruntime-training version is unsupported; pin 1.19.2"
+            )
         loss = next(o for o in outputs if o != LOGITS)
         facts[key] = {"file": name, "inputs": inputs, "outputs": outputs, "loss_output": loss, "logits_output": LOGITS}
     return facts
@@ -266,8 +306,10 @@ def parameter_order(bundle_dir: Path, trainable: dict[str, str]) -> list[str]:
     for index, canonical in enumerate(order):
         data = state.parameters[trainable[canonical]].data
         if not np.all(data == index):
-            raise RuntimeError(f"ORT's contiguous parameter order disagrees with the training graph's inputs at "
-                               f"{canonical}: this onnxruntime-training version is unsupported; pin 1.19.2")
+            raise RuntimeError(
+                f"ORT's contiguous parameter order disagrees with the training graph's inputs at "
+                f"{canonical}: this onnxruntime-training version is unsupported; pin 1.19.2"
+            )
     return order
 
 
@@ -308,5 +350,6 @@ def compile_bundle(ctx: ExportContext, bundle_dir: Path) -> CompiledBundle:
         "opset": OPSET,
         "onnxruntime_version": onnxruntime.__version__,
     }
-    return CompiledBundle(files=dict(FILE_ROLES), inputs=ctx.input_specs(dynamic=True), extras=extras,
-                          optimizer_runs_in=OPTIMIZER)
+    return CompiledBundle(
+        files=dict(FILE_ROLES), inputs=ctx.input_specs(dynamic=True), extras=extras, optimizer_runs_in=OPTIMIZER
+    )

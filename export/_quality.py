@@ -5,6 +5,7 @@ on the fp32 embeddings of labelled SST-2 sentences (first half) and both backbon
 it on the second half: accuracy fp32 vs int8, logit differences and argmax agreement, plus the
 cosine similarity of the mean-pooled embeddings.
 """
+
 from __future__ import annotations
 
 import csv
@@ -47,7 +48,9 @@ def _embed(model_spec: str, precision: str, ids, attn):
     model = build_adapter_model(load_encoder(resolve_model(model_spec)), plan, 2)
     zeros = torch.zeros(len(full_mask(plan, model.dims)))  # adapters off: the pure backbone
     with torch.no_grad():
-        return torch.cat([model.pooled(ids[i:i + 64], attn[i:i + 64], zeros) for i in range(0, len(ids), 64)]).numpy()
+        return torch.cat(
+            [model.pooled(ids[i : i + 64], attn[i : i + 64], zeros) for i in range(0, len(ids), 64)]
+        ).numpy()
 
 
 def quantization_accuracy(model_spec: str = "minilm", seq_len: int = 64) -> dict:
@@ -70,9 +73,14 @@ def quantization_accuracy(model_spec: str = "minilm", seq_len: int = 64) -> dict
     l32, l8 = head.decision_function(e32[half:]), head.decision_function(e8[half:])
     cos = (e32 * e8).sum(1) / (np.linalg.norm(e32, axis=1) * np.linalg.norm(e8, axis=1))
     return {
-        "texts": len(texts), "seq_len": seq_len,
-        "embedding_cosine_mean": float(cos.mean()), "embedding_cosine_min": float(cos.min()),
-        "accuracy_fp32": float(((l32 > 0) == y[half:]).mean()), "accuracy_int8": float(((l8 > 0) == y[half:]).mean()),
-        "logit_max_abs_diff": float(np.abs(l32 - l8).max()), "logit_mean_abs_diff": float(np.abs(l32 - l8).mean()),
-        "logit_mean_abs": float(np.abs(l32).mean()), "argmax_agreement": float(((l32 > 0) == (l8 > 0)).mean()),
+        "texts": len(texts),
+        "seq_len": seq_len,
+        "embedding_cosine_mean": float(cos.mean()),
+        "embedding_cosine_min": float(cos.min()),
+        "accuracy_fp32": float(((l32 > 0) == y[half:]).mean()),
+        "accuracy_int8": float(((l8 > 0) == y[half:]).mean()),
+        "logit_max_abs_diff": float(np.abs(l32 - l8).max()),
+        "logit_mean_abs_diff": float(np.abs(l32 - l8).mean()),
+        "logit_mean_abs": float(np.abs(l32).mean()),
+        "argmax_agreement": float(((l32 > 0) == (l8 > 0)).mean()),
     }

@@ -1,6 +1,7 @@
 """The plain PyTorch bundle (Jetson with CUDA, or any device with torch): frozen backbone weights in
 safetensors (int8 + per-row scales where the plan says int8) plus the HF config. The file names and
 the weights format are the runtime's (``bundle_runtime``), which loads them."""
+
 from __future__ import annotations
 
 import json

@@ -13,6 +13,7 @@ Relative on the change, because the backends do the same fp32 math in another or
 magnifies rounding where a gradient is near eps, while the faults to catch (a frozen parameter, a
 wrong optimizer, a wrong mask) are orders of magnitude larger: docs/DESIGN-NOTES.md.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -61,8 +62,10 @@ def reference_model(manifest: Manifest):
     encoder = load_encoder(source)
     digest = weights_sha256(encoder)
     if digest != manifest.base_weights_sha256:
-        raise BundleError(f"base model {manifest.base_model_id} has weights sha256 {digest[:12]}..., the bundle was "
-                          f"exported from {manifest.base_weights_sha256[:12]}...: verify against the same model")
+        raise BundleError(
+            f"base model {manifest.base_model_id} has weights sha256 {digest[:12]}..., the bundle was "
+            f"exported from {manifest.base_weights_sha256[:12]}...: verify against the same model"
+        )
     return build_adapter_model(encoder, manifest.plan, manifest.dims.num_labels)
 
 
@@ -75,10 +78,12 @@ def fixed_problem(manifest: Manifest, seed: int = 0):
     batch, seq = ids_spec.shape if static else (min(4, manifest.plan.batch_size), min(32, manifest.plan.max_seq_len))
     ids = rng.integers(1000, 2000, size=(batch, seq), dtype=np.int64)
     attn = np.ones((batch, seq), dtype=np.int64)
-    attn[0, seq // 2:] = 0  # one padded row exercises the attention mask
+    attn[0, seq // 2 :] = 0  # one padded row exercises the attention mask
     labels = (np.arange(batch) % manifest.dims.num_labels).astype(np.int64)
-    rows = {s.b_name: rng.choice(s.rows, size=rows_per_module(manifest.plan, s.rows), replace=False)
-            for s in mask_layout(manifest.plan, manifest.dims)}
+    rows = {
+        s.b_name: rng.choice(s.rows, size=rows_per_module(manifest.plan, s.rows), replace=False)
+        for s in mask_layout(manifest.plan, manifest.dims)
+    }
     mask = mask_from_rows(manifest.plan, manifest.dims, rows)
     state = init_trainable(manifest.plan, manifest.dims, seed + 1)
     for name in state:
@@ -113,8 +118,9 @@ def compare(manifest, mask, start, eager, backend, lr: float = VERIFY_LR) -> tup
             worst_rel = rel
             problems.append(f"{name}: change differs from eager by {rel:.1e} of its norm (> {PARAM_RTOL:.0e})")
     if param_diff > PARAM_ATOL_STEPS * lr:
-        problems.append(f"{worst} differs from eager by {param_diff:.2e} (> {PARAM_ATOL_STEPS:g} Adam step "
-                        f"of lr {lr:g})")
+        problems.append(
+            f"{worst} differs from eager by {param_diff:.2e} (> {PARAM_ATOL_STEPS:g} Adam step of lr {lr:g})"
+        )
     frozen = 0.0
     for b_name, rows in rows_from_mask(manifest.plan, manifest.dims, mask).items():
         off = np.setdiff1d(np.arange(start[b_name].shape[0]), rows)
@@ -132,8 +138,19 @@ def verify_bundle(bundle_dir: Path, steps: int = 5, lr: float = VERIFY_LR, seed:
     eager = _run(EagerSession(reference_model(manifest), manifest), batch, mask, state, steps, lr)
     backend = _run(open_session(bundle_dir, verify_files=False), batch, mask, state, steps, lr)
     loss_diff, param_diff, worst, frozen, problems = compare(manifest, mask, state, eager, backend, lr)
-    return VerifyReport(Path(bundle_dir), manifest.backend, manifest.tier, steps, backend[0], eager[0],
-                        loss_diff, param_diff, worst, frozen, problems)
+    return VerifyReport(
+        Path(bundle_dir),
+        manifest.backend,
+        manifest.tier,
+        steps,
+        backend[0],
+        eager[0],
+        loss_diff,
+        param_diff,
+        worst,
+        frozen,
+        problems,
+    )
 
 
 def find_bundles(root: Path) -> list[Path]:

@@ -1,18 +1,29 @@
 """`fedhft export ...` and `fedhft export verify DIR`: argument parsing only."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="compile masked-adapter training bundles per tier and backend",
-                       description="Compile training bundles: DIR/<tier>/<backend>/manifest.json and files.")
+    p = sub.add_parser(
+        "export",
+        help="compile masked-adapter training bundles per tier and backend",
+        description="Compile training bundles: DIR/<tier>/<backend>/manifest.json and files.",
+    )
     p.add_argument("--model", default="minilm", help="'minilm' (bundled), 'tiny[:hidden=64,...]' or a local HF dir")
     p.add_argument("--num-labels", type=int, default=2, help="classifier outputs")
-    p.add_argument("--tier", default="all",
-                   help="tier names from `fedhft devices list`, comma-separated (rpi5,android-mid), or all")
-    p.add_argument("--backend", default="all",
-                   help="runtimes to compile for: torch, ort, executorch, comma-separated (torch,ort), or all")
+    p.add_argument(
+        "--tier",
+        default="all",
+        help="tier names from `fedhft devices list`, comma-separated (rpi5,android-mid), or all",
+    )
+    p.add_argument(
+        "--backend",
+        default="all",
+        help="runtimes to compile for: torch, ort, executorch, comma-separated (torch,ort), or all",
+    )
     p.add_argument("--out", default="bundles", help="output directory")
     p.set_defaults(func=_export)
     verbs = p.add_subparsers(dest="export_cmd", metavar="verify")

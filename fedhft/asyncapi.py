@@ -12,6 +12,7 @@ Last Will topics).
 
 Regenerate after changing a message: ``python tools/gen_asyncapi.py`` (``--check`` only compares).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -55,12 +56,18 @@ _BODIES = {
     "outcome": ("empty", "No body (body_len 0)."),
     "ack": ("empty", "No body (body_len 0)."),
     "bundle_request": ("empty", "No body (body_len 0)."),
-    "task": ("safetensors", f"The start state: every trainable tensor of the plan under its canonical name, "
-                            f"float32, whole (B not reduced), plus the flat row mask as a 1-D float32 tensor "
-                            f"named {MASK_TENSOR} (1 = train that output row of that B)."),
-    "update": ("safetensors", "The update (trained - start, each lora_B reduced to its masked rows) in the "
-                              f"header's encoding: fp32 or fp16 tensors, or int8 tensors each with a float32 "
-                              f"'<name>{SCALE_SUFFIX}' of per-row scales."),
+    "task": (
+        "safetensors",
+        f"The start state: every trainable tensor of the plan under its canonical name, "
+        f"float32, whole (B not reduced), plus the flat row mask as a 1-D float32 tensor "
+        f"named {MASK_TENSOR} (1 = train that output row of that B).",
+    ),
+    "update": (
+        "safetensors",
+        "The update (trained - start, each lora_B reduced to its masked rows) in the "
+        f"header's encoding: fp32 or fp16 tensors, or int8 tensors each with a float32 "
+        f"'<name>{SCALE_SUFFIX}' of per-row scales.",
+    ),
     "bundle_chunk": ("raw", "The chunk's bytes (at most the server's chunk size)."),
 }
 #: Cross-field rules a JSON Schema does not express, per message type.
@@ -115,8 +122,10 @@ def _acl_of(kind: str) -> dict[str, list[str]]:
     """Who the fleet ACL lets publish and subscribe on this topic (asked of the broker's own ACL check)."""
     topic = _topic(kind)
     users = (("the server", _SERVER_USER), ("the device {client}", _CLIENT), ("any other device", _OTHER))
-    return {action: [who for who, user in users if is_allowed(_FLEET, _SERVER_USER, user, topic, action)]
-            for action in ("publish", "subscribe")}
+    return {
+        action: [who for who, user in users if is_allowed(_FLEET, _SERVER_USER, user, topic, action)]
+        for action in ("publish", "subscribe")
+    }
 
 
 def _channel(kind: str) -> dict[str, Any]:
@@ -143,7 +152,7 @@ def _operation(kind: str) -> dict[str, Any]:
         "action": action,
         "channel": {"$ref": f"#/channels/{cid}"},
         "summary": f"The device {'publishes' if action == 'send' else 'subscribes to'} {type_} "
-                   f"(the server does the opposite).",
+        f"(the server does the opposite).",
         "messages": [{"$ref": f"#/channels/{cid}/messages/{type_}"}],
         "bindings": {"mqtt": {"qos": QOS, "retain": kind in RETAINED_KINDS, "bindingVersion": MQTT_BINDING_VERSION}},
     }
@@ -157,8 +166,10 @@ def _kinds() -> list[str]:
 
 #: The session client-id rules (fedhft.mqtt: device_client_id, server_client_id); tests check the code against them.
 DEVICE_CLIENT_ID = "{client}-{hex(sha256(utf8('fedhft-session|' + client + '|' + password)))[:16]}"
-SERVER_CLIENT_ID = ("fedhft-server-{fleet}-{hex(sha256(utf8('fedhft-server-id|' + fleet + '|' + username + '|' "
-                    "+ password)))[:16]}-{run_tag}")
+SERVER_CLIENT_ID = (
+    "fedhft-server-{fleet}-{hex(sha256(utf8('fedhft-server-id|' + fleet + '|' + username + '|' "
+    "+ password)))[:16]}-{run_tag}"
+)
 
 _INFO = f"""The MQTT 5 API between a fedhft server and its devices, generated from the message classes
 (fedhft.protocol); docs/PROTOCOL.md explains it for people. The operations are the DEVICE's: it sends
@@ -181,28 +192,41 @@ def _server() -> dict[str, Any]:
         "protocol": "mqtt",
         "protocolVersion": "5",
         "description": "Mosquitto 2 (or EMQX) with per-device users and the fleet ACL (x-fedhft-acl). "
-                       "MQTT 3.1.1 works too, but then an ACL refusal is silent.",
+        "MQTT 3.1.1 works too, but then an ACL refusal is silent.",
         "variables": {"host": {"default": "127.0.0.1"}, "port": {"default": "1883"}},
         "security": [{"$ref": "#/components/securitySchemes/fleetUser"}],
-        "bindings": {"mqtt": {
-            "clientId": DEVICE_CLIENT_ID,
-            "cleanSession": False,
-            "lastWill": {"topic": will_topic, "qos": QOS, "retain": True,
-                         "message": "a client_status envelope with state offline (binary)"},
-            "sessionExpiryInterval": {"type": "integer", "minimum": 1,
-                                      "description": "Long enough to cover a device's absence (fedhft edge: "
-                                                     f"{DEVICE_SESSION_EXPIRY_S} s)."},
-            "bindingVersion": MQTT_BINDING_VERSION,
-        }},
+        "bindings": {
+            "mqtt": {
+                "clientId": DEVICE_CLIENT_ID,
+                "cleanSession": False,
+                "lastWill": {
+                    "topic": will_topic,
+                    "qos": QOS,
+                    "retain": True,
+                    "message": "a client_status envelope with state offline (binary)",
+                },
+                "sessionExpiryInterval": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Long enough to cover a device's absence (fedhft edge: "
+                    f"{DEVICE_SESSION_EXPIRY_S} s).",
+                },
+                "bindingVersion": MQTT_BINDING_VERSION,
+            }
+        },
         "x-fedhft-server-session": {
             "clientId": SERVER_CLIENT_ID,
             "cleanSession": False,
-            "lastWill": {"topic": _templated(_topic(SERVER_STATUS)), "qos": QOS, "retain": True,
-                         "message": "a server_status envelope with state offline (binary)"},
+            "lastWill": {
+                "topic": _templated(_topic(SERVER_STATUS)),
+                "qos": QOS,
+                "retain": True,
+                "message": "a server_status envelope with state offline (binary)",
+            },
             "sessionExpiryInterval": SERVER_SESSION_EXPIRY_S,
             "description": "The server's own session: one per server run (state dir); a finished run ends it "
-                           "(session expiry 0). Without a password the secret part is left out; without a run "
-                           "id (a state dir from before run ids) the run tag is.",
+            "(session expiry 0). Without a password the secret part is left out; without a run "
+            "id (a state dir from before run ids) the run tag is.",
         },
     }
 
@@ -230,21 +254,28 @@ def _components() -> dict[str, Any]:
     return {
         "schemas": json_schemas(),
         "messages": {cls.TYPE: _message(cls) for cls in MESSAGE_TYPES.values()},
-        "parameters": {"fleet": {"description": f"The fleet id: {ids}", "examples": ["demo"]},
-                       "client": {"description": f"The device's client id (= its broker username): {ids}",
-                                  "examples": ["dev-000"]}},
-        "securitySchemes": {"fleetUser": {
-            "type": "userPassword",
-            "description": "Each device logs in with username = its client id and its own password "
-                           "(fedhft server fleet-init writes them); the server has its own user."}},
+        "parameters": {
+            "fleet": {"description": f"The fleet id: {ids}", "examples": ["demo"]},
+            "client": {
+                "description": f"The device's client id (= its broker username): {ids}",
+                "examples": ["dev-000"],
+            },
+        },
+        "securitySchemes": {
+            "fleetUser": {
+                "type": "userPassword",
+                "description": "Each device logs in with username = its client id and its own password "
+                "(fedhft server fleet-init writes them); the server has its own user.",
+            }
+        },
     }
 
 
 def _acl() -> dict[str, Any]:
     return {
         "description": "Mosquitto acl_file of a fleet (fedhft.protocol.acl_lines). A device may publish only "
-                       "under from/<itself>/ and read only to/<itself>/ and server/; the server user reads and "
-                       "writes the whole fleet tree. Each channel's x-fedhft-acl is this file's verdict.",
+        "under from/<itself>/ and read only to/<itself>/ and server/; the server user reads and "
+        "writes the whole fleet tree. Each channel's x-fedhft-acl is this file's verdict.",
         "acl_file": [_templated(line) for line in acl_lines(_FLEET, _SERVER_USER)],
     }
 
@@ -265,8 +296,10 @@ def asyncapi_document() -> dict[str, Any]:
     }
 
 
-_BANNER = ("# Generated by fedhft.asyncapi.asyncapi_yaml() from the message classes: do not edit by hand.\n"
-           "# Regenerate with `python tools/gen_asyncapi.py`; CI fails when this file differs. See docs/PROTOCOL.md.\n")
+_BANNER = (
+    "# Generated by fedhft.asyncapi.asyncapi_yaml() from the message classes: do not edit by hand.\n"
+    "# Regenerate with `python tools/gen_asyncapi.py`; CI fails when this file differs. See docs/PROTOCOL.md.\n"
+)
 
 
 def asyncapi_yaml() -> str:

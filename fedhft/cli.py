@@ -1,5 +1,6 @@
 """The one `fedhft` command. Each subcommand's parser lives in its package's cli.py and is
 registered lazily so that `fedhft devices list` never imports torch, paho or onnxruntime."""
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(first if first in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -13,6 +13,7 @@ key=value wins over an earlier one). Options (``--name``) are only for what is n
 Commands register with :func:`add_settings_parser` and turn the words they were given into
 ``load_config`` overrides with :func:`settings_overrides`. No torch, no paho: ``--help`` stays fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,9 @@ class SettingsParser(argparse.ArgumentParser):
         return own, words
 
 
-def add_settings_parser(subparsers: argparse._SubParsersAction, name: str, *, config_help: str = "",
-                        **kwargs) -> SettingsParser:
+def add_settings_parser(
+    subparsers: argparse._SubParsersAction, name: str, *, config_help: str = "", **kwargs
+) -> SettingsParser:
     """``subparsers.add_parser(name, **kwargs)`` for a command with settings, with --config and
     --help-config; the command reads ``args.config``, ``args.help_config`` and ``args.settings``."""
     saved = subparsers._parser_class
@@ -90,14 +92,21 @@ def add_settings_parser(subparsers: argparse._SubParsersAction, name: str, *, co
         parser = subparsers.add_parser(name, allow_abbrev=False, **kwargs)
     finally:
         subparsers._parser_class = saved
-    parser.add_argument("--config", metavar="FILE",
-                        help=config_help or "YAML file of settings (key: value); key=value words override it")
-    parser.add_argument("--help-config", action="store_true",
-                        help="list every setting with its type, default and help, then exit")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=config_help or "YAML file of settings (key: value); key=value words override it",
+    )
+    parser.add_argument(
+        "--help-config", action="store_true", help="list every setting with its type, default and help, then exit"
+    )
     # Shown in --help only: SettingsParser hands these words over in args.settings.
-    parser.add_argument("settings", nargs="*", metavar="key=value",
-                        help="settings, e.g. key=value section.key=value (every one: --help-config); "
-                             "a setting is never spelled --key")
+    parser.add_argument(
+        "settings",
+        nargs="*",
+        metavar="key=value",
+        help="settings, e.g. key=value section.key=value (every one: --help-config); a setting is never spelled --key",
+    )
     return parser
 
 
@@ -152,8 +161,7 @@ def _did_you_mean(name: str, key: str, value: str | None) -> str:
     return f"unknown option {name}: settings are given as key=value; did you mean {spelled}?"
 
 
-def _unknown_option(word: str, after: str | None, keys: dict[str, str],
-                    given: CommandWords) -> tuple[bool, str]:
+def _unknown_option(word: str, after: str | None, keys: dict[str, str], given: CommandWords) -> tuple[bool, str]:
     """(whether the next word was this option's value, the problem with its fix)."""
     name, eq, value = word.partition("=")
     stripped = name.lstrip("-").replace("-", "_")
@@ -175,8 +183,10 @@ def _unknown_option(word: str, after: str | None, keys: dict[str, str],
     inner = _setting(inner_key, keys) if inner_eq and not setting.startswith("-") else None
     if inner is not None:
         return not eq, _did_you_mean(name, inner, inner_value)
-    return value_next, (f"unknown option {name}: {given.prog} takes the options {', '.join(given.options)}; "
-                   f"its settings are key=value (list them with {given.prog} --help-config)")
+    return value_next, (
+        f"unknown option {name}: {given.prog} takes the options {', '.join(given.options)}; "
+        f"its settings are key=value (list them with {given.prog} --help-config)"
+    )
 
 
 def _bare_word(word: str, after: str | None, keys: dict[str, str], given: CommandWords) -> tuple[bool, str]:
@@ -189,8 +199,9 @@ def _bare_word(word: str, after: str | None, keys: dict[str, str], given: Comman
         return False, f"{word!r} is not key=value: give the setting a value, {key}=<value>"
     if command is not None:
         return False, f"{word!r} is not key=value nor a command: did you mean {given.prog} {command}?"
-    return False, (f"{word!r} is not key=value: settings are given as key=value "
-                   f"(list them with {given.prog} --help-config)")
+    return False, (
+        f"{word!r} is not key=value: settings are given as key=value (list them with {given.prog} --help-config)"
+    )
 
 
 __all__ = ["CommandWords", "SettingsParser", "add_settings_parser", "settings_overrides"]

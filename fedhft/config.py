@@ -11,6 +11,7 @@ types (int, float, bool, str, Path, tuple/list, dict, Optional/unions, Literal, 
 dataclasses) and reports EVERY problem at once in one ``ConfigError``: unknown keys (with a
 did-you-mean), bad types, missing required fields, failed ``__post_init__`` validation.
 """
+
 from __future__ import annotations
 
 import collections.abc
@@ -65,8 +66,9 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: Se
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"load_config needs a dataclass type, got {cls!r}")
     if isinstance(overrides, str):
-        raise TypeError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}: "
-                        "wrap it in [...]")
+        raise TypeError(
+            f"overrides must be a list of 'key=value' strings, got the string {overrides!r}: wrap it in [...]"
+        )
     errors: list[str] = []
     data = _read_yaml(yaml_path, errors) if yaml_path is not None else {}
     for item in overrides:
@@ -139,8 +141,9 @@ def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
             if sub is not None and _all_defaulted(sub):
                 value = _build(sub, {}, path, errors)
             else:
-                errors.append(f"{path} is required: set it ({_type_name(hints[name])}) in the YAML file or "
-                              f"as {path}=...")
+                errors.append(
+                    f"{path} is required: set it ({_type_name(hints[name])}) in the YAML file or as {path}=..."
+                )
                 continue
         else:
             continue

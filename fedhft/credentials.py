@@ -5,6 +5,7 @@ It is shared vocabulary: the edge reads its own file (``fedhft edge --credential
 import the server package, where the fleet-init writer and the broker launchers live
 (``server.broker``). Errors are ``FleetConfigError`` (a ``fedhft.config.ConfigError``) naming the fix.
 """
+
 from __future__ import annotations
 
 import json

@@ -11,6 +11,7 @@ Every problem is a ``DataError`` naming the file, the row number (1-based, as an
 header is row 1 for TSV/CSV) or, for a byte that is not valid in the encoding, its byte offset and
 line, and the fix.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -25,13 +26,25 @@ TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "utterance"
 LABEL_COLUMNS = ("label", "labels", "class", "category", "y", "target")
 #: Column pairs detected as (text, second text) of a pair task. ("text", "text_pair") is what
 #: ``fedhft simulate`` writes into each client's JSONL file, so a device trains on real pairs.
-PAIR_COLUMNS = (("text", "text_pair"), ("sentence1", "sentence2"), ("text_a", "text_b"), ("question", "passage"),
-                ("question", "sentence"), ("premise", "hypothesis"), ("question1", "question2"))
+PAIR_COLUMNS = (
+    ("text", "text_pair"),
+    ("sentence1", "sentence2"),
+    ("text_a", "text_b"),
+    ("question", "passage"),
+    ("question", "sentence"),
+    ("premise", "hypothesis"),
+    ("question1", "question2"),
+)
 #: File suffix -> what it holds; a file of any other suffix is refused with this list.
-FORMATS = {".tsv": "tab-separated with a header row", ".tab": "tab-separated with a header row",
-           ".csv": "comma-separated with a header row", ".txt": "tab- or comma-separated, detected, with a header row",
-           ".jsonl": "one JSON object per line", ".ndjson": "one JSON object per line",
-           ".json": "one JSON object per line"}
+FORMATS = {
+    ".tsv": "tab-separated with a header row",
+    ".tab": "tab-separated with a header row",
+    ".csv": "comma-separated with a header row",
+    ".txt": "tab- or comma-separated, detected, with a header row",
+    ".jsonl": "one JSON object per line",
+    ".ndjson": "one JSON object per line",
+    ".json": "one JSON object per line",
+}
 #: csv's default field limit (128 KB) is smaller than some reviews; a row is still bounded.
 _FIELD_LIMIT = 16 * 1024 * 1024
 
@@ -67,8 +80,11 @@ def supported_formats() -> str:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_records(path: str | Path, encoding: str = "utf-8", encoding_option: str | None = None,
-                 ) -> tuple[list[tuple[int, dict]], tuple[str, ...]]:
+def read_records(
+    path: str | Path,
+    encoding: str = "utf-8",
+    encoding_option: str | None = None,
+) -> tuple[list[tuple[int, dict]], tuple[str, ...]]:
     """(row number, record) pairs and the column names of a .tsv/.csv/.txt/.jsonl file.
 
     ``encoding_option`` is how the caller's user names another encoding (``encoding=``), for the
@@ -76,12 +92,17 @@ def read_records(path: str | Path, encoding: str = "utf-8", encoding_option: str
     """
     path = Path(path)
     if not path.is_file():
-        raise data_error(path, None, "no such file", f"give the path of a file in one of these formats: "
-                                                      f"{supported_formats()}")
+        raise data_error(
+            path, None, "no such file", f"give the path of a file in one of these formats: {supported_formats()}"
+        )
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise data_error(path, None, f"unknown file type {suffix or '(no extension)'!r}",
-                         f"use one of the supported formats: {supported_formats()}")
+        raise data_error(
+            path,
+            None,
+            f"unknown file type {suffix or '(no extension)'!r}",
+            f"use one of the supported formats: {supported_formats()}",
+        )
     text = decode(path, encoding, encoding_option)
     if FORMATS[suffix] == "one JSON object per line":
         return _read_jsonl(path, text)
@@ -94,8 +115,9 @@ def decode(path: Path, encoding: str = "utf-8", encoding_option: str | None = No
     try:
         name = codecs.lookup(encoding).name
     except LookupError:
-        raise data_error(path, None, f"unknown encoding {encoding!r}",
-                         "name a Python codec, e.g. utf-8, latin-1, cp1252 or utf-16") from None
+        raise data_error(
+            path, None, f"unknown encoding {encoding!r}", "name a Python codec, e.g. utf-8, latin-1, cp1252 or utf-16"
+        ) from None
     raw = path.read_bytes()
     skip = len(codecs.BOM_UTF8) if name == "utf-8" and raw.startswith(codecs.BOM_UTF8) else 0
     try:
@@ -109,10 +131,13 @@ def _decode_error(path: Path, raw: bytes, offset: int, encoding: str, option: st
     column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
     utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     guess = "utf-16" if utf16 else "latin-1"
-    problem = (f"byte 0x{raw[offset]:02x} at byte offset {offset} (line {line}, byte {column} of the line) is not "
-               f"valid {encoding} text" + (" (the file starts with a UTF-16 byte-order mark)" if utf16 else ""))
-    fix = (f"save the file as UTF-8 (e.g. iconv -f {guess.upper()} -t UTF-8 {path.name} > utf8-{path.name})"
-           + (f", or name its encoding with {option}{guess}" + ("" if utf16 else " (or cp1252)") if option else ""))
+    problem = (
+        f"byte 0x{raw[offset]:02x} at byte offset {offset} (line {line}, byte {column} of the line) is not "
+        f"valid {encoding} text" + (" (the file starts with a UTF-16 byte-order mark)" if utf16 else "")
+    )
+    fix = f"save the file as UTF-8 (e.g. iconv -f {guess.upper()} -t UTF-8 {path.name} > utf8-{path.name})" + (
+        f", or name its encoding with {option}{guess}" + ("" if utf16 else " (or cp1252)") if option else ""
+    )
     return data_error(path, None, problem, fix)
 
 
@@ -139,13 +164,21 @@ def _read_delimited(path: Path, text: str, delimiter: str | None) -> tuple[list[
         except StopIteration:
             break
         except csv.Error as exc:
-            raise data_error(path, start, f"cannot parse the row ({exc})",
-                             "close every quoted field and escape inner quotes by doubling them (\"\")") from None
+            raise data_error(
+                path,
+                start,
+                f"cannot parse the row ({exc})",
+                'close every quoted field and escape inner quotes by doubling them ("")',
+            ) from None
         if not values or values == [""]:
             continue  # blank line
         if len(values) != len(header):
-            raise data_error(path, start, f"{len(values)} fields but the header has {len(header)}",
-                             f"quote fields that contain the delimiter {delimiter!r}, or add the missing fields")
+            raise data_error(
+                path,
+                start,
+                f"{len(values)} fields but the header has {len(header)}",
+                f"quote fields that contain the delimiter {delimiter!r}, or add the missing fields",
+            )
         rows.append((start, dict(zip(header, values))))
     return rows, tuple(header)
 
@@ -159,11 +192,16 @@ def _read_jsonl(path: Path, text: str) -> tuple[list[tuple[int, dict]], tuple[st
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise data_error(path, number, f"invalid JSON ({exc.msg} at column {exc.colno})",
-                             "write one JSON object per line") from None
+            raise data_error(
+                path, number, f"invalid JSON ({exc.msg} at column {exc.colno})", "write one JSON object per line"
+            ) from None
         if not isinstance(record, dict):
-            raise data_error(path, number, f"a JSON {type(record).__name__}, not an object",
-                             'write one object per line, e.g. {"text": "...", "label": 1}')
+            raise data_error(
+                path,
+                number,
+                f"a JSON {type(record).__name__}, not an object",
+                'write one object per line, e.g. {"text": "...", "label": 1}',
+            )
         rows.append((number, record))
         columns.update(dict.fromkeys(record))
     return rows, tuple(columns)
@@ -172,8 +210,14 @@ def _read_jsonl(path: Path, text: str) -> tuple[list[tuple[int, dict]], tuple[st
 # ----------------------------------------------------------------------------- columns and labels
 
 
-def _pick(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], setting: str, path: Path,
-          option: Callable[[str], str]) -> str | None:
+def _pick(
+    columns: Sequence[str],
+    wanted: str | None,
+    candidates: Sequence[str],
+    setting: str,
+    path: Path,
+    option: Callable[[str], str],
+) -> str | None:
     lower = {c.lower(): c for c in columns}
     if wanted is not None:
         if wanted in columns:
@@ -181,13 +225,23 @@ def _pick(columns: Sequence[str], wanted: str | None, candidates: Sequence[str],
         if wanted.lower() in lower:
             return lower[wanted.lower()]
         what = setting.removesuffix("_column").replace("_", " ")
-        raise data_error(path, None, f"no {what} column {wanted!r} (columns: {list(columns)})",
-                         f"pass the right name with {option(setting)}NAME")
+        raise data_error(
+            path,
+            None,
+            f"no {what} column {wanted!r} (columns: {list(columns)})",
+            f"pass the right name with {option(setting)}NAME",
+        )
     return next((lower[c] for c in candidates if c in lower), None)
 
 
-def detect_columns(columns: Sequence[str], path: Path, text: str | None = None, pair: str | None = None,
-                   label: str | None = None, option: Callable[[str], str] = cli_option) -> tuple[str, str | None, str]:
+def detect_columns(
+    columns: Sequence[str],
+    path: Path,
+    text: str | None = None,
+    pair: str | None = None,
+    label: str | None = None,
+    option: Callable[[str], str] = cli_option,
+) -> tuple[str, str | None, str]:
     """(text column, pair column or None, label column): the named ones, else found by common names
     (a pair such as sentence1 + sentence2 only when no text column is named)."""
     label_col = _pick(columns, label, LABEL_COLUMNS, "label_column", path, option)
@@ -203,14 +257,23 @@ def detect_columns(columns: Sequence[str], path: Path, text: str | None = None, 
             text_col = _pick(columns, None, TEXT_COLUMNS, "text_column", path, option)
     if text_col is None or label_col is None:
         missing = "text" if text_col is None else "label"
-        raise data_error(path, None, f"cannot tell which column holds the {missing} (columns: {list(columns)})",
-                         f"name it with {option(missing + '_column')}NAME, or call it one of "
-                         f"{list(TEXT_COLUMNS if missing == 'text' else LABEL_COLUMNS)}")
+        raise data_error(
+            path,
+            None,
+            f"cannot tell which column holds the {missing} (columns: {list(columns)})",
+            f"name it with {option(missing + '_column')}NAME, or call it one of "
+            f"{list(TEXT_COLUMNS if missing == 'text' else LABEL_COLUMNS)}",
+        )
     return text_col, pair_col, label_col
 
 
-def read_columns(records: list[tuple[int, dict]], path: Path, text: str, pair: str | None, label: str,
-                 ) -> tuple[list[str], list[str] | None, list, list[int]]:
+def read_columns(
+    records: list[tuple[int, dict]],
+    path: Path,
+    text: str,
+    pair: str | None,
+    label: str,
+) -> tuple[list[str], list[str] | None, list, list[int]]:
     """(texts, second texts or None, raw labels, row numbers); a missing or empty field is an error."""
     texts, pairs, raw, rownums = [], [] if pair else None, [], []
     for number, record in records:
@@ -238,8 +301,13 @@ def int_label(value) -> int | None:
     return None
 
 
-def label_ids(raw: list, rownums: list[int], path: Path, label_map: Mapping[str, int] | None = None,
-              option: Callable[[str], str] = cli_option) -> tuple[list[int], list[str] | None]:
+def label_ids(
+    raw: list,
+    rownums: list[int],
+    path: Path,
+    label_map: Mapping[str, int] | None = None,
+    option: Callable[[str], str] = cli_option,
+) -> tuple[list[int], list[str] | None]:
     """Integer labels, and the index -> name list when the labels were strings: through ``label_map``
     when given, else integers as they are, else strings numbered in sorted order."""
     ints = [int_label(v) for v in raw]
@@ -249,8 +317,12 @@ def label_ids(raw: list, rownums: list[int], path: Path, label_map: Mapping[str,
         for value, row in zip(raw, rownums):
             key = str(value).strip()
             if key not in mapping:
-                raise data_error(path, row, f"label {key!r} is not in the label map {sorted(mapping)}",
-                                 f"add it to the label map ({option('label_map')}...) or fix the row")
+                raise data_error(
+                    path,
+                    row,
+                    f"label {key!r} is not in the label map {sorted(mapping)}",
+                    f"add it to the label map ({option('label_map')}...) or fix the row",
+                )
             out.append(mapping[key])
         return out, None
     if all(i is not None for i in ints):
@@ -260,6 +332,20 @@ def label_ids(raw: list, rownums: list[int], path: Path, label_map: Mapping[str,
     return [index[str(v).strip()] for v in raw], names
 
 
-__all__ = ["DataError", "FORMATS", "LABEL_COLUMNS", "PAIR_COLUMNS", "TEXT_COLUMNS", "cli_option", "data_error",
-           "decode", "detect_columns", "int_label", "label_ids", "read_columns", "read_records", "setting_option",
-           "supported_formats"]
+__all__ = [
+    "DataError",
+    "FORMATS",
+    "LABEL_COLUMNS",
+    "PAIR_COLUMNS",
+    "TEXT_COLUMNS",
+    "cli_option",
+    "data_error",
+    "decode",
+    "detect_columns",
+    "int_label",
+    "label_ids",
+    "read_columns",
+    "read_records",
+    "setting_option",
+    "supported_formats",
+]

@@ -1,4 +1,5 @@
 """Reading the JSON-lines files the server appends to (``metrics.jsonl``) while others read them."""
+
 from __future__ import annotations
 
 import json

@@ -14,6 +14,7 @@ The FedHFT mask selects output rows of each ``lora_B`` (rows of dW = B @ A). On 
 the compiled graph's runtime input it is ONE float32 vector, the concatenation of the per-module
 row masks in canonical order (``mask_layout`` gives the slices).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -169,8 +170,11 @@ def masked_update_layout(plan: AdapterPlan, dims: ModelDims, mask: np.ndarray) -
 
 
 def gather_update(
-    plan: AdapterPlan, dims: ModelDims, start: Mapping[str, np.ndarray], trained: Mapping[str, np.ndarray],
-    mask: np.ndarray
+    plan: AdapterPlan,
+    dims: ModelDims,
+    start: Mapping[str, np.ndarray],
+    trained: Mapping[str, np.ndarray],
+    mask: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Device side: the update (trained - start), with each B reduced to its masked rows."""
     rows = rows_from_mask(plan, dims, mask)
@@ -182,8 +186,11 @@ def gather_update(
 
 
 def scatter_update(
-    plan: AdapterPlan, dims: ModelDims, start: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray],
-    mask: np.ndarray
+    plan: AdapterPlan,
+    dims: ModelDims,
+    start: Mapping[str, np.ndarray],
+    update: Mapping[str, np.ndarray],
+    mask: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Server side: the client's trained state = start + update, masked B rows scattered back."""
     rows = rows_from_mask(plan, dims, mask)
@@ -198,8 +205,9 @@ def scatter_update(
     return state
 
 
-def top_rows_by_energy(delta_w: np.ndarray, k: int, rng: np.random.Generator | None = None,
-                       explore: float = 0.0) -> np.ndarray:
+def top_rows_by_energy(
+    delta_w: np.ndarray, k: int, rng: np.random.Generator | None = None, explore: float = 0.0
+) -> np.ndarray:
     """FedHFT mask for one module: the ``k`` rows of dW with the largest L2 energy.
 
     ``explore`` in [0, 1] is the fraction of the ``k`` rows drawn uniformly at random from the

@@ -11,6 +11,7 @@ where the update format is specified. Schema 1 bundles lack those facts and ship
 whose length (128) was not the bundle's bound, so they are refused with the export command that
 replaces them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,13 @@ UPDATE_SPEC = "docs/PROTOCOL.md#update"
 #: Fixed semantics of this schema, as identifiers that docs/MANIFEST.md defines; a manifest that
 #: states other ones was made by a fedhft that trains differently and is refused.
 MASK_SEMANTICS = {"dtype": "float32", "values": [0.0, 1.0], "selects": "lora_B_rows", "trained_value": 1.0}
-TASK_SEMANTICS = {"kind": "sequence_classification", "pooling": "attention_masked_mean", "head": "linear",
-                  "loss": "mean_cross_entropy", "dropout": "none"}
+TASK_SEMANTICS = {
+    "kind": "sequence_classification",
+    "pooling": "attention_masked_mean",
+    "head": "linear",
+    "loss": "mean_cross_entropy",
+    "dropout": "none",
+}
 OPTIMIZER_STATE = "fresh_each_round"
 INIT_SCHEME = "fedhft.layout.init_trainable"
 
@@ -83,9 +89,17 @@ class TokenizerSpec:
     pad_token: str
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "format": "huggingface-tokenizers-json", "max_length": self.max_length,
-                "min_length": self.min_length, "truncation": "longest_first", "padding": "right_to_max_length",
-                "pad_id": self.pad_id, "pad_token": self.pad_token, "special_tokens": "added_by_post_processor"}
+        return {
+            "file": self.file,
+            "format": "huggingface-tokenizers-json",
+            "max_length": self.max_length,
+            "min_length": self.min_length,
+            "truncation": "longest_first",
+            "padding": "right_to_max_length",
+            "pad_id": self.pad_id,
+            "pad_token": self.pad_token,
+            "special_tokens": "added_by_post_processor",
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "TokenizerSpec":
@@ -105,15 +119,27 @@ class OptimizerSpec:
     runs_in: str = "app"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "variant": "torch.optim.AdamW", "betas": list(self.betas), "eps": self.eps,
-                "weight_decay": self.weight_decay, "bias_correction": True, "lr": "task.hyper.lr",
-                "lr_schedule": "constant", "params": "trainable", "state": OPTIMIZER_STATE, "runs_in": self.runs_in}
+        return {
+            "name": self.name,
+            "variant": "torch.optim.AdamW",
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "bias_correction": True,
+            "lr": "task.hyper.lr",
+            "lr_schedule": "constant",
+            "params": "trainable",
+            "state": OPTIMIZER_STATE,
+            "runs_in": self.runs_in,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "OptimizerSpec":
         if d.get("name") != "AdamW" or d.get("state") != OPTIMIZER_STATE:
-            raise ValueError(f"optimizer {d.get('name')!r} with state {d.get('state')!r}: this fedhft trains AdamW "
-                             f"with {OPTIMIZER_STATE} state")
+            raise ValueError(
+                f"optimizer {d.get('name')!r} with state {d.get('state')!r}: this fedhft trains AdamW "
+                f"with {OPTIMIZER_STATE} state"
+            )
         betas = tuple(float(b) for b in d["betas"])
         if len(betas) != 2:
             raise ValueError(f"optimizer betas must be two numbers, got {d['betas']!r}")
@@ -165,10 +191,18 @@ class Manifest:
 
     def _initial_weights(self) -> dict:
         shipped = self.files_with_role("checkpoint") + self.files_with_role("program")
-        return {"scheme": INIT_SCHEME, "seed": self.init_seed, "rng": "numpy.random.default_rng(seed)",
-                "draw_order": "trainable", "lora_A": "uniform(-1/sqrt(in_features), 1/sqrt(in_features))",
-                "lora_B": "zeros", "head.weight": "normal(0, 0.02)", "head.bias": "zeros",
-                "shipped_in": shipped[0] if shipped else None, "overwritten_by": "task.start_state"}
+        return {
+            "scheme": INIT_SCHEME,
+            "seed": self.init_seed,
+            "rng": "numpy.random.default_rng(seed)",
+            "draw_order": "trainable",
+            "lora_A": "uniform(-1/sqrt(in_features), 1/sqrt(in_features))",
+            "lora_B": "zeros",
+            "head.weight": "normal(0, 0.02)",
+            "head.bias": "zeros",
+            "shipped_in": shipped[0] if shipped else None,
+            "overwritten_by": "task.start_state",
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -182,14 +216,22 @@ class Manifest:
             "trainable": [s.to_dict() for s in self.trainable],
             "mask": {"length": self.mask_length, "layout": [s.to_dict() for s in self.mask_layout], **MASK_SEMANTICS},
             "inputs": [i.to_dict() for i in self.inputs],
-            "task": {**TASK_SEMANTICS, "num_labels": self.dims.num_labels,
-                     "labels": {"dtype": "int64", "shape": ["batch"], "range": [0, self.dims.num_labels - 1]},
-                     "lora_scaling": "alpha / rank"},
+            "task": {
+                **TASK_SEMANTICS,
+                "num_labels": self.dims.num_labels,
+                "labels": {"dtype": "int64", "shape": ["batch"], "range": [0, self.dims.num_labels - 1]},
+                "lora_scaling": "alpha / rank",
+            },
             "tokenizer": self.tokenizer.to_dict() if self.tokenizer else None,
             "optimizer": self.optimizer.to_dict(),
             "initial_weights": self._initial_weights(),
-            "update": {"spec": UPDATE_SPEC, "delta": "trained_minus_start", "lora_B": "rows_where_mask_is_1",
-                       "encodings": ["fp32", "fp16", "int8"], "encoding": "task.hyper.encoding"},
+            "update": {
+                "spec": UPDATE_SPEC,
+                "delta": "trained_minus_start",
+                "lora_B": "rows_where_mask_is_1",
+                "encodings": ["fp32", "fp16", "int8"],
+                "encoding": "task.hyper.encoding",
+            },
             "files": {n: {"sha256": e.sha256, "size": e.size, "role": e.role} for n, e in sorted(self.files.items())},
             "quantization": self.quantization,
             "backend_extras": self.backend_extras,
@@ -200,32 +242,41 @@ class Manifest:
         check_schema(d)
         try:
             manifest = cls(
-                backend=d["backend"], tier=d["tier"], plan=AdapterPlan.from_dict(d["plan"]),
-                dims=ModelDims.from_dict(d["dims"]), base_model_id=d["base_model"]["id"],
+                backend=d["backend"],
+                tier=d["tier"],
+                plan=AdapterPlan.from_dict(d["plan"]),
+                dims=ModelDims.from_dict(d["dims"]),
+                base_model_id=d["base_model"]["id"],
                 base_weights_sha256=d["base_model"]["weights_sha256"],
                 inputs=tuple(InputSpec.from_dict(i) for i in d["inputs"]),
                 files={n: FileEntry(e["sha256"], int(e["size"]), e["role"]) for n, e in d["files"].items()},
-                backend_extras=d.get("backend_extras", {}), quantization=d.get("quantization", {}),
+                backend_extras=d.get("backend_extras", {}),
+                quantization=d.get("quantization", {}),
                 fedhft_version=d.get("fedhft_version", "?"),
                 tokenizer=TokenizerSpec.from_dict(d["tokenizer"]) if d["tokenizer"] is not None else None,
-                optimizer=OptimizerSpec.from_dict(d["optimizer"]), init_seed=int(d["initial_weights"]["seed"]),
+                optimizer=OptimizerSpec.from_dict(d["optimizer"]),
+                init_seed=int(d["initial_weights"]["seed"]),
             )
             _check_semantics(d)
         except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"manifest is malformed ({type(exc).__name__}: {exc}): re-export the bundle "
-                              f"({export_command(d)})") from exc
+            raise BundleError(
+                f"manifest is malformed ({type(exc).__name__}: {exc}): re-export the bundle ({export_command(d)})"
+            ) from exc
         if manifest.backend not in BACKENDS:
             raise BundleError(f"manifest backend {manifest.backend!r} unknown; expected one of {BACKENDS}")
         recorded = [TensorSpec.from_dict(s) for s in d.get("trainable", [])]
         if recorded != manifest.trainable:
-            raise BundleError("manifest trainable tensor list disagrees with its plan and dims: the bundle was edited "
-                              "or made by an incompatible fedhft; re-export it")
+            raise BundleError(
+                "manifest trainable tensor list disagrees with its plan and dims: the bundle was edited "
+                "or made by an incompatible fedhft; re-export it"
+            )
         _check_tokenizer_bound(manifest)
         return manifest
 
 
 def export_command(d: dict[str, Any], out: Path | None = None) -> str:
     """The `fedhft export` command that rebuilds the bundle a (possibly old) manifest dict describes."""
+
     def get(*path, default="?"):
         value: Any = d
         for key in path:
@@ -233,8 +284,10 @@ def export_command(d: dict[str, Any], out: Path | None = None) -> str:
         return default if value is None else value
 
     where = f" --out {out}" if out is not None else ""
-    return (f"`fedhft export --model {get('base_model', 'id')} --num-labels {get('dims', 'num_labels')} "
-            f"--tier {get('tier')} --backend {get('backend')}{where}`")
+    return (
+        f"`fedhft export --model {get('base_model', 'id')} --num-labels {get('dims', 'num_labels')} "
+        f"--tier {get('tier')} --backend {get('backend')}{where}`"
+    )
 
 
 def check_schema(d: dict[str, Any], bundle_dir: Path | None = None) -> None:
@@ -248,9 +301,12 @@ def check_schema(d: dict[str, Any], bundle_dir: Path | None = None) -> None:
         raise BundleError(
             f"{where}manifest schema_version 1 is no longer supported: it lacks what a device needs to train the "
             f"bundle (graph feed order and output names, the optimizer, the tokenizer bound; its tokenizer.json "
-            f"pads to 128 tokens whatever the bundle accepts). Re-export the bundle with {export_command(d, out)}")
-    raise BundleError(f"{where}manifest schema_version {version!r} is not supported by this fedhft (speaks "
-                      f"{SCHEMA_VERSION}): re-export the bundle with {export_command(d, out)} or upgrade fedhft")
+            f"pads to 128 tokens whatever the bundle accepts). Re-export the bundle with {export_command(d, out)}"
+        )
+    raise BundleError(
+        f"{where}manifest schema_version {version!r} is not supported by this fedhft (speaks "
+        f"{SCHEMA_VERSION}): re-export the bundle with {export_command(d, out)} or upgrade fedhft"
+    )
 
 
 def _check_semantics(d: dict[str, Any]) -> None:
@@ -266,8 +322,10 @@ def _check_tokenizer_bound(manifest: Manifest) -> None:
     bounds = manifest.seq_bounds()
     tok = manifest.tokenizer
     if tok is not None and bounds is not None and (tok.max_length, tok.min_length) != (bounds[1], bounds[0]):
-        raise BundleError(f"manifest tokenizer lengths [{tok.min_length}, {tok.max_length}] differ from the "
-                          f"bundle's sequence bounds {list(bounds)}: the bundle was edited; re-export it")
+        raise BundleError(
+            f"manifest tokenizer lengths [{tok.min_length}, {tok.max_length}] differ from the "
+            f"bundle's sequence bounds {list(bounds)}: the bundle was edited; re-export it"
+        )
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -354,5 +412,7 @@ def verify_tokenizer_file(bundle_dir: Path, manifest: Manifest) -> None:
         raise BundleError(f"{path} is not a readable tokenizer JSON ({exc}): re-export the bundle") from exc
     want = (manifest.tokenizer.max_length, manifest.tokenizer.max_length)
     if lengths != want:
-        raise BundleError(f"{path} truncates to {lengths[0]} and pads to {lengths[1]} tokens, the bundle accepts at "
-                          f"most {want[0]}: the file was replaced; re-export the bundle")
+        raise BundleError(
+            f"{path} truncates to {lengths[0]} and pads to {lengths[1]} tokens, the bundle accepts at "
+            f"most {want[0]}: the file was replaced; re-export the bundle"
+        )

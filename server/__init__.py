@@ -8,21 +8,42 @@ and ``count_clients`` read a state dir from another process, read-only, while th
 Strategies (pure numpy) are re-exported from ``server.strategies``. ``ScriptedPeer`` and
 ``synthetic_update`` are synthetic devices (seeded updates, no training) for tests and benchmarks.
 """
+
 from server._bundles import BundleIndex, BundleInfo, BundleNeed, needed_bundles
 from server._config import ServerConfig, ServerConfigError, config_help, load_server_config
 from server._coordinator import Coordinator, Inbound, ResumeError, Transport, build_strategy
 from server._metrics import (
-    append_metrics, format_status, metrics_line, personalized_summary, read_metrics, round_metrics, server_status,
+    append_metrics,
+    format_status,
+    metrics_line,
+    personalized_summary,
+    read_metrics,
+    round_metrics,
+    server_status,
 )
 from server._plan_round import (
-    Participant, RoundPlan, cluster_sizes, intake_context, pick_clients, plan_round, state_files, task_message,
+    Participant,
+    RoundPlan,
+    cluster_sizes,
+    intake_context,
+    pick_clients,
+    plan_round,
+    state_files,
+    task_message,
 )
 from server._readers import CLIENT_ROUND_FIELDS, count_clients, read_client_rounds
 from server._registry import ClientEntry, Registry
 from server._rounds import CloseReason, assignment_digest, select_clients
 from server._run import Auth, run_server
 from server._store import (
-    ClientRoundStatus, ResumePoint, RoundState, Store, StoreError, StoredUpdate, TaskRecord, read_tensors,
+    ClientRoundStatus,
+    ResumePoint,
+    RoundState,
+    Store,
+    StoreError,
+    StoredUpdate,
+    TaskRecord,
+    read_tensors,
     write_tensors,
 )
 from server._synthetic import DEFAULT_PROFILE as SYNTHETIC_PROFILE

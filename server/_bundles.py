@@ -10,6 +10,7 @@ Each bundle is verified once at start (every file's sha256 against its manifest)
 never told to train a corrupted bundle. A bundle's id names tier, backend and the first hex digits
 of its manifest digest: a re-export gets a new id, so devices never mix files of two exports.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,17 +55,21 @@ class BundleIndex:
 
     def __init__(self, bundles: list[BundleInfo]):
         if not bundles:
-            raise BundleError("no bundles: run `fedhft export` into bundles_dir first (it writes "
-                              "<tier>/<backend>/manifest.json)")
+            raise BundleError(
+                "no bundles: run `fedhft export` into bundles_dir first (it writes <tier>/<backend>/manifest.json)"
+            )
         self.bundles = {(b.tier, b.backend): b for b in sorted(bundles, key=lambda b: (b.tier, b.backend))}
         self.by_id = {b.bundle_id: b for b in bundles}
         plans: dict[str, AdapterPlan] = {}
         models: dict[str, str] = {}
         for b in bundles:
-            if plans.setdefault(b.tier, b.plan) != b.plan or models.setdefault(b.tier, b.manifest.base_model_id) != \
-                    b.manifest.base_model_id:
-                raise BundleError(f"tier {b.tier!r} has different plans or base models in its backends: "
-                                  "re-export the tier")
+            if (
+                plans.setdefault(b.tier, b.plan) != b.plan
+                or models.setdefault(b.tier, b.manifest.base_model_id) != b.manifest.base_model_id
+            ):
+                raise BundleError(
+                    f"tier {b.tier!r} has different plans or base models in its backends: re-export the tier"
+                )
         self.plans = plans
         self._set_backbones(bundles, models)
 
@@ -74,8 +79,9 @@ class BundleIndex:
         dims: dict[str, ModelDims] = {}
         for b in bundles:
             if dims.setdefault(b.manifest.base_model_id, b.manifest.dims) != b.manifest.dims:
-                raise BundleError(f"bundles of base model {b.manifest.base_model_id!r} disagree on its dims: "
-                                  "re-export them")
+                raise BundleError(
+                    f"bundles of base model {b.manifest.base_model_id!r} disagree on its dims: re-export them"
+                )
         if len(dims) == 1:
             self.tier_backbone = {t: DEFAULT_BACKBONE for t in self.plans}
             self.backbone_dims = {DEFAULT_BACKBONE: next(iter(dims.values()))}
@@ -105,12 +111,15 @@ class BundleIndex:
             bdir = manifest_path.parent
             manifest = load_manifest(bdir, verify_files=verify_files)
             if (manifest.tier, manifest.backend) != (bdir.parent.name, bdir.name):
-                raise BundleError(f"{bdir} holds a {manifest.tier}/{manifest.backend} bundle: move it to "
-                                  f"{root / manifest.tier / manifest.backend}")
+                raise BundleError(
+                    f"{bdir} holds a {manifest.tier}/{manifest.backend} bundle: move it to "
+                    f"{root / manifest.tier / manifest.backend}"
+                )
             found.append(BundleInfo(manifest.tier, manifest.backend, bdir, manifest, bundle_digest(bdir)))
         if not found:
-            raise BundleError(f"no <tier>/<backend>/{MANIFEST_NAME} under {root}: run `fedhft export --out "
-                              f"{root}` first")
+            raise BundleError(
+                f"no <tier>/<backend>/{MANIFEST_NAME} under {root}: run `fedhft export --out {root}` first"
+            )
         return cls(found)
 
     @property
@@ -124,19 +133,26 @@ class BundleIndex:
         try:
             return self.bundles[(tier, backend)]
         except KeyError:
-            raise BundleError(f"no bundle for tier {tier!r} backend {backend!r}; have {sorted(self.bundles)}: "
-                              "export it (fedhft export --tier ... --backend ...)") from None
+            raise BundleError(
+                f"no bundle for tier {tier!r} backend {backend!r}; have {sorted(self.bundles)}: "
+                "export it (fedhft export --tier ... --backend ...)"
+            ) from None
 
     def find(self, plan: AdapterPlan, backend: str, device_tier: str) -> BundleInfo:
         """The bundle that trains ``plan`` with ``backend`` on the backbone of ``device_tier``'s
         devices; the device tier's own bundle wins when several compile the same plan."""
         backbone = self.tier_backbone.get(device_tier)
-        matches = [b for b in self.bundles.values()
-                   if b.plan == plan and b.backend == backend and self.tier_backbone[b.tier] == backbone]
+        matches = [
+            b
+            for b in self.bundles.values()
+            if b.plan == plan and b.backend == backend and self.tier_backbone[b.tier] == backbone
+        ]
         if not matches:
             need = BundleNeed(_home_tier(plan, self.plans), plan, backend, (device_tier,))
-            raise BundleError(f"no {backend} bundle compiles the plan assigned to a {device_tier} device "
-                              f"({need.describe()}): {need.export_hint(self)}")
+            raise BundleError(
+                f"no {backend} bundle compiles the plan assigned to a {device_tier} device "
+                f"({need.describe()}): {need.export_hint(self)}"
+            )
         return next((b for b in matches if b.tier == device_tier), matches[0])
 
     def missing(self, strategy: str, options: Mapping[str, Any]) -> list["BundleNeed"]:
@@ -151,8 +167,14 @@ class BundleIndex:
                 out.append(need)
         return out
 
-    def chunks(self, bundle_id: str, fleet: str, chunk_size: int, files: list[str] | None = None,
-               indices: list[int] | None = None) -> Iterator[BundleChunk]:
+    def chunks(
+        self,
+        bundle_id: str,
+        fleet: str,
+        chunk_size: int,
+        files: list[str] | None = None,
+        indices: list[int] | None = None,
+    ) -> Iterator[BundleChunk]:
         """Chunks of the requested files of a bundle (all of them when ``files`` is None).
 
         Unknown file names are skipped: the device asks again for what it still lacks.
@@ -161,11 +183,18 @@ class BundleIndex:
         if info is None:
             raise BundleError(f"unknown bundle id {bundle_id!r}: the device should use the id of its current task")
         catalog = info.files()
-        for name in (files if files is not None else list(catalog)):
+        for name in files if files is not None else list(catalog):
             if name not in catalog:
                 continue
-            yield from iter_file_chunks(info.dir / name, fleet=fleet, bundle_id=bundle_id, file=name,
-                                        chunk_size=chunk_size, indices=indices, file_digest=catalog[name][0])
+            yield from iter_file_chunks(
+                info.dir / name,
+                fleet=fleet,
+                bundle_id=bundle_id,
+                file=name,
+                chunk_size=chunk_size,
+                indices=indices,
+                file_digest=catalog[name][0],
+            )
 
 
 @dataclass(frozen=True)
@@ -180,22 +209,29 @@ class BundleNeed:
 
     def describe(self) -> str:
         used = ", ".join(self.for_tiers)
-        return (f"{self.tier}'s plan (depth {self.plan.depth}, ranks {list(self.plan.ranks)}, {self.plan.precision}) "
-                f"on {self.backend}, trained by {used} devices")
+        return (
+            f"{self.tier}'s plan (depth {self.plan.depth}, ranks {list(self.plan.ranks)}, {self.plan.precision}) "
+            f"on {self.backend}, trained by {used} devices"
+        )
 
     def export_hint(self, index: "BundleIndex | None" = None) -> str:
         """The export command (the manifest's base model id is a valid ``--model``)."""
         model, where = "<the base model>", ""
         if index is not None and index.bundles:
-            some = next((b for b in index.bundles.values() if b.tier in self.for_tiers),
-                        next(iter(index.bundles.values())))
+            some = next(
+                (b for b in index.bundles.values() if b.tier in self.for_tiers), next(iter(index.bundles.values()))
+            )
             model = some.manifest.base_model_id
             where = f" --num-labels {some.manifest.dims.num_labels} --out {some.dir.parent.parent}"
         return f"export it with `fedhft export --model {model} --tier {self.tier} --backend {self.backend}{where}`"
 
 
-def needed_bundles(strategy: str, options: Mapping[str, Any], tier_plans: Mapping[str, AdapterPlan],
-                   device_backends: Mapping[str, Iterable[str]]) -> list[BundleNeed]:
+def needed_bundles(
+    strategy: str,
+    options: Mapping[str, Any],
+    tier_plans: Mapping[str, AdapterPlan],
+    device_backends: Mapping[str, Iterable[str]],
+) -> list[BundleNeed]:
     """Every (plan, backend) bundle a fleet needs under ``strategy``: each device tier's own plan
     (the registry matches a device to its tier's bundle) and the plan the strategy assigns it,
     for each backend its devices run. ``tier_plans``: each present tier's own plan;
@@ -210,8 +246,10 @@ def needed_bundles(strategy: str, options: Mapping[str, Any], tier_plans: Mappin
             home = tier if tier_plans[tier] == plan else _home_tier(plan, tier_plans)
             for backend in backends:
                 needs.setdefault((home, backend), (plan, set()))[1].add(tier)
-    return [BundleNeed(home, plan, backend, tuple(sorted(users)))
-            for (home, backend), (plan, users) in sorted(needs.items())]
+    return [
+        BundleNeed(home, plan, backend, tuple(sorted(users)))
+        for (home, backend), (plan, users) in sorted(needs.items())
+    ]
 
 
 def _home_tier(plan: AdapterPlan, tier_plans: Mapping[str, AdapterPlan]) -> str:

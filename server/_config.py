@@ -3,6 +3,7 @@
 Loaded from a YAML file plus ``key=value`` overrides by ``fedhft.config`` (``load_server_config``).
 Every problem is reported at once, each naming the key and the fix.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,11 @@ from typing import Any, Sequence
 
 from fedhft.config import ConfigError
 from fedhft.mqtt import (
-    DEFAULT_MAX_PACKET_SIZE, DEFAULT_MQTT_PROTOCOL, MQTT_PROTOCOLS, SERVER_SESSION_EXPIRY_S, MqttProtocol,
+    DEFAULT_MAX_PACKET_SIZE,
+    DEFAULT_MQTT_PROTOCOL,
+    MQTT_PROTOCOLS,
+    SERVER_SESSION_EXPIRY_S,
+    MqttProtocol,
 )
 from fedhft.protocol import ENCODINGS
 
@@ -33,39 +38,54 @@ class ServerConfig:
     strategy_options: dict = field(default_factory=dict, metadata={"help": "keyword arguments of the strategy"})
     rounds: int = field(default=10, metadata={"help": "number of rounds to run, then stop"})
     clients_per_round: float = field(
-        default=1.0, metadata={"help": "clients selected per round: a count (>= 1, integer) or a fraction in (0, 1)"})
+        default=1.0, metadata={"help": "clients selected per round: a count (>= 1, integer) or a fraction in (0, 1)"}
+    )
     min_clients: int = field(default=1, metadata={"help": "eligible online clients needed before a round starts"})
     quorum: float = field(
-        default=1.0, metadata={"help": "fraction of the selected clients whose stored updates close the round early"})
+        default=1.0, metadata={"help": "fraction of the selected clients whose stored updates close the round early"}
+    )
     round_deadline_s: float = field(default=600.0, metadata={"help": "a round closes this many seconds after it opens"})
     start_grace_s: float = field(
-        default=0.0, metadata={"help": "seconds to wait after min_clients are online before starting a round"})
+        default=0.0, metadata={"help": "seconds to wait after min_clients are online before starting a round"}
+    )
     local_steps: int = field(default=10, metadata={"help": "local optimizer steps per task (0: use epochs)"})
     local_epochs: int = field(default=0, metadata={"help": "local epochs per task (when local_steps is 0)"})
     lr: float = field(default=1e-3, metadata={"help": "local learning rate"})
     lr_decay: float = field(
-        default=1.0, metadata={"help": "round r's tasks use lr * lr_decay**r (FedHFT's reference code: 0.9)"})
-    update_encoding: str = field(default="fp16", metadata={"help": "update encoding asked of clients: fp32, "
-                                                                   "fp16 or int8"})
+        default=1.0, metadata={"help": "round r's tasks use lr * lr_decay**r (FedHFT's reference code: 0.9)"}
+    )
+    update_encoding: str = field(
+        default="fp16", metadata={"help": "update encoding asked of clients: fp32, fp16 or int8"}
+    )
     norm_bound: float = field(default=1e3, metadata={"help": "updates with a larger global L2 norm are rejected"})
     battery_threshold: float = field(
-        default=20.0, metadata={"help": "clients on battery below this percent are not selected"})
+        default=20.0, metadata={"help": "clients on battery below this percent are not selected"}
+    )
     tier_mode: str = field(default="catalog", metadata={"help": "tier assignment: catalog (recommend_tier) or planner"})
     warmup_rounds: int = field(default=2, metadata={"help": "rounds before clustering starts (clustered strategies)"})
     seed: int = field(default=0, metadata={"help": "seed of client selection and of the strategy"})
     max_packet_size: int = field(
         default=DEFAULT_MAX_PACKET_SIZE,
-        metadata={"help": "the broker's max_packet_size: larger messages are refused before publishing"})
+        metadata={"help": "the broker's max_packet_size: larger messages are refused before publishing"},
+    )
     chunk_size: int = field(default=96 * 1024, metadata={"help": "bundle chunk bytes (capped to fit max_packet_size)"})
     intake_batch: int = field(default=64, metadata={"help": "updates stored per durable commit (group commit)"})
     session_expiry_s: int = field(
-        default=SERVER_SESSION_EXPIRY_S, metadata={"help": "broker keeps the server's session (and queued updates) "
-                                                           "this long (MQTT 5 only; on 3.1.1 the broker's own "
-                                                           "setting decides)"})
+        default=SERVER_SESSION_EXPIRY_S,
+        metadata={
+            "help": "broker keeps the server's session (and queued updates) "
+            "this long (MQTT 5 only; on 3.1.1 the broker's own "
+            "setting decides)"
+        },
+    )
     mqtt_protocol: MqttProtocol = field(
-        default=DEFAULT_MQTT_PROTOCOL, metadata={"help": "MQTT protocol version: 5, or 3.1.1 for a broker without "
-                                                         "MQTT 5 (the embedded amqtt broker); 3.1.1 has no PUBACK "
-                                                         "reason codes, so ACL refusals are silent"})
+        default=DEFAULT_MQTT_PROTOCOL,
+        metadata={
+            "help": "MQTT protocol version: 5, or 3.1.1 for a broker without "
+            "MQTT 5 (the embedded amqtt broker); 3.1.1 has no PUBACK "
+            "reason codes, so ACL refusals are silent"
+        },
+    )
 
     def __post_init__(self) -> None:
         errors = self.problems()

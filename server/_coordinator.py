@@ -8,6 +8,7 @@ so processing order = write order and nothing needs a lock.
 Durability rule: an update's PUBLISH is acknowledged to the broker only after its bytes are
 committed to SQLite; until then the broker keeps it and redelivers it after a crash.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -17,8 +18,22 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from fedhft.protocol import (
-    Ack, AckStatus, BundleRequest, ClientStatus, Hello, Outcome, OutcomeKind, ProtocolError, Reason, ServerState,
-    ServerStatus, Topics, decode, decode_update, encode, payload_budget,
+    Ack,
+    AckStatus,
+    BundleRequest,
+    ClientStatus,
+    Hello,
+    Outcome,
+    OutcomeKind,
+    ProtocolError,
+    Reason,
+    ServerState,
+    ServerStatus,
+    Topics,
+    decode,
+    decode_update,
+    encode,
+    payload_budget,
 )
 
 from fedhft.manifest import BundleError
@@ -30,11 +45,24 @@ from server._log import event
 from server._metrics import append_metrics, repair_metrics, round_metrics
 from server._registry import Registry
 from server._plan_round import (
-    Participant, RoundPlan, cluster_sizes, intake_context, pick_clients, plan_round, state_files, task_message,
+    Participant,
+    RoundPlan,
+    cluster_sizes,
+    intake_context,
+    pick_clients,
+    plan_round,
+    state_files,
+    task_message,
 )
 from server._rounds import CloseReason, OpenRound
 from server._store import (
-    ClientRoundStatus, RoundState, Store, StoredUpdate, TaskRecord, read_tensors, write_tensors,
+    ClientRoundStatus,
+    RoundState,
+    Store,
+    StoredUpdate,
+    TaskRecord,
+    read_tensors,
+    write_tensors,
 )
 from server._task_ids import other_run
 from server._validation import Accepted, Duplicate, Rejected, check_update
@@ -81,14 +109,22 @@ def build_strategy(config: ServerConfig, bundles: BundleIndex) -> Strategy:
             raise BundleError(
                 f"the bundles use {len(bundles.backbone_dims)} base models ({', '.join(bundles.backbone_dims)}) but "
                 f"strategy {config.strategy!r} aggregates one backbone: export every tier from one base model, or "
-                f"use strategy=heterotune (cross-model aggregation)")
+                f"use strategy=heterotune (cross-model aggregation)"
+            )
         opts["backbone_dims"] = bundles.backbone_dims
     return get_strategy(config.strategy, dims=bundles.dims, seed=config.seed, **opts)
 
 
 class Coordinator:
-    def __init__(self, config: ServerConfig, store: Store, bundles: BundleIndex, transport: Transport,
-                 strategy: Strategy | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: Store,
+        bundles: BundleIndex,
+        transport: Transport,
+        strategy: Strategy | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.config, self.store, self.bundles, self.transport = config, store, bundles, transport
         self.strategy = strategy or build_strategy(config, bundles)
         self.clock = clock
@@ -100,8 +136,14 @@ class Coordinator:
         self._batch_digests: dict[str, str] = {}
         self._deferred: list | None = None  # actions waiting for the current batch's commit
         self._resumed = False  # no round starts before resume() has looked at the store
-        store.bind_run({"fleet": config.fleet, "strategy": config.strategy, "seed": config.seed,
-                        "strategy_options": config.strategy_options})
+        store.bind_run(
+            {
+                "fleet": config.fleet,
+                "strategy": config.strategy,
+                "seed": config.seed,
+                "strategy_options": config.strategy_options,
+            }
+        )
         self.run_id = store.run_id()  # in every task id: another run's messages never match this run's tasks
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -145,9 +187,22 @@ class Coordinator:
                         accepted.append((item, verdict))
                 if accepted:
                     r = self.round
-                    self.store.store_updates([StoredUpdate(
-                        r.idx, v.update.client, v.update.task_id, v.digest, v.update.encoding, v.update.num_examples,
-                        v.update.encoded, v.update.metrics) for _, v in accepted], self.clock())
+                    self.store.store_updates(
+                        [
+                            StoredUpdate(
+                                r.idx,
+                                v.update.client,
+                                v.update.task_id,
+                                v.digest,
+                                v.update.encoding,
+                                v.update.num_examples,
+                                v.update.encoded,
+                                v.update.metrics,
+                            )
+                            for _, v in accepted
+                        ],
+                        self.clock(),
+                    )
         finally:
             deferred, self._deferred, self._batch_digests = self._deferred, None, {}
         if accepted:
@@ -195,9 +250,16 @@ class Coordinator:
 
     def _check(self, client: str, payload: bytes):
         r = self.round
-        ctx = intake_context(self.config, r.idx if r else None, bool(r and r.accepting),
-                             r.expected(self.strategy.dims_for) if r else {}, self._stored_digest,
-                             self.store.task_ids, self.store.stored_digest, run_id=self.run_id)
+        ctx = intake_context(
+            self.config,
+            r.idx if r else None,
+            bool(r and r.accepting),
+            r.expected(self.strategy.dims_for) if r else {},
+            self._stored_digest,
+            self.store.task_ids,
+            self.store.stored_digest,
+            run_id=self.run_id,
+        )
         return check_update(client, payload, ctx)
 
     def _stored_digest(self, client: str) -> str | None:
@@ -237,16 +299,38 @@ class Coordinator:
             return
         assert isinstance(verdict, Rejected)
         own_round = self.round is not None and verdict.round == self.round.idx
-        self.store.record_rejection(verdict.round, verdict.client, verdict.task_id, verdict.reason,
-                                    verdict.rejection.detail, verdict.digest, verdict.nbytes, self.clock(),
-                                    final=verdict.final and own_round)
+        self.store.record_rejection(
+            verdict.round,
+            verdict.client,
+            verdict.task_id,
+            verdict.reason,
+            verdict.rejection.detail,
+            verdict.digest,
+            verdict.nbytes,
+            self.clock(),
+            final=verdict.final and own_round,
+        )
         if verdict.final and own_round:
             self._mark(verdict.client, ClientRoundStatus.REJECTED)
-        event(log, logging.WARNING, "update_rejected", client=verdict.client, round=verdict.round,
-              reason=verdict.reason, bytes=verdict.nbytes, detail=verdict.rejection.detail[:200])
+        event(
+            log,
+            logging.WARNING,
+            "update_rejected",
+            client=verdict.client,
+            round=verdict.round,
+            reason=verdict.reason,
+            bytes=verdict.nbytes,
+            detail=verdict.rejection.detail[:200],
+        )
         self._ack(item)
-        self._send_ack(verdict.client, verdict.round or 0, verdict.task_id or "none", verdict.digest,
-                       AckStatus.REJECTED, f"{verdict.reason}: {verdict.rejection.detail}"[:1000])
+        self._send_ack(
+            verdict.client,
+            verdict.round or 0,
+            verdict.task_id or "none",
+            verdict.digest,
+            AckStatus.REJECTED,
+            f"{verdict.reason}: {verdict.rejection.detail}"[:1000],
+        )
 
     def _send_ack(self, client: str, rnd: int, task_id: str, digest: str, status: AckStatus, reason: str = "") -> None:
         msg = Ack(self.config.fleet, client, rnd, task_id, digest, status, reason)
@@ -296,8 +380,13 @@ class Coordinator:
             stale = other_run(msg.task_id, self.run_id)
             if stale is not None:  # another run's: recorded like a rejected update (the caller acks it)
                 self.store.record_rejection(msg.round, msg.client, msg.task_id, Reason.STALE_RUN, stale, None, 0, now)
-            log.info("outcome %s from %s for round %s task %s is stale: ignored", msg.kind, msg.client, msg.round,
-                     msg.task_id)
+            log.info(
+                "outcome %s from %s for round %s task %s is stale: ignored",
+                msg.kind,
+                msg.client,
+                msg.round,
+                msg.task_id,
+            )
             return
         if self.store.record_outcome(r.idx, msg.client, msg.kind, msg.reason, msg.metrics, now):
             self._mark(msg.client, ClientRoundStatus.OUTCOME)
@@ -343,8 +432,17 @@ class Coordinator:
             return
         idx = self.next_round
         picked, salt = pick_clients(eligible, idx, self.config)
-        self._open(plan_round(self.strategy, self.bundles, idx, salt,
-                              [Participant(c.client, c.tier, c.backend) for c in picked], self.run_id), now)
+        self._open(
+            plan_round(
+                self.strategy,
+                self.bundles,
+                idx,
+                salt,
+                [Participant(c.client, c.tier, c.backend) for c in picked],
+                self.run_id,
+            ),
+            now,
+        )
 
     def _open(self, plan: RoundPlan, now: float, existing: dict[str, TaskRecord] | None = None) -> None:
         """Persist the configured round (unless ``existing``), publish its tasks."""
@@ -355,14 +453,25 @@ class Coordinator:
                     raise ResumeError(
                         f"round {idx}: strategy {self.strategy.name} rebuilt a different assignment for {cid} than "
                         "the one stored before the restart (the strategy is not deterministic): start a new "
-                        "--state dir")
+                        "--state dir"
+                    )
         deadline = now + self.config.round_deadline_s
         if existing is None:
             self.store.create_round(idx, plan.salt, deadline, list(plan.tasks.values()), now)
-        status = {cid: (existing[cid].status if existing is not None else ClientRoundStatus.TASKED)
-                  for cid in plan.tasks}
-        self.round = OpenRound(idx, plan.salt, now, deadline, plan.infos, plan.assignments, plan.tasks,
-                               self.strategy.aggregator(idx), status=status)
+        status = {
+            cid: (existing[cid].status if existing is not None else ClientRoundStatus.TASKED) for cid in plan.tasks
+        }
+        self.round = OpenRound(
+            idx,
+            plan.salt,
+            now,
+            deadline,
+            plan.infos,
+            plan.assignments,
+            plan.tasks,
+            self.strategy.aggregator(idx),
+            status=status,
+        )
         self._refeed_stored(idx)
         self.store.set_round_state(idx, RoundState.OPEN, deadline=deadline)
         fault_point("before_tasks")
@@ -371,8 +480,16 @@ class Coordinator:
                 self._publish_task(cid)
         fault_point("after_publish", settle_s=1.0)
         tasked = self.round.count(ClientRoundStatus.TASKED)
-        event(log, logging.INFO, "round_open", round=idx, clients=len(plan.tasks), tasked=tasked,
-              already_answered=len(plan.tasks) - tasked, deadline_s=self.config.round_deadline_s)
+        event(
+            log,
+            logging.INFO,
+            "round_open",
+            round=idx,
+            clients=len(plan.tasks),
+            tasked=tasked,
+            already_answered=len(plan.tasks) - tasked,
+            deadline_s=self.config.round_deadline_s,
+        )
         self.publish_server_status(ServerState.RUNNING)
 
     def _refeed_stored(self, idx: int) -> None:
@@ -386,8 +503,11 @@ class Coordinator:
         for t in tasks:
             entry = self.registry.clients.get(t.client)
             participants.append(Participant(t.client, entry.tier if entry and entry.tier else t.tier, t.backend))
-        self._open(plan_round(self.strategy, self.bundles, idx, salt, participants, self.run_id), self.clock(),
-                   existing={t.client: t for t in tasks})
+        self._open(
+            plan_round(self.strategy, self.bundles, idx, salt, participants, self.run_id),
+            self.clock(),
+            existing={t.client: t for t in tasks},
+        )
 
     def _publish_task(self, client: str) -> None:
         r = self.round
@@ -405,8 +525,9 @@ class Coordinator:
 
     def _task_failed(self, client: str, why: str) -> None:
         event(log, logging.ERROR, "task_failed", client=client, round=self.round.idx, reason=why[:300])
-        self.store.record_outcome(self.round.idx, client, OutcomeKind.ERROR, f"server could not send the task: {why}",
-                                  {}, self.clock())
+        self.store.record_outcome(
+            self.round.idx, client, OutcomeKind.ERROR, f"server could not send the task: {why}", {}, self.clock()
+        )
         self._mark(client, ClientRoundStatus.OUTCOME)
 
     def _close_and_commit(self, why: CloseReason) -> None:
@@ -421,15 +542,30 @@ class Coordinator:
         files = self._write_states(r.idx, state)
         self.store.set_round_state(r.idx, RoundState.AGGREGATED)
         agg_s = r.agg_seconds + time.perf_counter() - t0
-        extra = {"strategy": self.strategy.name, "closed_by": why, "round_s": round(now - r.started, 4),
-                 "aggregation_s": round(agg_s, 4), "bytes_down": r.bytes_down,
-                 "cluster_sizes": cluster_sizes(r.assignments)}
+        extra = {
+            "strategy": self.strategy.name,
+            "closed_by": why,
+            "round_s": round(now - r.started, 4),
+            "aggregation_s": round(agg_s, 4),
+            "bytes_down": r.bytes_down,
+            "cluster_sizes": cluster_sizes(r.assignments),
+        }
         metrics = round_metrics(self.store, r.idx, extra)
         self.store.commit_round(r.idx, files, metrics, self.clock())
         append_metrics(self.store.dir, metrics)
-        event(log, logging.INFO, "round_committed", round=r.idx, closed_by=why, stored=metrics["stored"],
-              dropped=dropped, rejections=metrics["rejections"], outcomes=metrics["outcomes"],
-              round_s=metrics["round_s"], aggregation_s=metrics["aggregation_s"])
+        event(
+            log,
+            logging.INFO,
+            "round_committed",
+            round=r.idx,
+            closed_by=why,
+            stored=metrics["stored"],
+            dropped=dropped,
+            rejections=metrics["rejections"],
+            outcomes=metrics["outcomes"],
+            round_s=metrics["round_s"],
+            aggregation_s=metrics["aggregation_s"],
+        )
         self.round, self.next_round, self.ready_since = None, r.idx + 1, None
         self.publish_server_status(ServerState.FINISHED if self.finished else ServerState.RUNNING)
 

@@ -12,6 +12,7 @@ Points, in the order a round passes them:
 SIGKILL, not an exception: nothing (finally blocks, atexit, paho's DISCONNECT) runs, as in a
 power cut or the OOM killer.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Structured log lines: ``event=<name> key=value ...`` (values JSON-quoted when they need it), so
 that ``grep event=round_committed`` and log shippers can parse the server's story without regexes."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Per-round metrics (one JSON line per committed round in ``<state>/metrics.jsonl``) and the
 ``fedhft server status`` report, both computed from the durable store."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,9 @@ def personalized_summary(client_metrics: list[dict[str, float]]) -> dict[str, An
     out: dict[str, Any] = {"clients": len(rows), "examples": int(weights.sum())}
     for key in SHARD_KEYS:
         have = [(w, float(m[key])) for w, m in zip(weights, rows) if key in m]
-        out[key.removeprefix("val_")] = float(np.average([v for _, v in have], weights=[w for w, _ in have])) \
-            if have else None
+        out[key.removeprefix("val_")] = (
+            float(np.average([v for _, v in have], weights=[w for w, _ in have])) if have else None
+        )
     after = np.sort([float(m["val_acc_after"]) for m in rows])
     out["worst10_acc_after"] = float(after[: max(1, int(np.ceil(WORST_SHARE * len(after))))].mean())
     return out
@@ -93,8 +95,9 @@ def metrics_line(idx: int, tasks: list[dict], rejections: dict[str, int], extra:
         "loss_mean": float(np.mean(loss)) if loss else None,
         "bytes_up": int(sum(t["bytes"] or 0 for t in tasks if t["status"] == ClientRoundStatus.STORED)),
         "rejections": dict(sorted(rejections.items())),
-        "outcomes": dict(sorted(Counter(t["outcome"] for t in tasks
-                                        if t["status"] == ClientRoundStatus.OUTCOME).items())),
+        "outcomes": dict(
+            sorted(Counter(t["outcome"] for t in tasks if t["status"] == ClientRoundStatus.OUTCOME).items())
+        ),
         "clients_by_tier": dict(sorted(Counter(t["tier"] for t in tasks).items())),
         "personalized": personalized_summary(shards),
     }
@@ -143,8 +146,13 @@ def record_server_state(store: Store, state: ServerState, now: float | None = No
     t = time.time() if now is None else now
     try:
         old = json.loads(store.get_meta(SERVER_META) or "{}")
-        rec = {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
-               "started": t if state == ServerState.RUNNING else old.get("started"), "updated": t}
+        rec = {
+            "state": state,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": t if state == ServerState.RUNNING else old.get("started"),
+            "updated": t,
+        }
         store.set_meta(SERVER_META, json.dumps(rec, sort_keys=True))
     except (sqlite3.Error, ValueError) as exc:
         log.warning("could not record server state %r in %s: %s", state, store.dir, exc)
@@ -180,13 +188,16 @@ def _same_process_alive(pid, started) -> bool:
 def _open_readonly(state_dir: Path) -> Store:
     """The store of ``state_dir``; StoreError naming the problem and the fix for anything else."""
     if not state_dir.exists():
-        raise StoreError(f"{state_dir} does not exist: pass the --state DIR that `fedhft server` ran with "
-                         "(for a simulation: RUN_DIR/server)")
+        raise StoreError(
+            f"{state_dir} does not exist: pass the --state DIR that `fedhft server` ran with "
+            "(for a simulation: RUN_DIR/server)"
+        )
     if not state_dir.is_dir():
         raise StoreError(f"{state_dir} is a file, not a state dir: pass the --state DIR that `fedhft server` ran with")
     if not (state_dir / DB_NAME).is_file() and (state_dir / "server" / DB_NAME).is_file():
-        raise StoreError(f"{state_dir} is a simulation's run dir, not a server state dir: pass --state "
-                         f"{state_dir / 'server'}")
+        raise StoreError(
+            f"{state_dir} is a simulation's run dir, not a server state dir: pass --state {state_dir / 'server'}"
+        )
     return Store(state_dir, readonly=True)
 
 
@@ -199,8 +210,10 @@ def server_status(state_dir: str | Path, now: float | None = None) -> dict[str, 
         rounds, clients = store.rounds(), store.clients()
         run, server = store.get_meta("run"), store.get_meta(SERVER_META)
     except sqlite3.Error as exc:
-        raise StoreError(f"{state_dir / DB_NAME} is not a readable fedhft server database ({exc}): pass the "
-                         "--state DIR that `fedhft server` ran with") from None
+        raise StoreError(
+            f"{state_dir / DB_NAME} is not a readable fedhft server database ({exc}): pass the "
+            "--state DIR that `fedhft server` ran with"
+        ) from None
     finally:
         store.close()
     record = json.loads(server) if server else None
@@ -215,17 +228,25 @@ def server_status(state_dir: str | Path, now: float | None = None) -> dict[str, 
     return {
         "state_dir": str(state_dir),
         "now": time.time() if now is None else now,
-        "server": {"liveness": liveness.value, "why": why, "record": record,
-                   "last_active": max(times) if times else None},
+        "server": {
+            "liveness": liveness.value,
+            "why": why,
+            "record": record,
+            "last_active": max(times) if times else None,
+        },
         "run": json.loads(run) if run else None,
-        "rounds": [{"round": r.idx, "state": r.state, "started": r.started, "closed": r.closed,
-                    "committed": r.committed} for r in rounds],
+        "rounds": [
+            {"round": r.idx, "state": r.state, "started": r.started, "closed": r.closed, "committed": r.committed}
+            for r in rounds
+        ],
         "committed_rounds": sum(1 for r in rounds if r.state == RoundState.COMMITTED),
         # Only a running server keeps the online flags true; a stopped one leaves them as last reported.
-        "clients": {"total": len(clients),
-                    "online": {Liveness.RUNNING: reported_online, Liveness.UNKNOWN: None}.get(liveness, 0),
-                    "last_reported_online": reported_online,
-                    "by_tier": {t: dict(c) for t, c in sorted(by_tier.items())}},
+        "clients": {
+            "total": len(clients),
+            "online": {Liveness.RUNNING: reported_online, Liveness.UNKNOWN: None}.get(liveness, 0),
+            "last_reported_online": reported_online,
+            "by_tier": {t: dict(c) for t, c in sorted(by_tier.items())},
+        },
         "last_metrics": metrics[-1] if metrics else None,
     }
 
@@ -244,14 +265,15 @@ def format_status(status: dict[str, Any]) -> str:
     lines += _client_lines(status["clients"], srv["liveness"])
     m = status.get("last_metrics")
     if m:
-        lines += [f"last committed round ({m['round']}):",
-                  f"  clients stored {m['stored']} of {m['selected']} selected; rejected "
-                  f"{m.get('rejected_clients', 0)}, "
-                  f"device-reported failures {m.get('outcome_clients', 0)}, dropped {m.get('dropped', 0)}",
-                  f"  mean client-reported accuracy (each client's local validation set): {_num(m['accuracy_mean'])}",
-                  f"  rejections by reason: {_counts(m['rejections'])}; device failures by kind: "
-                  f"{_counts(m['outcomes'])}",
-                  f"  round duration {_secs(m.get('round_s'))}, aggregation {_secs(m.get('aggregation_s'))}"]
+        lines += [
+            f"last committed round ({m['round']}):",
+            f"  clients stored {m['stored']} of {m['selected']} selected; rejected "
+            f"{m.get('rejected_clients', 0)}, "
+            f"device-reported failures {m.get('outcome_clients', 0)}, dropped {m.get('dropped', 0)}",
+            f"  mean client-reported accuracy (each client's local validation set): {_num(m['accuracy_mean'])}",
+            f"  rejections by reason: {_counts(m['rejections'])}; device failures by kind: {_counts(m['outcomes'])}",
+            f"  round duration {_secs(m.get('round_s'))}, aggregation {_secs(m.get('aggregation_s'))}",
+        ]
     return "\n".join(lines)
 
 
@@ -272,8 +294,10 @@ def _client_lines(c: dict, liveness: str) -> list[str]:
     if liveness == Liveness.RUNNING:
         head, states = f"clients: {c['total']} registered, {c['online']} online", "state by tier"
     elif c["online"] is None:
-        head = (f"clients: {c['total']} registered, {c['last_reported_online']} online when last reported "
-                "(whether the server still runs is unknown)")
+        head = (
+            f"clients: {c['total']} registered, {c['last_reported_online']} online when last reported "
+            "(whether the server still runs is unknown)"
+        )
         states = "last reported state by tier"
     else:
         head = f"clients: {c['total']} registered, none online (the server is not running)"
@@ -289,8 +313,15 @@ def _when(ts: float | None, now: float) -> str:
         return "(time unknown)"
     stamp = datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     ago = max(0, int(now - ts))
-    span = f"{ago} s" if ago < 120 else f"{ago // 60} min" if ago < 7200 else f"{ago // 3600} h" if ago < 172800 \
+    span = (
+        f"{ago} s"
+        if ago < 120
+        else f"{ago // 60} min"
+        if ago < 7200
+        else f"{ago // 3600} h"
+        if ago < 172800
         else f"{ago // 86400} days"
+    )
     return f"at {stamp} ({span} ago)"
 
 

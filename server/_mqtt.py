@@ -13,6 +13,7 @@ manual acks and intake queue.
 On MQTT 3.1.1 the broker's own settings bound the session's life and the in-flight messages, and
 PUBACKs carry no reason code; see docs/DESIGN-NOTES.md.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,12 @@ from typing import Iterable
 
 from fedhft import mqtt as shared_mqtt
 from fedhft.mqtt import (
-    DEFAULT_MAX_PACKET_SIZE, DEFAULT_MQTT_PROTOCOL, SERVER_SESSION_EXPIRY_S, ClientSpec, MqttConnection, Will,
+    DEFAULT_MAX_PACKET_SIZE,
+    DEFAULT_MQTT_PROTOCOL,
+    SERVER_SESSION_EXPIRY_S,
+    ClientSpec,
+    MqttConnection,
+    Will,
 )
 from fedhft.protocol import BundleChunk, ServerState, ServerStatus, Topics, encode
 
@@ -48,19 +54,45 @@ class MqttTransport:
     """paho client for the coordinator: ``publish``, ``ack``, ``serve_bundle``; inbound messages
     go to ``inbox`` as ``Inbound`` values."""
 
-    def __init__(self, url: str, fleet: str, username: str | None, password: str | None, *,
-                 client_id: str | None = None, session_expiry: int = SERVER_SESSION_EXPIRY_S,
-                 tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None,
-                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, inbox: queue.Queue | None = None,
-                 protocol: str = DEFAULT_MQTT_PROTOCOL, run_id: str = ""):
+    def __init__(
+        self,
+        url: str,
+        fleet: str,
+        username: str | None,
+        password: str | None,
+        *,
+        client_id: str | None = None,
+        session_expiry: int = SERVER_SESSION_EXPIRY_S,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        inbox: queue.Queue | None = None,
+        protocol: str = DEFAULT_MQTT_PROTOCOL,
+        run_id: str = "",
+    ):
         self.fleet, self.topics = fleet, Topics(fleet)
         will = Will(self.topics.server_status, encode(ServerStatus(fleet, ServerState.OFFLINE, None, 0.0)))
         # The server never reads a packet limit from CONNACK: the configured one is the broker's (fleet-init).
-        self.conn = MqttConnection(ClientSpec(
-            url, client_id or server_client_id(fleet, username, password, run_id), username, password, protocol,
-            tls_ca, tls_cert, tls_key, clean_start=False, session_expiry_s=session_expiry,
-            receive_maximum=RECEIVE_MAXIMUM, manual_ack=True, max_inflight=MAX_INFLIGHT, will=will,
-            max_packet_size=max_packet_size))
+        self.conn = MqttConnection(
+            ClientSpec(
+                url,
+                client_id or server_client_id(fleet, username, password, run_id),
+                username,
+                password,
+                protocol,
+                tls_ca,
+                tls_cert,
+                tls_key,
+                clean_start=False,
+                session_expiry_s=session_expiry,
+                receive_maximum=RECEIVE_MAXIMUM,
+                manual_ack=True,
+                max_inflight=MAX_INFLIGHT,
+                will=will,
+                max_packet_size=max_packet_size,
+            )
+        )
         self.client, self.target, self.mqtt5 = self.conn.paho, self.conn.target, self.conn.mqtt5
         self.inbox: queue.Queue = inbox if inbox is not None else queue.Queue()
         self.connected = threading.Event()
@@ -101,17 +133,22 @@ class MqttTransport:
         try:
             self.conn.connect()
         except OSError as exc:  # refused, unknown host, TLS handshake: a setting to fix, not a traceback
-            raise ConnectionError(f"cannot connect to the broker at {self.target}: {exc}. Is it running there, "
-                                  "and is --broker right?") from None
+            raise ConnectionError(
+                f"cannot connect to the broker at {self.target}: {exc}. Is it running there, and is --broker right?"
+            ) from None
         self.client.loop_start()
         if not self.connected.wait(timeout):
             self.close()
-            raise ConnectionError(f"no CONNACK from {self.target} within {timeout}s: is the broker running there (and "
-                                  "does a TLS listener want a client certificate)?")
+            raise ConnectionError(
+                f"no CONNACK from {self.target} within {timeout}s: is the broker running there (and "
+                "does a TLS listener want a client certificate)?"
+            )
         if self.connack_error:
             self.close()
-            raise ConnectionError(f"broker {self.target} refused the server: {self.connack_error}. Check the "
-                                  "credentials (server.json from fleet-init) and the broker's ACL")
+            raise ConnectionError(
+                f"broker {self.target} refused the server: {self.connack_error}. Check the "
+                "credentials (server.json from fleet-init) and the broker's ACL"
+            )
         self._bundle_thread = threading.Thread(target=self._serve_bundles, name="fedhft-bundles", daemon=True)
         self._bundle_thread.start()
         return self

@@ -12,6 +12,7 @@ ids and ``Task`` messages, and check updates against the same expectations:
 
 Nothing here touches the store, the broker or the clock: callers pass what they hold.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,17 @@ class RoundPlan:
 
     def expected(self, dims_for: Callable[[ClientInfo], object]) -> dict[str, Expected]:
         """What each client's update must look like (``check_update``'s expectations)."""
-        return {cid: Expected(cid, self.idx, t.task_id, self.assignments[cid].plan, dims_for(self.infos[cid]),
-                              self.assignments[cid].mask) for cid, t in self.tasks.items()}
+        return {
+            cid: Expected(
+                cid,
+                self.idx,
+                t.task_id,
+                self.assignments[cid].plan,
+                dims_for(self.infos[cid]),
+                self.assignments[cid].mask,
+            )
+            for cid, t in self.tasks.items()
+        }
 
 
 def pick_clients(eligible: Sequence[ClientEntry], idx: int, config: ServerConfig) -> tuple[list[ClientEntry], int]:
@@ -63,8 +73,9 @@ def pick_clients(eligible: Sequence[ClientEntry], idx: int, config: ServerConfig
     return picked, int(rng.integers(2**62))
 
 
-def plan_round(strategy: Strategy, bundles: BundleIndex, idx: int, salt: int,
-               participants: Sequence[Participant], run_id: str = "") -> RoundPlan:
+def plan_round(
+    strategy: Strategy, bundles: BundleIndex, idx: int, salt: int, participants: Sequence[Participant], run_id: str = ""
+) -> RoundPlan:
     """Configure the strategy for round ``idx`` (its generator seeded by ``salt``) and name each
     task: the task id depends only on (run, round, client, assignment digest)."""
     infos = {p.client: bundles.client_info(p.client, p.tier) for p in participants}
@@ -88,23 +99,56 @@ def task_message(plan: RoundPlan, client: str, bundles: BundleIndex, config: Ser
     compiles the assigned plan for that backend."""
     t, a = plan.tasks[client], plan.assignments[client]
     bundle = bundles.find(a.plan, t.backend, plan.infos[client].tier)
-    hyper = Hyper(round_lr(config, plan.idx), config.local_steps, config.local_epochs, a.plan.batch_size,
-                  a.plan.max_seq_len, config.update_encoding)
-    return Task(config.fleet, client, plan.idx, t.task_id, t.tier, t.backend, bundle.bundle_id, bundle.sha256,
-                a.plan.to_dict(), hyper, deadline, a.start_state, a.mask)
+    hyper = Hyper(
+        round_lr(config, plan.idx),
+        config.local_steps,
+        config.local_epochs,
+        a.plan.batch_size,
+        a.plan.max_seq_len,
+        config.update_encoding,
+    )
+    return Task(
+        config.fleet,
+        client,
+        plan.idx,
+        t.task_id,
+        t.tier,
+        t.backend,
+        bundle.bundle_id,
+        bundle.sha256,
+        a.plan.to_dict(),
+        hyper,
+        deadline,
+        a.start_state,
+        a.mask,
+    )
 
 
-def intake_context(config: ServerConfig, idx: int | None, accepting: bool, expected: Mapping[str, Expected],
-                   stored_digest: Callable[[str], str | None],
-                   known_tasks: Callable[[str], Mapping[str, int]] = lambda client: {},
-                   stored_in_round: Callable[[int, str], str | None] | None = None,
-                   run_id: str | None = None) -> IntakeContext:
+def intake_context(
+    config: ServerConfig,
+    idx: int | None,
+    accepting: bool,
+    expected: Mapping[str, Expected],
+    stored_digest: Callable[[str], str | None],
+    known_tasks: Callable[[str], Mapping[str, int]] = lambda client: {},
+    stored_in_round: Callable[[int, str], str | None] | None = None,
+    run_id: str | None = None,
+) -> IntakeContext:
     """``check_update``'s view of the round: the run's fleet, norm bound, packet bound and update
     encoding, and the caller's record of what is stored (``stored_digest(client)`` for this round)."""
-    return IntakeContext(fleet=config.fleet, round=idx, accepting=accepting, expected=expected,
-                         stored_digest=stored_digest, known_tasks=known_tasks, norm_bound=config.norm_bound,
-                         max_payload=config.max_packet_size, stored_in_round=stored_in_round,
-                         encoding=config.update_encoding, run_id=run_id)
+    return IntakeContext(
+        fleet=config.fleet,
+        round=idx,
+        accepting=accepting,
+        expected=expected,
+        stored_digest=stored_digest,
+        known_tasks=known_tasks,
+        norm_bound=config.norm_bound,
+        max_payload=config.max_packet_size,
+        stored_in_round=stored_in_round,
+        encoding=config.update_encoding,
+        run_id=run_id,
+    )
 
 
 def cluster_sizes(assignments: Mapping[str, ClientAssignment]) -> list[int] | None:
@@ -120,8 +164,10 @@ def state_files(strategy: Strategy, idx: int, state) -> dict[str, tuple[dict[str
     """What a committed round writes, by kind (``strategy``, ``global``, and ``clusters`` for a
     clustered strategy), in write order: (tensors, metadata) each, for ``write_tensors``."""
     tensors, meta = strategy.state_dict()
-    out = {"strategy": (tensors, meta),
-           "global": (state.global_state, {"round": idx, "strategy": strategy.name, "dims": state.dims.to_dict()})}
+    out = {
+        "strategy": (tensors, meta),
+        "global": (state.global_state, {"round": idx, "strategy": strategy.name, "dims": state.dims.to_dict()}),
+    }
     if state.cluster_states:
         flat = {f"cluster{k}/{n}": v for k, c in enumerate(state.cluster_states) for n, v in c.items()}
         if state.cluster_weights is not None:

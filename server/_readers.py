@@ -6,6 +6,7 @@ timeout) and never write, so a reader cannot block the server's commits. A state
 database yet, or a read that meets a commit in progress or a schema not created yet, reads as
 empty: the caller polls again.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,18 @@ from pathlib import Path
 from server._store import DB_NAME
 
 #: The columns of a client-round record, in the order ``read_client_rounds`` gives them.
-CLIENT_ROUND_FIELDS = ("round", "client", "tier", "backend", "status", "bytes", "num_examples", "metrics",
-                       "outcome", "reason")
+CLIENT_ROUND_FIELDS = (
+    "round",
+    "client",
+    "tier",
+    "backend",
+    "status",
+    "bytes",
+    "num_examples",
+    "metrics",
+    "outcome",
+    "reason",
+)
 _BUSY_TIMEOUT_S = 2.0
 
 
@@ -38,8 +49,9 @@ def read_client_rounds(state_dir: str | Path) -> list[dict]:
         if conn is None:
             return []
         try:
-            rows = conn.execute(f"SELECT {', '.join(CLIENT_ROUND_FIELDS)} FROM client_rounds "
-                                "ORDER BY round, client").fetchall()
+            rows = conn.execute(
+                f"SELECT {', '.join(CLIENT_ROUND_FIELDS)} FROM client_rounds ORDER BY round, client"
+            ).fetchall()
         finally:
             conn.close()
     except sqlite3.Error:

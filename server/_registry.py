@@ -6,6 +6,7 @@ tier whose estimated peak memory and step time fit the device), restricted to ti
 bundle. Liveness comes from the retained ClientStatus on ``from/<client>/status``, which the
 device's Last Will turns to ``offline`` when its connection dies.
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,10 +82,15 @@ def model_shape(bundles: BundleIndex) -> ModelShape:
     """The planner's ModelShape from the bundles' dims (vocabulary of a BERT tokenizer assumed:
     the manifest does not carry it, and it only moves the fixed embedding memory)."""
     d = bundles.dims
-    return ModelShape.from_hf_config({
-        "hidden_size": d.hidden, "intermediate_size": d.intermediate, "num_hidden_layers": d.num_layers,
-        "vocab_size": 30522, "num_attention_heads": max(1, d.hidden // 64),
-    })
+    return ModelShape.from_hf_config(
+        {
+            "hidden_size": d.hidden,
+            "intermediate_size": d.intermediate,
+            "num_hidden_layers": d.num_layers,
+            "vocab_size": 30522,
+            "num_attention_heads": max(1, d.hidden // 64),
+        }
+    )
 
 
 class Registry:
@@ -97,9 +103,18 @@ class Registry:
             # Everyone is offline until the broker replays their retained status (or they say hello);
             # the profile is judged again, so a retained "online" does not make a bad one taskable.
             _, problems = read_profile(rec.profile)
-            self.clients[rec.client] = ClientEntry(rec.client, rec.profile, rec.tier, rec.backend, rec.backends,
-                                                   online=False, state="offline", battery=rec.battery,
-                                                   last_seen=rec.last_seen, problems=problems)
+            self.clients[rec.client] = ClientEntry(
+                rec.client,
+                rec.profile,
+                rec.tier,
+                rec.backend,
+                rec.backends,
+                online=False,
+                state="offline",
+                battery=rec.battery,
+                last_seen=rec.last_seen,
+                problems=problems,
+            )
 
     # -- tier and backend ------------------------------------------------------------------------
     def choose_tier(self, profile: DeviceProfile | None, hint: str | None, backends: list[str]) -> str | None:
@@ -151,16 +166,36 @@ class Registry:
         if tier is None:
             problems.append(f"no exported tier fits this device (tiers: {self.bundles.tiers})")
         elif backend is None:
-            problems.append(f"tier {tier} is exported for {self.bundles.backends(tier)}, the device runs "
-                            f"{list(msg.backends)}")
+            problems.append(
+                f"tier {tier} is exported for {self.bundles.backends(tier)}, the device runs {list(msg.backends)}"
+            )
         battery = profile.battery_percent if profile else None
-        entry = ClientEntry(msg.client, dict(msg.profile), tier, backend, list(msg.backends), True, "online",
-                            battery, profile.charging if profile else None, now, problems)
+        entry = ClientEntry(
+            msg.client,
+            dict(msg.profile),
+            tier,
+            backend,
+            list(msg.backends),
+            True,
+            "online",
+            battery,
+            profile.charging if profile else None,
+            now,
+            problems,
+        )
         self.clients[msg.client] = entry
         self.store.upsert_client(msg.client, entry.profile, tier, backend, entry.backends, now, battery)
         if problems:
-            event(log, logging.WARNING, "client_joined", client=msg.client, tier=tier, backend=backend,
-                  taskable=False, problems="; ".join(problems))
+            event(
+                log,
+                logging.WARNING,
+                "client_joined",
+                client=msg.client,
+                tier=tier,
+                backend=backend,
+                taskable=False,
+                problems="; ".join(problems),
+            )
         else:
             event(log, logging.INFO, "client_joined", client=msg.client, tier=tier, backend=backend, taskable=True)
         return entry

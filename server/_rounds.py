@@ -4,6 +4,7 @@ Everything here is deterministic given (seed, round, the set of clients), so tha
 server rebuilds exactly the assignments it handed out before the crash and can check them
 against the digests it stored.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,11 @@ def select_clients(eligible: list[ClientEntry], count: int, rng: np.random.Gener
 def assignment_digest(a: ClientAssignment) -> str:
     """sha256 over everything the client is told (plan, mask, start state) and the membership."""
     h = hashlib.sha256(json.dumps(a.plan.to_dict(), sort_keys=True).encode())
-    arrays = {"__mask__": a.mask, **({"__membership__": a.membership} if a.membership is not None else {}),
-              **a.start_state}
+    arrays = {
+        "__mask__": a.mask,
+        **({"__membership__": a.membership} if a.membership is not None else {}),
+        **a.start_state,
+    }
     for name in sorted(arrays):
         arr = np.ascontiguousarray(arrays[name])
         h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())

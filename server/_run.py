@@ -1,5 +1,6 @@
 """``run_server``: what ``fedhft server`` runs. Wires store, bundles, coordinator and paho, then
 drains the intake queue on this thread until every round is committed (or SIGTERM/SIGINT)."""
+
 from __future__ import annotations
 
 import logging
@@ -41,15 +42,23 @@ class Auth:
             from fedhft.credentials import load_credentials
 
             cred = load_credentials(credentials)
-            return cls(cred.username, cred.password, cred.tls_ca, cred.tls_cert, cred.tls_key,
-                       getattr(cred, "max_packet_size", None))
+            return cls(
+                cred.username,
+                cred.password,
+                cred.tls_ca,
+                cred.tls_cert,
+                cred.tls_key,
+                getattr(cred, "max_packet_size", None),
+            )
         if username:
             if password is None:
                 raise ValueError("--username needs --password (or pass --credentials server.json from fleet-init)")
             return cls(username, password)
         if not insecure:
-            raise ValueError("no broker credentials: pass --credentials <fleet>/server.json (written by "
-                             "`fedhft server fleet-init`) or --username/--password; --insecure connects without auth")
+            raise ValueError(
+                "no broker credentials: pass --credentials <fleet>/server.json (written by "
+                "`fedhft server fleet-init`) or --username/--password; --insecure connects without auth"
+            )
         return cls(None, None)
 
 
@@ -76,8 +85,9 @@ def serve(coord: Coordinator, inbox: queue.Queue, stop: threading.Event, intake_
         coord.tick()
 
 
-def run_server(config: ServerConfig, broker_url: str, state_dir: str | Path, auth: Auth,
-               stop: threading.Event | None = None) -> int:
+def run_server(
+    config: ServerConfig, broker_url: str, state_dir: str | Path, auth: Auth, stop: threading.Event | None = None
+) -> int:
     """Run (or resume) a federated job until ``config.rounds`` rounds are committed. Returns the
     number of committed rounds."""
     from server._mqtt import MqttTransport
@@ -86,10 +96,19 @@ def run_server(config: ServerConfig, broker_url: str, state_dir: str | Path, aut
     bundles = BundleIndex.scan(config.bundles_dir)
     refuse_missing_bundles(bundles, config)
     store = Store(state_dir)
-    transport = MqttTransport(broker_url, config.fleet, auth.username, auth.password, tls_ca=auth.tls_ca,
-                              tls_cert=auth.tls_cert, tls_key=auth.tls_key,
-                              session_expiry=config.session_expiry_s, max_packet_size=config.max_packet_size,
-                              protocol=config.mqtt_protocol, run_id=store.run_id())
+    transport = MqttTransport(
+        broker_url,
+        config.fleet,
+        auth.username,
+        auth.password,
+        tls_ca=auth.tls_ca,
+        tls_cert=auth.tls_cert,
+        tls_key=auth.tls_key,
+        session_expiry=config.session_expiry_s,
+        max_packet_size=config.max_packet_size,
+        protocol=config.mqtt_protocol,
+        run_id=store.run_id(),
+    )
     coord = Coordinator(config, store, bundles, transport)
     _prewarm(coord)
     _install_signals(stop)
@@ -104,8 +123,15 @@ def run_server(config: ServerConfig, broker_url: str, state_dir: str | Path, aut
         record_server_state(store, final)
         transport.close(encode(ServerStatus(config.fleet, final, None, time.time())), end_session=coord.finished)
         store.close()
-    event(log, logging.INFO, "server_stopped", seconds=time.time() - t0, committed=coord.next_round,
-          rounds=config.rounds, finished=coord.finished)
+    event(
+        log,
+        logging.INFO,
+        "server_stopped",
+        seconds=time.time() - t0,
+        committed=coord.next_round,
+        rounds=config.rounds,
+        finished=coord.finished,
+    )
     return coord.next_round
 
 
@@ -115,13 +141,22 @@ def refuse_missing_bundles(bundles: BundleIndex, config: ServerConfig) -> None:
     missing = bundles.missing(config.strategy, config.strategy_options)
     if missing:
         lines = "\n".join(f"  - {need.describe()}: {need.export_hint(bundles)}" for need in missing)
-        raise BundleError(f"strategy {config.strategy!r} needs {len(missing)} bundle(s) that {config.bundles_dir} "
-                          f"lacks:\n{lines}")
+        raise BundleError(
+            f"strategy {config.strategy!r} needs {len(missing)} bundle(s) that {config.bundles_dir} lacks:\n{lines}"
+        )
 
 
-def run_from_args(broker: str, state: str, config_path: str | None, overrides: list[str], *,
-                  credentials: str | None = None, username: str | None = None, password: str | None = None,
-                  insecure: bool = False) -> int:
+def run_from_args(
+    broker: str,
+    state: str,
+    config_path: str | None,
+    overrides: list[str],
+    *,
+    credentials: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    insecure: bool = False,
+) -> int:
     """What ``fedhft server`` does: load the config (YAML + overrides), resolve auth, run. Raises
     ServerConfigError / ValueError (bad settings, missing auth) before touching the broker."""
     from server._config import load_server_config

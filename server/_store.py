@@ -14,6 +14,7 @@ Layout of a state dir::
     states/clusters-r00003.safetensors   per-cluster states (clustered strategies only)
     metrics.jsonl                     one JSON line per committed round
 """
+
 from __future__ import annotations
 
 import json
@@ -198,8 +199,10 @@ class Store:
         self.dir, self.readonly = Path(state_dir), readonly
         if readonly:
             if not (self.dir / DB_NAME).is_file():
-                raise StoreError(f"{self.dir} holds no {DB_NAME}: it is not a fedhft server state dir "
-                                 f"(start `fedhft server --state {self.dir}` first)")
+                raise StoreError(
+                    f"{self.dir} holds no {DB_NAME}: it is not a fedhft server state dir "
+                    f"(start `fedhft server --state {self.dir}` first)"
+                )
             uri = f"file:{(self.dir / DB_NAME).resolve()}?mode=ro"
             self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
@@ -229,8 +232,10 @@ class Store:
         if row is None:
             self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(f"{self.dir / DB_NAME} has schema {row[0]}, this fedhft uses {SCHEMA_VERSION}: "
-                             "use a new --state dir (or the fedhft version that wrote it)")
+            raise StoreError(
+                f"{self.dir / DB_NAME} has schema {row[0]}, this fedhft uses {SCHEMA_VERSION}: "
+                "use a new --state dir (or the fedhft version that wrote it)"
+            )
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -238,8 +243,9 @@ class Store:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._tx():
-            self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                            (key, value))
+            self.db.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value)
+            )
 
     def run_id(self) -> str:
         """This state dir's run id (``server._task_ids``): random, made the first time it is asked
@@ -268,52 +274,91 @@ class Store:
             raise StoreError(
                 f"state dir {self.dir} belongs to another run: "
                 f"{', '.join(f'{k}={old.get(k)!r} (now {new.get(k)!r})' for k in diff)}. "
-                "Resume with the same settings, or pass a new --state dir")
+                "Resume with the same settings, or pass a new --state dir"
+            )
 
     # -- registry ------------------------------------------------------------------------------
-    def upsert_client(self, client: str, profile: dict, tier: str | None, backend: str | None,
-                      backends: list[str], now: float, battery: float | None = None) -> None:
+    def upsert_client(
+        self,
+        client: str,
+        profile: dict,
+        tier: str | None,
+        backend: str | None,
+        backends: list[str],
+        now: float,
+        battery: float | None = None,
+    ) -> None:
         with self._tx():
             self.db.execute(
                 "INSERT INTO clients VALUES (?,?,?,?,?,?,1,'online',?,?) ON CONFLICT(client) DO UPDATE SET "
                 "profile=excluded.profile, tier=excluded.tier, backend=excluded.backend, backends=excluded.backends, "
                 "last_seen=excluded.last_seen, online=1, state='online', battery=excluded.battery",
-                (client, _json(profile), tier, backend, _json(backends), now, battery, now))
+                (client, _json(profile), tier, backend, _json(backends), now, battery, now),
+            )
 
     def set_client_status(self, client: str, state: str, online: bool, battery: float | None, now: float) -> bool:
         """Liveness of a registered client; False when the client never said hello."""
         with self._tx():
             cur = self.db.execute(
                 "UPDATE clients SET state=?, online=?, battery=COALESCE(?, battery), last_seen=? WHERE client=?",
-                (state, int(online), battery, now, client))
+                (state, int(online), battery, now, client),
+            )
         return cur.rowcount > 0
 
     def clients(self) -> list[ClientRecord]:
         rows = self.db.execute("SELECT * FROM clients ORDER BY client").fetchall()
-        return [ClientRecord(r["client"], json.loads(r["profile"]), r["tier"], r["backend"], json.loads(r["backends"]),
-                             r["last_seen"], bool(r["online"]), r["state"], r["battery"]) for r in rows]
+        return [
+            ClientRecord(
+                r["client"],
+                json.loads(r["profile"]),
+                r["tier"],
+                r["backend"],
+                json.loads(r["backends"]),
+                r["last_seen"],
+                bool(r["online"]),
+                r["state"],
+                r["battery"],
+            )
+            for r in rows
+        ]
 
     # -- rounds --------------------------------------------------------------------------------
     def create_round(self, idx: int, salt: int, deadline: float, tasks: list[TaskRecord], now: float) -> None:
         """The round and every selected client's task, in one transaction (state ``configured``)."""
         with self._tx():
-            self.db.execute("INSERT INTO rounds (idx, state, started, deadline, salt) VALUES (?, ?, ?, ?, ?)",
-                            (idx, RoundState.CONFIGURED, now, deadline, salt))
+            self.db.execute(
+                "INSERT INTO rounds (idx, state, started, deadline, salt) VALUES (?, ?, ?, ?, ?)",
+                (idx, RoundState.CONFIGURED, now, deadline, salt),
+            )
             self.db.executemany(
                 "INSERT INTO client_rounds (round, client, task_id, tier, backend, assignment_digest, status, ts) "
                 "VALUES (?,?,?,?,?,?,?,?)",
-                [(t.round, t.client, t.task_id, t.tier, t.backend, t.assignment_digest, ClientRoundStatus.TASKED, now)
-                 for t in tasks])
+                [
+                    (
+                        t.round,
+                        t.client,
+                        t.task_id,
+                        t.tier,
+                        t.backend,
+                        t.assignment_digest,
+                        ClientRoundStatus.TASKED,
+                        now,
+                    )
+                    for t in tasks
+                ],
+            )
 
-    def set_round_state(self, idx: int, state: RoundState | str, *, deadline: float | None = None,
-                        closed: float | None = None) -> None:
+    def set_round_state(
+        self, idx: int, state: RoundState | str, *, deadline: float | None = None, closed: float | None = None
+    ) -> None:
         if state not in set(RoundState):
             raise ValueError(f"unknown round state {state!r}: use one of {tuple(str(s) for s in RoundState)}")
         state = RoundState(state)
         with self._tx():
-            self.db.execute("UPDATE rounds SET state=?, deadline=COALESCE(?, deadline), "
-                            "closed=COALESCE(?, closed) WHERE idx=?",
-                            (state, deadline, closed, idx))
+            self.db.execute(
+                "UPDATE rounds SET state=?, deadline=COALESCE(?, deadline), closed=COALESCE(?, closed) WHERE idx=?",
+                (state, deadline, closed, idx),
+            )
 
     def round(self, idx: int) -> RoundRecord | None:
         row = self.db.execute("SELECT * FROM rounds WHERE idx=?", (idx,)).fetchone()
@@ -324,8 +369,19 @@ class Store:
 
     def tasks(self, idx: int) -> list[TaskRecord]:
         rows = self.db.execute("SELECT * FROM client_rounds WHERE round=? ORDER BY client", (idx,)).fetchall()
-        return [TaskRecord(r["round"], r["client"], r["task_id"], r["tier"], r["backend"], r["assignment_digest"],
-                           _stored(ClientRoundStatus, r["status"]), r["update_digest"]) for r in rows]
+        return [
+            TaskRecord(
+                r["round"],
+                r["client"],
+                r["task_id"],
+                r["tier"],
+                r["backend"],
+                r["assignment_digest"],
+                _stored(ClientRoundStatus, r["status"]),
+                r["update_digest"],
+            )
+            for r in rows
+        ]
 
     def task_ids(self, client: str) -> dict[str, int]:
         """Every task id ever given to ``client`` -> its round (to recognise replays)."""
@@ -334,8 +390,9 @@ class Store:
 
     def resume_point(self) -> ResumePoint:
         """The last committed round, and the round in flight after it (if any) with its tasks."""
-        committed = self.db.execute("SELECT * FROM rounds WHERE state=? ORDER BY idx DESC LIMIT 1",
-                                    (RoundState.COMMITTED,)).fetchone()
+        committed = self.db.execute(
+            "SELECT * FROM rounds WHERE state=? ORDER BY idx DESC LIMIT 1", (RoundState.COMMITTED,)
+        ).fetchone()
         last = _round(committed) if committed else None
         nxt = 0 if last is None else last.idx + 1
         row = self.db.execute("SELECT * FROM rounds WHERE idx=?", (nxt,)).fetchone()
@@ -352,12 +409,25 @@ class Store:
         with self._tx():
             self.db.executemany(
                 "INSERT INTO updates VALUES (?,?,?,?,?,?,?,?)",
-                [(u.round, u.client, u.task_id, u.digest, u.encoding, u.num_examples, u.payload, now) for u in updates])
+                [(u.round, u.client, u.task_id, u.digest, u.encoding, u.num_examples, u.payload, now) for u in updates],
+            )
             self.db.executemany(
                 "UPDATE client_rounds SET status=?, update_digest=?, bytes=?, num_examples=?, metrics=?, ts=? "
                 "WHERE round=? AND client=?",
-                [(ClientRoundStatus.STORED, u.digest, len(u.payload), u.num_examples, _json(u.metrics), now, u.round,
-                  u.client) for u in updates])
+                [
+                    (
+                        ClientRoundStatus.STORED,
+                        u.digest,
+                        len(u.payload),
+                        u.num_examples,
+                        _json(u.metrics),
+                        now,
+                        u.round,
+                        u.client,
+                    )
+                    for u in updates
+                ],
+            )
 
     def stored_digest(self, idx: int, client: str) -> str | None:
         row = self.db.execute("SELECT digest FROM updates WHERE round=? AND client=?", (idx, client)).fetchone()
@@ -365,65 +435,111 @@ class Store:
 
     def iter_updates(self, idx: int) -> Iterator[StoredUpdate]:
         """Stored updates of a round, ONE row in memory at a time (cursor), in client order."""
-        keys = self.db.execute("SELECT u.client FROM updates u JOIN client_rounds c ON c.round=u.round AND "
-                               "c.client=u.client WHERE u.round=? AND c.status=? ORDER BY u.client",
-                               (idx, ClientRoundStatus.STORED)).fetchall()
+        keys = self.db.execute(
+            "SELECT u.client FROM updates u JOIN client_rounds c ON c.round=u.round AND "
+            "c.client=u.client WHERE u.round=? AND c.status=? ORDER BY u.client",
+            (idx, ClientRoundStatus.STORED),
+        ).fetchall()
         for (client,) in keys:
-            r = self.db.execute("SELECT u.*, c.metrics AS m FROM updates u JOIN client_rounds c "
-                                "ON c.round=u.round AND c.client=u.client WHERE u.round=? AND u.client=?",
-                                (idx, client)).fetchone()
-            yield StoredUpdate(r["round"], r["client"], r["task_id"], r["digest"], r["encoding"], r["num_examples"],
-                               bytes(r["payload"]), json.loads(r["m"] or "{}"))
+            r = self.db.execute(
+                "SELECT u.*, c.metrics AS m FROM updates u JOIN client_rounds c "
+                "ON c.round=u.round AND c.client=u.client WHERE u.round=? AND u.client=?",
+                (idx, client),
+            ).fetchone()
+            yield StoredUpdate(
+                r["round"],
+                r["client"],
+                r["task_id"],
+                r["digest"],
+                r["encoding"],
+                r["num_examples"],
+                bytes(r["payload"]),
+                json.loads(r["m"] or "{}"),
+            )
 
-    def record_rejection(self, idx: int | None, client: str, task_id: str | None, reason: str, detail: str,
-                         digest: str | None, nbytes: int, now: float, final: bool = False) -> None:
+    def record_rejection(
+        self,
+        idx: int | None,
+        client: str,
+        task_id: str | None,
+        reason: str,
+        detail: str,
+        digest: str | None,
+        nbytes: int,
+        now: float,
+        final: bool = False,
+    ) -> None:
         """Log a rejected update; ``final`` also marks the client's task ``rejected`` (it will not
         be waited for), which only a well-formed update for its own task may do."""
         with self._tx():
-            self.db.execute("INSERT INTO rejections (round, client, task_id, reason, detail, digest, bytes, ts) "
-                            "VALUES (?,?,?,?,?,?,?,?)",
-                            (idx, client, task_id, reason, detail[:1024], digest, nbytes, now))
+            self.db.execute(
+                "INSERT INTO rejections (round, client, task_id, reason, detail, digest, bytes, ts) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (idx, client, task_id, reason, detail[:1024], digest, nbytes, now),
+            )
             if final and idx is not None:
-                self.db.execute("UPDATE client_rounds SET status=?, reason=?, update_digest=?, ts=? "
-                                "WHERE round=? AND client=? AND status=?",
-                                (ClientRoundStatus.REJECTED, reason, digest, now, idx, client,
-                                 ClientRoundStatus.TASKED))
+                self.db.execute(
+                    "UPDATE client_rounds SET status=?, reason=?, update_digest=?, ts=? "
+                    "WHERE round=? AND client=? AND status=?",
+                    (ClientRoundStatus.REJECTED, reason, digest, now, idx, client, ClientRoundStatus.TASKED),
+                )
 
     def unstore(self, idx: int, client: str, reason: str, detail: str, now: float) -> None:
         """Take a stored update out of the round (the aggregator could not use it): its status
         becomes ``rejected`` and a resume will not re-feed it; the payload stays for inspection."""
         with self._tx():
-            self.db.execute("UPDATE client_rounds SET status=?, reason=?, ts=? WHERE round=? AND client=?",
-                            (ClientRoundStatus.REJECTED, reason, now, idx, client))
-            self.db.execute("INSERT INTO rejections (round, client, task_id, reason, detail, digest, bytes, ts) "
-                            "SELECT round, client, task_id, ?, ?, digest, LENGTH(payload), ? FROM updates "
-                            "WHERE round=? AND client=?", (reason, detail[:1024], now, idx, client))
+            self.db.execute(
+                "UPDATE client_rounds SET status=?, reason=?, ts=? WHERE round=? AND client=?",
+                (ClientRoundStatus.REJECTED, reason, now, idx, client),
+            )
+            self.db.execute(
+                "INSERT INTO rejections (round, client, task_id, reason, detail, digest, bytes, ts) "
+                "SELECT round, client, task_id, ?, ?, digest, LENGTH(payload), ? FROM updates "
+                "WHERE round=? AND client=?",
+                (reason, detail[:1024], now, idx, client),
+            )
 
     def record_outcome(self, idx: int, client: str, kind: str, reason: str, metrics: dict, now: float) -> bool:
         with self._tx():
-            cur = self.db.execute("UPDATE client_rounds SET status=?, outcome=?, reason=?, metrics=?, ts=? "
-                                  "WHERE round=? AND client=? AND status=?",
-                                  (ClientRoundStatus.OUTCOME, kind, reason[:1024], _json(metrics), now, idx, client,
-                                   ClientRoundStatus.TASKED))
+            cur = self.db.execute(
+                "UPDATE client_rounds SET status=?, outcome=?, reason=?, metrics=?, ts=? "
+                "WHERE round=? AND client=? AND status=?",
+                (
+                    ClientRoundStatus.OUTCOME,
+                    kind,
+                    reason[:1024],
+                    _json(metrics),
+                    now,
+                    idx,
+                    client,
+                    ClientRoundStatus.TASKED,
+                ),
+            )
         return cur.rowcount > 0
 
     def mark_dropped(self, idx: int, now: float) -> int:
         """Every still-``tasked`` client of a closing round is ``dropped``."""
         with self._tx():
-            cur = self.db.execute("UPDATE client_rounds SET status=?, ts=? WHERE round=? AND status=?",
-                                  (ClientRoundStatus.DROPPED, now, idx, ClientRoundStatus.TASKED))
+            cur = self.db.execute(
+                "UPDATE client_rounds SET status=?, ts=? WHERE round=? AND status=?",
+                (ClientRoundStatus.DROPPED, now, idx, ClientRoundStatus.TASKED),
+            )
         return cur.rowcount
 
     def rejections(self, idx: int | None = None) -> list[dict]:
-        q, args = ("SELECT * FROM rejections WHERE round=? ORDER BY id", (idx,)) if idx is not None else \
-            ("SELECT * FROM rejections ORDER BY id", ())
+        q, args = (
+            ("SELECT * FROM rejections WHERE round=? ORDER BY id", (idx,))
+            if idx is not None
+            else ("SELECT * FROM rejections ORDER BY id", ())
+        )
         return [dict(r) for r in self.db.execute(q, args).fetchall()]
 
     def round_summary(self, idx: int) -> dict[str, Any]:
         """Counts and sums for the round's metrics line."""
         rows = self.db.execute("SELECT * FROM client_rounds WHERE round=?", (idx,)).fetchall()
-        rej = self.db.execute("SELECT reason, COUNT(*) FROM rejections WHERE round=? GROUP BY reason",
-                              (idx,)).fetchall()
+        rej = self.db.execute(
+            "SELECT reason, COUNT(*) FROM rejections WHERE round=? GROUP BY reason", (idx,)
+        ).fetchall()
         return {"tasks": [dict(r) for r in rows], "rejections": {r[0]: r[1] for r in rej}}
 
     # -- commit --------------------------------------------------------------------------------
@@ -437,17 +553,35 @@ class Store:
             self.db.execute(
                 "UPDATE rounds SET state=?, committed=?, metrics=?, strategy_file=?, global_file=?, "
                 "clusters_file=? WHERE idx=?",
-                (RoundState.COMMITTED, now, _json(metrics), rel.get("strategy"), rel.get("global"), rel.get("clusters"),
-                 idx))
+                (
+                    RoundState.COMMITTED,
+                    now,
+                    _json(metrics),
+                    rel.get("strategy"),
+                    rel.get("global"),
+                    rel.get("clusters"),
+                    idx,
+                ),
+            )
 
     def path(self, relative: str) -> Path:
         return self.dir / relative
 
 
 def _round(row: sqlite3.Row) -> RoundRecord:
-    return RoundRecord(row["idx"], _stored(RoundState, row["state"]), row["started"], row["deadline"], row["closed"],
-                       row["committed"], row["salt"], json.loads(row["metrics"]) if row["metrics"] else None,
-                       row["strategy_file"], row["global_file"], row["clusters_file"])
+    return RoundRecord(
+        row["idx"],
+        _stored(RoundState, row["state"]),
+        row["started"],
+        row["deadline"],
+        row["closed"],
+        row["committed"],
+        row["salt"],
+        json.loads(row["metrics"]) if row["metrics"] else None,
+        row["strategy_file"],
+        row["global_file"],
+        row["clusters_file"],
+    )
 
 
 class _Transaction:
@@ -485,6 +619,7 @@ def _stored(kind: type[StrEnum], value: str) -> StrEnum:
     try:
         return kind(value)
     except ValueError:
-        raise StoreError(f"{DB_NAME} holds {kind.__name__} {value!r}, none of {[str(m) for m in kind]}: another "
-                         "fedhft version wrote this state dir; resume it with that version or use a new --state dir"
-                         ) from None
+        raise StoreError(
+            f"{DB_NAME} holds {kind.__name__} {value!r}, none of {[str(m) for m in kind]}: another "
+            "fedhft version wrote this state dir; resume it with that version or use a new --state dir"
+        ) from None

@@ -5,6 +5,7 @@ task's plan and mask imply (what a real device's ``gather_update`` produces). ``
 one such device over MQTT 5 (a ``fedhft.mqtt`` connection), with a Last Will and a retained status like the
 real edge runtime, and hooks to misbehave (``make_payload``) for rejection tests.
 """
+
 from __future__ import annotations
 
 import queue
@@ -24,8 +25,16 @@ _LAYER = re.compile(r"layer(\d+)\.")
 PEER_SESSION_EXPIRY_S = 3600  # how long the broker keeps a synthetic peer's session after it drops
 
 #: A profile that fits every tier (the tier comes from ``tier_hint`` in tests).
-DEFAULT_PROFILE = {"total_memory_mb": 8192.0, "available_memory_mb": 4096.0, "cpu_count": 4, "battery_percent": None,
-                   "charging": None, "matmul_gflops": 50.0, "platform": "Linux", "machine": "x86_64"}
+DEFAULT_PROFILE = {
+    "total_memory_mb": 8192.0,
+    "available_memory_mb": 4096.0,
+    "cpu_count": 4,
+    "battery_percent": None,
+    "charging": None,
+    "matmul_gflops": 50.0,
+    "platform": "Linux",
+    "machine": "x86_64",
+}
 
 
 def dims_from_start(start: dict[str, np.ndarray], plan: AdapterPlan) -> ModelDims:
@@ -36,28 +45,55 @@ def dims_from_start(start: dict[str, np.ndarray], plan: AdapterPlan) -> ModelDim
     return ModelDims(max(layers) + 1 if layers else plan.depth, hidden, inter, start["head.weight"].shape[0])
 
 
-def synthetic_update(task: Task, seed: int = 0, scale: float = 0.01, num_examples: int = 8,
-                     encoding: str | None = None, metrics: dict | None = None) -> Update:
+def synthetic_update(
+    task: Task,
+    seed: int = 0,
+    scale: float = 0.01,
+    num_examples: int = 8,
+    encoding: str | None = None,
+    metrics: dict | None = None,
+) -> Update:
     """A seeded update for ``task``: trained = start + scale * N(0, 1), masked rows only."""
     plan = AdapterPlan.from_dict(task.plan)
     dims = dims_from_start(task.start_state, plan)
     rng = np.random.default_rng([seed, task.round, sum(task.client.encode())])
     # sorted: a decoded safetensors dict comes in no fixed order, and the draws must not depend on it
-    trained = {k: task.start_state[k] + scale * rng.standard_normal(task.start_state[k].shape).astype(np.float32)
-               for k in sorted(task.start_state)}
+    trained = {
+        k: task.start_state[k] + scale * rng.standard_normal(task.start_state[k].shape).astype(np.float32)
+        for k in sorted(task.start_state)
+    }
     tensors = gather_update(plan, dims, task.start_state, trained, task.mask)
     metrics = {"accuracy": float(0.5 + 0.4 * rng.random()), "loss": float(rng.random())} if metrics is None else metrics
-    return Update(task.fleet, task.client, task.round, task.task_id, num_examples, metrics,
-                  encoding or task.hyper.encoding, tensors)
+    return Update(
+        task.fleet,
+        task.client,
+        task.round,
+        task.task_id,
+        num_examples,
+        metrics,
+        encoding or task.hyper.encoding,
+        tensors,
+    )
 
 
 class ScriptedPeer:
     """One synthetic device over MQTT. ``make_payload(task) -> bytes | None`` replaces the honest
     update (None: stay silent); ``received`` holds every decoded message sent to the device."""
 
-    def __init__(self, url: str, fleet: str, client: str, password: str, *, tier_hint: str | None = None,
-                 backends: tuple[str, ...] = ("torch",), seed: int = 0, delay_s: float = 0.0,
-                 make_payload: Callable[[Task], bytes | None] | None = None, auto_answer: bool = True):
+    def __init__(
+        self,
+        url: str,
+        fleet: str,
+        client: str,
+        password: str,
+        *,
+        tier_hint: str | None = None,
+        backends: tuple[str, ...] = ("torch",),
+        seed: int = 0,
+        delay_s: float = 0.0,
+        make_payload: Callable[[Task], bytes | None] | None = None,
+        auto_answer: bool = True,
+    ):
         self.fleet, self.client_id, self.topics = fleet, client, Topics(fleet)
         self.tier_hint, self.backends, self.seed, self.delay_s = tier_hint, list(backends), seed, delay_s
         self.make_payload, self.auto_answer = make_payload, auto_answer
@@ -67,8 +103,11 @@ class ScriptedPeer:
         self.connected = threading.Event()
         # Its plain client id and a fresh session each start; a Last Will like the real edge's.
         will = Will(self.topics.status(client), encode(ClientStatus(fleet, client, "offline")))
-        self.conn = MqttConnection(ClientSpec(url, client, client, password, clean_start=True,
-                                              session_expiry_s=PEER_SESSION_EXPIRY_S, will=will))
+        self.conn = MqttConnection(
+            ClientSpec(
+                url, client, client, password, clean_start=True, session_expiry_s=PEER_SESSION_EXPIRY_S, will=will
+            )
+        )
         # The raw paho client: a peer that misbehaves must be able to send what the size check refuses.
         self.mqtt = self.conn.paho
         self.mqtt.on_connect = self._on_connect
@@ -85,8 +124,12 @@ class ScriptedPeer:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         client.subscribe([(t, 1) for t in self.topics.client_subscriptions(self.client_id)])
-        client.publish(self.topics.status(self.client_id),
-                       encode(ClientStatus(self.fleet, self.client_id, "online", ts=time.time())), qos=1, retain=True)
+        client.publish(
+            self.topics.status(self.client_id),
+            encode(ClientStatus(self.fleet, self.client_id, "online", ts=time.time())),
+            qos=1,
+            retain=True,
+        )
         self.hello()
         self.connected.set()
 

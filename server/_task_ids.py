@@ -7,6 +7,7 @@ device that trained before the crash can still upload), while a new state dir ne
 earlier run's ids: an update queued for (or trained under) another run cannot match a live task.
 State dirs written before run ids existed have run id ``""`` and keep the untagged form.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -41,8 +42,10 @@ def other_run(task_id: str, run_id: str | None) -> str | None:
     tag = task_run_tag(task_id)
     if not run_id or tag is None or tag == run_tag(run_id):
         return None
-    return (f"task {task_id!r} was issued by another server run ({tag}; this run is {run_tag(run_id)}): a message "
-            "queued for, or trained under, an earlier run; the device gets this run's task instead")
+    return (
+        f"task {task_id!r} was issued by another server run ({tag}; this run is {run_tag(run_id)}): a message "
+        "queued for, or trained under, an earlier run; the device gets this run's task instead"
+    )
 
 
 __all__ = ["RUN_TAG_LEN", "new_run_id", "other_run", "run_tag", "task_id_for", "task_run_tag"]

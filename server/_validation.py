@@ -9,6 +9,7 @@
 Nothing here raises for bad input: one hostile or broken device must not stop a round. The checks
 run cheapest first (size before parsing, header before tensors).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,6 +24,7 @@ from fedhft.layout import ModelDims, TensorSpec, masked_update_layout
 from fedhft.protocol import ProtocolError, Reason, Rejection, Update, decode, max_update_payload_size, validate_update
 
 from server._task_ids import other_run
+
 
 @dataclass(frozen=True)
 class Expected:
@@ -107,8 +109,17 @@ class Rejected:
 Verdict = Accepted | Duplicate | Rejected
 #: The codes a failed ``decode(payload, expect=Update)`` carries; any other code (a decoder that
 #: raised an unexpected ProtocolError subclass) is recorded as MALFORMED.
-_DECODE_REASONS = frozenset({Reason.SCHEMA_VERSION, Reason.OVERSIZE, Reason.DIGEST_MISMATCH, Reason.WRONG_TYPE,
-                             Reason.TRUNCATED, Reason.BAD_DTYPE, Reason.MALFORMED})
+_DECODE_REASONS = frozenset(
+    {
+        Reason.SCHEMA_VERSION,
+        Reason.OVERSIZE,
+        Reason.DIGEST_MISMATCH,
+        Reason.WRONG_TYPE,
+        Reason.TRUNCATED,
+        Reason.BAD_DTYPE,
+        Reason.MALFORMED,
+    }
+)
 
 
 def _decode_error_reason(exc: ProtocolError) -> Reason:
@@ -122,14 +133,23 @@ def check_update(topic_client: str, payload: bytes, ctx: IntakeContext) -> Verdi
     exp = ctx.expected.get(topic_client)
 
     def reject(code: Reason, detail: str, msg: Update | None = None, final: bool = False) -> Rejected:
-        return Rejected(Rejection(code, detail), topic_client, msg.round if msg else ctx.round,
-                        msg.task_id if msg else (exp.task_id if exp else None),
-                        msg.digest if msg else digest_raw, len(payload), final)
+        return Rejected(
+            Rejection(code, detail),
+            topic_client,
+            msg.round if msg else ctx.round,
+            msg.task_id if msg else (exp.task_id if exp else None),
+            msg.digest if msg else digest_raw,
+            len(payload),
+            final,
+        )
 
     limit = min(ctx.max_payload, exp.max_payload) if exp is not None else ctx.max_payload
     if len(payload) > limit:
-        return reject(Reason.OVERSIZE, f"update is {len(payload)} bytes, over the {limit}-byte bound for this client's "
-                      "plan: send only the masked rows, in the task's encoding")
+        return reject(
+            Reason.OVERSIZE,
+            f"update is {len(payload)} bytes, over the {limit}-byte bound for this client's "
+            "plan: send only the masked rows, in the task's encoding",
+        )
     try:
         msg = decode(payload, expect=Update, max_size=ctx.max_payload)
     except ProtocolError as exc:
@@ -142,13 +162,17 @@ def _check_header(msg: Update, topic_client: str, ctx: IntakeContext, reject) ->
     if msg.fleet != ctx.fleet:
         return reject(Reason.WRONG_FLEET, f"update is for fleet {msg.fleet!r}, this server runs {ctx.fleet!r}", msg)
     if msg.client != topic_client:
-        return reject(Reason.CLIENT_MISMATCH,
-                      f"update says client {msg.client!r} but arrived on {topic_client!r}'s topic", msg)
+        return reject(
+            Reason.CLIENT_MISMATCH, f"update says client {msg.client!r} but arrived on {topic_client!r}'s topic", msg
+        )
     stale = other_run(msg.task_id, ctx.run_id)
     if stale is not None:  # before the round checks: its round number is another run's
         return reject(Reason.STALE_RUN, stale, msg)
-    if (ctx.round is None or msg.round != ctx.round) and ctx.stored_in_round is not None \
-            and ctx.stored_in_round(msg.round, topic_client) == msg.digest:
+    if (
+        (ctx.round is None or msg.round != ctx.round)
+        and ctx.stored_in_round is not None
+        and ctx.stored_in_round(msg.round, topic_client) == msg.digest
+    ):
         return Duplicate(msg, msg.digest)  # a redelivered copy that arrives after its round closed
     if ctx.round is None or msg.round < ctx.round:
         return reject(Reason.REPLAY, f"update for round {msg.round}, which is not open (open: {ctx.round})", msg)
@@ -159,8 +183,9 @@ def _check_header(msg: Update, topic_client: str, ctx: IntakeContext, reject) ->
         return reject(Reason.NOT_TASKED, f"{topic_client!r} has no task in round {ctx.round}", msg)
     if msg.task_id != exp.task_id:
         if msg.task_id in ctx.known_tasks(topic_client):
-            return reject(Reason.REPLAY,
-                          f"task {msg.task_id!r} is an old task; the current one is {exp.task_id!r}", msg)
+            return reject(
+                Reason.REPLAY, f"task {msg.task_id!r} is an old task; the current one is {exp.task_id!r}", msg
+            )
         return reject(Reason.UNKNOWN_TASK, f"task {msg.task_id!r} was never given to {topic_client!r}", msg)
     stored = ctx.stored_digest(topic_client)
     if stored == msg.digest:
@@ -172,8 +197,13 @@ def _check_header(msg: Update, topic_client: str, ctx: IntakeContext, reject) ->
     if ctx.encoding is not None and msg.encoding != ctx.encoding:
         # The task asked for it (fp16/int8 to save bandwidth and storage): storing another one
         # would quietly undo that choice.
-        return reject(Reason.WRONG_ENCODING, f"update is encoded {msg.encoding} but its task asked for {ctx.encoding} "
-                      "(task.hyper.encoding): encode the update in the task's encoding", msg, final=True)
+        return reject(
+            Reason.WRONG_ENCODING,
+            f"update is encoded {msg.encoding} but its task asked for {ctx.encoding} "
+            "(task.hyper.encoding): encode the update in the task's encoding",
+            msg,
+            final=True,
+        )
     problems = validate_update(msg.tensors, exp.specs, ctx.norm_bound)
     if problems:
         detail = "; ".join(p.detail for p in problems[:4])

@@ -5,6 +5,7 @@ cache keyed by everything that changes their bytes: base model, tier name, backe
 labels, the (capped) AdapterPlan and the export seed. A run's ``bundles/<tier>/<backend>`` is a
 symlink into the cache; the server and the edge devices only ever see that folder.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,18 @@ def fit_plan(plan: AdapterPlan, num_layers: int, max_seq_len: int | None, batch_
 
 
 def cache_key(model_id: str, tier: str, backend: str, num_labels: int, plan: AdapterPlan, seed: int) -> str:
-    text = json.dumps({"format": CACHE_FORMAT, "model": model_id, "tier": tier, "backend": backend,
-                       "num_labels": num_labels, "plan": plan.to_dict(), "seed": seed}, sort_keys=True)
+    text = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "model": model_id,
+            "tier": tier,
+            "backend": backend,
+            "num_labels": num_labels,
+            "plan": plan.to_dict(),
+            "seed": seed,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -56,8 +67,17 @@ def _cached_ok(bundle: Path) -> bool:
     return True
 
 
-def ensure_bundle(model: str, model_id: str, num_labels: int, tier: str, plan: AdapterPlan, backend: str,
-                  cache_dir: Path, seed: int = 0, say: Callable[[str], None] = print) -> tuple[Path, float]:
+def ensure_bundle(
+    model: str,
+    model_id: str,
+    num_labels: int,
+    tier: str,
+    plan: AdapterPlan,
+    backend: str,
+    cache_dir: Path,
+    seed: int = 0,
+    say: Callable[[str], None] = print,
+) -> tuple[Path, float]:
     """The cached bundle dir for these settings, exporting it first when missing. Returns
     (bundle dir, export seconds; 0.0 for a cache hit)."""
     key = cache_key(model_id, tier, backend, num_labels, plan, seed)
@@ -68,8 +88,10 @@ def ensure_bundle(model: str, model_id: str, num_labels: int, tier: str, plan: A
         return bundle, 0.0
     from export import export_bundle
 
-    say(f"bundle {tier}/{backend}: exporting {model} (depth {plan.depth}, ranks {list(plan.ranks)}, "
-        f"{plan.precision}, seq {plan.max_seq_len}, batch {plan.batch_size}) ...")
+    say(
+        f"bundle {tier}/{backend}: exporting {model} (depth {plan.depth}, ranks {list(plan.ranks)}, "
+        f"{plan.precision}, seq {plan.max_seq_len}, batch {plan.batch_size}) ..."
+    )
     started = time.perf_counter()
     # Export into a private temp folder, then rename: a Ctrl-C mid-export never leaves a half
     # bundle under the key (and two runs exporting the same key do not write into each other).

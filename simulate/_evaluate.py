@@ -13,6 +13,7 @@ weights: the same function as the LoRA forward (y = W x + dW x), for any rank, i
 FedHFT mixtures that no single tier's bundle could hold. Pooling = mean over tokens, as
 ``bundle_runtime.AdapterModel.pooled``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,9 @@ def _site_of(key: str, num_layers: int) -> tuple[int, str] | None:
     return None
 
 
-def dense_state(tensors: Mapping[str, np.ndarray], num_layers: int, fedavg_alpha: float | None = None
-                ) -> tuple[dict[tuple[int, str], np.ndarray], np.ndarray, np.ndarray]:
+def dense_state(
+    tensors: Mapping[str, np.ndarray], num_layers: int, fedavg_alpha: float | None = None
+) -> tuple[dict[tuple[int, str], np.ndarray], np.ndarray, np.ndarray]:
     """Any strategy's state -> ({(layer, module): dW}, head weight, head bias). ``fedavg_alpha``:
     the alpha of fedavg-lora's unfolded factors (None for every other strategy)."""
     deltas: dict[tuple[int, str], np.ndarray] = {}
@@ -87,8 +89,10 @@ def dense_state(tensors: Mapping[str, np.ndarray], num_layers: int, fedavg_alpha
             scale = fedavg_alpha / a.shape[0] if fedavg_alpha and a.shape[0] else 1.0
             deltas[site] = deltas.get(site, 0) + scale * (np.asarray(b, np.float64) @ a)
     if head_w is None or head_b is None:
-        raise ValueError(f"the state has no head.weight/head.bias (keys: {sorted(tensors)[:8]} ...): "
-                         "the server's state format changed; update simulate/_evaluate.py")
+        raise ValueError(
+            f"the state has no head.weight/head.bias (keys: {sorted(tensors)[:8]} ...): "
+            "the server's state format changed; update simulate/_evaluate.py"
+        )
     return deltas, head_w, head_b
 
 
@@ -155,8 +159,11 @@ def encode_examples(tokenizer_json: Path, examples, seq_len: int) -> EncodedSet:
     tok.enable_padding(length=seq_len, pad_id=0 if pad is None else pad, pad_token="[PAD]")
     inputs = [(e.text, e.text_pair) if e.text_pair is not None else e.text for e in examples]
     enc = tok.encode_batch(inputs)
-    return EncodedSet(np.asarray([e.ids for e in enc], np.int64), np.asarray([e.attention_mask for e in enc], np.int64),
-                      np.asarray([e.label for e in examples], np.int64))
+    return EncodedSet(
+        np.asarray([e.ids for e in enc], np.int64),
+        np.asarray([e.attention_mask for e in enc], np.int64),
+        np.asarray([e.label for e in examples], np.int64),
+    )
 
 
 class Evaluator:
@@ -218,8 +225,14 @@ class Evaluator:
         the lowest nonzero delta run once per token set (``_prefix``)."""
         torch = self.torch
         deltas, head_w, head_b = state
-        key = _digest(sorted((site, np.asarray(dw, np.float32)) for site, dw in deltas.items()), head_w, head_b,
-                      input_ids, attention_mask, batch)
+        key = _digest(
+            sorted((site, np.asarray(dw, np.float32)) for site, dw in deltas.items()),
+            head_w,
+            head_b,
+            input_ids,
+            attention_mask,
+            batch,
+        )
         if self._last is not None and self._last[0] == key:
             return self._last[1].copy()
         self._load(deltas)
@@ -257,8 +270,9 @@ class Evaluator:
             torch, hidden = self.torch, []
             with torch.inference_mode():
                 for s in range(0, len(input_ids), batch):
-                    ids, attn = (torch.as_tensor(x[s: s + batch], device=self.device)
-                                 for x in (input_ids, attention_mask))
+                    ids, attn = (
+                        torch.as_tensor(x[s : s + batch], device=self.device) for x in (input_ids, attention_mask)
+                    )
                     hidden.append(encoder_span(self.encoder, ids, attn, 0, start))
             self._below = (key, hidden)
         return self._below[1]
@@ -272,12 +286,22 @@ class Evaluator:
 def evaluate_round(ev: Evaluator, state_dir: Path, idx: int, data: EncodedSet, batch: int = 64) -> dict:
     t0 = time.perf_counter()
     acc, pred = ev.accuracy(global_state(state_dir, idx, ev.num_layers), data, batch)
-    return {"round": idx, "accuracy": acc, "eval_s": round(time.perf_counter() - t0, 2),
-            "pred_hist": np.bincount(pred, minlength=int(data.labels.max()) + 1).tolist() if len(pred) else []}
+    return {
+        "round": idx,
+        "accuracy": acc,
+        "eval_s": round(time.perf_counter() - t0, 2),
+        "pred_hist": np.bincount(pred, minlength=int(data.labels.max()) + 1).tolist() if len(pred) else [],
+    }
 
 
-def evaluate_state(ev: Evaluator, idx: int, tensors: Mapping[str, np.ndarray], strategy_meta: Mapping,
-                   data: EncodedSet, batch: int = 64) -> dict:
+def evaluate_state(
+    ev: Evaluator,
+    idx: int,
+    tensors: Mapping[str, np.ndarray],
+    strategy_meta: Mapping,
+    data: EncodedSet,
+    batch: int = 64,
+) -> dict:
     """``evaluate_round`` of a global state held in memory (an in-process engine's): ``tensors`` as
     the global file holds them, ``strategy_meta`` the strategy file's metadata."""
     t0 = time.perf_counter()
@@ -285,8 +309,12 @@ def evaluate_state(ev: Evaluator, idx: int, tensors: Mapping[str, np.ndarray], s
     if strategy_meta.get("strategy") == "fedavg-lora":
         alpha = float((strategy_meta.get("plan") or {}).get("alpha", 16.0))
     acc, pred = ev.accuracy(dense_state(tensors, ev.num_layers, alpha), data, batch)
-    return {"round": idx, "accuracy": acc, "eval_s": round(time.perf_counter() - t0, 2),
-            "pred_hist": np.bincount(pred, minlength=int(data.labels.max()) + 1).tolist() if len(pred) else []}
+    return {
+        "round": idx,
+        "accuracy": acc,
+        "eval_s": round(time.perf_counter() - t0, 2),
+        "pred_hist": np.bincount(pred, minlength=int(data.labels.max()) + 1).tolist() if len(pred) else [],
+    }
 
 
 def client_state(plan, dims, trainable: Mapping[str, np.ndarray], mask: np.ndarray) -> tuple:
@@ -294,7 +322,7 @@ def client_state(plan, dims, trainable: Mapping[str, np.ndarray], mask: np.ndarr
     ``Evaluator.accuracy``: dW = alpha/r (B * row mask) @ A, as the bundle's LoRA forward."""
     from fedhft.layout import adapted_modules, lora_names, mask_layout
 
-    rows = {s.b_name: np.asarray(mask[s.offset: s.offset + s.rows], np.float64) for s in mask_layout(plan, dims)}
+    rows = {s.b_name: np.asarray(mask[s.offset : s.offset + s.rows], np.float64) for s in mask_layout(plan, dims)}
     deltas = {}
     for layer, module, rank in adapted_modules(plan, dims):
         a_name, b_name = lora_names(layer, module)

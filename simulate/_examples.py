@@ -4,6 +4,7 @@ helpers they share: the error that names a file and row, and the seeded test spl
 A module of its own so that ``_datasets`` (the built-in loaders, which dispatch to user files)
 and ``_userdata`` (the user files) both import it without importing each other.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -59,5 +60,7 @@ def split_test(examples: list[Example], test_fraction: float, seed: int) -> tupl
     order = np.random.default_rng([seed, 7]).permutation(len(examples))
     n_test = max(1, int(round(test_fraction * len(examples))))
     test_idx = set(order[:n_test].tolist())
-    return ([e for i, e in enumerate(examples) if i not in test_idx],
-            [e for i, e in enumerate(examples) if i in test_idx])
+    return (
+        [e for i, e in enumerate(examples) if i not in test_idx],
+        [e for i, e in enumerate(examples) if i in test_idx],
+    )

@@ -1,4 +1,5 @@
 """The federated fleet of a simulation: broker, the `fedhft server` process, `fedhft edge` processes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,18 +43,24 @@ def start_fleet_broker(cfg: SimConfig, client_ids: list[str], fleet_dir: Path, s
         fleet = load_fleet(cfg.fleet_dir)
         missing = sorted(set(client_ids) - set(fleet.devices))
         if missing:
-            raise SimulationError(f"fleet {cfg.fleet_dir} lacks devices {missing[:5]}: create it with "
-                                  f"`fedhft server fleet-init --clients {cfg.clients} --out DIR` (ids dev-000...)")
+            raise SimulationError(
+                f"fleet {cfg.fleet_dir} lacks devices {missing[:5]}: create it with "
+                f"`fedhft server fleet-init --clients {cfg.clients} --out DIR` (ids dev-000...)"
+            )
         return BrokerHandle(cfg.broker, "external", None, fleet, cfg.protocol_for("external"))
     fleet = fleet_init(fleet_dir, client_ids, fleet=FLEET)
     prefer = cfg.broker
     if prefer == "auto" and find_mosquitto() is None:
         if cfg.mqtt_protocol == "5":
-            raise SimulationError("mqtt_protocol=5, but no mosquitto binary was found and the embedded amqtt broker "
-                                  "speaks MQTT 3.1.1 only: use mqtt_protocol=auto, or install Mosquitto "
-                                  "(apt-get install mosquitto / brew install mosquitto)")
-        say("no mosquitto binary found: using the embedded amqtt broker (server and devices speak MQTT 3.1.1; "
-            "see report)")
+            raise SimulationError(
+                "mqtt_protocol=5, but no mosquitto binary was found and the embedded amqtt broker "
+                "speaks MQTT 3.1.1 only: use mqtt_protocol=auto, or install Mosquitto "
+                "(apt-get install mosquitto / brew install mosquitto)"
+            )
+        say(
+            "no mosquitto binary found: using the embedded amqtt broker (server and devices speak MQTT 3.1.1; "
+            "see report)"
+        )
     import logging
 
     for noisy in ("amqtt", "transitions"):  # the embedded broker logs every state change at INFO
@@ -64,18 +71,28 @@ def start_fleet_broker(cfg: SimConfig, client_ids: list[str], fleet_dir: Path, s
     return BrokerHandle(broker.url, broker.kind, broker, fleet, protocol)
 
 
-def server_config(cfg: SimConfig, bundles_dir: Path, rounds: int, fleet: str = FLEET,
-                  mqtt_protocol: str = "5") -> dict:
+def server_config(cfg: SimConfig, bundles_dir: Path, rounds: int, fleet: str = FLEET, mqtt_protocol: str = "5") -> dict:
     """The server YAML of this run (ServerConfig keys; see `fedhft server run --help-config`)."""
     return {
-        "fleet": fleet, "bundles_dir": str(bundles_dir.resolve()), "strategy": cfg.strategy,
-        "strategy_options": dict(cfg.strategy_options), "rounds": rounds,
+        "fleet": fleet,
+        "bundles_dir": str(bundles_dir.resolve()),
+        "strategy": cfg.strategy,
+        "strategy_options": dict(cfg.strategy_options),
+        "rounds": rounds,
         "clients_per_round": float(cfg.clients if cfg.clients_per_round is None else cfg.clients_per_round),
         # Every device must have joined before round 0: a round started with the first few
         # joiners would leave the others idle and make runs depend on start-up order.
-        "min_clients": cfg.clients, "quorum": 1.0, "round_deadline_s": cfg.deadline_s, "start_grace_s": 0.0,
-        "local_steps": cfg.local_steps, "lr": cfg.lr, "lr_decay": cfg.lr_decay, "update_encoding": cfg.encoding,
-        "warmup_rounds": cfg.warmup_rounds, "seed": cfg.seed, "mqtt_protocol": mqtt_protocol,
+        "min_clients": cfg.clients,
+        "quorum": 1.0,
+        "round_deadline_s": cfg.deadline_s,
+        "start_grace_s": 0.0,
+        "local_steps": cfg.local_steps,
+        "lr": cfg.lr,
+        "lr_decay": cfg.lr_decay,
+        "update_encoding": cfg.encoding,
+        "warmup_rounds": cfg.warmup_rounds,
+        "seed": cfg.seed,
+        "mqtt_protocol": mqtt_protocol,
     }
 
 
@@ -83,16 +100,41 @@ def start_server(children: Children, cfg: SimConfig, broker: BrokerHandle, bundl
     conf = run_dir / "server.yaml"
     settings = server_config(cfg, bundles_dir, cfg.rounds, broker.fleet.fleet, broker.mqtt_protocol)
     conf.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
-    cmd = fedhft_command("server", "--broker", broker.url, "--state", str(run_dir / "server"), "--config", str(conf),
-                         "--credentials", str(broker.fleet.dir / "server.json"))
+    cmd = fedhft_command(
+        "server",
+        "--broker",
+        broker.url,
+        "--state",
+        str(run_dir / "server"),
+        "--config",
+        str(conf),
+        "--credentials",
+        str(broker.fleet.dir / "server.json"),
+    )
     return children.add(Child("server", cmd, run_dir / "logs" / "server.log", repo_env()))
 
 
-def edge_args(cfg: SimConfig, broker: BrokerHandle, cid: str, tier: str, backend: str, data: Path,
-              run_dir: Path, bundles_dir: Path) -> list[str]:
+def edge_args(
+    cfg: SimConfig,
+    broker: BrokerHandle,
+    cid: str,
+    tier: str,
+    backend: str,
+    data: Path,
+    run_dir: Path,
+    bundles_dir: Path,
+) -> list[str]:
     cred = broker.fleet.dir / "clients" / f"{cid}.json"
-    settings = {"broker": broker.url, "credentials": cred, "data": data, "state": run_dir / "edges" / cid,
-                "tier": tier, "backend": backend, "threads": cfg.edge_threads, "log_format": "json"}
+    settings = {
+        "broker": broker.url,
+        "credentials": cred,
+        "data": data,
+        "state": run_dir / "edges" / cid,
+        "tier": tier,
+        "backend": backend,
+        "threads": cfg.edge_threads,
+        "log_format": "json",
+    }
     if cfg.provision_bundles:
         settings["bundle_dir"] = bundles_dir.resolve()
     from devices import load_catalog
@@ -109,10 +151,23 @@ def edge_args(cfg: SimConfig, broker: BrokerHandle, cid: str, tier: str, backend
     return ["edge", *(f"{key}={value}" for key, value in settings.items())]
 
 
-def start_edges(children: Children, cfg: SimConfig, broker: BrokerHandle, tiers: dict[str, str],
-                backends: dict[str, str], data: dict[str, Path], run_dir: Path, bundles_dir: Path) -> list[Child]:
-    env = repo_env({"OMP_NUM_THREADS": str(cfg.edge_threads), "MKL_NUM_THREADS": str(cfg.edge_threads),
-                    "TOKENIZERS_PARALLELISM": "false"})
+def start_edges(
+    children: Children,
+    cfg: SimConfig,
+    broker: BrokerHandle,
+    tiers: dict[str, str],
+    backends: dict[str, str],
+    data: dict[str, Path],
+    run_dir: Path,
+    bundles_dir: Path,
+) -> list[Child]:
+    env = repo_env(
+        {
+            "OMP_NUM_THREADS": str(cfg.edge_threads),
+            "MKL_NUM_THREADS": str(cfg.edge_threads),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
     out = []
     for cid, tier in tiers.items():
         args = edge_args(cfg, broker, cid, tier, backends[tier], data[cid], run_dir, bundles_dir)
@@ -143,8 +198,9 @@ def wait_server_running(broker: BrokerHandle, server: Child, timeout: float = 12
 
     v5 = broker.mqtt_protocol == "5" and broker.kind != "embedded"
     cred = broker.fleet.server
-    conn = MqttConnection(ClientSpec(broker.url, f"sim-watch-{server.pid}", cred.username, cred.password,
-                                     protocol="5" if v5 else "3.1.1"))  # a clean session, gone at disconnect
+    conn = MqttConnection(
+        ClientSpec(broker.url, f"sim-watch-{server.pid}", cred.username, cred.password, protocol="5" if v5 else "3.1.1")
+    )  # a clean session, gone at disconnect
     client = conn.paho
     client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
     client.on_message = on_message
@@ -154,15 +210,24 @@ def wait_server_running(broker: BrokerHandle, server: Child, timeout: float = 12
         deadline = time.monotonic() + timeout
         while not running.wait(0.5):
             if not server.alive:
-                hint = (f"\n(The server ran against the embedded amqtt broker with mqtt_protocol "
+                hint = (
+                    (
+                        f"\n(The server ran against the embedded amqtt broker with mqtt_protocol "
                         f"{broker.mqtt_protocol}. If the log above points at the broker rather than at a setting, "
                         "install Mosquitto, which broker=auto then uses: apt-get install mosquitto / brew install "
-                        "mosquitto)") if broker.kind == "embedded" else ""
-                raise SimulationError(f"the server exited with code {server.returncode} before it was ready. "
-                                      f"Last lines of {server.log_path}:\n{server.tail()}{hint}")
+                        "mosquitto)"
+                    )
+                    if broker.kind == "embedded"
+                    else ""
+                )
+                raise SimulationError(
+                    f"the server exited with code {server.returncode} before it was ready. "
+                    f"Last lines of {server.log_path}:\n{server.tail()}{hint}"
+                )
             if time.monotonic() > deadline:
-                raise SimulationError(f"the server did not report 'running' within {timeout:.0f} s; see "
-                                      f"{server.log_path}")
+                raise SimulationError(
+                    f"the server did not report 'running' within {timeout:.0f} s; see {server.log_path}"
+                )
     finally:
         client.loop_stop()
         client.disconnect()

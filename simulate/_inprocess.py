@@ -14,6 +14,7 @@ frozen layers' outputs: ``cache_frozen``, the same bits). By design, memory budg
 are taken in client order, and a round closes when every selected client has answered (details:
 docs/DESIGN-NOTES.md, section "simulate/_inprocess.py").
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,17 @@ from simulate._evaluate import EncodedSet, state_file
 
 FLEET = "sim"
 #: The exceptions ``fedhft edge`` reports as an ``error`` outcome of a task (edge_runtime._agent).
-DEVICE_ERRORS = (BundleError, DataError, ProtocolError, ValueError, RuntimeError, OSError, ImportError,
-                 FloatingPointError, MemoryError)
+DEVICE_ERRORS = (
+    BundleError,
+    DataError,
+    ProtocolError,
+    ValueError,
+    RuntimeError,
+    OSError,
+    ImportError,
+    FloatingPointError,
+    MemoryError,
+)
 
 
 class EngineError(RuntimeError):
@@ -69,11 +79,17 @@ class EngineResult:
     interrupted: bool = False
 
 
-def devices_for(client_files: dict[str, Path], tiers: dict[str, str], backends: dict[str, str],
-                eval_files: dict[str, Path] | None = None) -> list[Device]:
+def devices_for(
+    client_files: dict[str, Path],
+    tiers: dict[str, str],
+    backends: dict[str, str],
+    eval_files: dict[str, Path] | None = None,
+) -> list[Device]:
     """Devices from a prepared run: client -> data file, client -> tier, tier -> backend."""
-    return [Device(c, tiers[c], backends[tiers[c]], Path(client_files[c]), (eval_files or {}).get(c))
-            for c in sorted(client_files)]
+    return [
+        Device(c, tiers[c], backends[tiers[c]], Path(client_files[c]), (eval_files or {}).get(c))
+        for c in sorted(client_files)
+    ]
 
 
 @dataclass
@@ -102,10 +118,21 @@ class InProcessEngine:
     #: Default of ``frozen_cache_mb`` (MiniLM at 32 tokens: 48 KB per example and batch shape).
     FROZEN_CACHE_MB = 2048.0
 
-    def __init__(self, cfg: SimConfig, devices: Sequence[Device], bundles_dir: Path, *, state_dir: Path | None = None,
-                 test: EncodedSet | None = None, threads: int | None = None, keep_states: bool = True,
-                 say: Callable[[str], None] = print, frozen_cache_mb: float | None = None,
-                 workers: int | None = None, eval_thread: bool | None = None):
+    def __init__(
+        self,
+        cfg: SimConfig,
+        devices: Sequence[Device],
+        bundles_dir: Path,
+        *,
+        state_dir: Path | None = None,
+        test: EncodedSet | None = None,
+        threads: int | None = None,
+        keep_states: bool = True,
+        say: Callable[[str], None] = print,
+        frozen_cache_mb: float | None = None,
+        workers: int | None = None,
+        eval_thread: bool | None = None,
+    ):
         from simulate._fleet import server_config
         from server import BundleIndex, ServerConfig, build_strategy, new_run_id
 
@@ -145,12 +172,15 @@ class InProcessEngine:
         problems, out = [], {}
         for d in devices:
             if d.tier not in self.bundles.tiers:
-                problems.append(f"{d.client}: tier {d.tier!r} has no bundle in {self.config.bundles_dir} "
-                                f"(tiers: {self.bundles.tiers})")
+                problems.append(
+                    f"{d.client}: tier {d.tier!r} has no bundle in {self.config.bundles_dir} "
+                    f"(tiers: {self.bundles.tiers})"
+                )
                 continue
             if d.backend not in self.bundles.backends(d.tier):
-                problems.append(f"{d.client}: tier {d.tier} is exported for {self.bundles.backends(d.tier)}, "
-                                f"not {d.backend!r}")
+                problems.append(
+                    f"{d.client}: tier {d.tier} is exported for {self.bundles.backends(d.tier)}, not {d.backend!r}"
+                )
                 continue
             try:
                 options = self._data_options()
@@ -162,8 +192,10 @@ class InProcessEngine:
             entry = ClientEntry(d.client, {}, d.tier, d.backend, [d.backend])
             out[d.client] = _Client(d, entry, examples, extra, self._battery())
         if len({d.client for d in devices}) != len(devices) or len(devices) != self.cfg.clients:
-            problems.append(f"{len(devices)} devices ({len({d.client for d in devices})} distinct ids) for clients="
-                            f"{self.cfg.clients}: give one device per client, each with its own id")
+            problems.append(
+                f"{len(devices)} devices ({len({d.client for d in devices})} distinct ids) for clients="
+                f"{self.cfg.clients}: give one device per client, each with its own id"
+            )
         if problems:
             raise EngineError("the in-process run cannot start:\n  - " + "\n  - ".join(problems))
         return out
@@ -224,8 +256,14 @@ class InProcessEngine:
             try:
                 for idx in range(self.strategy.round_idx, self.cfg.rounds):
                     line, recs, state, files = self._train_round(idx)
-                    pending.append((line, side.submit(self._evaluate_timed, idx, _copied(files)) if side
-                                    else self._evaluate_timed(idx, files)))
+                    pending.append(
+                        (
+                            line,
+                            side.submit(self._evaluate_timed, idx, _copied(files))
+                            if side
+                            else self._evaluate_timed(idx, files),
+                        )
+                    )
                     rounds.append(line)
                     records += recs
                     if self.keep_states:
@@ -254,8 +292,9 @@ class InProcessEngine:
             return
         self._imported = True
         used = {c.device.backend for c in self.clients.values()}
-        for backend, bundle_dir in sorted({(b.backend, b.dir) for b in self.bundles.by_id.values()
-                                           if b.backend in used}):
+        for backend, bundle_dir in sorted(
+            {(b.backend, b.dir) for b in self.bundles.by_id.values() if b.backend in used}
+        ):
             with suppress(ImportError):  # a missing runtime is each device's error outcome, as before
                 load_runtime(backend, bundle_dir)
         if self.test is not None and self.evaluator is None:
@@ -277,9 +316,11 @@ class InProcessEngine:
         out, secs = evaluation.result() if hasattr(evaluation, "result") else evaluation
         line.update(out)
         self._tick("eval_s", secs)
-        self.say(f"round {line['round']}: stored {line['stored']}/{line['selected']}, client accuracy "
-                 f"{_num(line['accuracy_mean'])}, global accuracy {_num(line.get('accuracy'))}, "
-                 f"{line['round_s']:.1f} s")
+        self.say(
+            f"round {line['round']}: stored {line['stored']}/{line['selected']}, client accuracy "
+            f"{_num(line['accuracy_mean'])}, global accuracy {_num(line.get('accuracy'))}, "
+            f"{line['round_s']:.1f} s"
+        )
         if on_round is not None:
             on_round(line)
 
@@ -292,16 +333,25 @@ class InProcessEngine:
         started = time.perf_counter()
         eligible = self._eligible()
         if len(eligible) < self.config.min_clients:
-            raise EngineError(f"round {idx}: {len(eligible)} of {self.config.min_clients} devices are eligible "
-                              "(the others' batteries are below their tier's threshold): charge them (battery=) "
-                              "or run fewer rounds")
+            raise EngineError(
+                f"round {idx}: {len(eligible)} of {self.config.min_clients} devices are eligible "
+                "(the others' batteries are below their tier's threshold): charge them (battery=) "
+                "or run fewer rounds"
+            )
         picked, salt = pick_clients(eligible, idx, self.config)
-        plan = plan_round(self.strategy, self.bundles, idx, salt,
-                          [Participant(c.client, c.tier, c.backend) for c in picked], self.run_id)
+        plan = plan_round(
+            self.strategy,
+            self.bundles,
+            idx,
+            salt,
+            [Participant(c.client, c.tier, c.backend) for c in picked],
+            self.run_id,
+        )
         stored: dict[str, str] = {}
         rnd = _RoundLog(idx, plan, self.strategy.aggregator(idx))
-        ctx = intake_context(self.config, idx, True, plan.expected(self.strategy.dims_for), stored.get,
-                             run_id=self.run_id)
+        ctx = intake_context(
+            self.config, idx, True, plan.expected(self.strategy.dims_for), stored.get, run_id=self.run_id
+        )
         deadline = time.time() + self.config.round_deadline_s
         tasks = {cid: self._send(rnd, cid, deadline) for cid in sorted(plan.tasks)}
         answers = self._device_rounds({cid: task for cid, task in tasks.items() if task is not None})
@@ -346,8 +396,11 @@ class InProcessEngine:
 
         def work(w: int) -> dict[str, object]:
             self._set_threads()
-            return {cid: self._device_round(self.clients[cid], tasks[cid], w) for cid in shares[w]
-                    if not self._stop.is_set()}
+            return {
+                cid: self._device_round(self.clients[cid], tasks[cid], w)
+                for cid in shares[w]
+                if not self._stop.is_set()
+            }
 
         if self.workers == 1:
             return work(0)
@@ -378,13 +431,22 @@ class InProcessEngine:
         try:
             bundle = self.bundles.by_id[task.bundle_id]
             if bundle.plan != AdapterPlan.from_dict(dict(task.plan)):
-                raise BundleError(f"bundle {bundle.dir} was compiled for plan {bundle.plan.to_dict()}, the task "
-                                  f"says {task.plan}: re-export the tier")
+                raise BundleError(
+                    f"bundle {bundle.dir} was compiled for plan {bundle.plan.to_dict()}, the task "
+                    f"says {task.plan}: re-export the tier"
+                )
             session = self._session(bundle.dir, worker)
             t0 = time.perf_counter()  # device time from here: opening the session is open_s
             spec_threshold = _tier_threshold(task.tier)
-            budget = TrainBudget(self.off_budget_mb, AgentConfig.memory_margin, client.battery, spec_threshold,
-                                 AgentConfig.deadline_reserve_s, should_stop=self._stop.is_set, progress_every=0)
+            budget = TrainBudget(
+                self.off_budget_mb,
+                AgentConfig.memory_margin,
+                client.battery,
+                spec_threshold,
+                AgentConfig.deadline_reserve_s,
+                should_stop=self._stop.is_set,
+                progress_every=0,
+            )
             data = self._prepared(client, session, task, budget)
             result = train_round(session, task, data, budget)
         except DEVICE_ERRORS as exc:
@@ -394,11 +456,20 @@ class InProcessEngine:
             self._tick(f"device_s/{client.device.tier}", time.perf_counter() - t0)
         if not isinstance(result, RoundResult):
             return result
-        update = Update(FLEET, client.device.client, task.round, task.task_id, result.num_examples, result.metrics,
-                        task.hyper.encoding, result.update)
+        update = Update(
+            FLEET,
+            client.device.client,
+            task.round,
+            task.task_id,
+            result.num_examples,
+            result.metrics,
+            task.hyper.encoding,
+            result.update,
+        )
         try:
-            return encode(update, max_size=payload_budget(self.config.max_packet_size,
-                                                          self.topics.update(client.device.client)))
+            return encode(
+                update, max_size=payload_budget(self.config.max_packet_size, self.topics.update(client.device.client))
+            )
         except PayloadTooLarge as exc:
             return exc
 
@@ -412,8 +483,10 @@ class InProcessEngine:
             raise MemoryError(shape.reason())
         labels = client.examples.labels
         if labels.size and int(labels.max()) >= session.manifest.dims.num_labels:
-            raise DataError(f"{client.device.data}: labels go up to {int(labels.max())} but the model has "
-                            f"{session.manifest.dims.num_labels} classes: pass --label-map or fix the data")
+            raise DataError(
+                f"{client.device.data}: labels go up to {int(labels.max())} but the model has "
+                f"{session.manifest.dims.num_labels} classes: pass --label-map or fix the data"
+            )
         key = (session.manifest.base_model_id, shape.seq_len)
         if key not in client.prepared:
             t0 = time.perf_counter()
@@ -422,8 +495,9 @@ class InProcessEngine:
                 client.prepared[key] = PreparedData(local.train, local.val)
             else:
                 tok = load_tokenizer(session.bundle_dir)
-                client.prepared[key] = PreparedData(tokenize(tok, client.examples, shape.seq_len),
-                                                    tokenize(tok, client.eval_examples, shape.seq_len))
+                client.prepared[key] = PreparedData(
+                    tokenize(tok, client.examples, shape.seq_len), tokenize(tok, client.eval_examples, shape.seq_len)
+                )
             self._tick("tokenize_s", time.perf_counter() - t0)
         self._fill_frozen(client, session, client.prepared[key].train, shape.batch_size, task.hyper.local_steps)
         return client.prepared[key]
@@ -474,9 +548,14 @@ class InProcessEngine:
             for kind, (tensors, meta) in files.items():
                 write_tensors(state_file(self.state_dir, kind, rnd.idx), tensors, meta)
         agg_s = rnd.agg_s + time.perf_counter() - t0
-        extra = {"strategy": self.strategy.name, "closed_by": "all_answered",
-                 "round_s": round(time.perf_counter() - started, 4), "aggregation_s": round(agg_s, 4),
-                 "bytes_down": rnd.bytes_down, "cluster_sizes": cluster_sizes(rnd.plan.assignments)}
+        extra = {
+            "strategy": self.strategy.name,
+            "closed_by": "all_answered",
+            "round_s": round(time.perf_counter() - started, 4),
+            "aggregation_s": round(agg_s, 4),
+            "bytes_down": rnd.bytes_down,
+            "cluster_sizes": cluster_sizes(rnd.plan.assignments),
+        }
         line = metrics_line(rnd.idx, list(rnd.rows.values()), dict(rnd.rejections), extra)
         self._tick("server_s", agg_s)
         if self.state_dir is not None:
@@ -504,16 +583,31 @@ class _RoundLog:
 
     def __init__(self, idx: int, plan, aggregator):
         self.idx, self.plan, self.aggregator = idx, plan, aggregator
-        self.rows = {cid: {"round": idx, "client": cid, "tier": t.tier, "backend": t.backend,
-                           "status": ClientRoundStatus.TASKED, "bytes": None, "num_examples": None, "metrics": None,
-                           "outcome": None, "reason": None}
-                     for cid, t in sorted(plan.tasks.items())}
+        self.rows = {
+            cid: {
+                "round": idx,
+                "client": cid,
+                "tier": t.tier,
+                "backend": t.backend,
+                "status": ClientRoundStatus.TASKED,
+                "bytes": None,
+                "num_examples": None,
+                "metrics": None,
+                "outcome": None,
+                "reason": None,
+            }
+            for cid, t in sorted(plan.tasks.items())
+        }
         self.rejections: Counter = Counter()
         self.bytes_down, self.agg_s = 0, 0.0
 
     def stored(self, cid: str, update) -> None:
-        self.rows[cid].update(status=ClientRoundStatus.STORED, bytes=len(update.encoded),
-                              num_examples=update.num_examples, metrics=_json(update.metrics))
+        self.rows[cid].update(
+            status=ClientRoundStatus.STORED,
+            bytes=len(update.encoded),
+            num_examples=update.num_examples,
+            metrics=_json(update.metrics),
+        )
 
     def unstore(self, cid: str, detail: str) -> None:
         self.rows[cid].update(status=ClientRoundStatus.REJECTED, reason="aggregation_error")

@@ -2,6 +2,7 @@
 through the server package's read-only readers (``server.read_metrics``, ``read_client_rounds``,
 ``count_clients``), evaluate each committed round in a background thread, and draw progress.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -93,8 +94,14 @@ class Progress:
     keep their own output readable.
     """
 
-    def __init__(self, rounds: int, clients: int, enabled: bool = True, stream: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        rounds: int,
+        clients: int,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.rounds, self.clients, self.enabled = rounds, clients, enabled
         self.stream = stream if stream is not None else sys.stdout
         self._clock, self._t0, self._first_round_at = clock, clock(), None
@@ -106,13 +113,24 @@ class Progress:
     def _start_bar(self):
         try:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
-                TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress as RichProgress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
         except ImportError:
             return None
-        bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False,
-                           console=Console(file=self.stream))
+        bar = RichProgress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            transient=False,
+            console=Console(file=self.stream),
+        )
         bar.start()
         self._task = bar.add_task("rounds", total=self.rounds, info="waiting for devices")
         atexit.register(self._stop_bar)  # an exception past run_simulation must not leave the cursor hidden
@@ -158,8 +176,10 @@ class Progress:
 
     def commit_line(self, m: dict, done: int) -> str:
         now = self._clock()
-        line = (f"round {m['round']} committed ({done} of {self.rounds} rounds): "
-                f"{clients_done(m)}; elapsed {_hms(now - self._t0)}")
+        line = (
+            f"round {m['round']} committed ({done} of {self.rounds} rounds): "
+            f"{clients_done(m)}; elapsed {_hms(now - self._t0)}"
+        )
         if done >= self.rounds:
             return line + ", evaluating the last round"
         since = now - (self._first_round_at if self._first_round_at is not None else self._t0)
@@ -171,9 +191,14 @@ class Progress:
 
 def clients_done(m: dict) -> str:
     """``3/4 clients stored (dropped 1)`` from a metrics line: every client that did not store is counted."""
-    missing = [(label, m.get(key) or 0) for label, key in
-               (("rejected", "rejected_clients"), ("device reported failure", "outcome_clients"),
-                ("dropped", "dropped"))]
+    missing = [
+        (label, m.get(key) or 0)
+        for label, key in (
+            ("rejected", "rejected_clients"),
+            ("device reported failure", "outcome_clients"),
+            ("dropped", "dropped"),
+        )
+    ]
     why = ", ".join(f"{label} {n}" for label, n in missing if n)
     return f"{m.get('stored', 0)}/{m.get('selected', 0)} clients stored" + (f" ({why})" if why else "")
 
@@ -190,8 +215,9 @@ def final_info(committed: list[dict], evals: dict[int, dict]) -> str:
         return "no round committed"
     last = committed[-1]["round"]
     acc = (evals.get(last) or {}).get("accuracy")
-    return f"round {last}: {clients_done(committed[-1])}, " + \
-        (f"acc r{last} {acc:.3f}" if acc is not None else f"acc r{last} n/a")
+    return f"round {last}: {clients_done(committed[-1])}, " + (
+        f"acc r{last} {acc:.3f}" if acc is not None else f"acc r{last} n/a"
+    )
 
 
 def _hms(seconds: float) -> str:
@@ -206,8 +232,9 @@ def _isatty(stream) -> bool:
         return False
 
 
-def status_line(state_dir: Path, committed: list[dict], records: list[dict], evals: dict[int, dict],
-                clients: int) -> str:
+def status_line(
+    state_dir: Path, committed: list[dict], records: list[dict], evals: dict[int, dict], clients: int
+) -> str:
     joined = joined_clients(state_dir)
     if not records:
         return f"devices joined {joined}/{clients}"

@@ -3,6 +3,7 @@
 Every function is deterministic given its seed and returns one index array per client (sorted,
 disjoint). Clients never end up empty: a simulated device with no data cannot join.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -23,8 +24,9 @@ def iid(n: int, clients: int, seed: int) -> list[np.ndarray]:
     return [np.sort(part) for part in np.array_split(order, clients)]
 
 
-def dirichlet(labels: Sequence[int], clients: int, alpha: float, seed: int, min_size: int = 4,
-              max_tries: int = 100) -> list[np.ndarray]:
+def dirichlet(
+    labels: Sequence[int], clients: int, alpha: float, seed: int, min_size: int = 4, max_tries: int = 100
+) -> list[np.ndarray]:
     """Label skew (Hsu et al. 2019): each class is spread over the clients with proportions drawn
     from Dir(alpha); small alpha -> each client sees few classes. Redrawn until every client holds
     ``min_size`` examples; after ``max_tries`` the smallest clients take examples from the largest
@@ -63,8 +65,10 @@ def natural(keys: Sequence[str | None], clients: int, seed: int) -> tuple[list[n
     key i mod K) and each key's examples are split evenly inside its group.
     Returns (index arrays, each client's group label: its key, or 'mixed' for many keys)."""
     if any(k is None for k in keys):
-        raise PartitionError("partition=natural needs a key per example: this dataset has none; use "
-                             "partition=dirichlet, or a dataset with one (rotten_tomatoes: movie_name, amazon: domain)")
+        raise PartitionError(
+            "partition=natural needs a key per example: this dataset has none; use "
+            "partition=dirichlet, or a dataset with one (rotten_tomatoes: movie_name, amazon: domain)"
+        )
     groups: dict[str, list[int]] = defaultdict(list)
     for i, k in enumerate(keys):
         groups[str(k)].append(i)
@@ -96,12 +100,14 @@ def _check(n: int, clients: int, min_size: int) -> None:
     if clients < 1:
         raise PartitionError(f"clients={clients}: use at least 1")
     if n < clients * min_size:
-        raise PartitionError(f"{n} examples cannot give {clients} clients {min_size} each: raise train_size "
-                             f"or lower clients")
+        raise PartitionError(
+            f"{n} examples cannot give {clients} clients {min_size} each: raise train_size or lower clients"
+        )
 
 
-def partition(kind: str, labels: Sequence[int], keys: Sequence[str | None], clients: int, alpha: float,
-              seed: int) -> tuple[list[np.ndarray], list[str] | None]:
+def partition(
+    kind: str, labels: Sequence[int], keys: Sequence[str | None], clients: int, alpha: float, seed: int
+) -> tuple[list[np.ndarray], list[str] | None]:
     """(index arrays per client, group label per client for natural splits else None)."""
     if kind == "dirichlet":
         return dirichlet(labels, clients, alpha, seed), None

@@ -5,6 +5,7 @@ strategy options (the server's constructors), catalog tiers, installed backends,
 file, the model and the output folder. Every problem is collected and raised once, as a
 ``ConfigError``, so a bad run leaves nothing behind and costs seconds, not a broker start.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -31,9 +32,14 @@ def strategy_problems(name: str, options: dict) -> list[str]:
     out = []
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        out.append(f"strategy_options: strategy {name!r} does not accept {unknown}; it accepts {accepted}"
-                   + (f" ({', '.join(SERVER_SET_OPTIONS)} are set by the server)"
-                      if set(unknown) & set(SERVER_SET_OPTIONS) else ""))
+        out.append(
+            f"strategy_options: strategy {name!r} does not accept {unknown}; it accepts {accepted}"
+            + (
+                f" ({', '.join(SERVER_SET_OPTIONS)} are set by the server)"
+                if set(unknown) & set(SERVER_SET_OPTIONS)
+                else ""
+            )
+        )
     return out
 
 
@@ -58,8 +64,10 @@ def tier_backend_problems(cfg: SimConfig) -> list[str]:
         if module and importlib.util.find_spec(module) is None:
             missing.setdefault(backend, []).append(tier)
     for backend, tiers in sorted(missing.items()):
-        out.append(f"backend {backend!r} of tiers {tiers} is not installed here (no {BACKEND_MODULES[backend]} "
-                   f"module): install it, or pick another with backends={{{tiers[0]}: torch}} or backend=torch")
+        out.append(
+            f"backend {backend!r} of tiers {tiers} is not installed here (no {BACKEND_MODULES[backend]} "
+            f"module): install it, or pick another with backends={{{tiers[0]}: torch}} or backend=torch"
+        )
     return out
 
 
@@ -75,8 +83,11 @@ def dataset_problems(cfg: SimConfig) -> list[str]:
     except (DatasetError, OSError) as exc:
         return [f"dataset: {exc}"]
     kind = cfg.partition if cfg.partition != "auto" else ("natural" if ds.natural_key else "dirichlet")
-    train = (_balanced_subsample(ds.train, cfg.train_size, cfg.seed) if kind == "natural"
-             else subsample(ds.train, cfg.train_size, cfg.seed, 11))
+    train = (
+        _balanced_subsample(ds.train, cfg.train_size, cfg.seed)
+        if kind == "natural"
+        else subsample(ds.train, cfg.train_size, cfg.seed, 11)
+    )
     try:
         partition(kind, [e.label for e in train], [e.key for e in train], cfg.clients, cfg.alpha, cfg.seed)
     except PartitionError as exc:
@@ -99,8 +110,10 @@ def model_problems(model: str) -> list[str]:
 
 def out_problems(run_dir: Path) -> list[str]:
     if (run_dir / "fleet").exists() or (run_dir / "server").exists():
-        return [f"out={run_dir}: that folder already holds a run (fleet/ or server/ exists); pass a new out=DIR, "
-                "or delete that folder first"]
+        return [
+            f"out={run_dir}: that folder already holds a run (fleet/ or server/ exists); pass a new out=DIR, "
+            "or delete that folder first"
+        ]
     if run_dir.exists() and not run_dir.is_dir():
         return [f"out={run_dir}: exists and is not a folder; pass a new out=DIR"]
     return []
@@ -114,7 +127,13 @@ def fleet_problems(cfg: SimConfig) -> list[str]:
 
 def preflight(cfg: SimConfig, run_dir: Path) -> None:
     """Raise ``ConfigError`` listing every problem of ``cfg`` on this machine; create nothing."""
-    problems = (strategy_problems(cfg.strategy, dict(cfg.strategy_options)) + tier_backend_problems(cfg)
-                + dataset_problems(cfg) + model_problems(cfg.model) + out_problems(run_dir) + fleet_problems(cfg))
+    problems = (
+        strategy_problems(cfg.strategy, dict(cfg.strategy_options))
+        + tier_backend_problems(cfg)
+        + dataset_problems(cfg)
+        + model_problems(cfg.model)
+        + out_problems(run_dir)
+        + fleet_problems(cfg)
+    )
     if problems:
         raise ConfigError(problems, "the simulation settings")

@@ -1,4 +1,5 @@
 """Turn a dataset into what the devices read: one JSONL file per client + the global test set."""
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,18 @@ class PreparedData:
     partition: str = "dirichlet"  # the split actually used (``auto`` resolved)
 
     def summary(self) -> dict:
-        return {"dataset": self.dataset.name, "num_labels": self.dataset.num_labels,
-                "label_names": self.dataset.label_names, "sources": self.dataset.sources,
-                "train_examples": sum(self.client_sizes.values()), "test_examples": len(self.test),
-                "client_sizes": self.client_sizes, "client_groups": self.client_groups,
-                "label_hist": self.label_hist, "partition": self.partition}
+        return {
+            "dataset": self.dataset.name,
+            "num_labels": self.dataset.num_labels,
+            "label_names": self.dataset.label_names,
+            "sources": self.dataset.sources,
+            "train_examples": sum(self.client_sizes.values()),
+            "test_examples": len(self.test),
+            "client_sizes": self.client_sizes,
+            "client_groups": self.client_groups,
+            "label_hist": self.label_hist,
+            "partition": self.partition,
+        }
 
 
 def subsample(examples: list[Example], size: int, seed: int, salt: int) -> list[Example]:
@@ -68,8 +76,7 @@ POOL_SEED = 20261204
 def dataset_of(cfg: SimConfig) -> Dataset:
     """The dataset a run uses: dataset=, its column settings and test_dataset= (raises DatasetError),
     its training examples restricted to ``cfg.train_pool``."""
-    ds = load_dataset(cfg.dataset, cfg.data_root, cfg.seed, cfg.natural_key, UserFileOptions.of(cfg),
-                      cfg.test_dataset)
+    ds = load_dataset(cfg.dataset, cfg.data_root, cfg.seed, cfg.natural_key, UserFileOptions.of(cfg), cfg.test_dataset)
     return replace(ds, train=pool_of(ds.train, cfg.train_pool))
 
 
@@ -98,11 +105,14 @@ def prepare_data(cfg: SimConfig, client_ids: list[str], out_dir: Path, say=print
         sizes[cid] = int(len(idx))
     hist = dict(zip(client_ids, label_histogram(labels, parts, ds.num_labels)))
     test_file = write_jsonl(out_dir / "test.jsonl", test)
-    say(f"data: {ds.name}, {len(train)} train examples over {len(client_ids)} clients "
+    say(
+        f"data: {ds.name}, {len(train)} train examples over {len(client_ids)} clients "
         f"({kind}{f', alpha {cfg.alpha}' if kind == 'dirichlet' else ''}; sizes "
-        f"{min(sizes.values())}..{max(sizes.values())}), {len(test)} test examples")
-    return PreparedData(ds, files, sizes, dict(zip(client_ids, groups)) if groups else None, hist, test, test_file,
-                        kind)
+        f"{min(sizes.values())}..{max(sizes.values())}), {len(test)} test examples"
+    )
+    return PreparedData(
+        ds, files, sizes, dict(zip(client_ids, groups)) if groups else None, hist, test, test_file, kind
+    )
 
 
 def assign_tiers(client_ids: list[str], tiers: list[str], weights: list[float] | None) -> dict[str, str]:

@@ -6,6 +6,7 @@ execs the command under the same pid), so that even a SIGKILLed ``fedhft simulat
 orphaned devices behind. It fires when the forking *thread* exits, so it is only used from the
 main thread.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,14 @@ class Child:
     def start(self) -> "Child":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([*_pdeathsig_prefix(), *self.cmd], stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=self.env or None, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [*_pdeathsig_prefix(), *self.cmd],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env or None,
+                start_new_session=True,
+            )
         self.started = time.time()
         return self
 

@@ -1,4 +1,5 @@
 """Outputs of a run: results.json, rounds.jsonl, clients.jsonl, report.md and PNG plots."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,19 @@ def tier_stats(records: list[dict]) -> dict[str, dict]:
     """Per tier: clients, outcomes, peak RSS (max) vs budget, median step time, upload bytes."""
     out: dict[str, dict] = {}
     for r in records:
-        t = out.setdefault(r["tier"], {"backend": r["backend"], "tasks": 0, "stored": 0, "outcomes": {},
-                                       "peak_rss_mb": [], "budget_mb": None, "step_s": [], "bytes_up": []})
+        t = out.setdefault(
+            r["tier"],
+            {
+                "backend": r["backend"],
+                "tasks": 0,
+                "stored": 0,
+                "outcomes": {},
+                "peak_rss_mb": [],
+                "budget_mb": None,
+                "step_s": [],
+                "bytes_up": [],
+            },
+        )
         t["tasks"] += 1
         m = r.get("metrics") or {}
         if r["status"] == "stored":
@@ -51,19 +63,29 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 
 def _rounds_table(rounds: list[dict]) -> list[str]:
-    lines = ["| round | accuracy | stored/selected | bytes up | bytes down | round s | aggregation s | "
-             "rejections | outcomes | clusters |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| round | accuracy | stored/selected | bytes up | bytes down | round s | aggregation s | "
+        "rejections | outcomes | clusters |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rounds:
-        lines.append(f"| {r['round']} | {_fmt(r.get('accuracy'))} | {r.get('stored')}/{r.get('selected')} | "
-                     f"{r.get('bytes_up', 0):,} | {r.get('bytes_down', 0):,} | {_fmt(r.get('round_s'), '.1f')} | "
-                     f"{_fmt(r.get('aggregation_s'), '.3f')} | {r.get('rejections') or '-'} | "
-                     f"{r.get('outcomes') or '-'} | {r.get('cluster_sizes') or '-'} |")
+        lines.append(
+            f"| {r['round']} | {_fmt(r.get('accuracy'))} | {r.get('stored')}/{r.get('selected')} | "
+            f"{r.get('bytes_up', 0):,} | {r.get('bytes_down', 0):,} | {_fmt(r.get('round_s'), '.1f')} | "
+            f"{_fmt(r.get('aggregation_s'), '.3f')} | {r.get('rejections') or '-'} | "
+            f"{r.get('outcomes') or '-'} | {r.get('cluster_sizes') or '-'} |"
+        )
     return lines
 
 
 #: The personalized scores (server metrics line ``personalized``) shown per round.
-PERSONALIZED_COLUMNS = (("acc_before", "acc before"), ("acc_after", "acc after"), ("bal_acc_after", "balanced after"),
-                        ("worst10_acc_after", "worst 10% after"), ("majority_acc", "majority label"))
+PERSONALIZED_COLUMNS = (
+    ("acc_before", "acc before"),
+    ("acc_after", "acc after"),
+    ("bal_acc_after", "balanced after"),
+    ("worst10_acc_after", "worst 10% after"),
+    ("majority_acc", "majority label"),
+)
 
 
 def headline(rounds: list[dict]) -> dict[str, dict[str, float | None]]:
@@ -83,26 +105,39 @@ def _personalized_table(rounds: list[dict]) -> list[str]:
     if not any(r.get("personalized") for r in rounds):
         return []
     head = " | ".join(title for _, title in PERSONALIZED_COLUMNS)
-    lines = ["## Personalized accuracy (each client's model on its own local shard)", "",
-             "Means weighted by shard size; before/after the round's local training; worst 10% = mean of the "
-             "worst tenth of clients; majority label = always predicting the client's most frequent training "
-             "label. A personalization gain counts only above the majority label (and a local-only run).", "",
-             f"| round | clients | {head} |", "|---" * (len(PERSONALIZED_COLUMNS) + 2) + "|"]
+    lines = [
+        "## Personalized accuracy (each client's model on its own local shard)",
+        "",
+        "Means weighted by shard size; before/after the round's local training; worst 10% = mean of the "
+        "worst tenth of clients; majority label = always predicting the client's most frequent training "
+        "label. A personalization gain counts only above the majority label (and a local-only run).",
+        "",
+        f"| round | clients | {head} |",
+        "|---" * (len(PERSONALIZED_COLUMNS) + 2) + "|",
+    ]
     for r in rounds:
         p = r.get("personalized") or {}
-        lines.append(f"| {r['round']} | {p.get('clients', '-')} | "
-                     + " | ".join(_fmt(p.get(key)) for key, _ in PERSONALIZED_COLUMNS) + " |")
+        lines.append(
+            f"| {r['round']} | {p.get('clients', '-')} | "
+            + " | ".join(_fmt(p.get(key)) for key, _ in PERSONALIZED_COLUMNS)
+            + " |"
+        )
     return lines + [""]
 
 
 def _tiers_table(stats: dict[str, dict]) -> list[str]:
-    lines = ["| tier | backend | tasks | stored | other outcomes | peak RSS MB | enforced budget MB | "
-             "catalog budget MB | median step s | mean update bytes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| tier | backend | tasks | stored | other outcomes | peak RSS MB | enforced budget MB | "
+        "catalog budget MB | median step s | mean update bytes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for tier, t in stats.items():
-        lines.append(f"| {tier} | {t['backend']} | {t['tasks']} | {t['stored']} | {t['outcomes'] or '-'} | "
-                     f"{_fmt(t['peak_rss_mb'], '.0f')} | {_fmt(t['budget_mb'], '.0f')} | "
-                     f"{_fmt(t.get('catalog_budget_mb'), '.0f')} | {_fmt(t['step_s'], '.3f')} | "
-                     f"{_fmt(t['bytes_up'], ',')} |")
+        lines.append(
+            f"| {tier} | {t['backend']} | {t['tasks']} | {t['stored']} | {t['outcomes'] or '-'} | "
+            f"{_fmt(t['peak_rss_mb'], '.0f')} | {_fmt(t['budget_mb'], '.0f')} | "
+            f"{_fmt(t.get('catalog_budget_mb'), '.0f')} | {_fmt(t['step_s'], '.3f')} | "
+            f"{_fmt(t['bytes_up'], ',')} |"
+        )
     return lines
 
 
@@ -120,12 +155,20 @@ def _failures_section(verdict, engine: str = "mqtt") -> list[str]:
     """Which clients did not store an update, in which rounds, and why (empty when none failed)."""
     if verdict is None or not verdict.failures:
         return []
-    lines = ["## Failures", "", f"{len(verdict.failures)} of {verdict.client_rounds} selected client-rounds stored "
-             "no update.", "", "| client | tier | backend | rounds failed | reasons |", "|---|---|---|---|---|"]
+    lines = [
+        "## Failures",
+        "",
+        f"{len(verdict.failures)} of {verdict.client_rounds} selected client-rounds stored no update.",
+        "",
+        "| client | tier | backend | rounds failed | reasons |",
+        "|---|---|---|---|---|",
+    ]
     for row in verdict.failed_clients():
         reasons = ", ".join(f"{r} x{n}" for r, n in row["reasons"].items())
-        lines.append(f"| {row['client']} | {row['tier'] or '?'} | {row['backend'] or '?'} | "
-                     f"{len(row['rounds'])} ({', '.join(map(str, row['rounds']))}) | {reasons} |")
+        lines.append(
+            f"| {row['client']} | {row['tier'] or '?'} | {row['backend'] or '?'} | "
+            f"{len(row['rounds'])} ({', '.join(map(str, row['rounds']))}) | {reasons} |"
+        )
     lines += ["", "First message of each reason:", ""]
     for reason, f in verdict.examples().items():
         msg = " ".join(f.detail.split())[:500] or "(no message)"
@@ -137,23 +180,32 @@ def _failures_section(verdict, engine: str = "mqtt") -> list[str]:
 
 def write_report(path: Path, cfg, result, summary: dict, stats: dict, plots: list[str], notes: list[str]) -> None:
     lines = [f"# fedhft simulation: {cfg.strategy} on {summary['dataset']} ({ENGINE_TITLE[cfg.engine]})", ""]
-    lines += [f"- status: **{_status_text(result)}**", f"- engine: {cfg.engine}", f"- wall time: {result.wall_s:.0f} s "
-              f"({', '.join(f'{k} {v:.0f} s' for k, v in result.phases.items())})",
-              f"- final global accuracy: {_fmt(result.final_accuracy)} on {summary['test_examples']} held-out examples",
-              f"- data: {summary['train_examples']} training examples over {cfg.clients} clients "
-              f"({summary['partition']}{f', alpha {cfg.alpha}' if summary['partition'] == 'dirichlet' else ''})", ""]
+    lines += [
+        f"- status: **{_status_text(result)}**",
+        f"- engine: {cfg.engine}",
+        f"- wall time: {result.wall_s:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in result.phases.items())})",
+        f"- final global accuracy: {_fmt(result.final_accuracy)} on {summary['test_examples']} held-out examples",
+        f"- data: {summary['train_examples']} training examples over {cfg.clients} clients "
+        f"({summary['partition']}{f', alpha {cfg.alpha}' if summary['partition'] == 'dirichlet' else ''})",
+        "",
+    ]
     lines += _failures_section(result.verdict, cfg.engine)
     best = headline(result.rounds)
-    lines += [f"- global accuracy final {_fmt(best['global_accuracy']['final'])}, best over rounds "
-              f"{_fmt(best['global_accuracy']['best'])}; personalized accuracy after local training final "
-              f"{_fmt(best['personalized_acc_after']['final'])}, best {_fmt(best['personalized_acc_after']['best'])}",
-              ""]
+    lines += [
+        f"- global accuracy final {_fmt(best['global_accuracy']['final'])}, best over rounds "
+        f"{_fmt(best['global_accuracy']['best'])}; personalized accuracy after local training final "
+        f"{_fmt(best['personalized_acc_after']['final'])}, best {_fmt(best['personalized_acc_after']['best'])}",
+        "",
+    ]
     lines += ["## Rounds", ""] + _rounds_table(result.rounds) + [""]
     lines += _personalized_table(result.rounds)
-    rss = ("Peak RSS is the whole edge process (Python, its imports, the runtime); the enforced budget is "
-           f"`memory_budget={cfg.memory_budget}` applied to the catalog's." if cfg.engine != "inprocess" else
-           "engine=inprocess: every client shares this one process, so peak RSS is that process's, not a "
-           "device's, and no memory budget is enforced.")
+    rss = (
+        "Peak RSS is the whole edge process (Python, its imports, the runtime); the enforced budget is "
+        f"`memory_budget={cfg.memory_budget}` applied to the catalog's."
+        if cfg.engine != "inprocess"
+        else "engine=inprocess: every client shares this one process, so peak RSS is that process's, not a "
+        "device's, and no memory budget is enforced."
+    )
     lines += ["## Tiers (peak RSS vs budget, step time)", "", rss, ""] + _tiers_table(stats) + [""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -182,8 +234,15 @@ def _plot_rounds(run_dir: Path, rounds: list[dict], plt) -> list[str]:
     ax.plot(xs, ys, marker="o")
     for r in rounds:  # a round in which some selected client stored nothing says so at its point
         if r.get("accuracy") is not None and r.get("stored") is not None and r["stored"] < r.get("selected", 0):
-            ax.annotate(f"stored {r['stored']}/{r['selected']}", (r["round"], r["accuracy"]), fontsize=7,
-                        color="tab:red", textcoords="offset points", xytext=(0, -12), ha="center")
+            ax.annotate(
+                f"stored {r['stored']}/{r['selected']}",
+                (r["round"], r["accuracy"]),
+                fontsize=7,
+                color="tab:red",
+                textcoords="offset points",
+                xytext=(0, -12),
+                ha="center",
+            )
     ax.set_xlabel("round"), ax.set_ylabel("global test accuracy"), ax.grid(alpha=0.3), ax.margins(x=0.08, y=0.15)
     _integer_ticks(ax.xaxis)
     fig.tight_layout(), fig.savefig(run_dir / "accuracy_vs_round.png", dpi=110), plt.close(fig)
@@ -206,8 +265,17 @@ def _mark_missing(ax, names: list[str], values: list, stats: dict[str, dict]) ->
         ax.bar(i, top, color="none", edgecolor="tab:red", hatch="//", linewidth=0)
         failed = stats[n]["tasks"] - stats[n]["stored"]
         text = f"failed: {failed}/{stats[n]['tasks']}" if failed else "no data"
-        ax.text(i, top / 2, text, ha="center", va="center", rotation=90, fontsize=8, color="tab:red",
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+        ax.text(
+            i,
+            top / 2,
+            text,
+            ha="center",
+            va="center",
+            rotation=90,
+            fontsize=8,
+            color="tab:red",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+        )
 
 
 FAILURE_COLORS = ("tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
@@ -222,14 +290,29 @@ def _plot_outcomes(ax, names: list[str], stats: dict[str, dict]) -> None:
     bottom += stored
     for j, reason in enumerate(reasons):
         vals = np.asarray([stats[n]["outcomes"].get(reason, 0) for n in names], float)
-        ax.bar(names, vals, bottom=bottom, color=FAILURE_COLORS[j % len(FAILURE_COLORS)], hatch="//",
-               edgecolor="white", label=reason)
+        ax.bar(
+            names,
+            vals,
+            bottom=bottom,
+            color=FAILURE_COLORS[j % len(FAILURE_COLORS)],
+            hatch="//",
+            edgecolor="white",
+            label=reason,
+        )
         bottom += vals
     for i, n in enumerate(names):
         failed = stats[n]["tasks"] - stats[n]["stored"]
         if failed:
-            ax.text(i, bottom[i], f"failed: {failed}/{stats[n]['tasks']}", ha="center", va="bottom", fontsize=8,
-                    color="tab:red", fontweight="bold")
+            ax.text(
+                i,
+                bottom[i],
+                f"failed: {failed}/{stats[n]['tasks']}",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color="tab:red",
+                fontweight="bold",
+            )
     ax.set_ylim(0, max(bottom.max(), 1) * 1.2)
     ax.set_ylabel("client-rounds"), ax.set_title("updates stored per tier", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0)), ax.tick_params(axis="x", rotation=20)
@@ -264,8 +347,14 @@ def device_label(cid: str, tiers: dict[str, str] | None, groups: dict[str, str] 
     return f"{cid} ({', '.join(parts)})" if parts else cid
 
 
-def _plot_clusters(run_dir: Path, members: dict[str, list[float]], tiers: dict[str, str] | None,
-                   groups: dict | None, plt, last_round: int | None = None) -> list[str]:
+def _plot_clusters(
+    run_dir: Path,
+    members: dict[str, list[float]],
+    tiers: dict[str, str] | None,
+    groups: dict | None,
+    plt,
+    last_round: int | None = None,
+) -> list[str]:
     if not members:
         return []
     cids = sorted(members)
@@ -291,12 +380,25 @@ def make_plots(run_dir: Path, rounds, stats, members, groups, tiers: dict[str, s
     except ImportError:
         return []
     last = rounds[-1]["round"] if rounds else None
-    return (_plot_rounds(run_dir, rounds, plt) + _plot_tiers(run_dir, stats, plt)
-            + _plot_clusters(run_dir, members, tiers, groups, plt, last))
+    return (
+        _plot_rounds(run_dir, rounds, plt)
+        + _plot_tiers(run_dir, stats, plt)
+        + _plot_clusters(run_dir, members, tiers, groups, plt, last)
+    )
 
 
-def write_outputs(cfg, result, data, tiers: dict, backends: dict, broker_kind: str, eval_error: str | None,
-                  pids: list[int], mqtt_protocol: str | None = None, records: list[dict] | None = None) -> dict:
+def write_outputs(
+    cfg,
+    result,
+    data,
+    tiers: dict,
+    backends: dict,
+    broker_kind: str,
+    eval_error: str | None,
+    pids: list[int],
+    mqtt_protocol: str | None = None,
+    records: list[dict] | None = None,
+) -> dict:
     """``records``: the client-round records (``client_rounds`` rows); None = read them from the
     server's SQLite in the run's state dir (the MQTT engine; the in-process engine has none)."""
     from simulate._evaluate import memberships
@@ -319,25 +421,44 @@ def write_outputs(cfg, result, data, tiers: dict, backends: dict, broker_kind: s
     plots = make_plots(run_dir, result.rounds, stats, members, data.client_groups, tiers)
     notes = []
     if cfg.engine == "inprocess":
-        notes.append("engine=inprocess: no broker and no device processes; every client trained in this one "
-                     "process, one after another, with memory budgets off; a round closed when every selected "
-                     "client had answered (no deadline drops, no redeliveries)")
+        notes.append(
+            "engine=inprocess: no broker and no device processes; every client trained in this one "
+            "process, one after another, with memory budgets off; a round closed when every selected "
+            "client had answered (no deadline drops, no redeliveries)"
+        )
     if broker_kind == "embedded":
-        notes.append(f"embedded amqtt broker (server and devices spoke MQTT {mqtt_protocol or '3.1.1'}): no MQTT 5, so "
-                     "an ACL-refused publish is dropped silently; unacked QoS 1 messages are not redelivered after a "
-                     "crash; keepalive is not enforced (a stalled device's Last Will never fires). Fine for a "
-                     "demo; use Mosquitto for reliability runs")
+        notes.append(
+            f"embedded amqtt broker (server and devices spoke MQTT {mqtt_protocol or '3.1.1'}): no MQTT 5, so "
+            "an ACL-refused publish is dropped silently; unacked QoS 1 messages are not redelivered after a "
+            "crash; keepalive is not enforced (a stalled device's Last Will never fires). Fine for a "
+            "demo; use Mosquitto for reliability runs"
+        )
     if eval_error:
         notes.append(f"evaluation failed to start: {eval_error.strip().splitlines()[-1]}")
     summary = data.summary()
-    out = {"status": result.status.value, "ok": result.ok, "engine": cfg.engine, "error": result.error,
-           "failures": result.verdict.to_json() if result.verdict else None, "wall_s": result.wall_s,
-           "phases": result.phases,
-           "final_accuracy": result.final_accuracy, "accuracy": result.accuracies,
-           "headline": headline(result.rounds), "rounds": result.rounds,
-           "tiers": stats, "tier_of_client": tiers, "backend_of_tier": backends, "broker": broker_kind,
-           "mqtt_protocol": mqtt_protocol, "memberships": members, "data": summary, "config": to_dict(cfg),
-           "pids": pids, "plots": plots}
+    out = {
+        "status": result.status.value,
+        "ok": result.ok,
+        "engine": cfg.engine,
+        "error": result.error,
+        "failures": result.verdict.to_json() if result.verdict else None,
+        "wall_s": result.wall_s,
+        "phases": result.phases,
+        "final_accuracy": result.final_accuracy,
+        "accuracy": result.accuracies,
+        "headline": headline(result.rounds),
+        "rounds": result.rounds,
+        "tiers": stats,
+        "tier_of_client": tiers,
+        "backend_of_tier": backends,
+        "broker": broker_kind,
+        "mqtt_protocol": mqtt_protocol,
+        "memberships": members,
+        "data": summary,
+        "config": to_dict(cfg),
+        "pids": pids,
+        "plots": plots,
+    }
     (run_dir / "results.json").write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
     with open(run_dir / "rounds.jsonl", "w", encoding="utf-8") as fh:
         for r in result.rounds:

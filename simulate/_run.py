@@ -14,6 +14,7 @@ is stopped by pid (process group) at the end, on errors and on Ctrl-C.
 edge training code for every client in this process, one after another; see _inprocess.py for
 what differs.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,11 @@ from simulate._bundles import default_cache_dir, ensure_bundle, fit_plan, link_b
 from simulate._config import SimConfig
 from simulate._evaluate import EncodedSet, encode_examples
 from simulate._fleet import (
-    SimulationError, start_edges, start_fleet_broker, start_server, wait_server_running,
+    SimulationError,
+    start_edges,
+    start_fleet_broker,
+    start_server,
+    wait_server_running,
 )
 from simulate._monitor import EvalWorker, Progress, client_rounds, read_metrics
 from simulate._preflight import preflight
@@ -79,8 +84,9 @@ def client_ids(n: int) -> list[str]:
     return [f"dev-{i:0{width}d}" for i in range(n)]
 
 
-def _export_bundles(cfg: SimConfig, tiers: dict[str, str], num_labels: int, run_dir: Path,
-                    say) -> tuple[dict, Path, float]:
+def _export_bundles(
+    cfg: SimConfig, tiers: dict[str, str], num_labels: int, run_dir: Path, say
+) -> tuple[dict, Path, float]:
     """(tier -> backend, the run's bundles dir, seconds spent exporting).
 
     Every bundle the strategy will use is exported before round 0: each tier's own plan and the
@@ -100,8 +106,9 @@ def _export_bundles(cfg: SimConfig, tiers: dict[str, str], num_labels: int, run_
     links, spent = {}, 0.0
     cache = Path(cfg.bundle_cache).expanduser() if cfg.bundle_cache else default_cache_dir()
     for need in needed_bundles(cfg.strategy, cfg.strategy_options, plans, {t: [b] for t, b in backends.items()}):
-        links[(need.tier, need.backend)], secs = ensure_bundle(cfg.model, model_id, num_labels, need.tier, need.plan,
-                                                               need.backend, cache, cfg.seed, say)
+        links[(need.tier, need.backend)], secs = ensure_bundle(
+            cfg.model, model_id, num_labels, need.tier, need.plan, need.backend, cache, cfg.seed, say
+        )
         spent += secs
     return backends, link_bundles(run_dir / "bundles", links), spent
 
@@ -111,8 +118,10 @@ def _check_children(children: Children, broker, server_name: str = "server") -> 
     if dead:
         c = dead[0]
         what = "the server" if c.name == server_name else f"edge device {c.name}"
-        raise SimulationError(f"{what} (pid {c.pid}) exited with code {c.returncode}. Last lines of {c.log_path}:\n"
-                              f"{c.tail()}\n(fix the cause above; every other process was stopped)")
+        raise SimulationError(
+            f"{what} (pid {c.pid}) exited with code {c.returncode}. Last lines of {c.log_path}:\n"
+            f"{c.tail()}\n(fix the cause above; every other process was stopped)"
+        )
     if broker.broker is not None and getattr(broker.broker, "running", True) is False:
         raise SimulationError(f"the {broker.kind} broker stopped. Its log:\n{broker.log_tail()}")
 
@@ -133,9 +142,11 @@ def _follow(cfg: SimConfig, children: Children, broker, state_dir: Path, evals: 
             return
         _check_children(children, broker)
         if not records and time.monotonic() - started > cfg.join_timeout_s:
-            raise SimulationError(f"no round started within join_timeout_s={cfg.join_timeout_s:.0f} s: not every "
-                                  f"device joined. Check {server.log_path} and logs/dev-*.log; raise join_timeout_s "
-                                  "on a slow machine")
+            raise SimulationError(
+                f"no round started within join_timeout_s={cfg.join_timeout_s:.0f} s: not every "
+                f"device joined. Check {server.log_path} and logs/dev-*.log; raise join_timeout_s "
+                "on a slow machine"
+            )
         time.sleep(POLL_S)
 
 
@@ -196,12 +207,30 @@ def run_simulation(cfg: SimConfig, say: Callable[[str], None] = print) -> SimRes
         ran = (_run_inprocess if cfg.engine == "inprocess" else _run_mqtt)(cfg, fleet, say)
     phases["federated_s"] = time.time() - t_fed
     phases.update(ran.phases)
-    verdict = classify_run(ran.records, ran.rounds, cfg.rounds, None if ran.interrupted else ran.error,
-                           ran.interrupted, ran.eval_error)
-    result = SimResult(run_dir, verdict.status, ran.rounds, time.time() - t0, phases,
-                       ran.error or (None if verdict.status is RunStatus.COMPLETED else verdict.headline()), verdict)
-    write_outputs(cfg, result, data, tiers, backends, ran.broker_kind, ran.eval_error, ran.pids, ran.mqtt_protocol,
-                  records=ran.records)
+    verdict = classify_run(
+        ran.records, ran.rounds, cfg.rounds, None if ran.interrupted else ran.error, ran.interrupted, ran.eval_error
+    )
+    result = SimResult(
+        run_dir,
+        verdict.status,
+        ran.rounds,
+        time.time() - t0,
+        phases,
+        ran.error or (None if verdict.status is RunStatus.COMPLETED else verdict.headline()),
+        verdict,
+    )
+    write_outputs(
+        cfg,
+        result,
+        data,
+        tiers,
+        backends,
+        ran.broker_kind,
+        ran.eval_error,
+        ran.pids,
+        ran.mqtt_protocol,
+        records=ran.records,
+    )
     return result
 
 
@@ -216,8 +245,9 @@ def _run_mqtt(cfg: SimConfig, fleet: _Fleet, say) -> _EngineRun:
         broker = start_fleet_broker(cfg, fleet.ids, run_dir / "fleet", say)
         server = start_server(children, cfg, broker, fleet.bundles_dir, run_dir)
         wait_server_running(broker, server, timeout=cfg.join_timeout_s)
-        start_edges(children, cfg, broker, fleet.tiers, fleet.backends, fleet.data.client_files, run_dir,
-                    fleet.bundles_dir)
+        start_edges(
+            children, cfg, broker, fleet.tiers, fleet.backends, fleet.data.client_files, run_dir, fleet.bundles_dir
+        )
         pids = {c.name: c.pid for c in children.items}
         if getattr(broker.broker, "pid", None):
             pids["broker"] = broker.broker.pid
@@ -240,9 +270,17 @@ def _run_mqtt(cfg: SimConfig, fleet: _Fleet, say) -> _EngineRun:
         evals.finish(timeout=30 if interrupted else 600, cancel=interrupted)
     rounds = _merge_rounds(state_dir, evals)
     progress.close(evals.results if evals else None, rounds)  # after the last evaluation: the final accuracy shows
-    return _EngineRun(rounds, client_rounds(state_dir), error, interrupted, evals.error if evals else None,
-                      {"federated_s": federated_s}, broker.kind if broker else "none",
-                      broker.mqtt_protocol if broker else None, children.pids)
+    return _EngineRun(
+        rounds,
+        client_rounds(state_dir),
+        error,
+        interrupted,
+        evals.error if evals else None,
+        {"federated_s": federated_s},
+        broker.kind if broker else "none",
+        broker.mqtt_protocol if broker else None,
+        children.pids,
+    )
 
 
 def _run_inprocess(cfg: SimConfig, fleet: _Fleet, say) -> _EngineRun:
@@ -264,9 +302,15 @@ def _run_inprocess(cfg: SimConfig, fleet: _Fleet, say) -> _EngineRun:
 
     ran = _EngineRun(committed, [])
     try:
-        engine = InProcessEngine(cfg, devices_for(fleet.data.client_files, fleet.tiers, fleet.backends),
-                                 fleet.bundles_dir, state_dir=state_dir, test=fleet.test, threads=cfg.engine_threads,
-                                 say=_quiet if cfg.progress else say)  # with progress on, Progress prints the rounds
+        engine = InProcessEngine(
+            cfg,
+            devices_for(fleet.data.client_files, fleet.tiers, fleet.backends),
+            fleet.bundles_dir,
+            state_dir=state_dir,
+            test=fleet.test,
+            threads=cfg.engine_threads,
+            say=_quiet if cfg.progress else say,
+        )  # with progress on, Progress prints the rounds
         tasked = _markers(0, engine.config.select_count(cfg.clients), ClientRoundStatus.TASKED)
         progress.update(state_dir, [], tasked, {})
         out = engine.run(on_round=on_round)

@@ -5,6 +5,7 @@ rounds committed with some client-round that did not store is ``degraded``; miss
 fleet error is ``failed``. A pure function of the server's per-client records (``client_rounds``
 in _monitor.py) and its per-round metrics, so that it is tested without processes.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -76,8 +77,9 @@ class RunVerdict:
         """Per client that failed at least once: tier, backend, rounds failed, reasons (count each)."""
         rows: dict[str, dict] = {}
         for f in self.failures:
-            row = rows.setdefault(f.client, {"client": f.client, "tier": f.tier, "backend": f.backend, "rounds": [],
-                                             "reasons": Counter()})
+            row = rows.setdefault(
+                f.client, {"client": f.client, "tier": f.tier, "backend": f.backend, "rounds": [], "reasons": Counter()}
+            )
             row["rounds"].append(f.round)
             row["reasons"][f.reason] += 1
         return [dict(r, reasons=dict(r["reasons"])) for _, r in sorted(rows.items())]
@@ -93,8 +95,9 @@ class RunVerdict:
         """``degraded: 8 of 24 client-rounds did not store: error x8 (rpi5 x4, jetson-orin-nano x4)``."""
         parts = list(self.problems)
         if self.failures:
-            counts = "; ".join(f"{reason} x{sum(tiers.values())} ({_counts(tiers)})"
-                               for reason, tiers in self.by_reason().items())
+            counts = "; ".join(
+                f"{reason} x{sum(tiers.values())} ({_counts(tiers)})" for reason, tiers in self.by_reason().items()
+            )
             parts.append(f"{len(self.failures)} of {self.client_rounds} client-rounds did not store: {counts}")
         elif self.status is RunStatus.COMPLETED:
             parts.append(f"every selected client stored an update in every round ({self.client_rounds} client-rounds)")
@@ -108,16 +111,23 @@ class RunVerdict:
             msg = " ".join(f.detail.split())[:300] or "(no message)"
             lines.append(f"  {reason}: {msg} (first: {f.client}, {f.tier}/{f.backend}, round {f.round})")
         if run_dir is not None and self.status is not RunStatus.COMPLETED:
-            logs = (f"; logs: {run_dir / 'logs' / 'server.log'}, {run_dir / 'logs' / 'dev-*.log'}"
-                    if (run_dir / "logs").is_dir() else "")  # engine=inprocess starts no process: no logs
+            logs = (
+                f"; logs: {run_dir / 'logs' / 'server.log'}, {run_dir / 'logs' / 'dev-*.log'}"
+                if (run_dir / "logs").is_dir()
+                else ""
+            )  # engine=inprocess starts no process: no logs
             lines.append(f"  details: {run_dir / 'report.md'}{logs}")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
-        return {"status": self.status.value, "client_rounds": self.client_rounds, "failed_client_rounds":
-                len(self.failures), "problems": self.problems,
-                "failures_by_reason": {r: dict(t) for r, t in self.by_reason().items()},
-                "failures": [dict(asdict(f), kind=f.kind.value, reason=f.reason) for f in self.failures]}
+        return {
+            "status": self.status.value,
+            "client_rounds": self.client_rounds,
+            "failed_client_rounds": len(self.failures),
+            "problems": self.problems,
+            "failures_by_reason": {r: dict(t) for r, t in self.by_reason().items()},
+            "failures": [dict(asdict(f), kind=f.kind.value, reason=f.reason) for f in self.failures],
+        }
 
 
 def _counts(counter: Counter) -> str:
@@ -128,13 +138,22 @@ def _failure(rec: dict) -> ClientFailure | None:
     status = rec.get("status")
     if status == ClientRoundStatus.STORED:
         return None
-    kind = {ClientRoundStatus.OUTCOME: FailureKind.OUTCOME, ClientRoundStatus.REJECTED: FailureKind.REJECTED,
-            ClientRoundStatus.DROPPED: FailureKind.DROPPED}.get(status, FailureKind.NO_REPLY)
-    code = (rec.get("outcome") if kind is FailureKind.OUTCOME else rec.get("reason")
-            if kind is FailureKind.REJECTED else None) or kind.value
+    kind = {
+        ClientRoundStatus.OUTCOME: FailureKind.OUTCOME,
+        ClientRoundStatus.REJECTED: FailureKind.REJECTED,
+        ClientRoundStatus.DROPPED: FailureKind.DROPPED,
+    }.get(status, FailureKind.NO_REPLY)
+    code = (
+        rec.get("outcome")
+        if kind is FailureKind.OUTCOME
+        else rec.get("reason")
+        if kind is FailureKind.REJECTED
+        else None
+    ) or kind.value
     detail = rec.get("reason") if kind is FailureKind.OUTCOME else ""
-    return ClientFailure(int(rec["round"]), str(rec["client"]), rec.get("tier"), rec.get("backend"), kind, str(code),
-                         str(detail or ""))
+    return ClientFailure(
+        int(rec["round"]), str(rec["client"]), rec.get("tier"), rec.get("backend"), kind, str(code), str(detail or "")
+    )
 
 
 def _from_metrics(m: dict) -> list[ClientFailure]:
@@ -149,8 +168,14 @@ def _from_metrics(m: dict) -> list[ClientFailure]:
     return out
 
 
-def classify_run(records: list[dict], rounds: list[dict], expected_rounds: int, error: str | None = None,
-                 interrupted: bool = False, eval_error: str | None = None) -> RunVerdict:
+def classify_run(
+    records: list[dict],
+    rounds: list[dict],
+    expected_rounds: int,
+    error: str | None = None,
+    interrupted: bool = False,
+    eval_error: str | None = None,
+) -> RunVerdict:
     """The run's status from the server's client records and its committed rounds (metrics lines,
     optionally with the evaluation's ``accuracy``). Records of rounds that never committed are
     ignored: a run cut short is ``failed`` or ``interrupted`` by its missing rounds, not by them."""

@@ -1,4 +1,5 @@
 """``fedhft simulate [--config FILE] [--help-config] [key=value ...]`` (the rule: fedhft/cli_settings.py)."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,10 +38,14 @@ def register(subparsers) -> None:
     from fedhft.cli_settings import add_settings_parser
 
     p = add_settings_parser(
-        subparsers, "simulate",
+        subparsers,
+        "simulate",
         help="run a federated simulation on this machine (broker + server + edge processes, or engine=inprocess)",
         config_help="YAML file of simulation settings; key=value words override it",
-        formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION, epilog=EPILOG)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+    )
     p.set_defaults(func=_run)
 
 
@@ -73,8 +78,11 @@ def _simulate(cfg) -> int:
         print(f"fedhft simulate: {exc}", file=sys.stderr)
         return 2
     acc = " ".join("-" if a is None else f"{a:.3f}" for a in result.accuracies)
-    print(f"run dir: {result.run_dir}\naccuracy per round: {acc}\nwall time: {result.wall_s:.0f} s\n"
-          f"status: {result.status.value}", flush=True)
+    print(
+        f"run dir: {result.run_dir}\naccuracy per round: {acc}\nwall time: {result.wall_s:.0f} s\n"
+        f"status: {result.status.value}",
+        flush=True,
+    )
     if result.verdict is not None:
         print(f"fedhft simulate: {result.verdict.summary(result.run_dir)}", file=sys.stderr)
     if result.error and (result.verdict is None or result.error not in result.verdict.headline()):

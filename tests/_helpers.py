@@ -1,4 +1,5 @@
 """Helpers shared by the unit, integration and reliability tests: toy data, subprocesses, polling."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ def write_toy_data(path: Path, n: int, seed: int) -> Path:
             y = i % 2
             words = [rng.choice(POS if y else NEG), rng.choice(["movie", "film", "plot", "the"])]
             rng.shuffle(words)
-            fh.write(f"\"{' '.join(words)}\",{'pos' if y else 'neg'}\n")
+            fh.write(f'"{" ".join(words)}",{"pos" if y else "neg"}\n')
     return path
 
 
@@ -36,8 +37,15 @@ class Proc:
         self._log = open(log_path, "ab")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "FEDHFT_FAULT": ""}
         full_env.update(env or {})
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.pid = self.proc.pid
 
     @property
@@ -85,8 +93,14 @@ class Proc:
         return out
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, procs: Iterable[Proc] = (),
-             must_live: Iterable[Proc] = (), every: float = 0.2):
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str,
+    procs: Iterable[Proc] = (),
+    must_live: Iterable[Proc] = (),
+    every: float = 0.2,
+):
     """Poll ``predicate`` until truthy (returned); on timeout, fail with the processes' log tails.
     A process of ``must_live`` that exits ends the wait at once (its log says why)."""
     deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ test of that extra fails without it.
 
 Loaded by tests/conftest.py (its hooks are imported there) and usable alone as ``-p tests._require``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -54,15 +55,18 @@ def _mosquitto_passwd() -> bool:
     return os.access(shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", os.X_OK)
 
 
-APT_MOSQUITTO = ("sudo apt-get install -y mosquitto (or `make setup` as root; or set "
-                 "FEDHFT_MOSQUITTO=/path/to/mosquitto)")
+APT_MOSQUITTO = (
+    "sudo apt-get install -y mosquitto (or `make setup` as root; or set FEDHFT_MOSQUITTO=/path/to/mosquitto)"
+)
 
 REQUIREMENTS: dict[str, Requirement] = {
     "mosquitto": Requirement("the Mosquitto broker binary", _mosquitto, APT_MOSQUITTO),
-    "mosquitto_passwd": Requirement("mosquitto_passwd (Mosquitto's password tool)", _mosquitto_passwd,
-                                    "sudo apt-get install -y mosquitto"),
-    "setpriv": Requirement("util-linux setpriv", lambda: shutil.which("setpriv") is not None,
-                           "sudo apt-get install -y util-linux"),
+    "mosquitto_passwd": Requirement(
+        "mosquitto_passwd (Mosquitto's password tool)", _mosquitto_passwd, "sudo apt-get install -y mosquitto"
+    ),
+    "setpriv": Requirement(
+        "util-linux setpriv", lambda: shutil.which("setpriv") is not None, "sudo apt-get install -y util-linux"
+    ),
     "paho": Requirement("the paho-mqtt client", _module("paho.mqtt.client"), "pip install -e '.[mqtt]'"),
     "torch": Requirement("PyTorch", _module("torch"), "pip install torch==2.13.0 -e . (or `make setup`)"),
     "onnxruntime": Requirement("ONNX Runtime training", _module("onnxruntime.training"), "pip install -e '.[ort]'"),
@@ -76,8 +80,9 @@ def missing(*names: str) -> list[str]:
     unknown = [n for n in names if n not in REQUIREMENTS]
     if unknown:
         raise KeyError(f"unknown requirement(s) {unknown}; known: {sorted(REQUIREMENTS)}")
-    return [f"{REQUIREMENTS[n].what} is missing: {REQUIREMENTS[n].install}" for n in names
-            if not REQUIREMENTS[n].present()]
+    return [
+        f"{REQUIREMENTS[n].what} is missing: {REQUIREMENTS[n].install}" for n in names if not REQUIREMENTS[n].present()
+    ]
 
 
 def require(*names: str) -> None:
@@ -88,10 +93,16 @@ def require(*names: str) -> None:
 
 
 def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "requires(*names): the test fails unless these components are present "
-                                       f"(one of {', '.join(sorted(REQUIREMENTS))})")
-    config.addinivalue_line("markers", "may_skip(reason): an integration/reliability test allowed to skip, "
-                                       "for something no fresh machine can have (private data)")
+    config.addinivalue_line(
+        "markers",
+        "requires(*names): the test fails unless these components are present "
+        f"(one of {', '.join(sorted(REQUIREMENTS))})",
+    )
+    config.addinivalue_line(
+        "markers",
+        "may_skip(reason): an integration/reliability test allowed to skip, "
+        "for something no fresh machine can have (private data)",
+    )
 
 
 def pytest_runtest_setup(item) -> None:
@@ -110,7 +121,9 @@ def pytest_runtest_makereport(item, call):
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"
-    report.longrepr = (f"{suites[0]} test skipped ({reason.removeprefix('Skipped: ')}): integration and "
-                       "reliability tests must run, not skip, so that a green run has tested the real thing. "
-                       "Install what the reason names, or mark the test may_skip(reason) if no machine can "
-                       "have it")
+    report.longrepr = (
+        f"{suites[0]} test skipped ({reason.removeprefix('Skipped: ')}): integration and "
+        "reliability tests must run, not skip, so that a green run has tested the real thing. "
+        "Install what the reason names, or mark the test may_skip(reason) if no machine can "
+        "have it"
+    )

@@ -3,6 +3,7 @@
 Every broker and client a fixture starts is stopped at teardown (brokers by their pid), so that
 `ps` shows nothing of ours after a test run. Never the system broker on 1883.
 """
+
 from __future__ import annotations
 
 import queue
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from server.broker import FleetConfig, MosquittoBroker, fleet_init
 from fedhft.mqtt import ClientSpec, MqttConnection
+
 # Integration and reliability tests fail, never skip, when a component is missing (see tests/_require.py).
 from tests._require import pytest_configure, pytest_runtest_makereport, pytest_runtest_setup, require  # noqa: F401
 
@@ -81,16 +83,40 @@ class TestClient:
                 raise TimeoutError(f"no {what} within {timeout}s")
 
     # actions ------------------------------------------------------------------------------
-    def connect(self, url: str, username: str, password: str | None, *, clean_start: bool = True,
-                session_expiry: int | None = None, tls_ca=None, tls_cert=None, tls_key=None,
-                keepalive: int = 30, timeout: float = 5.0) -> "TestClient":
+    def connect(
+        self,
+        url: str,
+        username: str,
+        password: str | None,
+        *,
+        clean_start: bool = True,
+        session_expiry: int | None = None,
+        tls_ca=None,
+        tls_cert=None,
+        tls_key=None,
+        keepalive: int = 30,
+        timeout: float = 5.0,
+    ) -> "TestClient":
         # No automatic reconnect: a test that wants a new session makes a new client. On 3.1.1 the
         # session is always clean (clean_start and session_expiry are MQTT 5 settings here).
         v5 = self.protocol == 5
-        conn = MqttConnection(ClientSpec(
-            url, self.client_id, username, password, "5" if v5 else "3.1.1", tls_ca, tls_cert, tls_key,
-            keepalive=keepalive, clean_start=clean_start or not v5, session_expiry_s=session_expiry,
-            manual_ack=self.manual_ack, reconnect=False))
+        conn = MqttConnection(
+            ClientSpec(
+                url,
+                self.client_id,
+                username,
+                password,
+                "5" if v5 else "3.1.1",
+                tls_ca,
+                tls_cert,
+                tls_key,
+                keepalive=keepalive,
+                clean_start=clean_start or not v5,
+                session_expiry_s=session_expiry,
+                manual_ack=self.manual_ack,
+                reconnect=False,
+            )
+        )
         self.client = c = conn.paho
         c.on_connect, c.on_message = self._on_connect, lambda c, u, msg: self.received.put(msg)
         c.on_publish, c.on_subscribe, c.on_disconnect = self._on_publish, self._on_subscribe, self._on_disconnect
@@ -100,8 +126,9 @@ class TestClient:
             self._wait(lambda: self.connack is not None, timeout, "CONNACK")
         except TimeoutError as exc:
             self.close()
-            raise MqttConnectError(f"{exc} from {url} (a TLS listener that wants a client "
-                                   "certificate never answers one without it)") from None
+            raise MqttConnectError(
+                f"{exc} from {url} (a TLS listener that wants a client certificate never answers one without it)"
+            ) from None
         reason = self.connack[0]
         if reason.is_failure:
             self.close()
@@ -115,8 +142,7 @@ class TestClient:
         self._wait(lambda: mid in self._suback, timeout, f"SUBACK for {topic}")
         return self._suback[mid]
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
-                timeout: float = 5.0):
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, timeout: float = 5.0):
         """Publish; for QoS 1 wait for the PUBACK and return its reason code."""
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if qos == 0:
@@ -168,8 +194,16 @@ def paho_client():
     MqttConnectError when the broker refuses or does not answer. All clients close at teardown."""
     made: list[TestClient] = []
 
-    def connect(url: str, username: str | None, password: str | None, client_id: str, *,
-                protocol: int = 5, manual_ack: bool = False, **kwargs) -> TestClient:
+    def connect(
+        url: str,
+        username: str | None,
+        password: str | None,
+        client_id: str,
+        *,
+        protocol: int = 5,
+        manual_ack: bool = False,
+        **kwargs,
+    ) -> TestClient:
         client = TestClient(client_id, protocol=protocol, manual_ack=manual_ack)
         made.append(client)
         return client.connect(url, username, password, **kwargs)

@@ -5,6 +5,7 @@
 
 CI runs the same comparison (tests/unit/protocol/test_spec_asyncapi.py); it never rewrites the file.
 """
+
 from __future__ import annotations
 
 import argparse

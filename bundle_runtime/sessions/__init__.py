@@ -1,4 +1,5 @@
 """Training sessions over export bundles: one interface, one implementation per backend."""
+
 from __future__ import annotations
 
 import importlib
@@ -27,8 +28,9 @@ def load_runtime(backend: str, bundle_dir: str | Path | None = None) -> None:
         module._import_runtime(Path(bundle_dir) if bundle_dir is not None else None)
     except ImportError as exc:
         hint = f"pip install 'fedhft[{extra}]'" if extra else "pip install torch==2.13.0 transformers"
-        raise ImportError(f"the {backend} runtime is not installed ({exc.name or exc}): install it with: "
-                          f"{hint}") from exc
+        raise ImportError(
+            f"the {backend} runtime is not installed ({exc.name or exc}): install it with: {hint}"
+        ) from exc
 
 
 def open_session(bundle_dir: str | Path, verify_files: bool = True, **options) -> TrainingSession:
@@ -39,8 +41,9 @@ def open_session(bundle_dir: str | Path, verify_files: bool = True, **options) -
         cls = getattr(importlib.import_module(module_name), cls_name)
     except ImportError as exc:
         hint = f"pip install 'fedhft[{extra}]'" if extra else "pip install torch==2.13.0 transformers"
-        raise ImportError(f"the {manifest.backend} runtime is not installed ({exc.name or exc}): "
-                          f"install it with: {hint}") from exc
+        raise ImportError(
+            f"the {manifest.backend} runtime is not installed ({exc.name or exc}): install it with: {hint}"
+        ) from exc
     return cls(Path(bundle_dir), manifest, **options)
 
 

@@ -1,4 +1,5 @@
 """The one interface every backend's training session implements."""
+
 from __future__ import annotations
 
 from pathlib import Path

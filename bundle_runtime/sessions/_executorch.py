@@ -15,6 +15,7 @@ The session always checks the program's sha256 against the manifest before the r
 (even with ``verify_files=False``): executorch 1.5.1 segfaults on some corrupted .pte files instead
 of returning an error, which would kill the whole device process.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,10 @@ class ExecuTorchSession:
             self._fqn = {canon: fqn for fqn, canon in extras["param_to_canonical"].items()}
             program = manifest.files_with_role("program")[0]
         except (KeyError, IndexError, AttributeError) as exc:
-            raise BundleError(f"{bundle_dir}: the manifest lacks the executorch program entry or its parameter "
-                              f"map ({exc!r}): re-export the bundle with `fedhft export --backend executorch`") from exc
+            raise BundleError(
+                f"{bundle_dir}: the manifest lacks the executorch program entry or its parameter "
+                f"map ({exc!r}): re-export the bundle with `fedhft export --backend executorch`"
+            ) from exc
         if threads:
             self._set_threads(threads)
         if extras.get("xnnpack"):
@@ -57,8 +60,10 @@ class ExecuTorchSession:
         try:
             self._module = load(self._program_bytes)
         except RuntimeError as exc:
-            raise BundleError(f"{self.bundle_dir / program} could not be loaded by ExecuTorch ({exc}): the file is "
-                              f"corrupted or was made by another executorch version; re-export the bundle") from exc
+            raise BundleError(
+                f"{self.bundle_dir / program} could not be loaded by ExecuTorch ({exc}): the file is "
+                f"corrupted or was made by another executorch version; re-export the bundle"
+            ) from exc
         self._mask = torch.ones(manifest.mask_length)
         self._params = self._warm_up()
         self._opt_method = self._optimizer_method(program)
@@ -69,11 +74,14 @@ class ExecuTorchSession:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise BundleError(f"{path} cannot be read ({exc}): the bundle is incomplete; re-download or "
-                              "re-export it") from exc
+            raise BundleError(
+                f"{path} cannot be read ({exc}): the bundle is incomplete; re-download or re-export it"
+            ) from exc
         if hashlib.sha256(data).hexdigest() != self.manifest.files[name].sha256:
-            raise BundleError(f"{path} sha256 does not match the manifest: the program is corrupted (ExecuTorch would "
-                              f"crash on it); delete the bundle and re-download or re-export it")
+            raise BundleError(
+                f"{path} sha256 does not match the manifest: the program is corrupted (ExecuTorch would "
+                f"crash on it); delete the bundle and re-download or re-export it"
+            )
         return data
 
     def _optimizer_method(self, program: str) -> str | None:
@@ -83,17 +91,21 @@ class ExecuTorchSession:
         spec = self.manifest.backend_extras.get("optimizer_method") or {}
         name, count = spec.get("name"), spec.get("count")
         if count != len(self.manifest.trainable) or name not in self._module.model.method_names():
-            raise BundleError(f"{self.bundle_dir}: the manifest says {program} runs the optimizer, but its method "
-                              f"{name!r} over {count} tensors is not in the program for {len(self.manifest.trainable)}"
-                              f" trainable tensors: the bundle was edited; re-export it")
+            raise BundleError(
+                f"{self.bundle_dir}: the manifest says {program} runs the optimizer, but its method "
+                f"{name!r} over {count} tensors is not in the program for {len(self.manifest.trainable)}"
+                f" trainable tensors: the bundle was edited; re-export it"
+            )
         return name
 
     def _require_backend(self, name: str) -> None:
         from executorch.extension.pybindings.portable_lib import _get_registered_backend_names
 
         if name not in _get_registered_backend_names():
-            raise BundleError(f"{self.bundle_dir}: the program delegates to {name}, which this executorch build lacks: "
-                              f"use an executorch build with {name}, or re-export without {name} delegation")
+            raise BundleError(
+                f"{self.bundle_dir}: the program delegates to {name}, which this executorch build lacks: "
+                f"use an executorch build with {name}, or re-export without {name} delegation"
+            )
 
     @staticmethod
     def _set_threads(threads: int) -> None:
@@ -115,17 +127,23 @@ class ExecuTorchSession:
         try:
             self._run(ids, np.ones_like(ids), np.zeros(1, dtype=np.int64))
         except RuntimeError as exc:
-            raise BundleError(f"{self.bundle_dir}: the ExecuTorch program failed its first step ({exc}): the "
-                              f"program does not fit this manifest or runtime; re-export the bundle") from exc
+            raise BundleError(
+                f"{self.bundle_dir}: the ExecuTorch program failed its first step ({exc}): the "
+                f"program does not fit this manifest or runtime; re-export the bundle"
+            ) from exc
         named = self._module.named_parameters()
         unmapped = sorted({s.name for s in self.manifest.trainable} ^ set(self._fqn))
         if unmapped:
-            raise BundleError(f"{self.bundle_dir}: the manifest's param_to_canonical map disagrees with its trainable "
-                              f"tensors on {unmapped[:3]}: the manifest was edited; re-export the bundle")
+            raise BundleError(
+                f"{self.bundle_dir}: the manifest's param_to_canonical map disagrees with its trainable "
+                f"tensors on {unmapped[:3]}: the manifest was edited; re-export the bundle"
+            )
         missing = sorted(set(self._fqn.values()) - set(named))
         if missing:
-            raise BundleError(f"{self.bundle_dir}: the program has no parameters {missing[:3]} named in the manifest: "
-                              f"re-export the bundle")
+            raise BundleError(
+                f"{self.bundle_dir}: the program has no parameters {missing[:3]} named in the manifest: "
+                f"re-export the bundle"
+            )
         return {canon: named[fqn] for canon, fqn in self._fqn.items()}
 
     # -- state -------------------------------------------------------------------------------------
@@ -153,12 +171,16 @@ class ExecuTorchSession:
         attn = np.ascontiguousarray(attention_mask, dtype=np.int64)
         labels = np.ascontiguousarray(labels, dtype=np.int64)
         if ids.ndim != 2 or attn.shape != ids.shape or labels.shape != ids.shape[:1]:
-            raise ValueError(f"input_ids {ids.shape}, attention_mask {attn.shape} and labels {labels.shape} must be "
-                             f"[batch, seq], [batch, seq] and [batch]")
+            raise ValueError(
+                f"input_ids {ids.shape}, attention_mask {attn.shape} and labels {labels.shape} must be "
+                f"[batch, seq], [batch, seq] and [batch]"
+            )
         batch, seq = ids.shape
         if not 1 <= batch <= self._max_batch or seq > self._max_seq:
-            raise ValueError(f"batch {batch} x seq {seq} is outside this bundle's program (batch <= {self._max_batch},"
-                             f" seq <= {self._max_seq}): split the batch or truncate sequences to {self._max_seq}")
+            raise ValueError(
+                f"batch {batch} x seq {seq} is outside this bundle's program (batch <= {self._max_batch},"
+                f" seq <= {self._max_seq}): split the batch or truncate sequences to {self._max_seq}"
+            )
         if seq < self._min_seq:
             # Extra padding tokens with attention 0 change nothing: attention and mean pooling ignore them.
             pad = ((0, 0), (0, self._min_seq - seq))
@@ -191,7 +213,7 @@ class ExecuTorchSession:
         attn_all = np.asarray(attention_mask)
         out = []
         for start in range(0, ids_all.shape[0], self._max_batch):
-            ids, attn = ids_all[start:start + self._max_batch], attn_all[start:start + self._max_batch]
+            ids, attn = ids_all[start : start + self._max_batch], attn_all[start : start + self._max_batch]
             args = self._inputs(ids, attn, np.zeros(ids.shape[0], dtype=np.int64))
             out.append(self._run(*args)[1].numpy().astype(np.float32, copy=False))
         return np.concatenate(out) if out else np.zeros((0, self.manifest.dims.num_labels), dtype=np.float32)
@@ -213,8 +235,9 @@ class _ProgramAdamW:
         self._step += 1
         n, t = len(self._params), self._torch
         step = t.tensor([self._step], dtype=t.int64)
-        out = self._model.run_method(self._method, (*self._params, *grads, *self._exp_avg, *self._exp_avg_sq,
-                                                     step, self._lr))
+        out = self._model.run_method(
+            self._method, (*self._params, *grads, *self._exp_avg, *self._exp_avg_sq, step, self._lr)
+        )
         for param, new in zip(self._params, out[:n]):
             param.copy_(new)
-        self._exp_avg, self._exp_avg_sq = list(out[n:2 * n]), list(out[2 * n:3 * n])
+        self._exp_avg, self._exp_avg_sq = list(out[n : 2 * n]), list(out[2 * n : 3 * n])

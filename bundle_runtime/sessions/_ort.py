@@ -13,6 +13,7 @@ them, and moments from the previous round's mask keep moving rows that are now m
 (measured on the tiny model: 2e-2 in 3 steps at lr 1e-2). Reloading costs one checkpoint read and
 two session builds per round (0.4-0.8 s for MiniLM on one busy core).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,8 +62,9 @@ def _torch_free_training_package():
         raise ImportError(f"onnxruntime-training is not installed: {_EXTRA_HINT}", name="onnxruntime")
     training_dir = Path(list(spec.submodule_search_locations)[0]) / "training"
     if not (training_dir / "api").is_dir():
-        raise ImportError(f"the installed onnxruntime is the inference-only build; uninstall it and {_EXTRA_HINT}",
-                          name=pkg)
+        raise ImportError(
+            f"the installed onnxruntime is the inference-only build; uninstall it and {_EXTRA_HINT}", name=pkg
+        )
     stub = types.ModuleType(pkg)
     stub.__path__ = [str(training_dir)]
     sys.modules[pkg] = stub
@@ -83,11 +85,15 @@ def _import_training_api() -> _TrainingApi:
             from onnxruntime.capi import _pybind_state as capi
             from onnxruntime.capi.onnxruntime_inference_collection import OrtValue
         except ImportError as exc:
-            raise ImportError(f"onnxruntime-training does not import ({exc}): {_EXTRA_HINT}",
-                              name="onnxruntime") from exc
+            raise ImportError(
+                f"onnxruntime-training does not import ({exc}): {_EXTRA_HINT}", name="onnxruntime"
+            ) from exc
         if not hasattr(capi, "Module"):
-            raise ImportError(f"the installed onnxruntime {onnxruntime.__version__} is the inference-only build; "
-                              f"uninstall it and {_EXTRA_HINT}", name="onnxruntime.training")
+            raise ImportError(
+                f"the installed onnxruntime {onnxruntime.__version__} is the inference-only build; "
+                f"uninstall it and {_EXTRA_HINT}",
+                name="onnxruntime.training",
+            )
         ckpt = importlib.import_module("onnxruntime.training.api.checkpoint_state")
         module = importlib.import_module("onnxruntime.training.api.module")
         optim = importlib.import_module("onnxruntime.training.api.optimizer")
@@ -118,8 +124,10 @@ class _ParamLayout:
         shapes = {s.name: tuple(s.shape) for s in manifest.trainable}
         order = tuple(manifest.backend_extras.get("param_order") or ())
         if sorted(order) != sorted(shapes):
-            raise BundleError(f"{bundle_dir}/manifest.json: backend_extras.param_order does not list the bundle's "
-                              f"trainable tensors exactly once: the manifest is damaged; re-export the bundle")
+            raise BundleError(
+                f"{bundle_dir}/manifest.json: backend_extras.param_order does not list the bundle's "
+                f"trainable tensors exactly once: the manifest is damaged; re-export the bundle"
+            )
         return cls(order, shapes)
 
     def flatten(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
@@ -129,7 +137,7 @@ class _ParamLayout:
         out, offset = {}, 0
         for name in self.order:
             size = math.prod(self.shapes[name])
-            out[name] = flat[offset:offset + size].reshape(self.shapes[name]).copy()
+            out[name] = flat[offset : offset + size].reshape(self.shapes[name]).copy()
             offset += size
         return {n: out[n] for n in self.shapes}  # canonical order
 
@@ -137,13 +145,23 @@ class _ParamLayout:
 def _check_optimizer(bundle_dir: Path, recorded: dict) -> None:
     """The optimizer lives in the bundle's graph, not in this code: refuse one that is not the
     contract's torch AdamW (e.g. ORT's default HF variant), which would train differently."""
-    want = {"adam_mode": 0, "alpha": ADAM_BETAS[0], "beta": ADAM_BETAS[1], "epsilon": ADAM_EPS,
-            "weight_decay": WEIGHT_DECAY}
-    wrong = {k: recorded.get(k) for k, v in want.items()
-             if not isinstance(recorded.get(k), (int, float)) or not math.isclose(recorded[k], v, rel_tol=1e-6)}
+    want = {
+        "adam_mode": 0,
+        "alpha": ADAM_BETAS[0],
+        "beta": ADAM_BETAS[1],
+        "epsilon": ADAM_EPS,
+        "weight_decay": WEIGHT_DECAY,
+    }
+    wrong = {
+        k: recorded.get(k)
+        for k, v in want.items()
+        if not isinstance(recorded.get(k), (int, float)) or not math.isclose(recorded[k], v, rel_tol=1e-6)
+    }
     if wrong:
-        raise BundleError(f"{bundle_dir}: the bundle's optimizer graph has {wrong}, the contract needs torch AdamW "
-                          f"{want}: re-export it with this fedhft (`fedhft export --backend ort`)")
+        raise BundleError(
+            f"{bundle_dir}: the bundle's optimizer graph has {wrong}, the contract needs torch AdamW "
+            f"{want}: re-export it with this fedhft (`fedhft export --backend ort`)"
+        )
 
 
 def _bundle_paths(bundle_dir: Path, manifest: Manifest) -> dict[str, Path]:
@@ -151,8 +169,10 @@ def _bundle_paths(bundle_dir: Path, manifest: Manifest) -> dict[str, Path]:
     for role in _ROLES:
         names = manifest.files_with_role(role)
         if len(names) != 1:
-            raise BundleError(f"{bundle_dir}: the manifest lists {len(names)} files with role {role!r}, an ort bundle "
-                              f"needs exactly one: re-export it with `fedhft export --backend ort`")
+            raise BundleError(
+                f"{bundle_dir}: the manifest lists {len(names)} files with role {role!r}, an ort bundle "
+                f"needs exactly one: re-export it with `fedhft export --backend ort`"
+            )
         paths[role] = Path(bundle_dir) / names[0]
     return paths
 
@@ -184,24 +204,31 @@ class OrtSession:
         """A fresh CheckpointState (round-0 weights, no optimizer moments) and Module over it."""
         try:
             state = _API.CheckpointState.load_checkpoint(str(self._paths["checkpoint"]))
-            module = _API.Module(str(self._paths["training_model"]), state, str(self._paths["eval_model"]),
-                                 "cpu", self._options)
+            module = _API.Module(
+                str(self._paths["training_model"]), state, str(self._paths["eval_model"]), "cpu", self._options
+            )
         except Exception as exc:  # ORT raises its own pybind exception types (Fail, InvalidProtobuf, ...)
-            raise BundleError(f"{self.bundle_dir}: onnxruntime could not load the training artifacts "
-                              f"({type(exc).__name__}: {str(exc)[:300]}): the bundle is corrupted or was made by "
-                              f"another onnxruntime version; re-export it with `fedhft export --backend ort`") from exc
+            raise BundleError(
+                f"{self.bundle_dir}: onnxruntime could not load the training artifacts "
+                f"({type(exc).__name__}: {str(exc)[:300]}): the bundle is corrupted or was made by "
+                f"another onnxruntime version; re-export it with `fedhft export --backend ort`"
+            ) from exc
         size = module.get_parameters_size(True)
         if size != self._layout.total:
-            raise BundleError(f"{self.bundle_dir}: the checkpoint has {size} trainable values, the manifest's plan "
-                              f"needs {self._layout.total}: the files do not belong together; re-export the bundle")
+            raise BundleError(
+                f"{self.bundle_dir}: the checkpoint has {size} trainable values, the manifest's plan "
+                f"needs {self._layout.total}: the files do not belong together; re-export the bundle"
+            )
         return state, module
 
     def _new_optimizer(self, lr: float):
         try:
             optimizer = _API.Optimizer(str(self._paths["optimizer_model"]), self._module)
         except Exception as exc:
-            raise BundleError(f"{self.bundle_dir}: onnxruntime could not load the optimizer graph ({exc}): "
-                              f"re-export the bundle with `fedhft export --backend ort`") from exc
+            raise BundleError(
+                f"{self.bundle_dir}: onnxruntime could not load the optimizer graph ({exc}): "
+                f"re-export the bundle with `fedhft export --backend ort`"
+            ) from exc
         optimizer.set_learning_rate(float(lr))
         return optimizer
 

@@ -1,4 +1,5 @@
 """PyTorch eager session: the reference backend (Jetson with CUDA, or any device with torch)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -141,7 +142,7 @@ class _FrozenCache:
         keys = self._keys(ids_np, attn_np, batch)
         todo = np.asarray([i for i, k in enumerate(keys) if k not in self.rows], np.int64)
         for start in range(0, len(todo), batch):
-            rows = todo[start:start + batch]
+            rows = todo[start : start + batch]
             if self.bytes + len(rows) * self._row_bytes(ids_np) > self.max_bytes:
                 return
             padded = np.concatenate([rows, np.full(batch - len(rows), rows[0], np.int64)])

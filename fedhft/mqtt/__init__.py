@@ -6,6 +6,7 @@ is cheap: paho and the protocol are imported only when a client is made or used.
 It sits beside ``fedhft.protocol`` rather than inside it: the protocol is the wire format,
 independent of the transport (the in-process engine speaks it without a broker).
 """
+
 from fedhft.mqtt._client import (
     DEFAULT_KEEPALIVE_S,
     DEFAULT_MAX_PACKET_SIZE,

@@ -8,6 +8,7 @@ Traps it handles once (measured with Mosquitto 2.0 / paho 2.2, see docs/DESIGN-N
   ``publish`` checks the size first and raises ``PayloadTooLarge``;
 * a Last Will is always QoS 1 and retained: it lands on a status topic that late subscribers read.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -126,16 +127,22 @@ class MqttConnection:
         self.mqtt5 = is_mqtt5(spec.protocol)
         self.broker_max_packet: int | None = None  # what the last CONNACK advertised (never on 3.1.1)
         session = {} if self.mqtt5 else {"clean_session": spec.clean_start}  # paho refuses it on MQTT 5
-        self.paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=spec.client_id,
-                                protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311,
-                                reconnect_on_failure=spec.reconnect, manual_ack=spec.manual_ack, **session)
+        self.paho = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=spec.client_id,
+            protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311,
+            reconnect_on_failure=spec.reconnect,
+            manual_ack=spec.manual_ack,
+            **session,
+        )
         if spec.username is not None:
             self.paho.username_pw_set(spec.username, spec.password)
         if self.target.tls:  # a listener that wants client certificates never answers a CONNECT without one
             import ssl
 
-            self.paho.tls_set(ca_certs=spec.tls_ca, certfile=spec.tls_cert, keyfile=spec.tls_key,
-                              cert_reqs=ssl.CERT_REQUIRED)
+            self.paho.tls_set(
+                ca_certs=spec.tls_ca, certfile=spec.tls_cert, keyfile=spec.tls_key, cert_reqs=ssl.CERT_REQUIRED
+            )
         if spec.will is not None:
             self.paho.will_set(spec.will.topic, spec.will.payload, qos=1, retain=True)
         if spec.reconnect_delay_s is not None:
@@ -194,7 +201,8 @@ class MqttConnection:
             raise PayloadTooLarge(
                 f"{len(payload)} bytes for {topic} exceed the broker's limit ({budget} bytes of payload under "
                 f"max_packet_size {self.max_packet_size}): use a smaller encoding (int8) or raise the broker's "
-                f"max_packet_size")
+                f"max_packet_size"
+            )
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False):
         """Check the size, then queue the publish; returns paho's ``MQTTMessageInfo``."""

@@ -1,4 +1,5 @@
 """Parse `mqtt://host:port` / `mqtts://host:port` broker addresses with errors that say the fix."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -11,6 +11,7 @@
 * the wire format as data for tools: ``json_schemas`` (a JSON Schema per header; ``fedhft.asyncapi`` writes
   them, with the topics and the MQTT facts, into docs/asyncapi.yaml).
 """
+
 from fedhft.protocol._acl import is_allowed
 from fedhft.protocol._chunks import (
     CHUNK_HEADER_MAX,

@@ -4,6 +4,7 @@ that cannot take Mosquitto's ``acl_file`` (the embedded amqtt one) and for the A
 ``acl_lines`` is the one statement of the rules; ``is_allowed`` parses the SAME lines the way
 Mosquitto 2.0 reads them, so the two brokers and the spec cannot drift apart.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

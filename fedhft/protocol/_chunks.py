@@ -11,6 +11,7 @@ corrupt or inconsistent ones, says which indices are still missing (for a ``Bund
 and writes a file (temp + fsync + rename) only once it is complete and its digest matches,
 so a crash never leaves a half-written file under its final name.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,9 @@ def _chunk_count(size: int, chunk_size: int) -> int:
     return max(1, -(-size // chunk_size))  # an empty file is still one (empty) chunk
 
 
-def split_bytes(data: bytes, *, fleet: str, bundle_id: str, file: str,
-                chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[BundleChunk]:
+def split_bytes(
+    data: bytes, *, fleet: str, bundle_id: str, file: str, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> list[BundleChunk]:
     """All chunks of an in-memory file."""
     file_sha = sha256_hex(data)
     count = _chunk_count(len(data), chunk_size)
@@ -206,8 +208,9 @@ class ChunkAssembler:
         """
         state = self._files.get(file)
         if state is None:
-            raise KeyError(f"no chunk of {file!r} has arrived yet (known files: {sorted(self._files)}): request "
-                           "the whole file")
+            raise KeyError(
+                f"no chunk of {file!r} has arrived yet (known files: {sorted(self._files)}): request the whole file"
+            )
         if state.path is not None:
             return []
         return [i for i in range(state.count) if i not in state.parts]

@@ -4,6 +4,7 @@ Each is a ``StrEnum``: a member IS its wire string (``Reason.OVERSIZE == "oversi
 messages, the server's state files and the device's checkpoint keep the exact bytes they had
 when these were plain strings, while code compares and branches on members, never on text.
 """
+
 from __future__ import annotations
 
 from enum import StrEnum

@@ -13,6 +13,7 @@ only add optional fields (the rules: docs/CONTRACTS.md, "Protocol"). Sizes are b
 anything is parsed, so a hostile or corrupted packet can cost at most ``max_size`` bytes of memory
 and one bounded JSON parse.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,8 +71,9 @@ def dump_header(header: dict[str, Any]) -> bytes:
             header, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
         )
     except (TypeError, ValueError) as e:
-        raise MalformedMessage(f"header of a {header.get('type')!r} message is not plain finite JSON ({e}): fix the "
-                               "field values") from e
+        raise MalformedMessage(
+            f"header of a {header.get('type')!r} message is not plain finite JSON ({e}): fix the field values"
+        ) from e
     return text.encode("utf-8")
 
 
@@ -138,8 +140,10 @@ def _check_version(version: int) -> None:
 def _check_envelope_keys(header: dict[str, Any], body_len: int) -> None:
     missing = [k for k in ENVELOPE_KEYS if k not in header]
     if missing:
-        raise MalformedMessage(f"header lacks required key(s) {missing}: every header carries the envelope keys "
-                               f"{', '.join(ENVELOPE_KEYS)} (docs/PROTOCOL.md, section 6)")
+        raise MalformedMessage(
+            f"header lacks required key(s) {missing}: every header carries the envelope keys "
+            f"{', '.join(ENVELOPE_KEYS)} (docs/PROTOCOL.md, section 6)"
+        )
     schema = header["schema"]
     if type(schema) is not int:
         raise MalformedMessage(f"header 'schema' must be an integer, got {type(schema).__name__}")

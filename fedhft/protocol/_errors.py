@@ -5,6 +5,7 @@ receiver can catch ``ProtocolError`` once, record the reason and move on: one ba
 device must never take down the server's intake loop or the edge's task loop.
 They subclass ``ValueError`` because each one means "this value is not acceptable".
 """
+
 from __future__ import annotations
 
 from fedhft.protocol._codes import Reason

@@ -4,6 +4,7 @@ Each validator is ``f(value, where) -> canonical value`` and raises ``MalformedM
 the field (``where``) and what it must be. Booleans are never accepted as numbers (JSON ``true``
 is not ``1`` here), floats must be finite, strings are length-bounded.
 """
+
 from __future__ import annotations
 
 import math

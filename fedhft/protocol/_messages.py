@@ -12,6 +12,7 @@ know (a newer 1.x sender's optional fields), and accepts the absence of a field 
 class's ``SINCE`` (added in a later 1.x revision than the sender's). ``encode`` always writes every
 field, so what this build sends is canonical.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -256,8 +257,9 @@ class Task(Message):
         tensors[MASK_TENSOR] = _contiguous(mask)
         for name, arr in tensors.items():
             if arr.dtype not in (np.float32, np.float16, np.int8, np.int64):
-                raise MalformedMessage(f"task tensor {name!r} has dtype {arr.dtype}: send float32 (or "
-                                       "float16/int8/int64)")
+                raise MalformedMessage(
+                    f"task tensor {name!r} has dtype {arr.dtype}: send float32 (or float16/int8/int64)"
+                )
         return _st_save(tensors)
 
     @classmethod
@@ -393,8 +395,9 @@ class BundleRequest(Message):
 
     def _check(self) -> None:
         if self.chunks is not None and (self.files is None or len(self.files) != 1):
-            raise MalformedMessage("bundle_request.chunks names chunk indices of ONE file: give exactly one "
-                                   "entry in files")
+            raise MalformedMessage(
+                "bundle_request.chunks names chunk indices of ONE file: give exactly one entry in files"
+            )
 
 
 @dataclass(frozen=True)
@@ -427,8 +430,9 @@ class BundleChunk(Message):
         if self.index >= self.count:
             raise MalformedMessage(f"bundle_chunk.index {self.index} must be < count {self.count}")
         if len(self.data) > self.file_size:
-            raise MalformedMessage(f"bundle_chunk carries {len(self.data)} bytes, more than the file's "
-                                   f"{self.file_size}")
+            raise MalformedMessage(
+                f"bundle_chunk carries {len(self.data)} bytes, more than the file's {self.file_size}"
+            )
 
     def _body(self) -> bytes:
         if not isinstance(self.data, (bytes, bytearray)):
@@ -459,8 +463,9 @@ def encode(msg: Message, max_size: int | None = MAX_PAYLOAD_BYTES) -> bytes:
     naming the bad field; pass the broker's ``max_packet_size`` minus ``publish_overhead`` as
     ``max_size`` to refuse, before publishing, a message the broker would drop."""
     if type(msg) not in MESSAGE_TYPES.values():
-        raise WrongType(f"cannot encode {type(msg).__name__}: pass one of "
-                        f"{sorted(c.__name__ for c in MESSAGE_TYPES.values())}")
+        raise WrongType(
+            f"cannot encode {type(msg).__name__}: pass one of {sorted(c.__name__ for c in MESSAGE_TYPES.values())}"
+        )
     # The decoder's own checks, so what we send always decodes; their canonical output (1 -> 1.0
     # for float fields) is what we send, so encode(decode(p)) == p.
     header = {k: _plain(v) for k, v in _read_fields(type(msg), msg._header()).items()}

@@ -6,6 +6,7 @@ What the classes do not hold as data is written here once, next to the derivatio
 header field. A field without a sentence makes the generator raise, so a new field cannot ship
 undocumented.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,16 +28,16 @@ _FIELD_DOCS = {
     "client": "The device's client id (= its broker username); equals the {client} level of the topic.",
     "round": "The round number (0-based).",
     "task_id": "The task's opaque id, r<round>-<client>-<digest[:10]>.<run tag>: match tasks, updates, outcomes "
-               "and acks by it, never by round alone. The tag after the last '.' names the server run.",
+    "and acks by it, never by round alone. The tag after the last '.' names the server run.",
     "profile": "The device's measured DeviceProfile (devices.DeviceProfile.to_dict); the server picks the tier "
-               "from it. Unknown profile keys are ignored; a newer profile schema_version (its major) is "
-               "refused. An invalid profile registers the device but it is never tasked.",
+    "from it. Unknown profile keys are ignored; a newer profile schema_version (its major) is "
+    "refused. An invalid profile registers the device but it is never tasked.",
     "backends": "Backends the device can train, most preferred first (executorch, ort, torch).",
     "tier_hint": "A tier the operator pinned, or null to let the server choose from the profile.",
     "runtime_version": "Free text naming the device software and version.",
     "detail": "Free text for people (e.g. 'step 10/50'); empty when there is nothing to say.",
     "battery_percent": "Battery charge in percent (0-100, the unit of the Hello profile and of the tiers' "
-                       "thresholds), or null when unknown or there is no battery.",
+    "thresholds), or null when unknown or there is no battery.",
     "rss_mb": "Resident memory of the training process in MB, or null when not measured.",
     "ts": "Sender's wall clock, seconds since the Unix epoch (0 = unknown).",
     "tier": "The tier whose plan the task trains.",
@@ -46,11 +47,11 @@ _FIELD_DOCS = {
     "plan": "The AdapterPlan the task trains (devices.AdapterPlan.to_dict).",
     "hyper": "Local training hyper-parameters (see Hyper).",
     "deadline_ts": "Wall-clock deadline (Unix seconds): the round closes then, and a later update is refused "
-                   "(round_closed, or replay once the next round is open).",
+    "(round_closed, or replay once the next round is open).",
     "num_examples": "Training examples used this round; the server's aggregation weight.",
     "metrics": "Name -> finite number. Keys the server reads: accuracy, val_acc_after, acc, eval_accuracy (the "
-               "first present is the client's accuracy), loss, val_loss_after, val_acc_before, "
-               "val_bal_acc_before, val_bal_acc_after, val_majority_acc, val_examples; others are stored.",
+    "first present is the client's accuracy), loss, val_loss_after, val_acc_before, "
+    "val_bal_acc_before, val_bal_acc_after, val_majority_acc, val_examples; others are stored.",
     "encoding": "The update body's encoding; must equal the task's hyper.encoding (else wrong_encoding).",
     "kind": "Why the task produced no update.",
     "reason": "Free text for people; for a rejected ack, '<reason code>: <detail>'.",
@@ -80,6 +81,7 @@ _TYPE_FIELD_DOCS = {
     ("outcome", "reason"): "Free text for people.",
     ("hyper", "encoding"): "The encoding the update must use (an update in another is refused wrong_encoding).",
 }
+
 
 def _field_doc(type_: str, name: str) -> str:
     doc = _TYPE_FIELD_DOCS.get((type_, name)) or _FIELD_DOCS.get(name)
@@ -114,8 +116,13 @@ def schema_of(check: Any) -> dict[str, Any]:
     if check is F.json_object:
         return {"type": "object", "description": "A JSON object with string keys."}
     if check is F.file_path:
-        return {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _anchored(F.FILE_PATTERN),
-                "description": "No empty, '.' or '..' segments."}
+        return {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+            "pattern": _anchored(F.FILE_PATTERN),
+            "description": "No empty, '.' or '..' segments.",
+        }
     if getattr(check, "__func__", None) is Hyper.check.__func__:
         return {"$ref": REF_SCHEMAS + "Hyper"}
     kind, cells = check.__qualname__.split(".<locals>")[0], _closure(check)
@@ -136,10 +143,16 @@ def schema_of(check: Any) -> dict[str, Any]:
     if kind == "list_":
         return {"type": "array", "maxItems": cells["max_items"], "items": schema_of(cells["inner"])}
     if kind == "float_dict":
-        return {"type": "object", "maxProperties": cells["max_items"], "propertyNames": schema_of(cells["key"]),
-                "additionalProperties": schema_of(cells["num"])}
-    raise TypeError(f"no JSON Schema for the validator {check.__qualname__}: teach fedhft/protocol/_spec.py "
-                    "(schema_of) the new validator")
+        return {
+            "type": "object",
+            "maxProperties": cells["max_items"],
+            "propertyNames": schema_of(cells["key"]),
+            "additionalProperties": schema_of(cells["num"]),
+        }
+    raise TypeError(
+        f"no JSON Schema for the validator {check.__qualname__}: teach fedhft/protocol/_spec.py "
+        "(schema_of) the new validator"
+    )
 
 
 def _described(schema: dict[str, Any], text: str) -> dict[str, Any]:
@@ -169,8 +182,10 @@ def header_schema(cls: type[Message]) -> dict[str, Any]:
     for name, check in cls.FIELDS.items():
         text = _field_doc(cls.TYPE, name)
         if name in cls.SINCE:
-            text += (f" Added in {_revision(cls.SINCE[name])}: absent from older senders "
-                     f"({json.dumps(defaults[name])} stands in).")
+            text += (
+                f" Added in {_revision(cls.SINCE[name])}: absent from older senders "
+                f"({json.dumps(defaults[name])} stands in)."
+            )
         props[name] = _described(schema_of(check), text)
         if name in cls.SINCE:
             props[name]["default"] = defaults[name]
@@ -178,7 +193,7 @@ def header_schema(cls: type[Message]) -> dict[str, Any]:
     return {
         "title": f"{cls.__name__} header",
         "description": _summary(cls) + " Unknown keys are ignored (1.x rule); "
-                       "every listed key is sent, optional ones as null.",
+        "every listed key is sent, optional ones as null.",
         "type": "object",
         "required": required,
         "properties": props,

@@ -10,6 +10,7 @@
 Ids are validated once here (``[A-Za-z0-9_-]{1,64}``) because a '+', '#' or '/' in an id would
 silently widen a subscription or an ACL pattern.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -123,8 +124,9 @@ class Topics:
             raise TopicError(f"topic must be a string, got {type(topic).__name__}")
         prefix = self.base + "/"
         if not topic.startswith(prefix):
-            raise TopicError(f"topic {topic[:200]!r} is not under {prefix!r}: it belongs to another fleet "
-                             "or application")
+            raise TopicError(
+                f"topic {topic[:200]!r} is not under {prefix!r}: it belongs to another fleet or application"
+            )
         parts = topic[len(prefix) :].split("/")
         if parts == ["server", "status"]:
             return SERVER_STATUS, None

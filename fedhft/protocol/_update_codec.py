@@ -15,6 +15,7 @@ The encoding is deterministic (safetensors sorts its entries), so the sha256 of 
 update's identity: a retry re-sends the same bytes and the server dedupes on
 (client, round, digest).
 """
+
 from __future__ import annotations
 
 import math
@@ -91,8 +92,9 @@ def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-row int8: returns (q int8 with x's shape, scales float32 of shape [rows] or [1])."""
     x = np.asarray(x, dtype=np.float32)
     if not np.all(np.isfinite(x)):
-        raise ValueError("cannot int8-quantize non-finite values: local training diverged; report an error "
-                         "outcome instead")
+        raise ValueError(
+            "cannot int8-quantize non-finite values: local training diverged; report an error outcome instead"
+        )
     rows = _as_rows(x)
     absmax = np.max(np.abs(rows), axis=1) if rows.shape[1] else np.zeros(rows.shape[0], np.float32)
     scale = (absmax / np.float32(INT8_MAX)).astype(np.float32)
@@ -191,8 +193,15 @@ def update_digest(body: bytes) -> str:
 def _safetensors_entry_bound(name: str, shape: tuple[int, ...], offset_digits: int) -> int:
     # '"<name>":{"dtype":"XXX","shape":[d0,d1],"data_offsets":[a,b]},' with a, b < 10**offset_digits.
     shape_text = ",".join(str(int(d)) for d in shape)
-    return (len(name) + 2 + len(':{"dtype":"XXX","shape":[') + len(shape_text) + len('],"data_offsets":[')
-            + 2 * offset_digits + len(",]},"))
+    return (
+        len(name)
+        + 2
+        + len(':{"dtype":"XXX","shape":[')
+        + len(shape_text)
+        + len('],"data_offsets":[')
+        + 2 * offset_digits
+        + len(",]},")
+    )
 
 
 def max_encoded_size(specs: Iterable[TensorSpec], encoding: str) -> int:
@@ -226,18 +235,25 @@ def validate_update(
     Checks names (missing/unexpected), shapes, dtypes, finiteness and the global L2 norm.
     """
     expected = {s.name: s for s in expected_specs}
-    problems = [Rejection(Reason.MISSING_TENSOR, f"update lacks tensor {n!r} of the client's plan")
-                for n in expected if n not in tensors]
-    problems += [Rejection(Reason.UNEXPECTED_TENSOR, f"tensor {n!r} is not in the client's plan")
-                 for n in tensors if n not in expected]
+    problems = [
+        Rejection(Reason.MISSING_TENSOR, f"update lacks tensor {n!r} of the client's plan")
+        for n in expected
+        if n not in tensors
+    ]
+    problems += [
+        Rejection(Reason.UNEXPECTED_TENSOR, f"tensor {n!r} is not in the client's plan")
+        for n in tensors
+        if n not in expected
+    ]
     sq = 0.0
     for name, spec in expected.items():
         if name not in tensors:
             continue
         arr = np.asarray(tensors[name])
         if tuple(arr.shape) != tuple(spec.shape):
-            problems.append(Rejection(Reason.BAD_SHAPE,
-                                      f"{name!r} has shape {list(arr.shape)}, the plan needs {list(spec.shape)}"))
+            problems.append(
+                Rejection(Reason.BAD_SHAPE, f"{name!r} has shape {list(arr.shape)}, the plan needs {list(spec.shape)}")
+            )
             continue
         if arr.dtype != np.dtype(spec.dtype):
             problems.append(Rejection(Reason.BAD_DTYPE, f"{name!r} has dtype {arr.dtype}, the plan needs {spec.dtype}"))
@@ -248,8 +264,9 @@ def validate_update(
             continue
         sq += float(np.sum(np.square(arr, dtype=np.float64)))
     if norm_bound is not None and not problems and math.sqrt(sq) > norm_bound:
-        problems.append(Rejection(Reason.NORM_EXCEEDED,
-                                  f"update L2 norm {math.sqrt(sq):.4g} exceeds the bound {norm_bound:.4g}"))
+        problems.append(
+            Rejection(Reason.NORM_EXCEEDED, f"update L2 norm {math.sqrt(sq):.4g} exceeds the bound {norm_bound:.4g}")
+        )
     return problems
 
 

@@ -6,6 +6,7 @@ fallback (MQTT 3.1.1 only); `start_broker` picks one. What a device also reads s
 vocabulary: the credentials file (`fedhft.credentials`, re-exported here) and the ACL rules
 (`fedhft.protocol.acl_lines`, `is_allowed`).
 """
+
 from fedhft.credentials import Credentials, FleetConfigError, load_credentials
 from fedhft.mqtt import BrokerUrl, BrokerUrlError, parse_broker_url
 from server.broker._acl import FleetNameError, fleet_prefix, mosquitto_acl

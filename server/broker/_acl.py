@@ -5,6 +5,7 @@ The topic tree, the Mosquitto ACL lines and the rule check are protocol facts ow
 `check_name` re-raises a bad name as the broker's `FleetNameError`, and `mosquitto_acl()` renders the
 lines as Mosquitto's `acl_file`. `fedhft.protocol` is imported lazily (numpy/safetensors, ~0.5 s).
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 Imported only by the embedded broker (amqtt loads them by dotted path), so that importing
 `server.broker` never needs amqtt.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,5 +41,6 @@ class FleetAclPlugin(BaseTopicPlugin):
 
     async def topic_filtering(self, *, session=None, topic=None, action=None) -> bool:
         username = session.username if session else None
-        return is_allowed(self.config.fleet, self.config.server_user, username, topic or "",
-                          str(getattr(action, "value", action)))
+        return is_allowed(
+            self.config.fleet, self.config.server_user, username, topic or "", str(getattr(action, "value", action))
+        )

@@ -1,4 +1,5 @@
 """What every broker launcher offers, and the port helpers they share."""
+
 from __future__ import annotations
 
 import socket

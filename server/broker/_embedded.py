@@ -11,6 +11,7 @@ docs/DESIGN-NOTES.md, "Brokers"), which is why reliability tests need Mosquitto:
 * on TLS, client certificates are optional (Mosquitto requires them);
 * nothing persists across stop()/start().
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -47,9 +48,15 @@ class EmbeddedBroker(ListenerPorts):
     mqtt5 = False
     _port_taken = "in use"
 
-    def __init__(self, config: FleetConfig | str | Path, port: int | None = None,
-                 host: str | None = None, *, tls_port: int | None = None,
-                 start_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        config: FleetConfig | str | Path,
+        port: int | None = None,
+        host: str | None = None,
+        *,
+        tls_port: int | None = None,
+        start_timeout: float = 10.0,
+    ) -> None:
         self._init_ports(config, port, host, tls_port)
         self.start_timeout = start_timeout
         self._thread: threading.Thread | None = None
@@ -67,8 +74,11 @@ class EmbeddedBroker(ListenerPorts):
         if self.tls_port:
             paths = self.config.conf_paths
             listeners["tls"] = {
-                "type": "tcp", "bind": f"{self.host}:{self.tls_port}", "ssl": True,
-                "cafile": str(paths.ca_file), "certfile": str(paths.server_cert),
+                "type": "tcp",
+                "bind": f"{self.host}:{self.tls_port}",
+                "ssl": True,
+                "cafile": str(paths.ca_file),
+                "certfile": str(paths.server_cert),
                 "keyfile": str(paths.server_key),
             }
         return {
@@ -76,8 +86,7 @@ class EmbeddedBroker(ListenerPorts):
             # An explicit plugin list replaces amqtt's defaults (anonymous auth, $SYS, loggers).
             "plugins": {
                 f"{_PLUGINS}.PasswdFileAuthPlugin": {"password_file": str(self.config.conf_paths.password_file)},
-                f"{_PLUGINS}.FleetAclPlugin": {"fleet": self.config.fleet,
-                                               "server_user": self.config.server.username},
+                f"{_PLUGINS}.FleetAclPlugin": {"fleet": self.config.fleet, "server_user": self.config.server.username},
             },
         }
 
@@ -91,8 +100,9 @@ class EmbeddedBroker(ListenerPorts):
     def _launch(self) -> None:
         self._ready.clear()
         self._error = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()),
-                                        name=f"fedhft-amqtt-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._serve()), name=f"fedhft-amqtt-{self.port}", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(self.start_timeout):
             self.stop()
@@ -152,8 +162,9 @@ class EmbeddedBroker(ListenerPorts):
         return f"EmbeddedBroker(fleet={self.config.fleet!r}, port={self.port}, running={self.running})"
 
 
-def start_broker(fleet_config: FleetConfig | str | Path, prefer: str = "auto", *,
-                 port: int | None = None, host: str | None = None):
+def start_broker(
+    fleet_config: FleetConfig | str | Path, prefer: str = "auto", *, port: int | None = None, host: str | None = None
+):
     """Start and return a broker for the fleet: Mosquitto when its binary exists (or is
     required with prefer="mosquitto"), else the embedded amqtt broker (MQTT 3.1.1 only)."""
     if prefer not in ("auto", "mosquitto", "embedded"):

@@ -15,6 +15,7 @@ Layout of `out_dir` (secrets are mode 600):
 A device's kit is its `clients/<id>.*` files plus `clients/ca.crt`: paths inside the credentials
 files are relative to the file, so the kit can be copied to the device as it is.
 """
+
 from __future__ import annotations
 
 import json
@@ -144,8 +145,11 @@ def _make_tls(out: Path, fleet: str, host: str, users: list[str]) -> dict[str, t
     pairs = {}
     for i, cid in enumerate(users):
         # Named apart from broker.crt whatever the server user is called.
-        crt, key = ((tls_dir / f"client-{cid}.crt", tls_dir / f"client-{cid}.key") if i == 0
-                    else (out / "clients" / f"{cid}.crt", out / "clients" / f"{cid}.key"))
+        crt, key = (
+            (tls_dir / f"client-{cid}.crt", tls_dir / f"client-{cid}.key")
+            if i == 0
+            else (out / "clients" / f"{cid}.crt", out / "clients" / f"{cid}.key")
+        )
         make_leaf(ca_crt, ca_key, crt, key, cid)
         pairs[cid] = (crt, key)
     return pairs
@@ -194,30 +198,56 @@ def fleet_init(
     server_crt, server_key = certs.get(server_user, (None, None))
     # The server sits next to the broker: it uses the plain loopback listener (its url), and gets
     # a client certificate only for a TLS connection from elsewhere.
-    server = Credentials(server_user, server_user, passwords[server_user], fleet, "server",
-                         _url(host, port, False), str(out / "tls" / "ca.crt") if tls else None,
-                         str(server_crt) if server_crt else None,
-                         str(server_key) if server_key else None, max_packet_size)
+    server = Credentials(
+        server_user,
+        server_user,
+        passwords[server_user],
+        fleet,
+        "server",
+        _url(host, port, False),
+        str(out / "tls" / "ca.crt") if tls else None,
+        str(server_crt) if server_crt else None,
+        str(server_key) if server_key else None,
+        max_packet_size,
+    )
     _write_secret(out / "server.json", server.to_json(out))
     for cid in ids:
         crt, key = certs.get(cid, (None, None))
         cred = Credentials(
-            cid, cid, passwords[cid], fleet, "device",
+            cid,
+            cid,
+            passwords[cid],
+            fleet,
+            "device",
             _url(host, tls_port if tls else port, tls),
             str(out / "clients" / "ca.crt") if tls else None,
-            str(crt) if crt else None, str(key) if key else None, max_packet_size,
+            str(crt) if crt else None,
+            str(key) if key else None,
+            max_packet_size,
         )
         _write_secret(out / "clients" / f"{cid}.json", cred.to_json(out / "clients"))
 
     meta = {
-        "schema_version": SCHEMA_VERSION, "fleet": fleet, "server_user": server_user,
-        "devices": ids, "max_packet_size": max_packet_size, "host": host, "port": port,
-        "tls": tls, "tls_port": tls_port,
+        "schema_version": SCHEMA_VERSION,
+        "fleet": fleet,
+        "server_user": server_user,
+        "devices": ids,
+        "max_packet_size": max_packet_size,
+        "host": host,
+        "port": port,
+        "tls": tls,
+        "tls_port": tls_port,
     }
     (out / FLEET_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     config = load_fleet(out)
-    conf = render_mosquitto_conf(config.conf_paths, fleet=fleet, max_packet_size=max_packet_size,
-                                 host=host, port=port, tls_port=tls_port if tls else None)
+    conf = render_mosquitto_conf(
+        config.conf_paths,
+        fleet=fleet,
+        max_packet_size=max_packet_size,
+        host=host,
+        port=port,
+        tls_port=tls_port if tls else None,
+    )
     (out / "mosquitto.conf").write_text(conf, encoding="utf-8")
     return config
 
@@ -247,7 +277,13 @@ def load_fleet(fleet_dir: str | Path) -> FleetConfig:
         if not (root / name).is_file():
             raise FleetConfigError(f"{root / name} is missing: recreate the fleet folder with fleet-init")
     return FleetConfig(
-        dir=root, fleet=meta["fleet"], server=server, devices=devices,
-        max_packet_size=int(meta["max_packet_size"]), host=meta["host"], port=meta["port"],
-        tls=bool(meta["tls"]), tls_port=meta["tls_port"],
+        dir=root,
+        fleet=meta["fleet"],
+        server=server,
+        devices=devices,
+        max_packet_size=int(meta["max_packet_size"]),
+        host=meta["host"],
+        port=meta["port"],
+        tls=bool(meta["tls"]),
+        tls_port=meta["tls_port"],
     )

@@ -1,5 +1,6 @@
 """The listener ports both broker launchers share: fixed or free ports, the start loop that picks
 them again when another process takes one first, the urls, and keeping them for restart()."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,9 @@ class ListenerPorts:
 
     _port_taken = "in use"
 
-    def _init_ports(self, config: FleetConfig | str | Path, port: int | None, host: str | None,
-                    tls_port: int | None) -> None:
+    def _init_ports(
+        self, config: FleetConfig | str | Path, port: int | None, host: str | None, tls_port: int | None
+    ) -> None:
         self.config = as_fleet(config)
         self.host = host or self.config.host
         self._fixed_port = port or self.config.port
@@ -41,8 +43,9 @@ class ListenerPorts:
     def _launch_on_ports(self) -> None:
         """Refuse fixed ports that are busy, then launch; a port picked by us can be taken before
         the broker binds it, so on that error pick again (at most ``_PORT_RETRIES`` launches)."""
-        check_ports_free(self.host, {"port": self._fixed_port,
-                                     "tls_port": self._fixed_tls_port if self.config.tls else None})
+        check_ports_free(
+            self.host, {"port": self._fixed_port, "tls_port": self._fixed_tls_port if self.config.tls else None}
+        )
         for attempt in range(_PORT_RETRIES):
             self._pick_ports()
             try:

@@ -4,6 +4,7 @@ Never the system broker: each MosquittoBroker starts its own `mosquitto -c <flee
 in the foreground (no `-d`, so we own the pid) in its own session (a Ctrl-C aimed at the test
 runner does not race our own SIGTERM), and stops exactly that pid.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,12 @@ from server.broker._fleet_init import FleetConfig
 from server.broker._listeners import ListenerPorts
 from server.broker._mosquitto_conf import AUTOSAVE_INTERVAL_S, PERSISTENCE_FILE, render_mosquitto_conf
 
-_SEARCH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto",
-           "/usr/local/opt/mosquitto/sbin/mosquitto")
+_SEARCH = (
+    "/usr/sbin/mosquitto",
+    "/usr/local/sbin/mosquitto",
+    "/opt/homebrew/sbin/mosquitto",
+    "/usr/local/opt/mosquitto/sbin/mosquitto",
+)
 
 
 def find_mosquitto() -> str | None:
@@ -133,9 +138,14 @@ class MosquittoBroker(ListenerPorts):
         run_dir.mkdir(parents=True, exist_ok=True)
         (self.config.dir / "data").mkdir(exist_ok=True)
         conf = render_mosquitto_conf(
-            self.config.conf_paths, fleet=self.config.fleet,
-            max_packet_size=self.config.max_packet_size, host=self.host, port=self.port,
-            tls_port=self.tls_port, run_as_root=os.geteuid() == 0, log_file=self.log_path,
+            self.config.conf_paths,
+            fleet=self.config.fleet,
+            max_packet_size=self.config.max_packet_size,
+            host=self.host,
+            port=self.port,
+            tls_port=self.tls_port,
+            run_as_root=os.geteuid() == 0,
+            log_file=self.log_path,
             autosave_interval=self.autosave_interval,
         )
         self.conf_path.write_text(conf, encoding="utf-8")
@@ -144,7 +154,9 @@ class MosquittoBroker(ListenerPorts):
             log.flush()
             self._proc = subprocess.Popen(
                 [*_die_with_us_prefix(), self.binary, "-c", str(self.conf_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         # If the caller forgets stop() (or the interpreter exits), the broker still goes away.
@@ -159,8 +171,7 @@ class MosquittoBroker(ListenerPorts):
                 code = self._proc.returncode
                 self._proc = None
                 raise BrokerStartError(
-                    f"mosquitto exited with code {code} during startup. Log tail "
-                    f"({self.log_path}):\n{self.log_tail()}"
+                    f"mosquitto exited with code {code} during startup. Log tail ({self.log_path}):\n{self.log_tail()}"
                 )
             # Ports were free at launch, so whoever accepts now is this process.
             if all(accepts_tcp(self.host, p) for p in ports) and self._proc.poll() is None:

@@ -7,6 +7,7 @@ Facts this relies on (Mosquitto 2.0.11, measured; see docs/DESIGN-NOTES.md, "Bro
 * Started as root, Mosquitto switches to user `mosquitto` unless the config says `user root`;
   fleet files are root-owned mode 600, so the launcher adds `user root` when it runs as root.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -83,8 +84,7 @@ def render_mosquitto_conf(
 def _tls_listener(paths: ConfPaths, host: str, tls_port: int) -> list[str]:
     if paths.ca_file is None or paths.server_cert is None or paths.server_key is None:
         raise ValueError(
-            "a TLS listener needs the fleet CA and server certificate: create the fleet "
-            "with fleet_init(..., tls=True)"
+            "a TLS listener needs the fleet CA and server certificate: create the fleet with fleet_init(..., tls=True)"
         )
     return [
         f"listener {int(tls_port)} {host}",

@@ -5,6 +5,7 @@ where the PBKDF2 salt is the raw 12 bytes (not the base64 text). Producing the f
 fleet-init needs no Mosquitto install and one subprocess per device is avoided; the embedded amqtt
 broker verifies the same file (amqtt itself only reads argon2/bcrypt hashes).
 """
+
 from __future__ import annotations
 
 import base64

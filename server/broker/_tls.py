@@ -4,6 +4,7 @@ The CA signs both sides: the broker presents a server certificate for 127.0.0.1/
 the fleet host), and Mosquitto's TLS listener requires every device to present a client
 certificate from the same CA in addition to its password (a stolen password alone is not enough).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -74,9 +75,7 @@ def make_ca(tls_dir: Path, fleet: str) -> tuple[Path, Path]:
     cert = (
         _builder(f"fedhft fleet {fleet} CA", name, key.public_key(), 3650)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -94,8 +93,13 @@ def _load_ca(ca_crt: Path, ca_key: Path):
 
 
 def make_leaf(
-    ca_crt: Path, ca_key: Path, out_crt: Path, out_key: Path, common_name: str,
-    *, server_hosts: list[str] | None = None,
+    ca_crt: Path,
+    ca_key: Path,
+    out_crt: Path,
+    out_key: Path,
+    common_name: str,
+    *,
+    server_hosts: list[str] | None = None,
 ) -> None:
     """Sign a server (when `server_hosts` is given: SANs) or client certificate with the CA."""
     x509, hashes, _, ec, EKU, _ = _crypto()

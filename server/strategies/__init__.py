@@ -3,6 +3,7 @@
 Pure numpy: no I/O, no MQTT, no torch. See ``_base`` for the API contract (configure ->
 streaming aggregator -> state, ``state_dict``/``load_state_dict`` to persist and resume).
 """
+
 from server.strategies._base import (
     Aggregator,
     ClientAssignment,

@@ -9,6 +9,7 @@ persists both and ``load_state_dict`` resumes bit-for-bit: every random choice i
 generator seeded by (seed, round, client id), never from a shared stream whose position would
 depend on client order or on a restart.
 """
+
 from __future__ import annotations
 
 import abc
@@ -74,8 +75,9 @@ class Aggregator(abc.ABC):
             raise ValueError(f"a second update from {client_id!r} in this round: drop duplicates before add()")
         seen.add(client_id)
 
-    def _intake(self, client_id: str, assignment: ClientAssignment, dims: ModelDims,
-                update: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def _intake(
+        self, client_id: str, assignment: ClientAssignment, dims: ModelDims, update: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """What every ``add`` does first: check the update's layout, admit the client once, and
         return its trained state (start + update) and the masked rows of each B."""
         check_update(assignment, dims, update)
@@ -92,8 +94,9 @@ class Aggregator(abc.ABC):
         strategy._check_round(round_idx)
 
     @abc.abstractmethod
-    def add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
-            weight: float) -> None:
+    def add(
+        self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray], weight: float
+    ) -> None:
         """``update`` = ``gather_update(...)`` of ``assignment``; ``weight`` is normally
         ``client.num_examples``."""
 
@@ -114,8 +117,9 @@ class Strategy(abc.ABC):
         self.round_idx = 0  # rounds finished so far = index of the next round
 
     # -- API -----------------------------------------------------------------------------------
-    def configure(self, round_idx: int, clients: list[ClientInfo],
-                  rng: np.random.Generator | None = None) -> dict[str, ClientAssignment]:
+    def configure(
+        self, round_idx: int, clients: list[ClientInfo], rng: np.random.Generator | None = None
+    ) -> dict[str, ClientAssignment]:
         """One assignment per client. ``rng``, when given, contributes one draw that seeds this
         round's per-client generators; without it they derive from the strategy seed alone."""
         self._check_round(round_idx)
@@ -158,12 +162,10 @@ class Strategy(abc.ABC):
         return {"seed": self.seed, "backbone_dims": {k: v.to_dict() for k, v in sorted(self.backbone_dims.items())}}
 
     @abc.abstractmethod
-    def _tensors(self) -> dict[str, np.ndarray]:
-        ...
+    def _tensors(self) -> dict[str, np.ndarray]: ...
 
     @abc.abstractmethod
-    def _load_tensors(self, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        ...
+    def _load_tensors(self, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None: ...
 
     def _extra_meta(self) -> dict[str, Any]:
         return {}
@@ -183,8 +185,10 @@ class Strategy(abc.ABC):
 
     def load_state_dict(self, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
         if meta.get("strategy") != self.name:
-            raise ValueError(f"state was saved by strategy {meta.get('strategy')!r}, this is {self.name!r}: use "
-                             f"get_strategy({meta.get('strategy')!r}, ...)")
+            raise ValueError(
+                f"state was saved by strategy {meta.get('strategy')!r}, this is {self.name!r}: use "
+                f"get_strategy({meta.get('strategy')!r}, ...)"
+            )
         if meta.get("format") != STATE_FORMAT:
             raise ValueError(f"state format {meta.get('format')} is not supported (expected {STATE_FORMAT})")
         if ModelDims.from_dict(meta["dims"]) != self.dims:
@@ -192,8 +196,9 @@ class Strategy(abc.ABC):
         saved = json.loads(json.dumps(meta["config"]))
         mine = json.loads(json.dumps(self.config()))
         if saved != mine:
-            raise ValueError(f"state was saved with config {saved}, this strategy has {mine}: construct it with the "
-                             "saved config")
+            raise ValueError(
+                f"state was saved with config {saved}, this strategy has {mine}: construct it with the saved config"
+            )
         self._load_tensors(tensors, meta)
         self.round_idx = int(meta["round_idx"])
 
@@ -241,8 +246,9 @@ def check_update(assignment: ClientAssignment, dims: ModelDims, update: Mapping[
         missing = sorted(set(expected) - set(got))
         extra = sorted(set(got) - set(expected))
         wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
-        raise ValueError(f"update does not match the assignment: missing {missing}, unexpected {extra}, wrong "
-                         f"shape {wrong}")
+        raise ValueError(
+            f"update does not match the assignment: missing {missing}, unexpected {extra}, wrong shape {wrong}"
+        )
 
 
 class Sums:

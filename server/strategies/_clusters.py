@@ -13,6 +13,7 @@ crash); a component whose mass vanishes gets membership 0; the labels of a refit
 the previous memberships (Hungarian assignment on their overlap) so that a client keeps its
 cluster, and so its cluster's adapter state, from round to round.
 """
+
 from __future__ import annotations
 
 import math
@@ -209,8 +210,13 @@ def _canonical(labels: np.ndarray) -> tuple:
 
 
 def tied_spherical_em(
-    x: np.ndarray, labels: np.ndarray, k: int, max_iter: int = 200, tol: float = 1e-9,
-    residual: np.ndarray | None = None, dims: int | None = None,
+    x: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    max_iter: int = 200,
+    tol: float = 1e-9,
+    residual: np.ndarray | None = None,
+    dims: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """EM for a mixture of ``k`` Gaussians with one shared spherical variance, started from hard
     ``labels``: (responsibilities ``[N, k]``, means ``[k, D]``, variance). Components whose mass
@@ -275,7 +281,8 @@ def mixture_bic(x: np.ndarray, resp: np.ndarray, var: float, residual: np.ndarra
     logp = np.log(mass[alive] / n)[None, :] - d / (2.0 * var)
     top = logp.max(axis=1, keepdims=True)
     log_lik = float((top[:, 0] + np.log(np.exp(logp - top).sum(axis=1))).sum()) - 0.5 * n * dims * math.log(
-        2.0 * math.pi * var)
+        2.0 * math.pi * var
+    )
     k = int(alive.sum())
     params = k * min(x.shape[1], dims) + (k - 1) + 1
     return -2.0 * log_lik + params * math.log(n)

@@ -7,6 +7,7 @@ so that ``B_g @ A_g`` is the client's real weight delta whatever its rank. Witho
 same component means ``alpha/2`` times its product for a rank-2 client and ``alpha/8`` times for a
 rank-8 one, and averaging raw factors across ranks would mix different scales.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,8 +72,9 @@ class FactorStrategy(GlobalStateStrategy):
         a_key, b_key = key + ".lora_A", key + ".lora_B"
         a = self.state.get(a_key, np.zeros((0, in_f), np.float32))
         if a.shape[1] != in_f or (b_key in self.state and self.state[b_key].shape[0] != out_f):
-            raise ValueError(f"site {key} has shape {self.state[b_key].shape[0]}x{a.shape[1]}, a client needs "
-                             f"{out_f}x{in_f}")
+            raise ValueError(
+                f"site {key} has shape {self.state[b_key].shape[0]}x{a.shape[1]}, a client needs {out_f}x{in_f}"
+            )
         cur = a.shape[0]
         if rank > cur:
             self.state[a_key] = np.concatenate([a, init_a_rows(self.seed, key, cur, rank, in_f)])
@@ -122,8 +124,9 @@ class FactorAggregator(Aggregator):
         self.round_idx = round_idx
         self.sums = Sums()
 
-    def add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
-            weight: float) -> None:
+    def add(
+        self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray], weight: float
+    ) -> None:
         st, plan, dims = self.s, assignment.plan, self.s.dims_for(client)
         trained, rows = self._intake(client.client_id, assignment, dims, update)
         w, touched = float(weight), set()

@@ -1,6 +1,7 @@
 """FedAvg-LoRA: the homogeneous baseline. Every client trains the same plan, the cheapest one
 (smallest total rank, then depth, then density), with a full mask; A, B and the head are
 averaged weighted by the given weights (normally example counts), as in McMahan et al."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -23,8 +24,14 @@ class FedAvgLoRA(FactorStrategy):
     name = "fedavg-lora"
     fold_scale = False
 
-    def __init__(self, dims: ModelDims, *, seed: int = 0, plan: AdapterPlan | Mapping | None = None,
-                 backbone_dims: Mapping[str, ModelDims] | None = None):
+    def __init__(
+        self,
+        dims: ModelDims,
+        *,
+        seed: int = 0,
+        plan: AdapterPlan | Mapping | None = None,
+        backbone_dims: Mapping[str, ModelDims] | None = None,
+    ):
         super().__init__(dims, seed=seed, backbone_dims=backbone_dims)
         self._configured_plan = AdapterPlan.from_dict(dict(plan)) if isinstance(plan, Mapping) else plan
         # Fixed for the whole run: pass ``plan`` (the catalog's cheapest tier) to be independent of
@@ -45,8 +52,9 @@ class FedAvgLoRA(FactorStrategy):
         plan = AdapterPlan.from_dict(dict(plan)) if isinstance(plan, Mapping) else plan
         return {tier: plan for tier in tier_plans}
 
-    def configure(self, round_idx: int, clients: list[ClientInfo],
-                  rng: np.random.Generator | None = None) -> dict[str, ClientAssignment]:
+    def configure(
+        self, round_idx: int, clients: list[ClientInfo], rng: np.random.Generator | None = None
+    ) -> dict[str, ClientAssignment]:
         if self.plan is None and clients:
             self.plan = cheapest_plan(c.plan for c in clients)
         return super().configure(round_idx, clients, rng)

@@ -17,6 +17,7 @@ global model; by default the global model is the cluster-size mixture. Why that 
 differs from the reference code (masked-row uploads, K independent cluster states,
 ``residual_correction``): docs/DESIGN-NOTES.md, section "server/strategies/_fedhft.py".
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -66,15 +67,19 @@ def cluster_slots(num_clusters: Any, max_clusters: Any) -> tuple[int, list[str]]
         top = DEFAULT_MAX_CLUSTERS if max_clusters is None else max_clusters
         if whole(top) and top >= 2:
             return int(top), []
-        return 1, [f"max_clusters must be a whole number >= 2 with num_clusters=auto, got {max_clusters!r} "
-                   "(for no clustering set num_clusters=1)"]
+        return 1, [
+            f"max_clusters must be a whole number >= 2 with num_clusters=auto, got {max_clusters!r} "
+            "(for no clustering set num_clusters=1)"
+        ]
     problems = []
     if not whole(num_clusters) or num_clusters < 1:
-        problems.append(f"num_clusters must be a whole number >= 1 or 'auto' (K chosen from the data by BIC), "
-                        f"got {num_clusters!r}")
+        problems.append(
+            f"num_clusters must be a whole number >= 1 or 'auto' (K chosen from the data by BIC), got {num_clusters!r}"
+        )
     if max_clusters is not None:
-        problems.append(f"max_clusters={max_clusters!r} applies only to num_clusters=auto: drop it, or set "
-                        "num_clusters=auto")
+        problems.append(
+            f"max_clusters={max_clusters!r} applies only to num_clusters=auto: drop it, or set num_clusters=auto"
+        )
     return (int(num_clusters) if not problems else 1), problems
 
 
@@ -263,7 +268,12 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         # Labels follow the clients that already had a cluster (a newcomer's cluster-size mixture is no label).
         had = np.array([c in self.clustered for c in self.client_ids], dtype=np.float64)[:, None]
         probs, self.means = fit_memberships(
-            features, self.num_clusters, seed, means_init=self.means, previous=previous * had, normalize=False,
+            features,
+            self.num_clusters,
+            seed,
+            means_init=self.means,
+            previous=previous * had,
+            normalize=False,
             choose_k=self.auto_clusters,
         )
         self.clustered = set(self.client_ids)
@@ -304,8 +314,14 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         out = {f"cluster{c}/{k}": v for c, st in enumerate(self.clusters) for k, v in st.items()}
         out.update({f"stale/{k}": v for k, v in self.last_trained.items()})
         out.update({f"shared/{k}": v for k, v in self.shared.items()})
-        out.update({"clients/sketch": self.sketches, "clients/sketch_rounds": self.sketch_rounds,
-                    "clients/membership": self.memberships, "clusters/weights": self.cluster_weights})
+        out.update(
+            {
+                "clients/sketch": self.sketches,
+                "clients/sketch_rounds": self.sketch_rounds,
+                "clients/membership": self.memberships,
+                "clusters/weights": self.cluster_weights,
+            }
+        )
         if self.means is not None:
             out["gmm/means"] = self.means
         return out
@@ -360,13 +376,15 @@ class FedHFTAggregator(Aggregator):
         self.covered: dict[str, np.ndarray] = {}
         self.sketches: dict[str, np.ndarray] = {}
 
-    def add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
-            weight: float) -> None:
+    def add(
+        self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray], weight: float
+    ) -> None:
         with one_blas_thread():
             self._add(client, assignment, update, weight)
 
-    def _add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
-             weight: float) -> None:
+    def _add(
+        self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray], weight: float
+    ) -> None:
         st, plan, dims = self.s, assignment.plan, self.s.dims_for(client)
         trained, rows = self._intake(client.client_id, assignment, dims, update)
         m = assignment.membership if assignment.membership is not None else st.membership(client.client_id)
@@ -398,10 +416,12 @@ class FedHFTAggregator(Aggregator):
                 self.shared_sums.add(name, st.shared[name] + moved, float(weight))
         if client.client_id not in st.clustered:  # trained from the shared model: comparable signal
             start = assignment.start_state
-            head_change = np.concatenate([
-                (trained["head.weight"].astype(np.float64) - start["head.weight"]).ravel(),
-                (trained["head.bias"].astype(np.float64) - start["head.bias"]).ravel(),
-            ])
+            head_change = np.concatenate(
+                [
+                    (trained["head.weight"].astype(np.float64) - start["head.weight"]).ravel(),
+                    (trained["head.bias"].astype(np.float64) - start["head.bias"]).ravel(),
+                ]
+            )
             self.sketches[client.client_id] = st.head_feature(head_change)
 
     def finish(self) -> StrategyState:

@@ -4,6 +4,7 @@ hands each client the rank-r truncated SVD of the average, B = U_r sqrt(S_r / s)
 A = sqrt(S_r / s) V_r^T with s = alpha / r, so that s * B @ A is exactly the truncation.
 Its dense math runs on one BLAS thread, as FedHFT's (``_threads``: the same bits, no collapse
 under load)."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -48,8 +49,9 @@ class FlexLoRA(OneBlasThreadPlanning, GlobalStateStrategy):
             dw = self.state[key + ".delta"].astype(np.float64)
             a_name, b_name = lora_names(layer, module)
             fill = init_a_rows(self.seed, key, 0, rank, in_f)
-            start[a_name], start[b_name] = svd_refactor(dw, rank, plan.alpha / rank, fill,
-                                                        svd=self._svd.get(key, dw, rank))
+            start[a_name], start[b_name] = svd_refactor(
+                dw, rank, plan.alpha / rank, fill, svd=self._svd.get(key, dw, rank)
+            )
         start["head.weight"], start["head.bias"] = self.state["head.weight"].copy(), self.state["head.bias"].copy()
         return ClientAssignment(plan, start, full_mask(plan, dims))
 
@@ -66,13 +68,15 @@ class FlexLoRAAggregator(Aggregator):
     def __init__(self, strategy: FlexLoRA, round_idx: int):
         self.s, self.round_idx, self.sums = strategy, round_idx, Sums()
 
-    def add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
-            weight: float) -> None:
+    def add(
+        self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray], weight: float
+    ) -> None:
         with one_blas_thread():
             self._add(client, assignment, update, weight)
 
-    def _add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
-             weight: float) -> None:
+    def _add(
+        self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray], weight: float
+    ) -> None:
         plan, dims = assignment.plan, self.s.dims_for(client)
         trained, rows = self._intake(client.client_id, assignment, dims, update)
         for layer, module, rank in adapted_modules(plan, dims):

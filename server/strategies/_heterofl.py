@@ -2,6 +2,7 @@
 trains the first r components of each site (the top-left sub-block of the global factors); every
 element is averaged over the clients whose sub-block covers it, so unlike HetLoRA a low-rank
 client does not pull the high-rank components towards 0."""
+
 from __future__ import annotations
 
 from server.strategies._factor import FactorStrategy

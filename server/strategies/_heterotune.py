@@ -14,6 +14,7 @@ Every element is averaged over the clients that have it (no zero-padding dilutio
 distils knowledge between models through a shared adapter; here the shared branch is plainly
 averaged, which needs no public data on the server and no extra device compute.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -28,8 +29,14 @@ class HeteroTune(FactorStrategy):
     name = "heterotune"
     count_padding = False
 
-    def __init__(self, dims: ModelDims, *, seed: int = 0, shared_rank: int = 2,
-                 backbone_dims: Mapping[str, ModelDims] | None = None):
+    def __init__(
+        self,
+        dims: ModelDims,
+        *,
+        seed: int = 0,
+        shared_rank: int = 2,
+        backbone_dims: Mapping[str, ModelDims] | None = None,
+    ):
         if shared_rank < 1:
             raise ValueError(f"shared_rank must be >= 1, got {shared_rank}")
         super().__init__(dims, seed=seed, backbone_dims=backbone_dims)

@@ -9,6 +9,7 @@ max"; LEGEND's layer-wise average is the alternative. ``sparsity_weighted`` turn
 paper's sparsity-weighted aggregation (weights x ||dW_k||_F per site; a layer a client lacks then
 has norm 0 and does not count). Not implemented: the paper's local rank self-pruning.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -22,12 +23,22 @@ class HetLoRA(FactorStrategy):
     name = "hetlora"
     count_padding = True
 
-    def __init__(self, dims: ModelDims, *, seed: int = 0, pad_missing_layers: bool = True,
-                 sparsity_weighted: bool = False, backbone_dims: Mapping[str, ModelDims] | None = None):
+    def __init__(
+        self,
+        dims: ModelDims,
+        *,
+        seed: int = 0,
+        pad_missing_layers: bool = True,
+        sparsity_weighted: bool = False,
+        backbone_dims: Mapping[str, ModelDims] | None = None,
+    ):
         super().__init__(dims, seed=seed, backbone_dims=backbone_dims)
         self.pad_missing_layers = bool(pad_missing_layers)
         self.sparsity_weighted = bool(sparsity_weighted)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "pad_missing_layers": self.pad_missing_layers,
-                "sparsity_weighted": self.sparsity_weighted}
+        return {
+            **super().config(),
+            "pad_missing_layers": self.pad_missing_layers,
+            "sparsity_weighted": self.sparsity_weighted,
+        }

@@ -5,6 +5,7 @@ init as the other strategies' round 0, and every later round continues from its 
 trained state. Nothing is averaged. The committed "global" state is that initial adapter (what
 a new client would start from), since local-only has no shared model.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -62,7 +63,7 @@ class LocalOnly(Strategy):
     def _load_tensors(self, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
         self.clients = {}
         for key, value in tensors.items():
-            cid, _, name = key[len(_PREFIX):].partition("/")
+            cid, _, name = key[len(_PREFIX) :].partition("/")
             self.clients.setdefault(cid, {})[name] = np.array(value, dtype=np.float32)
 
 
@@ -72,8 +73,9 @@ class LocalOnlyAggregator(Aggregator):
     def __init__(self, strategy: LocalOnly, round_idx: int):
         self.s, self.round_idx, self.trained = strategy, round_idx, {}
 
-    def add(self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray],
-            weight: float) -> None:
+    def add(
+        self, client: ClientInfo, assignment: ClientAssignment, update: Mapping[str, np.ndarray], weight: float
+    ) -> None:
         trained, _ = self._intake(client.client_id, assignment, self.s.dims_for(client), update)
         self.trained[client.client_id] = {k: np.asarray(v, np.float32) for k, v in trained.items()}
 

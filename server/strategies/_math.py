@@ -3,6 +3,7 @@
 Conventions: a LoRA site has ``A`` ``[r, in]`` and ``B`` ``[out, r]``; its dense weight delta is
 ``dW = scale * B @ A`` with ``scale = alpha / r`` (``[out, in]``).
 """
+
 from __future__ import annotations
 
 import zlib

@@ -1,4 +1,5 @@
 """Strategies by name."""
+
 from __future__ import annotations
 
 import inspect

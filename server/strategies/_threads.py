@@ -8,6 +8,7 @@ where the work runs, not what it computes (the FedHFT tests compare rounds bit f
 It limits the BLAS libraries loaded when it is first used (numpy's). ``threadpoolctl`` is optional
 (scikit-learn brings it): without it the limit is a no-op.
 """
+
 from __future__ import annotations
 
 import contextlib

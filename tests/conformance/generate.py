@@ -6,6 +6,7 @@ Run it ON PURPOSE, when the wire format changes (a new message, field or case), 
 these files are what other implementations test against, so a change here is a protocol change.
 CI never runs this; tests/conformance/test_conformance.py only compares the code with the files.
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,7 +32,7 @@ DESCRIPTIONS = {
     "update_fp32": "The task's update in fp32: A and head whole, each B reduced to its 2 masked rows.",
     "update_fp16": "The same update in fp16; decoded_tensors is what the reader gets (float32).",
     "update_int8": "The same update in int8 with one float32 scale per row ('<name>.__scale'); a zero row has "
-                   "scale 0; decoded_tensors is q * scale.",
+    "scale 0; decoded_tensors is q * scale.",
     "outcome": "A task that produced no update: over the memory budget.",
     "ack_stored": "The server stored the update with this digest.",
     "ack_rejected": "The server refused an update trained under another server run (stale_run).",
@@ -42,8 +43,12 @@ DESCRIPTIONS = {
 
 
 def _variant_json(name: str, variant) -> dict:
-    out = {"name": name, "expect": "reject" if variant.code else "accept", "description": variant.description,
-           "payload_file": f"{name}.bin"}
+    out = {
+        "name": name,
+        "expect": "reject" if variant.code else "accept",
+        "description": variant.description,
+        "payload_file": f"{name}.bin",
+    }
     if variant.code:
         out["code"] = variant.code
         return out

@@ -1,6 +1,7 @@
 """The code against the golden vectors: each message encodes to exactly the stored bytes and the
 bytes decode back to the message; the accept/reject payloads get the stored verdict. The vectors
 are never rewritten here: after a deliberate format change run tests/conformance/generate.py."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,10 @@ from tests.conformance.generate import CLIENT_IDS, DESCRIPTIONS
 from tests.conformance.vector_json import body_json, dumps, message_from_json, tensor_from_json, vector_json
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
-REGENERATE = "the vectors differ from cases.py: if the format change is deliberate, run " \
-             "`python tests/conformance/generate.py`, review the diff and commit it"
+REGENERATE = (
+    "the vectors differ from cases.py: if the format change is deliberate, run "
+    "`python tests/conformance/generate.py`, review the diff and commit it"
+)
 
 
 def _load(expect: str) -> list[dict]:
@@ -61,7 +64,7 @@ def test_the_message_encodes_to_exactly_the_stored_bytes(vector):
     assert encode(msg) == payload
     assert len(payload) == vector["payload"]["length"]
     header_len = int.from_bytes(payload[5:9], "big")
-    assert payload[9:9 + header_len].decode("utf-8") == vector["payload"]["header"]
+    assert payload[9 : 9 + header_len].decode("utf-8") == vector["payload"]["header"]
     assert body_json(vector["type"], split(payload)[1]) == vector["payload"]["body"]
 
 

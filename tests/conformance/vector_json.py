@@ -4,6 +4,7 @@ A tensor is ``{"dtype": "float32", "shape": [2, 4], "values": [...]}`` (values f
 bytes are ``{"hex": "..."}``. Every float32/float16 value is written as the decimal that reads back
 to the same binary value, so a reader gets the exact tensor.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -86,13 +87,24 @@ def payload_json(payload: bytes) -> dict[str, Any]:
     """The payload's length and digest, its header text exactly as sent, and its body."""
     header, body = split(payload)
     header_len = int.from_bytes(payload[5:9], "big")
-    return {"length": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
-            "header": payload[9:9 + header_len].decode("utf-8"), "body": body_json(str(header.get("type")), body)}
+    return {
+        "length": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "header": payload[9 : 9 + header_len].decode("utf-8"),
+        "body": body_json(str(header.get("type")), body),
+    }
 
 
 def vector_json(name: str, msg: Message, payload: bytes, description: str) -> dict[str, Any]:
-    out = {"name": name, "type": msg.TYPE, "expect": "roundtrip", "description": description,
-           "payload_file": f"{name}.bin", "payload": payload_json(payload), "message": message_json(msg)}
+    out = {
+        "name": name,
+        "type": msg.TYPE,
+        "expect": "roundtrip",
+        "description": description,
+        "payload_file": f"{name}.bin",
+        "payload": payload_json(payload),
+        "message": message_json(msg),
+    }
     if msg.TYPE == "update" and msg.encoding != "fp32":
         decoded = decode(payload)
         out["decoded_tensors"] = {k: tensor_json(v) for k, v in sorted(decoded.tensors.items())}

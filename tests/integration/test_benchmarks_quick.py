@@ -3,6 +3,7 @@
 These check that each benchmark runs end to end on real components and writes well-formed,
 internally consistent results; they never assert a wall-clock time.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """A real Mosquitto with the generated fleet config: auth, ACL, packet limit, persistence, TLS."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,15 @@ import pytest
 
 from fedhft.protocol import is_allowed
 from server.broker import (
-    BrokerStartError, BrokerUrl, BrokerUrlError, FleetConfigError, FleetNameError, MosquittoBroker,
-    fleet_init, load_fleet, parse_broker_url,
+    BrokerStartError,
+    BrokerUrl,
+    BrokerUrlError,
+    FleetConfigError,
+    FleetNameError,
+    MosquittoBroker,
+    fleet_init,
+    load_fleet,
+    parse_broker_url,
 )
 from server.broker._passwd import hash_password, read_password_file, verify_password
 from tests._helpers import wait_for
@@ -159,9 +167,12 @@ def test_crash_after_autosave_keeps_the_queued_message(mosquitto, fleet, paho_cl
     # SIGKILL saves nothing: only what the last autosave wrote survives. Measured on Mosquitto
     # 2.0.11: with an interval of 2 s it saves every 3 s, so a fixed sleep of interval + 1 raced
     # the save (it failed in CI); wait for a save that holds the message instead.
-    wait_for(lambda: b"queued before the crash" in _saved(mosquitto),  # payloads are stored verbatim
-             10 * mosquitto.autosave_interval, f"an autosave of {mosquitto.persistence_path} holding the message",
-             every=0.1)
+    wait_for(
+        lambda: b"queued before the crash" in _saved(mosquitto),  # payloads are stored verbatim
+        10 * mosquitto.autosave_interval,
+        f"an autosave of {mosquitto.persistence_path} holding the message",
+        every=0.1,
+    )
     mosquitto.restart(hard=True)
     back = _connect(paho_client, mosquitto, fleet.device(A), clean_start=False, session_expiry=600)
     msg = back.next_message(timeout=10)
@@ -182,8 +193,11 @@ def test_stop_kills_the_process_and_frees_the_port(fleet):
 
 
 def test_fleet_files_are_private_and_load_back(fleet):
-    for path in [fleet.dir / "passwd", fleet.dir / "server.json",
-                 *(fleet.dir / "clients" / f"{cid}.json" for cid in fleet.devices)]:
+    for path in [
+        fleet.dir / "passwd",
+        fleet.dir / "server.json",
+        *(fleet.dir / "clients" / f"{cid}.json" for cid in fleet.devices),
+    ]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     again = load_fleet(fleet.dir)
     assert again == fleet
@@ -194,32 +208,54 @@ def test_tls_with_generated_ca_and_client_certificate(tmp_path, paho_client):
     fleet = fleet_init(tmp_path / "tls-fleet", 2, fleet="tls", tls=True)
     cred = fleet.device(A)
     with MosquittoBroker(fleet) as broker:
-        client = paho_client(broker.tls_url, cred.username, cred.password, cred.client_id,
-                             tls_ca=cred.tls_ca, tls_cert=cred.tls_cert, tls_key=cred.tls_key)
+        client = paho_client(
+            broker.tls_url,
+            cred.username,
+            cred.password,
+            cred.client_id,
+            tls_ca=cred.tls_ca,
+            tls_cert=cred.tls_cert,
+            tls_key=cred.tls_key,
+        )
         assert not client.publish(f"fedhft/v1/tls/from/{A}/hello", b"hi").is_failure
         # Without a client certificate the TLS handshake fails: paho never sees a CONNACK.
         with pytest.raises(paho_client.ConnectError):
-            paho_client(broker.tls_url, cred.username, cred.password, "no-cert",
-                        tls_ca=cred.tls_ca, timeout=2)
+            paho_client(broker.tls_url, cred.username, cred.password, "no-cert", tls_ca=cred.tls_ca, timeout=2)
         # The plain listener keeps working for the co-located server, which also has a cert.
         paho_client(broker.url, fleet.server.username, fleet.server.password, "server")
         srv = fleet.server
-        paho_client(broker.tls_url, srv.username, srv.password, "server-tls",
-                    tls_ca=srv.tls_ca, tls_cert=srv.tls_cert, tls_key=srv.tls_key)
+        paho_client(
+            broker.tls_url,
+            srv.username,
+            srv.password,
+            "server-tls",
+            tls_ca=srv.tls_ca,
+            tls_cert=srv.tls_cert,
+            tls_key=srv.tls_key,
+        )
 
 
 # Publish cases: (who publishes, topic below fedhft/v1/<fleet>/). `is_allowed` (which the embedded
 # broker uses) must give exactly the answer Mosquitto gives with the generated acl file.
 PUBLISH_CASES = [
-    (A, f"from/{A}/update"), (A, f"from/{A}/status"), (A, f"from/{A}"), (A, f"from/{B}/update"),
-    (A, f"to/{A}/task"), (A, "server/status"), (A, "elsewhere"),
-    ("server", f"to/{A}/task"), ("server", "server/status"), ("server", f"from/{A}/update"),
+    (A, f"from/{A}/update"),
+    (A, f"from/{A}/status"),
+    (A, f"from/{A}"),
+    (A, f"from/{B}/update"),
+    (A, f"to/{A}/task"),
+    (A, "server/status"),
+    (A, "elsewhere"),
+    ("server", f"to/{A}/task"),
+    ("server", "server/status"),
+    ("server", f"from/{A}/update"),
 ]
 
 
 def test_mosquitto_and_is_allowed_agree_on_publish(mosquitto, fleet, paho_client):
-    clients = {A: _connect(paho_client, mosquitto, fleet.device(A)),
-               "server": _connect(paho_client, mosquitto, fleet.server)}
+    clients = {
+        A: _connect(paho_client, mosquitto, fleet.device(A)),
+        "server": _connect(paho_client, mosquitto, fleet.server),
+    }
     for who, rel in PUBLISH_CASES:
         topic = f"{_base(fleet)}/{rel}"
         broker_says = not clients[who].publish(topic, b"x").is_failure
@@ -268,9 +304,16 @@ def test_parse_broker_url(url, expected):
 
 @pytest.mark.parametrize(
     ("url", "complaint"),
-    [("127.0.0.1:1883", "no scheme"), ("ws://h:1", "only mqtt"), ("mqtt://:1883", "no host"),
-     ("mqtt://h:99999", "invalid port"), ("mqtt://u:p@h:1", "credentials"), ("mqtt://h:1/x", "path"),
-     ("", "empty"), ("mqtt://h:0", "port 0")],
+    [
+        ("127.0.0.1:1883", "no scheme"),
+        ("ws://h:1", "only mqtt"),
+        ("mqtt://:1883", "no host"),
+        ("mqtt://h:99999", "invalid port"),
+        ("mqtt://u:p@h:1", "credentials"),
+        ("mqtt://h:1/x", "path"),
+        ("", "empty"),
+        ("mqtt://h:0", "port 0"),
+    ],
 )
 def test_parse_broker_url_errors(url, complaint):
     with pytest.raises(BrokerUrlError, match=complaint):

@@ -4,6 +4,7 @@ The peer (``ScriptedServer``) speaks the protocol over a plain ``fedhft.mqtt`` c
 updates and outcomes, serves bundle chunks on request, publishes tasks and acknowledges updates
 after validating them against the client's plan (``masked_update_layout``).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,20 @@ from fedhft.layout import init_trainable, mask_from_rows, masked_update_layout, 
 from fedhft.manifest import MANIFEST_NAME, bundle_digest, load_manifest
 from fedhft.mqtt import ClientSpec, MqttConnection
 from fedhft.protocol import (
-    Ack, BundleRequest, ClientStatus, Hello, Hyper, Outcome, Task, Topics, Update, chunk_size_for, decode, encode,
-    iter_file_chunks, validate_update,
+    Ack,
+    BundleRequest,
+    ClientStatus,
+    Hello,
+    Hyper,
+    Outcome,
+    Task,
+    Topics,
+    Update,
+    chunk_size_for,
+    decode,
+    encode,
+    iter_file_chunks,
+    validate_update,
 )
 
 pytestmark = [
@@ -37,23 +50,41 @@ pytestmark = [
 # precision. The one-layer quarter-density tier takes a smaller step: at 3e-2 its 15-step update
 # sometimes overshoots on the whole local set (measured), which is noise, not a runtime bug.
 TIERS = {
-    "jetson-orin-nano": (AdapterPlan(depth=2, ranks=(4, 8), mask_density=0.75, max_seq_len=32, batch_size=8),
-                         "torch", 3e-2),
-    "rpi5": (AdapterPlan(depth=2, ranks=(4, 8), mask_density=0.5, precision="int8", max_seq_len=32, batch_size=8),
-             "ort", 3e-2),
-    "android-low": (AdapterPlan(depth=1, ranks=(8,), mask_density=0.25, precision="int8", max_seq_len=32,
-                                batch_size=8), "executorch", 1e-2),
+    "jetson-orin-nano": (
+        AdapterPlan(depth=2, ranks=(4, 8), mask_density=0.75, max_seq_len=32, batch_size=8),
+        "torch",
+        3e-2,
+    ),
+    "rpi5": (
+        AdapterPlan(depth=2, ranks=(4, 8), mask_density=0.5, precision="int8", max_seq_len=32, batch_size=8),
+        "ort",
+        3e-2,
+    ),
+    "android-low": (
+        AdapterPlan(depth=1, ranks=(8,), mask_density=0.25, precision="int8", max_seq_len=32, batch_size=8),
+        "executorch",
+        1e-2,
+    ),
 }
 
 
 def _backend_available(backend: str) -> bool:
     import importlib.util
 
-    mods = {"torch": ("torch", "export._torch_backend"), "ort": ("onnxruntime", "export._ort_backend"),
-            "executorch": ("executorch", "export._et_backend")}[backend]
-    return all(importlib.util.find_spec(m) is not None for m in mods) and \
-        (REPO / "bundle_runtime" / "sessions" / {"torch": "_torch.py", "ort": "_ort.py",
-                                               "executorch": "_executorch.py"}[backend]).is_file()
+    mods = {
+        "torch": ("torch", "export._torch_backend"),
+        "ort": ("onnxruntime", "export._ort_backend"),
+        "executorch": ("executorch", "export._et_backend"),
+    }[backend]
+    return (
+        all(importlib.util.find_spec(m) is not None for m in mods)
+        and (
+            REPO
+            / "bundle_runtime"
+            / "sessions"
+            / {"torch": "_torch.py", "ort": "_ort.py", "executorch": "_executorch.py"}[backend]
+        ).is_file()
+    )
 
 
 class BundleCache:
@@ -72,8 +103,9 @@ class BundleCache:
                 return None
             try:
                 plan = TIERS[tier][0]
-                self._made[key] = export_bundle("tiny", 2, tier, plan, backend, self.out,
-                                                progress=lambda s: None).bundle_dir
+                self._made[key] = export_bundle(
+                    "tiny", 2, tier, plan, backend, self.out, progress=lambda s: None
+                ).bundle_dir
             except Exception as exc:  # another engineer's backend may be mid-change: skip it, keep torch
                 self.failed[key] = f"{type(exc).__name__}: {exc}"
         return self._made.get(key)
@@ -155,8 +187,14 @@ class ScriptedServer:
         topic = self.topics.bundle(client)
         size = chunk_size_for(self.fleet.max_packet_size, topic)
         for name in req.files or [MANIFEST_NAME, *load_manifest(root, verify_files=False).files]:
-            for chunk in iter_file_chunks(root / name, fleet=self.fleet.fleet, bundle_id=req.bundle_id, file=name,
-                                          chunk_size=size, indices=req.chunks):
+            for chunk in iter_file_chunks(
+                root / name,
+                fleet=self.fleet.fleet,
+                bundle_id=req.bundle_id,
+                file=name,
+                chunk_size=size,
+                indices=req.chunks,
+            ):
                 self.client.publish(topic, encode(chunk), qos=1)
 
     def _ack_update(self, client: str, upd: Update) -> None:
@@ -178,8 +216,18 @@ class ScriptedServer:
 
     # -- the test's side
 
-    def send_task(self, client: str, round_: int, bundle: Path, *, steps: int = 20, lr: float = 3e-2,
-                  encoding: str = "fp32", deadline_s: float = 300.0, seed: int = 0) -> Task:
+    def send_task(
+        self,
+        client: str,
+        round_: int,
+        bundle: Path,
+        *,
+        steps: int = 20,
+        lr: float = 3e-2,
+        encoding: str = "fp32",
+        deadline_s: float = 300.0,
+        seed: int = 0,
+    ) -> Task:
         manifest = load_manifest(bundle, verify_files=False)
         bundle_id = f"{manifest.tier}-{manifest.backend}"
         self.bundles[bundle_id] = bundle
@@ -189,18 +237,31 @@ class ScriptedServer:
             rng = np.random.default_rng(round_)
             start = {k: (v + 0.01 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in start.items()}
         rng = np.random.default_rng(1000 * round_ + seed)
-        rows = {s.b_name: rng.choice(s.rows, rows_per_module(plan, s.rows), replace=False)
-                for s in manifest.mask_layout}
-        task = Task(self.fleet.fleet, client, round_, f"t{round_}-{client}", manifest.tier, manifest.backend, bundle_id,
-                    bundle_digest(bundle), plan.to_dict(), Hyper(lr, steps, 0, plan.batch_size, plan.max_seq_len,
-                                                                encoding),
-                    time.time() + deadline_s, start, mask_from_rows(plan, dims, rows))
+        rows = {
+            s.b_name: rng.choice(s.rows, rows_per_module(plan, s.rows), replace=False) for s in manifest.mask_layout
+        }
+        task = Task(
+            self.fleet.fleet,
+            client,
+            round_,
+            f"t{round_}-{client}",
+            manifest.tier,
+            manifest.backend,
+            bundle_id,
+            bundle_digest(bundle),
+            plan.to_dict(),
+            Hyper(lr, steps, 0, plan.batch_size, plan.max_seq_len, encoding),
+            time.time() + deadline_s,
+            start,
+            mask_from_rows(plan, dims, rows),
+        )
         self.tasks[(client, round_)] = Sent(task, plan, bundle)
         self.client.publish(self.topics.task(client), encode(task), qos=1)
         return task
 
-    def wait(self, kind: str, client: str | None = None, timeout: float = 90.0, where=lambda m: True,
-             since: float = 0.0) -> Received:
+    def wait(
+        self, kind: str, client: str | None = None, timeout: float = 90.0, where=lambda m: True, since: float = 0.0
+    ) -> Received:
         """The first logged message of ``kind`` (from ``client``, at or after ``since``) that ``where`` accepts."""
         deadline = time.monotonic() + timeout
         while True:
@@ -208,8 +269,10 @@ class ScriptedServer:
                 if rec.kind == kind and rec.at >= since and (client is None or rec.client == client) and where(rec.msg):
                     return rec
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no {kind} from {client or 'any client'} within {timeout}s; got: "
-                                   f"{[(r.kind, r.client, getattr(r.msg, 'state', '')) for r in self.log[-12:]]}")
+                raise TimeoutError(
+                    f"no {kind} from {client or 'any client'} within {timeout}s; got: "
+                    f"{[(r.kind, r.client, getattr(r.msg, 'state', '')) for r in self.log[-12:]]}"
+                )
             time.sleep(0.1)
 
     def received(self, kind: str, client: str) -> list[Received]:
@@ -224,8 +287,20 @@ class EdgeProcess(Proc):
 
     def __init__(self, tmp: Path, broker, fleet, client: str, data: Path, state: Path, *extra: str, url: str = ""):
         cred = fleet.dir / "clients" / f"{client}.json"
-        cmd = [sys.executable, "-m", "fedhft", "edge", f"broker={url or broker.url}", f"credentials={cred}",
-               f"data={data}", f"state={state}", "threads=1", "ack_timeout_s=5", "progress_every=5", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fedhft",
+            "edge",
+            f"broker={url or broker.url}",
+            f"credentials={cred}",
+            f"data={data}",
+            f"state={state}",
+            "threads=1",
+            "ack_timeout_s=5",
+            "progress_every=5",
+            *extra,
+        ]
         super().__init__(client, cmd, tmp / f"{client}-{int(time.time() * 1000)}.log")
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 15.0) -> int | None:
@@ -284,8 +359,18 @@ def test_fleet_of_three_processes_trains_two_rounds(tmp_path, bundles, server, e
     encodings = ["fp32", "fp16", "int8"]
     rss = {}
     for round_ in (1, 2):
-        sent = {c: server.send_task(c, round_, bundles[plan[c][0]][plan[c][1]], steps=20, lr=TIERS[plan[c][0]][2],
-                                    encoding=encodings[i % 3], seed=i) for i, c in enumerate(clients)}
+        sent = {
+            c: server.send_task(
+                c,
+                round_,
+                bundles[plan[c][0]][plan[c][1]],
+                steps=20,
+                lr=TIERS[plan[c][0]][2],
+                encoding=encodings[i % 3],
+                seed=i,
+            )
+            for i, c in enumerate(clients)
+        }
         for c in clients:
             rec = server.wait("update", c, timeout=150, where=lambda m, r=round_: m.round == r)
             upd = rec.msg
@@ -393,8 +478,16 @@ def test_tls_with_client_certificate_from_the_credentials_file(tmp_path):
     try:
         server = ScriptedServer(broker, fleet)
         data = write_toy_data(tmp_path / "d.csv", 20, seed=4)
-        proc = EdgeProcess(tmp_path, broker, fleet, "dev-000", data, tmp_path / "state", "simulated_battery=level=5",
-                           url=broker.tls_url)
+        proc = EdgeProcess(
+            tmp_path,
+            broker,
+            fleet,
+            "dev-000",
+            data,
+            tmp_path / "state",
+            "simulated_battery=level=5",
+            url=broker.tls_url,
+        )
         hello = server.wait("hello", "dev-000", timeout=60)
         assert isinstance(hello.msg, Hello), proc.tail()
         assert any(e.get("event") == "mqtt_connected" for e in proc.events())

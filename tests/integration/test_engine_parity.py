@@ -12,6 +12,7 @@ bit-identical in practice. The one thing left to chance is the aggregation order
 order; in-process: client order), which can move a float64 sum by one ulp and, rarely, a float32
 value by one ulp; the tolerance covers that and its spread over three rounds, and nothing else.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,13 +40,35 @@ DEADLINE_DIGITS = 8
 
 def _mqtt_run(tmp: Path, cache: Path, strategy: str) -> Path:
     out = tmp / "run"
-    settings = {"model": "tiny", "clients": 3, "rounds": 3, "tiers": "[android-mid,rpi5,jetson-orin-nano]",
-                "backend": "torch", "dataset": str(write_toy_sentiment(tmp / "toy.jsonl", 240)), "train_size": 0,
-                "test_size": 0, "local_steps": 4, "lr": 0.02, "max_seq_len": 16, "memory_budget": "off",
-                "edge_threads": 1, "strategy": strategy, "seed": 3, "bundle_cache": str(cache), "out": str(out),
-                "progress": "false", "broker": "mosquitto", "join_timeout_s": 120}
-    proc = subprocess.run([sys.executable, "-m", "fedhft", "simulate", *(f"{k}={v}" for k, v in settings.items())],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    settings = {
+        "model": "tiny",
+        "clients": 3,
+        "rounds": 3,
+        "tiers": "[android-mid,rpi5,jetson-orin-nano]",
+        "backend": "torch",
+        "dataset": str(write_toy_sentiment(tmp / "toy.jsonl", 240)),
+        "train_size": 0,
+        "test_size": 0,
+        "local_steps": 4,
+        "lr": 0.02,
+        "max_seq_len": 16,
+        "memory_budget": "off",
+        "edge_threads": 1,
+        "strategy": strategy,
+        "seed": 3,
+        "bundle_cache": str(cache),
+        "out": str(out),
+        "progress": "false",
+        "broker": "mosquitto",
+        "join_timeout_s": 120,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedhft", "simulate", *(f"{k}={v}" for k, v in settings.items())],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
 
@@ -60,8 +83,9 @@ def _inprocess_run(run: Path):
     tier0 = tiers[sorted(tiers)[0]]
     test = [Example(**json.loads(line)) for line in (run / "data" / "test.jsonl").read_text().splitlines()]
     test_set = encode_examples(run / "bundles" / tier0 / backends[tier0] / "tokenizer.json", test, cfg.max_seq_len)
-    engine = InProcessEngine(cfg, devices_for(files, tiers, backends), run / "bundles", test=test_set,
-                             say=lambda line: None)
+    engine = InProcessEngine(
+        cfg, devices_for(files, tiers, backends), run / "bundles", test=test_set, say=lambda line: None
+    )
     return engine.run(), results
 
 

@@ -1,5 +1,6 @@
 """Parity is the contract: every catalog tier x every backend, compiled from a tiny model with
 the tier's own plan, trains like eager PyTorch. Plus one real MiniLM export."""
+
 import pytest
 
 from devices import load_catalog

@@ -5,6 +5,7 @@ Strategies may assign a device another tier's plan (FedAvg-LoRA trains everyone 
 plan); the simulation must export that plan for every backend that trains it, so every selected
 client stores an update in every round.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,11 +31,28 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_client_stores_every_round(tmp_path, cache, strategy):
-    cfg = SimConfig(model="tiny", clients=3, rounds=2, tiers=TIERS, backend="default", strategy=strategy,
-                    strategy_options=OPTIONS.get(strategy, {}), warmup_rounds=1,
-                    dataset=str(write_toy_sentiment(tmp_path / "toy.jsonl", 120)), train_size=0, test_size=0,
-                    local_steps=2, lr=0.02, max_seq_len=16, memory_budget="off", bundle_cache=str(cache),
-                    out=str(tmp_path / "run"), progress=False, broker="mosquitto", join_timeout_s=240.0)
+    cfg = SimConfig(
+        model="tiny",
+        clients=3,
+        rounds=2,
+        tiers=TIERS,
+        backend="default",
+        strategy=strategy,
+        strategy_options=OPTIONS.get(strategy, {}),
+        warmup_rounds=1,
+        dataset=str(write_toy_sentiment(tmp_path / "toy.jsonl", 120)),
+        train_size=0,
+        test_size=0,
+        local_steps=2,
+        lr=0.02,
+        max_seq_len=16,
+        memory_budget="off",
+        bundle_cache=str(cache),
+        out=str(tmp_path / "run"),
+        progress=False,
+        broker="mosquitto",
+        join_timeout_s=240.0,
+    )
     result = run_simulation(cfg, say=lambda m: None)
     assert result.error is None, result.error
     out = json.loads((result.run_dir / "results.json").read_text())

@@ -7,6 +7,7 @@ bundles and scripted client peers of three tiers (synthetic numpy updates, no tr
 * bundles are served in chunks that reassemble to the exported files;
 * kill -9 mid-round + restart on the same state dir loses nothing and counts nothing twice.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,17 @@ from devices import AdapterPlan
 from fedhft.mqtt import DEFAULT_MAX_PACKET_SIZE
 from fedhft.protocol import BundleChunk, BundleRequest, ChunkAssembler, Task, Update, decode, encode
 from server import (
-    STRATEGIES, Auth, BundleIndex, ScriptedPeer, Store, assignment_digest, build_strategy, load_server_config,
-    read_tensors, run_server, synthetic_update,
+    STRATEGIES,
+    Auth,
+    BundleIndex,
+    ScriptedPeer,
+    Store,
+    assignment_digest,
+    build_strategy,
+    load_server_config,
+    read_tensors,
+    run_server,
+    synthetic_update,
 )
 from tests._helpers import wait_for
 from tests._require import require
@@ -59,9 +69,19 @@ def tiny_bundles(tmp_path_factory) -> Path:
 
 
 def _config(tmp_path: Path, bundles: Path, **kw):
-    settings = {"fleet": "test", "bundles_dir": str(bundles), "rounds": 3, "clients_per_round": 3, "min_clients": 3,
-                "round_deadline_s": 60, "update_encoding": "fp16", "norm_bound": 100.0, "seed": SEED,
-                "max_packet_size": DEFAULT_MAX_PACKET_SIZE, **kw}
+    settings = {
+        "fleet": "test",
+        "bundles_dir": str(bundles),
+        "rounds": 3,
+        "clients_per_round": 3,
+        "min_clients": 3,
+        "round_deadline_s": 60,
+        "update_encoding": "fp16",
+        "norm_bound": 100.0,
+        "seed": SEED,
+        "max_packet_size": DEFAULT_MAX_PACKET_SIZE,
+        **kw,
+    }
     path = tmp_path / "server.yaml"
     path.write_text("\n".join(f"{k}: {v}" for k, v in settings.items()) + "\n")
     return path, load_server_config(path)
@@ -71,8 +91,9 @@ def _peers(broker, fleet, **per_client) -> dict[str, ScriptedPeer]:
     peers = {}
     for cid, tier in TIER_OF.items():
         kw = per_client.get(cid, {})
-        peers[cid] = ScriptedPeer(broker.url, fleet.fleet, cid, fleet.device(cid).password, tier_hint=tier,
-                                  seed=SEED, **kw).start()
+        peers[cid] = ScriptedPeer(
+            broker.url, fleet.fleet, cid, fleet.device(cid).password, tier_hint=tier, seed=SEED, **kw
+        ).start()
     return peers
 
 
@@ -84,7 +105,8 @@ class ServerThread:
         auth = Auth(fleet.server.username, fleet.server.password)
         self.thread = threading.Thread(
             target=lambda: self.result.setdefault("rounds", run_server(config, url, state, auth, self.stop_event)),
-            daemon=True)
+            daemon=True,
+        )
 
     def __enter__(self):
         self.thread.start()
@@ -122,8 +144,12 @@ def _replay(config, state: Path, tasks: dict[tuple[int, str], Task]) -> list[dic
             update = decode(encode(synthetic_update(tasks[(rec.idx, t.client)], SEED)))  # the wire's fp16 rounding
             agg.add(info, assigns[t.client], update.tensors, float(max(1, update.num_examples)))
         done = agg.finish()
-        states.append({**done.global_state, **{f"cluster{k}/{n}": v for k, c in enumerate(done.cluster_states)
-                                                for n, v in c.items()}})
+        states.append(
+            {
+                **done.global_state,
+                **{f"cluster{k}/{n}": v for k, c in enumerate(done.cluster_states) for n, v in c.items()},
+            }
+        )
     store.close()
     return states
 
@@ -131,9 +157,17 @@ def _replay(config, state: Path, tasks: dict[tuple[int, str], Task]) -> list[dic
 def _assert_matches_replay(config, state: Path, tasks) -> None:
     want = _replay(config, state, tasks)
     store = Store(state, readonly=True)
-    got = [{**read_tensors(store.path(r.global_file))[0],
-            **({k: v for k, v in read_tensors(store.path(r.clusters_file))[0].items() if k != "cluster_weights"}
-               if r.clusters_file else {})} for r in store.rounds()]
+    got = [
+        {
+            **read_tensors(store.path(r.global_file))[0],
+            **(
+                {k: v for k, v in read_tensors(store.path(r.clusters_file))[0].items() if k != "cluster_weights"}
+                if r.clusters_file
+                else {}
+            ),
+        }
+        for r in store.rounds()
+    ]
     store.close()
     assert len(got) == len(want) == config.rounds
     for r, (g, w) in enumerate(zip(got, want)):
@@ -176,6 +210,7 @@ def _truncated_then_honest(peer_box):
         good = encode(synthetic_update(task, SEED))
         peer_box[0].publish_update(good[:-5])  # garbled in transit: rejected, not final
         return good
+
     return make
 
 
@@ -191,15 +226,22 @@ def _wrong_fleet_then_honest(peer_box):
         other = Update("elsewhere", u.client, u.round, u.task_id, u.num_examples, u.metrics, u.encoding, u.tensors)
         peer_box[0].publish_update(encode(other))
         return encode(u)
+
     return make
 
 
 def test_bad_updates_are_rejected_and_the_round_goes_on(tmp_path, tiny_bundles, mosquitto, fleet):
     _, config = _config(tmp_path, tiny_bundles, strategy="fedavg-lora", rounds=1)
     box0, box2 = [], []
-    peers = _peers(mosquitto, fleet, **{"dev-000": {"make_payload": _truncated_then_honest(box0)},
-                                        "dev-001": {"make_payload": _nan_update},
-                                        "dev-002": {"make_payload": _wrong_fleet_then_honest(box2)}})
+    peers = _peers(
+        mosquitto,
+        fleet,
+        **{
+            "dev-000": {"make_payload": _truncated_then_honest(box0)},
+            "dev-001": {"make_payload": _nan_update},
+            "dev-002": {"make_payload": _wrong_fleet_then_honest(box2)},
+        },
+    )
     box0.append(peers["dev-000"])
     box2.append(peers["dev-002"])
     try:
@@ -215,8 +257,9 @@ def test_bad_updates_are_rejected_and_the_round_goes_on(tmp_path, tiny_bundles, 
     m = store.round(0).metrics
     assert (m["stored"], m["rejected_clients"]) == (2, 1)
     assert m["rejections"] == {"non_finite": 1, "truncated": 1, "wrong_fleet": 1}
-    assert {r["client"]: r["reason"] for r in store.rejections(0)
-            if r["reason"] == "non_finite"} == {"dev-001": "non_finite"}
+    assert {r["client"]: r["reason"] for r in store.rejections(0) if r["reason"] == "non_finite"} == {
+        "dev-001": "non_finite"
+    }
     store.close()
     rejected = [a for a in peers["dev-001"].acks if a.status == "rejected"]
     assert rejected and rejected[0].reason.startswith("non_finite")
@@ -232,8 +275,9 @@ def test_bundle_is_served_in_chunks_over_the_broker(tmp_path, tiny_bundles, mosq
                 time.sleep(0.05)
             task = peers["dev-000"].tasks[0]
             peer = peers["dev-000"]
-            peer.mqtt.publish(peer.topics.bundle_req("dev-000"),
-                              encode(BundleRequest("test", "dev-000", task.bundle_id)), qos=1)
+            peer.mqtt.publish(
+                peer.topics.bundle_req("dev-000"), encode(BundleRequest("test", "dev-000", task.bundle_id)), qos=1
+            )
             assembler = ChunkAssembler(tmp_path / "got", task.bundle_id)
             bundle_dir = tiny_bundles / task.tier / task.backend
             names = ["manifest.json", *[p.name for p in bundle_dir.iterdir() if p.name != "manifest.json"]]
@@ -254,8 +298,22 @@ def test_bundle_is_served_in_chunks_over_the_broker(tmp_path, tiny_bundles, mosq
 
 
 def _server_proc(cfg: Path, url: str, state: Path, fleet) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "fedhft", "--log-level", "INFO", "server", "--broker", url, "--state", str(state),
-           "--config", str(cfg), "--credentials", str(fleet.dir / "server.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedhft",
+        "--log-level",
+        "INFO",
+        "server",
+        "--broker",
+        url,
+        "--state",
+        str(state),
+        "--config",
+        str(cfg),
+        "--credentials",
+        str(fleet.dir / "server.json"),
+    ]
     log = open(state.parent / f"server-{time.time_ns()}.log", "wb")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

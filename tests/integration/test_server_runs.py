@@ -1,6 +1,7 @@
 """Two server runs of one fleet on one Mosquitto. Each state dir is a run with its own broker
 session: an update a device sent while run 1 was down stays in run 1's session (kept, for a
 resume of run 1), run 2 never receives it, and a finished run ends its session."""
+
 from __future__ import annotations
 
 import time
@@ -39,8 +40,12 @@ def _session_present(paho_client, broker, fleet, state) -> bool:
 
 def test_a_new_state_dir_is_a_new_run_with_its_own_broker_session(tmp_path, mosquitto, fleet, paho_client):
     config = make_config(fake_bundles(tmp_path / "bundles"), rounds=1, max_packet_size=DEFAULT_MAX_PACKET_SIZE)
-    peers = {c: ScriptedPeer(mosquitto.url, fleet.fleet, c, fleet.device(c).password, tier_hint=t, seed=SEED,
-                             auto_answer=c != "dev-001").start() for c, t in TIER_OF.items()}
+    peers = {
+        c: ScriptedPeer(
+            mosquitto.url, fleet.fleet, c, fleet.device(c).password, tier_hint=t, seed=SEED, auto_answer=c != "dev-001"
+        ).start()
+        for c, t in TIER_OF.items()
+    }
     try:
         with ServerThread(config, mosquitto.url, tmp_path / "run1", fleet):
             wait_for(lambda: peers["dev-001"].tasks, 30, "run 1 tasks dev-001")

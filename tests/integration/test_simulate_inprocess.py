@@ -1,6 +1,7 @@
 """`fedhft simulate engine=inprocess` end to end on a tiny model: no broker and no process, the same
 outputs as the MQTT engine (results.json with per-round global and personalized accuracy,
 report.md, plots), a typed status when devices fail, and Ctrl-C reporting what committed."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,24 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _settings(tmp: Path, cache: Path, out: Path, **extra) -> dict:
-    settings = {"engine": "inprocess", "model": "tiny", "clients": 3, "rounds": 2,
-                "tiers": "[android-mid,rpi5,jetson-orin-nano]", "backend": "torch",
-                "dataset": str(write_toy_sentiment(tmp / "toy.jsonl", 240)), "train_size": 0, "test_size": 0,
-                "local_steps": 4, "lr": 0.02, "max_seq_len": 16, "memory_budget": "off", "bundle_cache": str(cache),
-                "out": str(out), "progress": "false"}
+    settings = {
+        "engine": "inprocess",
+        "model": "tiny",
+        "clients": 3,
+        "rounds": 2,
+        "tiers": "[android-mid,rpi5,jetson-orin-nano]",
+        "backend": "torch",
+        "dataset": str(write_toy_sentiment(tmp / "toy.jsonl", 240)),
+        "train_size": 0,
+        "test_size": 0,
+        "local_steps": 4,
+        "lr": 0.02,
+        "max_seq_len": 16,
+        "memory_budget": "off",
+        "bundle_cache": str(cache),
+        "out": str(out),
+        "progress": "false",
+    }
     settings.update(extra)
     return settings
 
@@ -40,8 +54,9 @@ def cache(tmp_path_factory) -> Path:
 def test_inprocess_end_to_end_writes_the_mqtt_engines_outputs_without_a_broker(tmp_path, cache):
     out = tmp_path / "run"
     # progress on, stdout a pipe: the per-round lines a log file gets
-    proc = subprocess.run(_argv(_settings(tmp_path, cache, out, progress="true")), cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        _argv(_settings(tmp_path, cache, out, progress="true")), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["engine"] == "inprocess" and results["status"] == "completed" and results["ok"]
@@ -54,8 +69,17 @@ def test_inprocess_end_to_end_writes_the_mqtt_engines_outputs_without_a_broker(t
     assert results["broker"] == "none" and results["pids"] == [] and results["mqtt_protocol"] is None
     for absent in ("pids.json", "fleet", "logs", "edges", "server.yaml"):
         assert not (out / absent).exists(), absent
-    for name in ("report.md", "rounds.jsonl", "clients.jsonl", "accuracy_vs_round.png", "accuracy_vs_bytes.png",
-                 "tiers.png", "clusters.png", "server/metrics.jsonl", "server/states/global-r00001.safetensors"):
+    for name in (
+        "report.md",
+        "rounds.jsonl",
+        "clients.jsonl",
+        "accuracy_vs_round.png",
+        "accuracy_vs_bytes.png",
+        "tiers.png",
+        "clusters.png",
+        "server/metrics.jsonl",
+        "server/states/global-r00001.safetensors",
+    ):
         assert (out / name).is_file(), name
     assert len((out / "clients.jsonl").read_text().splitlines()) == 6
     report = (out / "report.md").read_text()
@@ -68,8 +92,9 @@ def test_inprocess_devices_that_store_nothing_make_the_run_degraded(tmp_path, ca
     from simulate import load_sim_config, run_simulation
 
     # The device keeps deadline_reserve_s (1 s) for its upload: a 0.5 s round is missed before any step.
-    cfg = load_sim_config(None, [f"{k}={v}" for k, v in _settings(tmp_path, cache, tmp_path / "run",
-                                                                     deadline_s=0.5).items()])
+    cfg = load_sim_config(
+        None, [f"{k}={v}" for k, v in _settings(tmp_path, cache, tmp_path / "run", deadline_s=0.5).items()]
+    )
     result = run_simulation(cfg, say=lambda line: None)
     assert result.status.value == "degraded" and result.status.exit_code == 1 and len(result.rounds) == 2
     assert result.verdict.by_reason() == {"deadline": {"android-mid": 2, "rpi5": 2, "jetson-orin-nano": 2}}
@@ -82,14 +107,20 @@ def test_inprocess_devices_that_store_nothing_make_the_run_degraded(tmp_path, ca
 def test_inprocess_ctrl_c_reports_the_rounds_committed_so_far(tmp_path, cache):
     out = tmp_path / "run"
     # A backgrounded shell makes its jobs ignore SIGINT: give the simulation a terminal's Ctrl-C back.
-    proc = subprocess.Popen(_argv(_settings(tmp_path, cache, out, rounds=500)), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        _argv(_settings(tmp_path, cache, out, rounds=500)),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 480  # liveness only: CI boxes are slow and shared
         while not (out / "server" / "metrics.jsonl").is_file():  # a round has committed
             assert proc.poll() is None and time.monotonic() < deadline, (
-                proc.stdout.read()[-3000:] if proc.stdout else "")
+                proc.stdout.read()[-3000:] if proc.stdout else ""
+            )
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=180)

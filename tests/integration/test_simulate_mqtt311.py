@@ -1,6 +1,7 @@
 """`run_simulation` with the server and devices on MQTT 3.1.1: on the embedded amqtt broker (which has
 no MQTT 5, so simulate picks 3.1.1 itself) and, forced, on a real Mosquitto. Tiny model, 2-3 real
 `fedhft edge` processes, 2 rounds; every round commits and is evaluated, and no process outlives it."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _config(tmp: Path, cache: Path, **extra) -> SimConfig:
-    settings = dict(model="tiny", clients=3, rounds=2, tiers=["rpi5", "jetson-orin-nano"], backend="torch",
-                    dataset=str(write_toy_sentiment(tmp / "toy.jsonl", 180)), train_size=0, test_size=0, local_steps=4,
-                    lr=0.02,
-                    max_seq_len=16, memory_budget="off", bundle_cache=str(cache), out=str(tmp / "run"),
-                    progress=False, join_timeout_s=120.0)
+    settings = dict(
+        model="tiny",
+        clients=3,
+        rounds=2,
+        tiers=["rpi5", "jetson-orin-nano"],
+        backend="torch",
+        dataset=str(write_toy_sentiment(tmp / "toy.jsonl", 180)),
+        train_size=0,
+        test_size=0,
+        local_steps=4,
+        lr=0.02,
+        max_seq_len=16,
+        memory_budget="off",
+        bundle_cache=str(cache),
+        out=str(tmp / "run"),
+        progress=False,
+        join_timeout_s=120.0,
+    )
     settings.update(extra)
     return SimConfig(**settings)
 
@@ -41,8 +55,10 @@ def _assert_complete(result, clients: int, rounds: int) -> dict:
 
 
 def _logs(run_dir: Path) -> str:
-    return "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
-                     for p in sorted((run_dir / "logs").glob("*.log")))
+    return "\n".join(
+        f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+        for p in sorted((run_dir / "logs").glob("*.log"))
+    )
 
 
 def _server_yaml_says_311(run_dir: Path) -> None:
@@ -75,8 +91,9 @@ def test_simulation_on_the_embedded_broker_runs_on_mqtt311(tmp_path, cache):
 def test_server_and_edges_forced_to_mqtt311_on_mosquitto(tmp_path, cache):
     """Mosquitto speaks both versions: its log shows each client's protocol (Mosquitto 2.0's own enum:
     p2 = MQTT 3.1.1, p5 = MQTT 5) and clean-session flag (c0 = persistent session)."""
-    result = run_simulation(_config(tmp_path, cache, broker="mosquitto", mqtt_protocol="3.1.1", clients=2),
-                            say=lambda _: None)
+    result = run_simulation(
+        _config(tmp_path, cache, broker="mosquitto", mqtt_protocol="3.1.1", clients=2), say=lambda _: None
+    )
     _assert_complete(result, clients=2, rounds=2)
     _server_yaml_says_311(result.run_dir)
     log = next((result.run_dir / "fleet").rglob("mosquitto.log")).read_text(errors="replace")

@@ -6,6 +6,7 @@ device is an android-low tier held to its catalog memory budget (192 MB): any Py
 has imported torch is above it, so that device skips every round with an over_budget outcome, while
 the Jetson devices (2048 MB) train.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,33 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_a_device_failing_every_round_makes_the_run_degraded_and_exit_1(tmp_path):
     out = tmp_path / "run"
-    settings = {"model": "tiny", "clients": 3, "rounds": 2, "tiers": "[jetson-orin-nano,android-low]",
-                "backend": "torch", "memory_budget": "tier", "memory_accounting": "process",
-                "dataset": str(write_toy_sentiment(tmp_path / "toy.jsonl", 180)), "train_size": 0, "test_size": 0,
-                "local_steps": 3, "lr": 0.02, "max_seq_len": 16, "bundle_cache": str(tmp_path / "cache"),
-                "out": str(out), "progress": "false", "broker": "mosquitto", "join_timeout_s": 120}
-    proc = subprocess.run([sys.executable, "-m", "fedhft", "simulate", *(f"{k}={v}" for k, v in settings.items())],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    settings = {
+        "model": "tiny",
+        "clients": 3,
+        "rounds": 2,
+        "tiers": "[jetson-orin-nano,android-low]",
+        "backend": "torch",
+        "memory_budget": "tier",
+        "memory_accounting": "process",
+        "dataset": str(write_toy_sentiment(tmp_path / "toy.jsonl", 180)),
+        "train_size": 0,
+        "test_size": 0,
+        "local_steps": 3,
+        "lr": 0.02,
+        "max_seq_len": 16,
+        "bundle_cache": str(tmp_path / "cache"),
+        "out": str(out),
+        "progress": "false",
+        "broker": "mosquitto",
+        "join_timeout_s": 120,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedhft", "simulate", *(f"{k}={v}" for k, v in settings.items())],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     logs = proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     tiers = results["tier_of_client"]

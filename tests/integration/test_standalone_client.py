@@ -7,6 +7,7 @@ Two standalone clients (one with the bundle pre-provisioned, one fetching it in 
 asked for (int8). The clients run with torch and every fedhft package blocked from import, so a
 passing run shows they need neither. The client's encoder is also checked byte for byte against the
 conformance vectors (tests/conformance/)."""
+
 from __future__ import annotations
 
 import ast
@@ -49,17 +50,22 @@ def blocked(tmp_path) -> dict:
     root = tmp_path / "blocked"
     for name in BLOCKED:
         (root / name).mkdir(parents=True)
-        (root / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked: the standalone client "
-                                                 f"must run without it')\n")
+        (root / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is blocked: the standalone client must run without it')\n"
+        )
     return {"PYTHONPATH": str(root)}
 
 
 def test_the_client_imports_only_the_standard_library_and_its_runtimes():
     tree = ast.parse(CLIENT.read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+    }
     assert imported - set(sys.stdlib_module_names) - {"__future__"} == RUNTIMES
     assert len(CLIENT.read_text().splitlines()) < 500  # one short file
 
@@ -92,11 +98,21 @@ def test_the_client_encodes_exactly_like_the_conformance_vectors(blocked):
     """Updates in fp32, fp16 and int8 byte for byte, the task's mask, the session client ids (run in
     a subprocess with torch and fedhft blocked: loading the client swaps onnxruntime.training)."""
     vectors = REPO / "tests" / "conformance" / "vectors"
-    run = subprocess.run([sys.executable, "-c", _VECTOR_CHECK, str(CLIENT), str(vectors)], capture_output=True,
-                         text=True, timeout=120, env={**_env(), **blocked})
+    run = subprocess.run(
+        [sys.executable, "-c", _VECTOR_CHECK, str(CLIENT), str(vectors)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**_env(), **blocked},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert json.loads(run.stdout.splitlines()[-1]) == {"fp32": True, "fp16": True, "int8": True,
-                                                       "task_mask": True, "session_ids": True}
+    assert json.loads(run.stdout.splitlines()[-1]) == {
+        "fp32": True,
+        "fp16": True,
+        "int8": True,
+        "task_mask": True,
+        "session_ids": True,
+    }
 
 
 def _env() -> dict:
@@ -106,10 +122,22 @@ def _env() -> dict:
 
 
 def _server_config(path: Path, bundles: Path, fleet: str) -> Path:
-    settings = {"fleet": fleet, "bundles_dir": str(bundles), "strategy": "fedhft", "rounds": ROUNDS,
-                "clients_per_round": 3, "min_clients": 3, "round_deadline_s": 300, "update_encoding": "int8",
-                "local_steps": 4, "lr": 0.01, "warmup_rounds": 1, "seed": 3, "norm_bound": 100.0,
-                "strategy_options": json.dumps({"num_clusters": 2})}
+    settings = {
+        "fleet": fleet,
+        "bundles_dir": str(bundles),
+        "strategy": "fedhft",
+        "rounds": ROUNDS,
+        "clients_per_round": 3,
+        "min_clients": 3,
+        "round_deadline_s": 300,
+        "update_encoding": "int8",
+        "local_steps": 4,
+        "lr": 0.01,
+        "warmup_rounds": 1,
+        "seed": 3,
+        "norm_bound": 100.0,
+        "strategy_options": json.dumps({"num_clusters": 2}),
+    }
     path.write_text("".join(f"{k}: {v}\n" for k, v in settings.items()))
     return path
 
@@ -118,29 +146,90 @@ def _events(proc: Proc, name: str) -> list[dict]:
     return [e for e in proc.events() if e.get("event") == name]
 
 
-def test_standalone_clients_train_three_fedhft_rounds_beside_fedhft_edge(tmp_path, ort_bundles, mosquitto, fleet,
-                                                                        blocked):
+def test_standalone_clients_train_three_fedhft_rounds_beside_fedhft_edge(
+    tmp_path, ort_bundles, mosquitto, fleet, blocked
+):
     from server import Store
 
     data = write_toy_data(tmp_path / "toy.csv", 48, seed=1)
-    server = Proc("server", [sys.executable, "-m", "fedhft", "--log-level", "INFO", "server", "--broker",
-                             mosquitto.url, "--state", str(tmp_path / "state"), "--config",
-                             str(_server_config(tmp_path / "server.yaml", ort_bundles, fleet.fleet)),
-                             "--credentials", str(fleet.dir / "server.json")], tmp_path / "server.log")
+    server = Proc(
+        "server",
+        [
+            sys.executable,
+            "-m",
+            "fedhft",
+            "--log-level",
+            "INFO",
+            "server",
+            "--broker",
+            mosquitto.url,
+            "--state",
+            str(tmp_path / "state"),
+            "--config",
+            str(_server_config(tmp_path / "server.yaml", ort_bundles, fleet.fleet)),
+            "--credentials",
+            str(fleet.dir / "server.json"),
+        ],
+        tmp_path / "server.log",
+    )
     creds = {cid: fleet.dir / "clients" / f"{cid}.json" for cid in ("dev-000", "dev-001", "dev-002")}
-    client_cmd = [sys.executable, str(CLIENT), "--broker", mosquitto.url, "--data", str(data), "--tier", TIER,
-                  "--rounds", str(ROUNDS), "--ack-timeout", "20"]
+    client_cmd = [
+        sys.executable,
+        str(CLIENT),
+        "--broker",
+        mosquitto.url,
+        "--data",
+        str(data),
+        "--tier",
+        TIER,
+        "--rounds",
+        str(ROUNDS),
+        "--ack-timeout",
+        "20",
+    ]
     standalone = {
-        "dev-000": Proc("dev-000", [*client_cmd, "--credentials", str(creds["dev-000"]), "--bundles",
-                                    str(ort_bundles), "--state", str(tmp_path / "s0")], tmp_path / "dev-000.log",
-                        {**_env(), **blocked}),
-        "dev-001": Proc("dev-001", [*client_cmd, "--credentials", str(creds["dev-001"]), "--state",
-                                    str(tmp_path / "s1")], tmp_path / "dev-001.log", {**_env(), **blocked}),
+        "dev-000": Proc(
+            "dev-000",
+            [
+                *client_cmd,
+                "--credentials",
+                str(creds["dev-000"]),
+                "--bundles",
+                str(ort_bundles),
+                "--state",
+                str(tmp_path / "s0"),
+            ],
+            tmp_path / "dev-000.log",
+            {**_env(), **blocked},
+        ),
+        "dev-001": Proc(
+            "dev-001",
+            [*client_cmd, "--credentials", str(creds["dev-001"]), "--state", str(tmp_path / "s1")],
+            tmp_path / "dev-001.log",
+            {**_env(), **blocked},
+        ),
     }
-    edge = Proc("dev-002", [sys.executable, "-m", "fedhft", "edge", f"broker={mosquitto.url}",
-                            f"credentials={creds['dev-002']}", f"data={data}", f"state={tmp_path / 's2'}",
-                            "backend=ort", f"tier={TIER}", "threads=1", "ack_timeout_s=20", "progress_every=0",
-                            "log_format=json", f"bundle_dir={ort_bundles}"], tmp_path / "dev-002.log")
+    edge = Proc(
+        "dev-002",
+        [
+            sys.executable,
+            "-m",
+            "fedhft",
+            "edge",
+            f"broker={mosquitto.url}",
+            f"credentials={creds['dev-002']}",
+            f"data={data}",
+            f"state={tmp_path / 's2'}",
+            "backend=ort",
+            f"tier={TIER}",
+            "threads=1",
+            "ack_timeout_s=20",
+            "progress_every=0",
+            "log_format=json",
+            f"bundle_dir={ort_bundles}",
+        ],
+        tmp_path / "dev-002.log",
+    )
     procs = [server, *standalone.values(), edge]
     try:
         wait_for(lambda: not server.alive, 600, "the server to finish 3 rounds", procs=procs)

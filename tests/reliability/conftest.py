@@ -2,6 +2,7 @@
 loopback port), tiny torch bundles, process factories that stop everything they started by pid,
 and the figures counter (written as JSON to $FEDHFT_RELIABILITY_OUT at the end of the session;
 `fedhft bench reliability` reads it)."""
+
 from __future__ import annotations
 
 import json

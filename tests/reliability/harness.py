@@ -5,6 +5,7 @@ Every process is started in its own session and stopped by its pid (SIGTERM, the
 whoever started it; a test's waits poll the durable state with generous timeouts and never
 assert on wall-clock time (the CI machine is shared and has 2 cores).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,19 @@ TIERS = {
 class Figures:
     """What the suite measured, summed over its tests (`fedhft bench reliability` prints them)."""
 
-    KEYS = ("scenarios_run", "scenarios_passed", "faults_injected", "rounds_completed", "updates_stored",
-            "updates_lost", "updates_double_counted", "bad_inputs_tried", "bad_inputs_rejected",
-            "intrusions_tried", "intrusions_refused")
+    KEYS = (
+        "scenarios_run",
+        "scenarios_passed",
+        "faults_injected",
+        "rounds_completed",
+        "updates_stored",
+        "updates_lost",
+        "updates_double_counted",
+        "bad_inputs_tried",
+        "bad_inputs_rejected",
+        "intrusions_tried",
+        "intrusions_refused",
+    )
 
     def __init__(self) -> None:
         self.counts: Counter = Counter({k: 0 for k in self.KEYS})
@@ -49,8 +60,11 @@ class Figures:
             self.counts[k] += int(v)
 
     def to_dict(self) -> dict:
-        return {"figures": dict(self.counts), "scenarios": dict(sorted(self.scenarios.items())),
-                "details": self.details}
+        return {
+            "figures": dict(self.counts),
+            "scenarios": dict(sorted(self.scenarios.items())),
+            "details": self.details,
+        }
 
 
 # ----------------------------------------------------------------------------- bundles and data
@@ -67,9 +81,21 @@ def export_bundles(out: Path, tiers: Iterable[str] = tuple(TIERS)) -> Path:
 
 
 def server_yaml(path: Path, bundles: Path, **settings) -> Path:
-    base = {"fleet": FLEET, "bundles_dir": str(bundles), "rounds": 2, "clients_per_round": 3, "min_clients": 3,
-            "round_deadline_s": 120, "update_encoding": "fp16", "norm_bound": 100.0, "seed": SEED,
-            "local_steps": 4, "lr": 0.01, "strategy": "fedhft", "warmup_rounds": 1}
+    base = {
+        "fleet": FLEET,
+        "bundles_dir": str(bundles),
+        "rounds": 2,
+        "clients_per_round": 3,
+        "min_clients": 3,
+        "round_deadline_s": 120,
+        "update_encoding": "fp16",
+        "norm_bound": 100.0,
+        "seed": SEED,
+        "local_steps": 4,
+        "lr": 0.01,
+        "strategy": "fedhft",
+        "warmup_rounds": 1,
+    }
     base.update(settings)
     path.write_text("".join(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}\n" for k, v in base.items()))
     return path
@@ -79,14 +105,41 @@ def server_yaml(path: Path, bundles: Path, **settings) -> Path:
 
 
 def server_cmd(cfg: Path, url: str, state: Path, fleet, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "fedhft", "--log-level", "INFO", "server", "--broker", url, "--state", str(state),
-            "--config", str(cfg), "--credentials", str(fleet.dir / "server.json"), *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "fedhft",
+        "--log-level",
+        "INFO",
+        "server",
+        "--broker",
+        url,
+        "--state",
+        str(state),
+        "--config",
+        str(cfg),
+        "--credentials",
+        str(fleet.dir / "server.json"),
+        *overrides,
+    ]
 
 
 def edge_cmd(url: str, fleet, client: str, data: Path, state: Path, bundles: Path | None, *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "fedhft", "edge", f"broker={url}",
-           f"credentials={fleet.dir / 'clients' / f'{client}.json'}", f"data={data}", f"state={state}",
-           "backend=torch", "threads=1", "ack_timeout_s=5", "progress_every=0", "log_format=json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedhft",
+        "edge",
+        f"broker={url}",
+        f"credentials={fleet.dir / 'clients' / f'{client}.json'}",
+        f"data={data}",
+        f"state={state}",
+        "backend=torch",
+        "threads=1",
+        "ack_timeout_s=5",
+        "progress_every=0",
+        "log_format=json",
+    ]
     if bundles is not None:
         cmd += [f"bundle_dir={bundles}"]
     return cmd + list(extra)
@@ -139,8 +192,10 @@ class StateView:
 
     def updates(self, idx: int | None = None) -> list[dict]:
         q = "SELECT round, client, task_id, digest, encoding, num_examples, length(payload) AS n FROM updates"
-        rows = self._q(q + (" WHERE round=?" if idx is not None else "") + " ORDER BY round, client",
-                       (idx,) if idx is not None else ())
+        rows = self._q(
+            q + (" WHERE round=?" if idx is not None else "") + " ORDER BY round, client",
+            (idx,) if idx is not None else (),
+        )
         return [dict(r) for r in rows]
 
     def rejections(self, idx: int | None = None) -> list[dict]:

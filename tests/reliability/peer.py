@@ -1,6 +1,7 @@
 """A scripted device as its own process (``python -m tests.reliability.peer ...``), so that a test
 can SIGKILL it like a real device: `server._synthetic.ScriptedPeer` (real MQTT 5 connection, Last
 Will, retained status, seeded synthetic updates of the task's exact layout) until SIGTERM."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    peer = ScriptedPeer(args.url, args.fleet, args.client, args.password, tier_hint=args.tier, seed=args.seed,
-                        delay_s=args.delay).start(timeout=30)
+    peer = ScriptedPeer(
+        args.url, args.fleet, args.client, args.password, tier_hint=args.tier, seed=args.seed, delay_s=args.delay
+    ).start(timeout=30)
     print(f"peer {args.client} connected", flush=True)
     stop.wait()
     peer.stop()

@@ -10,6 +10,7 @@ Battery: a simulated battery that drains during training; in round 1 it drops be
 level mid-round and the device stops training and reports Outcome low_battery, which the server
 records.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,12 @@ from .harness import StateView, server_yaml, write_toy_data
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 # client -> (tier, memory budget MB for this host)
-EDGES = {"dev-000": ("android-low", 700.0), "dev-001": ("android-high", 850.0), "dev-002": ("jetson-orin-nano", 1000.0),
-         "dev-003": ("jetson-orin-nano", 1000.0)}
+EDGES = {
+    "dev-000": ("android-low", 700.0),
+    "dev-001": ("android-high", 850.0),
+    "dev-002": ("jetson-orin-nano", 1000.0),
+    "dev-003": ("jetson-orin-nano", 1000.0),
+}
 LOW = "dev-003"
 # 36 % with 4 % per step and 4 steps a round: round 0 trains (36 -> 20 %), round 1 passes the 20 %
 # start check and stops before its 4th step (8 % < the critical 10 %, half the threshold).
@@ -35,15 +40,25 @@ BATTERY = "level=36,drain_per_step=4,charging=0"
 
 def test_peak_rss_within_budget_every_round_and_low_battery_stops(tmp_path, bundles, broker_for, procs, figures):
     fleet, broker = broker_for(len(EDGES))
-    cfg = server_yaml(tmp_path / "server.yaml", bundles, rounds=2, clients_per_round=4, min_clients=4, quorum=1.0,
-                      local_steps=4)
+    cfg = server_yaml(
+        tmp_path / "server.yaml", bundles, rounds=2, clients_per_round=4, min_clients=4, quorum=1.0, local_steps=4
+    )
     state = tmp_path / "state"
     v = StateView(state)
     edges = {}
     for i, (c, (tier, budget)) in enumerate(EDGES.items()):
         extra = [f"simulated_battery={BATTERY}", "battery_threshold=20"] if c == LOW else []
-        edges[c] = procs.edge(broker.url, fleet, c, write_toy_data(tmp_path / f"{c}.csv", 40, i), tmp_path / f"e-{c}",
-                              bundles, f"tier={tier}", f"memory_budget_mb={int(budget)}", *extra)
+        edges[c] = procs.edge(
+            broker.url,
+            fleet,
+            c,
+            write_toy_data(tmp_path / f"{c}.csv", 40, i),
+            tmp_path / f"e-{c}",
+            bundles,
+            f"tier={tier}",
+            f"memory_budget_mb={int(budget)}",
+            *extra,
+        )
     srv = procs.server(cfg, broker.url, state, fleet)
     assert srv.wait(400) == 0, srv.tail() + "\n" + "\n".join(p.tail(15) for p in edges.values())
 
@@ -78,15 +93,20 @@ def test_peak_rss_within_budget_every_round_and_low_battery_stops(tmp_path, bund
     assert v.metrics(0)["accuracy_mean"] is not None and v.metrics(0)["loss_mean"] is not None
     assert set(v.metrics(0)["accuracy_by_tier"]) == {t for t, _ in EDGES.values()}
     figures.add(rounds_completed=2, updates_stored=len(v.updates()))
-    figures.details["budgets"] = {"peak_rss_mb": peaks, "budget_mb": {c: b for c, (_, b) in EDGES.items()},
-                                  "updates_checked": checked, "low_battery_outcome": om,
-                                  "low_battery_stopped_mid_round": mid_round}
+    figures.details["budgets"] = {
+        "peak_rss_mb": peaks,
+        "budget_mb": {c: b for c, (_, b) in EDGES.items()},
+        "updates_checked": checked,
+        "low_battery_outcome": om,
+        "low_battery_stopped_mid_round": mid_round,
+    }
 
 
 #: The two catalog tiers the shared torch bundles do not cover, each on its catalog default backend.
-OTHER_TIERS = {"android-mid": ("executorch", AdapterPlan(depth=1, ranks=(4,), mask_density=0.5, batch_size=4,
-                                                          max_seq_len=16)),
-               "rpi5": ("ort", AdapterPlan(depth=2, ranks=(2, 4), mask_density=0.5, batch_size=4, max_seq_len=16))}
+OTHER_TIERS = {
+    "android-mid": ("executorch", AdapterPlan(depth=1, ranks=(4,), mask_density=0.5, batch_size=4, max_seq_len=16)),
+    "rpi5": ("ort", AdapterPlan(depth=2, ranks=(2, 4), mask_density=0.5, batch_size=4, max_seq_len=16)),
+}
 
 
 @pytest.fixture(scope="module")
@@ -114,19 +134,39 @@ def test_catalog_budgets_hold_under_bundle_accounting(tmp_path, all_tier_bundles
     from devices import load_catalog
 
     catalog = load_catalog()
-    devices = {"dev-000": ("android-low", "torch"), "dev-001": ("android-high", "torch"),
-               "dev-002": ("jetson-orin-nano", "torch"), "dev-003": ("android-mid", "executorch"),
-               "dev-004": ("rpi5", "ort")}
+    devices = {
+        "dev-000": ("android-low", "torch"),
+        "dev-001": ("android-high", "torch"),
+        "dev-002": ("jetson-orin-nano", "torch"),
+        "dev-003": ("android-mid", "executorch"),
+        "dev-004": ("rpi5", "ort"),
+    }
     assert {t for t, _ in devices.values()} == set(catalog)
     fleet, broker = broker_for(len(devices))
     n = len(devices)
-    cfg = server_yaml(tmp_path / "server.yaml", all_tier_bundles, rounds=2, clients_per_round=n, min_clients=n,
-                      quorum=1.0, round_deadline_s=300)
+    cfg = server_yaml(
+        tmp_path / "server.yaml",
+        all_tier_bundles,
+        rounds=2,
+        clients_per_round=n,
+        min_clients=n,
+        quorum=1.0,
+        round_deadline_s=300,
+    )
     state = tmp_path / "state"
     v = StateView(state)
     for i, (c, (tier, backend)) in enumerate(devices.items()):
-        procs.edge(broker.url, fleet, c, write_toy_data(tmp_path / f"{c}.csv", 40, i), tmp_path / f"e-{c}",
-                   all_tier_bundles, f"tier={tier}", f"backend={backend}", "memory_accounting=bundle")
+        procs.edge(
+            broker.url,
+            fleet,
+            c,
+            write_toy_data(tmp_path / f"{c}.csv", 40, i),
+            tmp_path / f"e-{c}",
+            all_tier_bundles,
+            f"tier={tier}",
+            f"backend={backend}",
+            "memory_accounting=bundle",
+        )
     srv = procs.server(cfg, broker.url, state, fleet)
     assert srv.wait(600) == 0, srv.tail() + "\n" + "\n".join(p.tail(15) for p in procs.all)
     peaks = {}
@@ -140,7 +180,8 @@ def test_catalog_budgets_hold_under_bundle_accounting(tmp_path, all_tier_bundles
             assert m["memory_budget_mb"] == budget and m["host_baseline_mb"] > 0, (c, m)
             assert m["peak_rss_mb"] <= budget, f"{c} ({tier}) round {r}: {m['peak_rss_mb']} MB > {budget} MB"
             peaks.setdefault(f"{tier}/{backend}", []).append(
-                (round(m["peak_rss_mb"], 1), budget, round(m["host_baseline_mb"], 1)))
+                (round(m["peak_rss_mb"], 1), budget, round(m["host_baseline_mb"], 1))
+            )
     assert len(peaks) == n and all(len(p) == 2 for p in peaks.values()), peaks
     figures.add(rounds_completed=2, updates_stored=len(v.updates()))
     figures.details["catalog_budgets_bundle_accounting"] = {"trained (peak, budget, baseline)": peaks}

@@ -1,5 +1,6 @@
 """Intrusion against the fleet-init broker config (auth + ACL, MQTT 5): every attempt is counted
 and must be refused. Uses the shared `paho_client` fixture (tests/conftest.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,13 +17,16 @@ def _connect(paho_client, broker, cred, client_id=None, **kw):
     return paho_client(broker.url, cred.username, cred.password, client_id or cred.client_id, **kw)
 
 
-@pytest.mark.parametrize("who,username,password", [
-    ("anonymous", None, None),
-    ("wrong password", A, "not-the-password"),
-    ("unknown user", "intruder", "whatever"),
-    ("empty password", A, ""),
-    ("server user, wrong password", "server", "guess"),
-])
+@pytest.mark.parametrize(
+    "who,username,password",
+    [
+        ("anonymous", None, None),
+        ("wrong password", A, "not-the-password"),
+        ("unknown user", "intruder", "whatever"),
+        ("empty password", A, ""),
+        ("server user, wrong password", "server", "guess"),
+    ],
+)
 def test_unauthenticated_or_wrong_password_cannot_connect(broker_for, paho_client, figures, who, username, password):
     fleet, broker = broker_for(2)
     figures.add(intrusions_tried=1)
@@ -41,9 +45,18 @@ def test_device_cannot_write_or_read_what_is_not_its_own(broker_for, paho_client
     b.subscribe(f"{BASE}/to/{B}/#")
     a.subscribe(f"{BASE}/to/{A}/#")
     # Publishing as someone else: another device's topics, the server's topics, its own inbox.
-    forged = [f"{BASE}/from/{B}/update", f"{BASE}/from/{B}/hello", f"{BASE}/from/{B}/status",
-              f"{BASE}/server/status", f"{BASE}/to/{B}/task", f"{BASE}/to/{B}/ack", f"{BASE}/to/{A}/task",
-              f"{BASE}/to/{A}/bundle", "fedhft/v1/other-fleet/from/dev-000/update", "$SYS/broker/hack"]
+    forged = [
+        f"{BASE}/from/{B}/update",
+        f"{BASE}/from/{B}/hello",
+        f"{BASE}/from/{B}/status",
+        f"{BASE}/server/status",
+        f"{BASE}/to/{B}/task",
+        f"{BASE}/to/{B}/ack",
+        f"{BASE}/to/{A}/task",
+        f"{BASE}/to/{A}/bundle",
+        "fedhft/v1/other-fleet/from/dev-000/update",
+        "$SYS/broker/hack",
+    ]
     for topic in forged:
         figures.add(intrusions_tried=1)
         reason = a.publish(topic, b"forged", qos=1)
@@ -118,8 +131,13 @@ def test_device_cannot_take_over_another_devices_session(tmp_path, bundles, brok
 
     fleet, broker = broker_for(2)
     victim = procs.edge(broker.url, fleet, B, write_toy_data(tmp_path / "d.csv", 10, 0), tmp_path / "edge", bundles)
-    wait_for(lambda: any(e.get("event") == "mqtt_connected" for e in victim.events()), 120,
-             f"{B} connected", procs=[victim], must_live=[victim])
+    wait_for(
+        lambda: any(e.get("event") == "mqtt_connected" for e in victim.events()),
+        120,
+        f"{B} connected",
+        procs=[victim],
+        must_live=[victim],
+    )
     guesses = [B, fleet.device(B).client_id, f"{B}-0000000000000000"]
     for guess in dict.fromkeys(guesses):
         figures.add(intrusions_tried=1)

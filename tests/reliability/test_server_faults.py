@@ -8,6 +8,7 @@ that are the same bytes in every run, and real training is not bit-reproducible 
 Aggregation order may differ after a restart (stored updates are re-fed in client order), so the
 states are compared with a float tolerance far below one update's contribution.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,12 +33,21 @@ FAULTS = [("before_tasks", 2), ("after_publish", 2), ("intake", 2), ("aggregate"
 
 
 def _run(tmp, bundles, fleet, broker, procs, fault: str | None):
-    cfg = server_yaml(tmp / "server.yaml", bundles, rounds=ROUNDS, clients_per_round=3, min_clients=3, quorum=1.0,
-                      strategy="fedhft", warmup_rounds=1)
+    cfg = server_yaml(
+        tmp / "server.yaml",
+        bundles,
+        rounds=ROUNDS,
+        clients_per_round=3,
+        min_clients=3,
+        quorum=1.0,
+        strategy="fedhft",
+        warmup_rounds=1,
+    )
     state = tmp / "state"
-    peers = [ScriptedPeer(broker.url, fleet.fleet, c, fleet.device(c).password, tier_hint=t, seed=SEED,
-                          delay_s=d).start()
-             for c, (t, d) in CLIENTS.items()]
+    peers = [
+        ScriptedPeer(broker.url, fleet.fleet, c, fleet.device(c).password, tier_hint=t, seed=SEED, delay_s=d).start()
+        for c, (t, d) in CLIENTS.items()
+    ]
     snapshot = None
     try:
         srv = procs.server(cfg, broker.url, state, fleet, env={"FEDHFT_FAULT": fault} if fault else None)
@@ -67,9 +77,11 @@ def _sha(path) -> str:
 
 def _snapshot(state) -> dict:
     v = StateView(state)
-    return {"committed": {r: (_sha(v.file_of(r, "global")), _sha(v.file_of(r, "strategy"))) for r in v.committed()},
-            "updates": {(u["round"], u["client"]): u["digest"] for u in v.updates()},
-            "rounds": {r["idx"]: r["state"] for r in v.rounds()}}
+    return {
+        "committed": {r: (_sha(v.file_of(r, "global")), _sha(v.file_of(r, "strategy"))) for r in v.committed()},
+        "updates": {(u["round"], u["client"]): u["digest"] for u in v.updates()},
+        "rounds": {r["idx"]: r["state"] for r in v.rounds()},
+    }
 
 
 def _globals(state) -> list[dict]:
@@ -109,7 +121,8 @@ def baseline(tmp_path_factory, bundles):
 
 @pytest.mark.parametrize("point,n", FAULTS, ids=[f"{p}" for p, _ in FAULTS])
 def test_server_killed_at_a_point_of_a_round_resumes_to_the_uninterrupted_result(
-        tmp_path, bundles, broker_for, procs, baseline, figures, point, n):
+    tmp_path, bundles, broker_for, procs, baseline, figures, point, n
+):
     fleet, broker = broker_for(len(CLIENTS))
     state, before, peers = _run(tmp_path, bundles, fleet, broker, procs, f"{point}:{n}")
     figures.add(faults_injected=1)
@@ -146,8 +159,15 @@ def test_server_killed_at_a_point_of_a_round_resumes_to_the_uninterrupted_result
         for k in w:
             np.testing.assert_allclose(g[k], w[k], rtol=1e-5, atol=1e-6, err_msg=f"round {r} tensor {k}")
             max_diff = max(max_diff, float(np.max(np.abs(g[k] - w[k]), initial=0.0)))
-    figures.add(rounds_completed=ROUNDS, updates_stored=len(after), updates_lost=len(expected - set(after)),
-                updates_double_counted=sum(stored) - len(after))
+    figures.add(
+        rounds_completed=ROUNDS,
+        updates_stored=len(after),
+        updates_lost=len(expected - set(after)),
+        updates_double_counted=sum(stored) - len(after),
+    )
     figures.details.setdefault("server_faults", {})[point] = {
-        "killed_in_round_state": before["rounds"], "committed_before_kill": sorted(before["committed"]),
-        "updates_stored_before_kill": len(before["updates"]), "max_abs_diff_vs_uninterrupted": max_diff}
+        "killed_in_round_state": before["rounds"],
+        "committed_before_kill": sorted(before["committed"]),
+        "updates_stored_before_kill": len(before["updates"]),
+        "max_abs_diff_vs_uninterrupted": max_diff,
+    }

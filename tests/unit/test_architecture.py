@@ -10,6 +10,7 @@ KNOWN_VIOLATIONS lists, by name, violations the tree still has (none since issue
 violation not in the list, and on any listed one that no longer exists (delete its entry: the list only
 shrinks).
 """
+
 from __future__ import annotations
 
 import ast
@@ -52,8 +53,13 @@ ALLOWED = {
 }
 # Heavy runtimes a unit must only import lazily (inside functions), never at module level.
 _SHARED_LAZY = {"torch", "paho", "onnxruntime", "executorch"}
-LAZY_ONLY = {"fedhft": _SHARED_LAZY, "simulate": _SHARED_LAZY, "cli": _SHARED_LAZY,
-             "server": {"torch", "onnxruntime", "executorch"}, "devices": {"torch"}}
+LAZY_ONLY = {
+    "fedhft": _SHARED_LAZY,
+    "simulate": _SHARED_LAZY,
+    "cli": _SHARED_LAZY,
+    "server": {"torch", "onnxruntime", "executorch"},
+    "devices": {"torch"},
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -86,8 +92,11 @@ def _modules(root: Path) -> dict[str, Path]:
 
 
 def unit_of(module: str) -> str | None:
-    best = max(((p, u) for u, ps in UNITS.items() for p in ps if module == p or module.startswith(p + ".")),
-               key=lambda pu: len(pu[0]), default=(None, None))
+    best = max(
+        ((p, u) for u, ps in UNITS.items() for p in ps if module == p or module.startswith(p + ".")),
+        key=lambda pu: len(pu[0]),
+        default=(None, None),
+    )
     return best[1]
 
 
@@ -197,8 +206,9 @@ def compare(found: set[Violation], known) -> tuple[list[Violation], list[Violati
 def test_the_tree_breaks_no_rule_beyond_the_known_violations():
     new, gone = compare(check(ROOT), KNOWN_VIOLATIONS)
     assert not new, "import rules of docs/CONTRACTS.md broken:\n" + "\n".join(map(str, new))
-    assert not gone, ("fixed, so delete from KNOWN_VIOLATIONS (the list only shrinks):\n"
-                      + "\n".join(f"{v}  [{KNOWN_VIOLATIONS[v]}]" for v in gone))
+    assert not gone, "fixed, so delete from KNOWN_VIOLATIONS (the list only shrinks):\n" + "\n".join(
+        f"{v}  [{KNOWN_VIOLATIONS[v]}]" for v in gone
+    )
 
 
 def test_the_table_is_layered():
@@ -227,16 +237,24 @@ def test_heavy_runtimes_are_imported_lazily(unit):
         if unit_of(module) != unit:
             continue
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
-            bad += [f"{path.relative_to(ROOT)} imports {n} at module level"
-                    for n in names if n.split(".")[0] in LAZY_ONLY[unit]]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                else []
+            )
+            bad += [
+                f"{path.relative_to(ROOT)} imports {n} at module level"
+                for n in names
+                if n.split(".")[0] in LAZY_ONLY[unit]
+            ]
     assert not bad, "\n".join(bad)
 
 
 def test_setup_installs_every_unit_but_tools():
     """docs/CONTRACTS.md's install layout: each unit's top-level package is installed, tools/ and tests/ are not."""
-    include = re.search(r"find_packages\(include=\[(.*?)\]\)", (ROOT / "setup.py").read_text(), re.S).group(1)
+    include = re.search(r"find_packages\(\s*include=\[(.*?)\]\s*\)", (ROOT / "setup.py").read_text(), re.S).group(1)
     tops = {prefix.split(".")[0] for prefixes in UNITS.values() for prefix in prefixes}
     assert set(re.findall(r'"(\w+)\*"', include)) == tops - {"tools"}
 

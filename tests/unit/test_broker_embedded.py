@@ -1,5 +1,6 @@
 """The embedded amqtt broker: starts on a free port, authenticates fleet users, enforces the ACL
 (MQTT 3.1.1: a refused publish is dropped silently), and stops cleanly."""
+
 from __future__ import annotations
 
 import threading
@@ -34,8 +35,11 @@ def test_starts_and_authenticates_a_device(embedded, fleet, paho_client):
     assert not client.connack[0].is_failure
 
 
-@pytest.mark.parametrize(("username", "password"), [(A, "wrong"), (None, None), ("nobody", "x")],
-                         ids=["wrong-password", "anonymous", "unknown-user"])
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [(A, "wrong"), (None, None), ("nobody", "x")],
+    ids=["wrong-password", "anonymous", "unknown-user"],
+)
 def test_refuses_bad_credentials(embedded, paho_client, username, password):
     with pytest.raises(paho_client.ConnectError) as err:
         paho_client(embedded.url, username, password, "intruder", protocol=MQTT311)

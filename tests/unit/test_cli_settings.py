@@ -1,5 +1,6 @@
 """One command-line style: every command with settings (simulate, server, edge) takes them as
 key=value, and refuses a setting spelled as an --option with the same message, naming the key=value."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,28 +24,50 @@ def no_run(monkeypatch):
     seen = {}
     monkeypatch.setattr(edge_runtime._agent, "run_agent", lambda cfg: seen.setdefault("edge", cfg) and 0)
     monkeypatch.setattr(edge_runtime.cli, "_exit_now", lambda code: None)  # the real one ends the process
-    monkeypatch.setattr(server._run, "run_from_args",
-                        lambda broker, state, config, overrides, **kw: seen.setdefault("server", overrides) and 0)
+    monkeypatch.setattr(
+        server._run,
+        "run_from_args",
+        lambda broker, state, config, overrides, **kw: seen.setdefault("server", overrides) and 0,
+    )
     return seen
 
 
 SERVER = ["server", "--broker", "mqtt://127.0.0.1:9", "--state", "st", "--insecure"]
 
 
-@pytest.mark.parametrize("argv, wanted", [
-    (["simulate", "--clients", "4"],
-     "unknown option --clients: settings are given as key=value; did you mean clients=4?"),
-    (["simulate", "--rounds=3"], "unknown option --rounds: settings are given as key=value; did you mean rounds=3?"),
-    (["edge", "--memory-budget-mb", "256"],
-     "unknown option --memory-budget-mb: settings are given as key=value; did you mean memory_budget_mb=256?"),
-    (["edge", "--set", "threads=2"], "unknown option --set: settings are given as key=value; did you mean threads=2?"),
-    (["edge", "--label-map", '{"neg": 0}'],
-     """unknown option --label-map: settings are given as key=value; did you mean label_map='{"neg": 0}'?"""),
-    ([*SERVER, "--strategy", "hetlora"],
-     "unknown option --strategy: settings are given as key=value; did you mean strategy=hetlora?"),
-    ([*SERVER, "--mqtt-protocol", "3.1.1"],
-     "unknown option --mqtt-protocol: settings are given as key=value; did you mean mqtt_protocol=3.1.1?"),
-])
+@pytest.mark.parametrize(
+    "argv, wanted",
+    [
+        (
+            ["simulate", "--clients", "4"],
+            "unknown option --clients: settings are given as key=value; did you mean clients=4?",
+        ),
+        (
+            ["simulate", "--rounds=3"],
+            "unknown option --rounds: settings are given as key=value; did you mean rounds=3?",
+        ),
+        (
+            ["edge", "--memory-budget-mb", "256"],
+            "unknown option --memory-budget-mb: settings are given as key=value; did you mean memory_budget_mb=256?",
+        ),
+        (
+            ["edge", "--set", "threads=2"],
+            "unknown option --set: settings are given as key=value; did you mean threads=2?",
+        ),
+        (
+            ["edge", "--label-map", '{"neg": 0}'],
+            """unknown option --label-map: settings are given as key=value; did you mean label_map='{"neg": 0}'?""",
+        ),
+        (
+            [*SERVER, "--strategy", "hetlora"],
+            "unknown option --strategy: settings are given as key=value; did you mean strategy=hetlora?",
+        ),
+        (
+            [*SERVER, "--mqtt-protocol", "3.1.1"],
+            "unknown option --mqtt-protocol: settings are given as key=value; did you mean mqtt_protocol=3.1.1?",
+        ),
+    ],
+)
 def test_a_setting_spelled_as_an_option_names_its_key_value(argv, wanted, capsys, no_run):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -52,11 +75,14 @@ def test_a_setting_spelled_as_an_option_names_its_key_value(argv, wanted, capsys
     assert "usage:" not in err and "Traceback" not in err and not no_run
 
 
-@pytest.mark.parametrize("argv, key, close, cls", [
-    (["simulate", "clientz=4"], "clientz", "clients", "SimConfig"),
-    (["edge", "memory_budgt_mb=256"], "memory_budgt_mb", "memory_budget_mb", "AgentConfig"),
-    ([*SERVER, "roundz=2"], "roundz", "rounds", "ServerConfig"),
-])
+@pytest.mark.parametrize(
+    "argv, key, close, cls",
+    [
+        (["simulate", "clientz=4"], "clientz", "clients", "SimConfig"),
+        (["edge", "memory_budgt_mb=256"], "memory_budgt_mb", "memory_budget_mb", "AgentConfig"),
+        ([*SERVER, "roundz=2"], "roundz", "rounds", "ServerConfig"),
+    ],
+)
 def test_an_unknown_key_gets_the_same_message_in_every_command(argv, key, close, cls, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -68,8 +94,22 @@ def test_edge_takes_its_settings_as_key_value(tmp_path, no_run):
     data.write_text("text,label\na,0\nb,1\n")
     config = tmp_path / "edge.yaml"
     config.write_text("threads: 1\ntier: rpi5\n")
-    assert main(["edge", "--config", str(config), "broker=mqtt://h:1", "client_id=d", f"data={data}",
-                 "memory_budget_mb=256", "threads=2", "label_map={\"neg\": 0, \"pos\": 1}"]) == 0
+    assert (
+        main(
+            [
+                "edge",
+                "--config",
+                str(config),
+                "broker=mqtt://h:1",
+                "client_id=d",
+                f"data={data}",
+                "memory_budget_mb=256",
+                "threads=2",
+                'label_map={"neg": 0, "pos": 1}',
+            ]
+        )
+        == 0
+    )
     cfg = no_run["edge"]
     assert (cfg.broker, cfg.client_id, cfg.memory_budget_mb) == ("mqtt://h:1", "d", 256.0)
     assert (cfg.threads, cfg.tier) == (2, "rpi5")  # the command line wins over the YAML file
@@ -95,9 +135,11 @@ def test_server_typo_of_a_subcommand_names_it(capsys):
 
 
 def test_the_rule_module_imports_neither_torch_nor_paho():
-    code = ("import sys, fedhft.cli_settings, simulate.cli, edge_runtime.cli, server.cli; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'paho')); "
-            "print(bad); sys.exit(bool(bad))")
+    code = (
+        "import sys, fedhft.cli_settings, simulate.cli, edge_runtime.cli, server.cli; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'paho')); "
+        "print(bad); sys.exit(bool(bad))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -1,4 +1,5 @@
 """fedhft.config: YAML + overrides -> typed dataclass, every error at once, help table."""
+
 from __future__ import annotations
 
 import enum
@@ -66,8 +67,18 @@ def test_defaults_and_overrides():
         Server,
         None,
         [
-            "fleet=007", "rounds=3", "lr=2e-4", "tiers=a,b,c", "ranks=[1, 2]", "norm_bound=5", "strategy=fedavg",
-            "mode=ASYNC", "weights={low: 0.5}", "mqtt.tls=yes", "mqtt.host=broker", "storage.root=/tmp/x",
+            "fleet=007",
+            "rounds=3",
+            "lr=2e-4",
+            "tiers=a,b,c",
+            "ranks=[1, 2]",
+            "norm_bound=5",
+            "strategy=fedavg",
+            "mode=ASYNC",
+            "weights={low: 0.5}",
+            "mqtt.tls=yes",
+            "mqtt.host=broker",
+            "storage.root=/tmp/x",
         ],
     )
     assert cfg.fleet == "007" and cfg.rounds == 3 and cfg.lr == 2e-4

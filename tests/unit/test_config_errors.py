@@ -1,5 +1,6 @@
 """One ConfigError family: every package's settings error is a fedhft.config.ConfigError, so one
 ``except ConfigError`` catches them all, and each keeps its own name and message."""
+
 from __future__ import annotations
 
 import pytest

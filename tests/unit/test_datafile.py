@@ -1,4 +1,5 @@
 """fedhft.datafile: the user-file reader shared by the edge runtime and the simulation."""
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +16,9 @@ TEXTS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
 ROWS = st.lists(st.tuples(TEXTS.filter(lambda t: t.strip()), st.integers(0, 9)), min_size=1, max_size=12)
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(rows=ROWS, suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]))
 def test_written_rows_read_back_exactly(tmp_path, rows, suffix):
     path = tmp_path / f"d{suffix}"
@@ -34,15 +36,18 @@ def test_written_rows_read_back_exactly(tmp_path, rows, suffix):
     assert numbers == sorted(numbers) and numbers[0] == (1 if suffix == ".jsonl" else 2)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("a.csv", "text,label\n\"open quote,1\n", "row 2: cannot parse the row"),
-    ("b.csv", "text,label\nfine,1,extra\n", "row 2: 3 fields but the header has 2"),
-    ("c.csv", "text,text\nx,y\n", "row 1: the header ['text', 'text'] has empty or repeated column names"),
-    ("d.jsonl", '{"text": "a", "label": 1}\n[1, 2]\n', "row 2: a JSON list, not an object"),
-    ("e.jsonl", '{"text": "a"\n', "row 1: invalid JSON"),
-    ("f.parquet", "x", "unknown file type '.parquet'"),
-    ("g.csv", "", "the file is empty"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("a.csv", 'text,label\n"open quote,1\n', "row 2: cannot parse the row"),
+        ("b.csv", "text,label\nfine,1,extra\n", "row 2: 3 fields but the header has 2"),
+        ("c.csv", "text,text\nx,y\n", "row 1: the header ['text', 'text'] has empty or repeated column names"),
+        ("d.jsonl", '{"text": "a", "label": 1}\n[1, 2]\n', "row 2: a JSON list, not an object"),
+        ("e.jsonl", '{"text": "a"\n', "row 1: invalid JSON"),
+        ("f.parquet", "x", "unknown file type '.parquet'"),
+        ("g.csv", "", "the file is empty"),
+    ],
+)
 def test_bad_files_name_the_row_and_the_fix(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(DataError, match="Fix: ") as err:

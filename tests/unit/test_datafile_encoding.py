@@ -1,5 +1,6 @@
 """fedhft.datafile: files that are not UTF-8, and files of an unknown type, give a DataError that
 names the file, where the bad byte is (byte offset and line, not the row being parsed) and the fix."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The torch session's frozen-layer cache (``EagerSession.cache_frozen``) changes no bit of training."""
+
 from __future__ import annotations
 
 import time
@@ -18,8 +19,7 @@ SEQ, BATCH = 16, 8
 def _bundle(tmp_path_factory, precision: str):
     from export import export_bundle
 
-    plan = AdapterPlan(depth=2, ranks=(4, 8), mask_density=0.5, max_seq_len=SEQ, batch_size=BATCH,
-                       precision=precision)
+    plan = AdapterPlan(depth=2, ranks=(4, 8), mask_density=0.5, max_seq_len=SEQ, batch_size=BATCH, precision=precision)
     out = tmp_path_factory.mktemp(f"frozen-{precision}")
     return export_bundle("tiny:layers=4", 2, "unit", plan, "torch", out, progress=lambda s: None).bundle_dir
 
@@ -44,9 +44,21 @@ def _task(session, round_: int) -> Task:
     m = session.manifest
     rng = np.random.default_rng(round_)
     rows = {s.b_name: rng.choice(s.rows, rows_per_module(m.plan, s.rows), replace=False) for s in m.mask_layout}
-    return Task("f", "c", round_, f"t{round_}", m.tier, m.backend, "b", "0" * 64, m.plan.to_dict(),
-                Hyper(3e-2, 6, 0, BATCH, SEQ), time.time() + 300, init_trainable(m.plan, m.dims, round_),
-                mask_from_rows(m.plan, m.dims, rows))
+    return Task(
+        "f",
+        "c",
+        round_,
+        f"t{round_}",
+        m.tier,
+        m.backend,
+        "b",
+        "0" * 64,
+        m.plan.to_dict(),
+        Hyper(3e-2, 6, 0, BATCH, SEQ),
+        time.time() + 300,
+        init_trainable(m.plan, m.dims, round_),
+        mask_from_rows(m.plan, m.dims, rows),
+    )
 
 
 def _rounds(session, data, rounds: int = 3) -> list:
@@ -55,8 +67,7 @@ def _rounds(session, data, rounds: int = 3) -> list:
     out = []
     for r in range(rounds):
         res = train_round(session, _task(session, r), data, TrainBudget())
-        out.append(({k: v for k, v in res.metrics.items() if not k.endswith("_s") and "rss" not in k},
-                    res.trained))
+        out.append(({k: v for k, v in res.metrics.items() if not k.endswith("_s") and "rss" not in k}, res.trained))
     return out
 
 

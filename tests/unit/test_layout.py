@@ -1,13 +1,26 @@
 """Golden values for the shared layout and mask math (fedhft.layout)."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devices import AdapterPlan
-from fedhft.layout import (ModelDims, full_mask, gather_update, init_trainable, mask_from_rows, mask_layout,
-                           mask_length, masked_update_layout, rows_from_mask, rows_per_module, scatter_update,
-                           top_rows_by_energy, trainable_layout)
+from fedhft.layout import (
+    ModelDims,
+    full_mask,
+    gather_update,
+    init_trainable,
+    mask_from_rows,
+    mask_layout,
+    mask_length,
+    masked_update_layout,
+    rows_from_mask,
+    rows_per_module,
+    scatter_update,
+    top_rows_by_energy,
+    trainable_layout,
+)
 
 DIMS = ModelDims(num_layers=3, hidden=4, intermediate=8, num_labels=2)
 PLAN = AdapterPlan(depth=2, ranks=(1, 2), mask_density=0.5)
@@ -15,11 +28,16 @@ PLAN = AdapterPlan(depth=2, ranks=(1, 2), mask_density=0.5)
 
 def test_layout_golden_names_and_shapes():
     assert [(s.name, s.shape) for s in trainable_layout(PLAN, DIMS)] == [
-        ("layer1.query.lora_A", (1, 4)), ("layer1.query.lora_B", (4, 1)),
-        ("layer1.value.lora_A", (1, 4)), ("layer1.value.lora_B", (4, 1)),
-        ("layer2.query.lora_A", (2, 4)), ("layer2.query.lora_B", (4, 2)),
-        ("layer2.value.lora_A", (2, 4)), ("layer2.value.lora_B", (4, 2)),
-        ("head.weight", (2, 4)), ("head.bias", (2,)),
+        ("layer1.query.lora_A", (1, 4)),
+        ("layer1.query.lora_B", (4, 1)),
+        ("layer1.value.lora_A", (1, 4)),
+        ("layer1.value.lora_B", (4, 1)),
+        ("layer2.query.lora_A", (2, 4)),
+        ("layer2.query.lora_B", (4, 2)),
+        ("layer2.value.lora_A", (2, 4)),
+        ("layer2.value.lora_B", (4, 2)),
+        ("head.weight", (2, 4)),
+        ("head.bias", (2,)),
     ]
 
 
@@ -33,8 +51,11 @@ def test_ffn_targets_use_intermediate_shapes():
 
 def test_mask_slices_are_contiguous_in_canonical_order():
     assert [(s.b_name, s.offset, s.rows) for s in mask_layout(PLAN, DIMS)] == [
-        ("layer1.query.lora_B", 0, 4), ("layer1.value.lora_B", 4, 4),
-        ("layer2.query.lora_B", 8, 4), ("layer2.value.lora_B", 12, 4)]
+        ("layer1.query.lora_B", 0, 4),
+        ("layer1.value.lora_B", 4, 4),
+        ("layer2.query.lora_B", 8, 4),
+        ("layer2.value.lora_B", 12, 4),
+    ]
 
 
 def test_mask_rows_round_trip_golden():
@@ -61,8 +82,9 @@ def test_gather_scatter_golden():
     update = gather_update(PLAN, DIMS, start, trained, mask)
     assert update["layer1.query.lora_B"].shape == (1, 1) and update["layer1.value.lora_B"].shape == (0, 1)
     assert np.allclose(update["layer1.query.lora_A"], 1.0) and np.allclose(update["head.bias"], 1.0)
-    assert [(s.name, s.shape) for s in masked_update_layout(PLAN, DIMS, mask)] == \
-        [(k, v.shape) for k, v in update.items()]
+    assert [(s.name, s.shape) for s in masked_update_layout(PLAN, DIMS, mask)] == [
+        (k, v.shape) for k, v in update.items()
+    ]
     rebuilt = scatter_update(PLAN, DIMS, start, update, mask)
     b = rebuilt["layer1.query.lora_B"]
     assert b[2, 0] == pytest.approx(start["layer1.query.lora_B"][2, 0] + 1.0)
@@ -94,13 +116,16 @@ def test_full_mask_is_all_ones():
     assert full_mask(PLAN, DIMS).sum() == 16
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(depth=2, ranks=(4,), mask_density=0.5), "one rank per adapted layer"),
-    (dict(depth=2, ranks=(8, 4), mask_density=0.5), "non-decreasing"),
-    (dict(depth=1, ranks=(4,), mask_density=0.0), "mask_density"),
-    (dict(depth=1, ranks=(4,), mask_density=0.5, precision="int4"), "precision"),
-    (dict(depth=1, ranks=(4,), mask_density=0.5, targets="all"), "targets"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(depth=2, ranks=(4,), mask_density=0.5), "one rank per adapted layer"),
+        (dict(depth=2, ranks=(8, 4), mask_density=0.5), "non-decreasing"),
+        (dict(depth=1, ranks=(4,), mask_density=0.0), "mask_density"),
+        (dict(depth=1, ranks=(4,), mask_density=0.5, precision="int4"), "precision"),
+        (dict(depth=1, ranks=(4,), mask_density=0.5, targets="all"), "targets"),
+    ],
+)
 def test_plan_validation_names_the_problem(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AdapterPlan(**kwargs)

@@ -1,5 +1,6 @@
 """The Makefile a new user runs first: `make demo` twice, `make clean`, and Mosquitto for the tests.
 Recipes are printed (`make -n`) or run against stand-in commands on PATH: nothing is installed."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,9 @@ pytestmark = pytest.mark.skipif(MAKE is None, reason="no make on this machine (t
 
 
 def _make(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([MAKE, "--no-print-directory", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=60, env=env)
+    return subprocess.run(
+        [MAKE, "--no-print-directory", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def test_each_demo_gets_its_own_run_folder_or_the_one_passed():
@@ -43,9 +45,11 @@ def _shims(tmp_path: Path, uid: int, apt: bool) -> dict:
     bin_dir.mkdir()
     scripts = {"id": f"#!/bin/sh\necho {uid}\n"}
     if apt:
-        scripts["apt-get"] = (f"#!/bin/sh\necho \"$@\" >> {tmp_path}/apt.log\n"
-                              f"case \"$*\" in *install*) printf '#!/bin/sh\\n' > {bin_dir}/mosquitto; "
-                              f"/bin/chmod +x {bin_dir}/mosquitto;; esac\n")
+        scripts["apt-get"] = (
+            f'#!/bin/sh\necho "$@" >> {tmp_path}/apt.log\n'
+            f"case \"$*\" in *install*) printf '#!/bin/sh\\n' > {bin_dir}/mosquitto; "
+            f"/bin/chmod +x {bin_dir}/mosquitto;; esac\n"
+        )
     for name, text in scripts.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)

@@ -1,5 +1,6 @@
 """Manifest schema 2: round trip, the refusal of schema-1 bundles (naming the export command that
 replaces them), the tokenizer bound, and the fixed semantics a manifest must state."""
+
 import json
 
 import pytest
@@ -7,16 +8,30 @@ import pytest
 from devices import AdapterPlan
 from fedhft.layout import ModelDims
 from fedhft.manifest import (
-    ADAM_BETAS, ADAM_EPS, MANIFEST_NAME, SCHEMA_VERSION, WEIGHT_DECAY, BundleError, InputSpec, Manifest, OptimizerSpec,
-    TokenizerSpec, file_entry, load_manifest, write_manifest,
+    ADAM_BETAS,
+    ADAM_EPS,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    WEIGHT_DECAY,
+    BundleError,
+    InputSpec,
+    Manifest,
+    OptimizerSpec,
+    TokenizerSpec,
+    file_entry,
+    load_manifest,
+    write_manifest,
 )
 
 PLAN = AdapterPlan(depth=1, ranks=(2,), mask_density=0.5, max_seq_len=16, batch_size=4)
 DIMS = ModelDims(num_layers=2, hidden=8, intermediate=16, num_labels=3)
 BOUNDS = {"batch": [1, 4], "seq": [8, 16]}
-INPUTS = (InputSpec("input_ids", "int64", ("batch", "seq"), BOUNDS),
-          InputSpec("attention_mask", "int64", ("batch", "seq"), BOUNDS),
-          InputSpec("labels", "int64", ("batch",), {"batch": [1, 4]}), InputSpec("mask", "float32", (16,), {}))
+INPUTS = (
+    InputSpec("input_ids", "int64", ("batch", "seq"), BOUNDS),
+    InputSpec("attention_mask", "int64", ("batch", "seq"), BOUNDS),
+    InputSpec("labels", "int64", ("batch",), {"batch": [1, 4]}),
+    InputSpec("mask", "float32", (16,), {}),
+)
 
 
 def _tokenizer_file(path, length: int) -> None:
@@ -37,12 +52,23 @@ def _bundle(tmp_path, tokenizer_length: int = 16, backend: str = "ort"):
     bundle.mkdir(parents=True)
     _tokenizer_file(bundle / "tokenizer.json", tokenizer_length)
     (bundle / "checkpoint").write_bytes(b"weights")
-    manifest = Manifest(backend, "small", PLAN, DIMS, "tiny:hidden=8", "0" * 64, INPUTS,
-                        {"tokenizer.json": file_entry(bundle, "tokenizer.json", "tokenizer"),
-                         "checkpoint": file_entry(bundle, "checkpoint", "checkpoint")},
-                        backend_extras={"training_graph": {"inputs": ["input_ids", "attention_mask", "mask"]}},
-                        tokenizer=TokenizerSpec("tokenizer.json", 16, 8, 0, "[PAD]"),
-                        optimizer=OptimizerSpec(runs_in="optimizer_model.onnx"), init_seed=7)
+    manifest = Manifest(
+        backend,
+        "small",
+        PLAN,
+        DIMS,
+        "tiny:hidden=8",
+        "0" * 64,
+        INPUTS,
+        {
+            "tokenizer.json": file_entry(bundle, "tokenizer.json", "tokenizer"),
+            "checkpoint": file_entry(bundle, "checkpoint", "checkpoint"),
+        },
+        backend_extras={"training_graph": {"inputs": ["input_ids", "attention_mask", "mask"]}},
+        tokenizer=TokenizerSpec("tokenizer.json", 16, 8, 0, "[PAD]"),
+        optimizer=OptimizerSpec(runs_in="optimizer_model.onnx"),
+        init_seed=7,
+    )
     write_manifest(bundle, manifest)
     return bundle, manifest
 
@@ -88,8 +114,9 @@ def test_schema_1_is_refused_with_the_export_command(tmp_path):
         load_manifest(bundle)
     message = str(err.value)
     assert "schema_version 1 is no longer supported" in message and "128" in message
-    assert (f"`fedhft export --model tiny:hidden=8 --num-labels 3 --tier small --backend ort "
-            f"--out {tmp_path / 'bundles'}`") in message
+    assert (
+        f"`fedhft export --model tiny:hidden=8 --num-labels 3 --tier small --backend ort --out {tmp_path / 'bundles'}`"
+    ) in message
 
 
 def test_a_tokenizer_longer_than_the_bound_is_refused(tmp_path):
@@ -106,8 +133,15 @@ def test_the_tokenizer_bound_must_equal_the_input_bound(tmp_path):
         load_manifest(bundle, verify_files=False)
 
 
-@pytest.mark.parametrize("section, key, value", [("task", "loss", "sum_cross_entropy"), ("mask", "values", [0, 0.5, 1]),
-                                                 ("optimizer", "state", "carried_over"), ("optimizer", "name", "SGD")])
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("task", "loss", "sum_cross_entropy"),
+        ("mask", "values", [0, 0.5, 1]),
+        ("optimizer", "state", "carried_over"),
+        ("optimizer", "name", "SGD"),
+    ],
+)
 def test_other_training_semantics_are_refused(tmp_path, section, key, value):
     bundle, _ = _bundle(tmp_path)
     _rewrite(bundle, lambda raw: raw[section].update({key: value}))

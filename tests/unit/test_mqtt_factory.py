@@ -1,6 +1,7 @@
 """The one MQTT client factory (``fedhft.mqtt``): client-id rules, Last Will, MQTT 5 vs 3.1.1 session
 settings, the packet-size check, and the defaults both sides take from it. No broker: these read the
 paho client the factory builds (its CONNECT is never sent)."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,17 @@ pytest.importorskip("paho.mqtt.client")
 import paho.mqtt.client as paho  # noqa: E402
 
 from fedhft.mqtt import (  # noqa: E402
-    DEFAULT_KEEPALIVE_S, DEFAULT_MAX_PACKET_SIZE, DEVICE_SESSION_EXPIRY_S, MQTT_MAX_PACKET, SERVER_SESSION_EXPIRY_S,
-    ClientSpec, MqttConnection, Will, device_client_id, is_mqtt5, server_client_id,
+    DEFAULT_KEEPALIVE_S,
+    DEFAULT_MAX_PACKET_SIZE,
+    DEVICE_SESSION_EXPIRY_S,
+    MQTT_MAX_PACKET,
+    SERVER_SESSION_EXPIRY_S,
+    ClientSpec,
+    MqttConnection,
+    Will,
+    device_client_id,
+    is_mqtt5,
+    server_client_id,
 )
 from fedhft.protocol import PayloadTooLarge  # noqa: E402
 
@@ -19,6 +29,7 @@ URL = "mqtt://127.0.0.1:1"
 
 
 # ----------------------------------------------------------------------------- client ids
+
 
 def test_device_client_id_is_the_id_plus_a_tag_of_its_secret():
     # Golden values: the ids devices had before the factory (their broker sessions must carry over).
@@ -48,17 +59,33 @@ def test_the_connection_sends_the_id_it_is_given():
 
 # ----------------------------------------------------------------------------- will, credentials, TLS
 
+
 def test_the_will_is_qos1_and_retained():
     conn = MqttConnection(ClientSpec(URL, "c", will=Will("fedhft/v1/f/from/c/status", b"offline")))
     c = conn.paho
     assert (c._will, c._will_topic, c._will_payload, c._will_qos, c._will_retain) == (
-        True, b"fedhft/v1/f/from/c/status", b"offline", 1, True)
+        True,
+        b"fedhft/v1/f/from/c/status",
+        b"offline",
+        1,
+        True,
+    )
     assert not MqttConnection(ClientSpec(URL, "c")).paho._will
 
 
 def test_credentials_tls_and_client_knobs():
-    c = MqttConnection(ClientSpec("mqtts://127.0.0.1:8883", "c", "user", "pw", reconnect=False,
-                                  reconnect_delay_s=(2, 30), max_inflight=100, manual_ack=True)).paho
+    c = MqttConnection(
+        ClientSpec(
+            "mqtts://127.0.0.1:8883",
+            "c",
+            "user",
+            "pw",
+            reconnect=False,
+            reconnect_delay_s=(2, 30),
+            max_inflight=100,
+            manual_ack=True,
+        )
+    ).paho
     assert (c._username, c._password) == (b"user", b"pw")
     assert c._ssl and c._ssl_context is not None
     assert (c._reconnect_on_failure, c._reconnect_min_delay, c._reconnect_max_delay) == (False, 2, 30)
@@ -68,6 +95,7 @@ def test_credentials_tls_and_client_knobs():
 
 
 # ----------------------------------------------------------------------------- MQTT 5 vs 3.1.1
+
 
 def test_mqtt5_session_goes_on_connect_with_properties():
     conn = MqttConnection(ClientSpec(URL, "c", clean_start=False, session_expiry_s=600, receive_maximum=1000))
@@ -87,8 +115,9 @@ def test_mqtt5_without_session_settings_sends_no_properties():
 
 @pytest.mark.parametrize("clean_start", [False, True])
 def test_mqtt311_session_is_a_client_flag_and_connect_has_no_properties(clean_start):
-    conn = MqttConnection(ClientSpec(URL, "c", protocol="3.1.1", clean_start=clean_start, session_expiry_s=600,
-                                     receive_maximum=1000))
+    conn = MqttConnection(
+        ClientSpec(URL, "c", protocol="3.1.1", clean_start=clean_start, session_expiry_s=600, receive_maximum=1000)
+    )
     assert not conn.mqtt5 and conn.paho.protocol == paho.MQTTv311
     assert conn.paho._clean_session is clean_start
     assert conn.connect_properties is None
@@ -103,6 +132,7 @@ def test_an_unknown_protocol_is_a_setting_to_fix():
 
 
 # ----------------------------------------------------------------------------- packet size
+
 
 def test_publish_over_the_limit_raises_before_anything_is_sent():
     conn = MqttConnection(ClientSpec(URL, "c", max_packet_size=4096))
@@ -137,6 +167,7 @@ def test_edge_and_server_refuse_oversize_with_the_same_type():
 
 
 # ----------------------------------------------------------------------------- defaults have one home
+
 
 def test_both_sides_take_their_defaults_from_the_factory():
     from edge_runtime import AgentConfig, MqttOptions

@@ -1,5 +1,6 @@
 """The MQTT protocol option of server, edge and simulate: values, errors, CLI flags, and the paho
 client each one builds (no broker needed: nothing here connects)."""
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,21 @@ def test_server_cli_setting_becomes_the_override(monkeypatch, tmp_path):
         return 0
 
     monkeypatch.setattr(server._run, "run_from_args", fake_run)
-    assert main(["server", "--broker", "mqtt://127.0.0.1:9", "--state", str(tmp_path), "mqtt_protocol=3.1.1",
-                 "--insecure", "rounds=2"]) == 0
+    assert (
+        main(
+            [
+                "server",
+                "--broker",
+                "mqtt://127.0.0.1:9",
+                "--state",
+                str(tmp_path),
+                "mqtt_protocol=3.1.1",
+                "--insecure",
+                "rounds=2",
+            ]
+        )
+        == 0
+    )
     assert seen["overrides"] == ["mqtt_protocol=3.1.1", "rounds=2"]
 
 
@@ -68,8 +82,19 @@ def test_server_cli_bad_protocol_exits_2_naming_the_values(tmp_path, capsys):
 
     cfg = tmp_path / "s.yaml"
     cfg.write_text(f"fleet: f\nbundles_dir: {tmp_path}\n")
-    rc = main(["server", "--broker", "mqtt://127.0.0.1:9", "--state", str(tmp_path / "st"), "--config", str(cfg),
-               "--insecure", "mqtt_protocol=4"])
+    rc = main(
+        [
+            "server",
+            "--broker",
+            "mqtt://127.0.0.1:9",
+            "--state",
+            str(tmp_path / "st"),
+            "--config",
+            str(cfg),
+            "--insecure",
+            "mqtt_protocol=4",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "mqtt_protocol" in err and "3.1.1" in err
 
@@ -155,8 +180,11 @@ def test_edge_link_on_311_connack_keeps_the_configured_limit_and_flags_refusals(
     from edge_runtime._mqtt import CONNECTED
 
     events = []
-    link = MqttLink(MqttOptions("mqtt://127.0.0.1:1", "dev-000", max_packet_size=4096, protocol="3.1.1"), ["t/#"],
-                    log=lambda event, **kv: events.append((event, kv)))
+    link = MqttLink(
+        MqttOptions("mqtt://127.0.0.1:1", "dev-000", max_packet_size=4096, protocol="3.1.1"),
+        ["t/#"],
+        log=lambda event, **kv: events.append((event, kv)),
+    )
     link._client.subscribe = lambda *a, **k: (0, 1)  # not connected: nothing to send
     refused = convert_connack_rc_to_reason_code(ConnackCode.CONNACK_REFUSED_BAD_USERNAME_PASSWORD)
     link._on_connect(link._client, None, ConnectFlags(False), refused, None)

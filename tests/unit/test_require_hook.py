@@ -1,5 +1,6 @@
 """The guard of tests/_require.py: on a machine without Mosquitto (or an extra), an integration or
 reliability test FAILS naming what is missing and the install command; it never skips silently."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-PLANTED = '''
+PLANTED = """
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -34,14 +35,14 @@ def test_allowed_to_skip():
 @pytest.mark.reliability
 def test_passes():
     pass
-'''
+"""
 
-UNIT = '''
+UNIT = """
 import pytest
 
 def test_a_unit_test_may_still_skip():
     pytest.importorskip("fedhft_no_such_module")
-'''
+"""
 
 
 def _run(tmp_path: Path, **env) -> dict[str, str]:
@@ -50,15 +51,35 @@ def _run(tmp_path: Path, **env) -> dict[str, str]:
     (tmp_path / "test_unit.py").write_text(UNIT)
     junit = tmp_path / "junit.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests._require", "-p", "no:cacheprovider", "-c", os.devnull,
-         "--rootdir", str(tmp_path), f"--junitxml={junit}", "-q", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests._require",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            os.devnull,
+            "--rootdir",
+            str(tmp_path),
+            f"--junitxml={junit}",
+            "-q",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
     assert junit.is_file(), proc.stdout + proc.stderr
     outcomes = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         kinds = [child for child in case if child.tag in ("failure", "error", "skipped")]
-        outcomes[case.get("name")] = (kinds[0].tag + ": " + (kinds[0].get("message") or "") + (kinds[0].text or "")
-                                      if kinds else "passed")
+        outcomes[case.get("name")] = (
+            kinds[0].tag + ": " + (kinds[0].get("message") or "") + (kinds[0].text or "") if kinds else "passed"
+        )
     return outcomes
 
 
@@ -67,8 +88,10 @@ def test_missing_components_fail_integration_tests_instead_of_skipping(tmp_path)
     broker = got["test_needs_a_broker"]
     assert broker.startswith("error") and "Mosquitto broker binary is missing" in broker
     assert "sudo apt-get install -y mosquitto" in broker
-    for name, says in (("test_a_plain_skipif", "apt-get install widget"),
-                       ("test_an_importorskip", "pip install fedhft-no-such-module")):
+    for name, says in (
+        ("test_a_plain_skipif", "apt-get install widget"),
+        ("test_an_importorskip", "pip install fedhft-no-such-module"),
+    ):
         assert got[name].split(":")[0] in ("failure", "error") and says in got[name], (name, got[name])
     assert got["test_allowed_to_skip"].startswith("skipped")
     assert got["test_passes"] == "passed"

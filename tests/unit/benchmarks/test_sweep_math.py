@@ -1,4 +1,5 @@
 """The sweep's pure parts: lr choice on tuning runs only, summaries, the paired test, comparisons."""
+
 from __future__ import annotations
 
 import json
@@ -9,15 +10,27 @@ from benchmarks.sweep import choose_lrs, compare, paired_test, per_client_final,
 
 
 def _run(kind, strategy, seed, lr, pers, glob, clients=None, setting="s"):
-    return {"kind": kind, "setting": setting, "strategy": strategy, "seed": seed, "lr": lr, "status": "completed",
-            "headline": {"personalized_acc_after": {"final": pers, "best": pers},
-                         "global_accuracy": {"final": glob, "best": glob}},
-            "clients": clients or {}}
+    return {
+        "kind": kind,
+        "setting": setting,
+        "strategy": strategy,
+        "seed": seed,
+        "lr": lr,
+        "status": "completed",
+        "headline": {
+            "personalized_acc_after": {"final": pers, "best": pers},
+            "global_accuracy": {"final": glob, "best": glob},
+        },
+        "clients": clients or {},
+    }
 
 
 def test_lr_is_chosen_on_tuning_runs_only():
-    runs = [_run("tune", "fedhft", 100, 1e-3, 0.7, 0.5), _run("tune", "fedhft", 100, 1e-2, 0.8, 0.5),
-            _run("eval", "fedhft", 0, 1e-3, 0.99, 0.9)]  # a reported run never influences the choice
+    runs = [
+        _run("tune", "fedhft", 100, 1e-3, 0.7, 0.5),
+        _run("tune", "fedhft", 100, 1e-2, 0.8, 0.5),
+        _run("eval", "fedhft", 0, 1e-3, 0.99, 0.9),
+    ]  # a reported run never influences the choice
     assert choose_lrs(runs, "s", ["fedhft", "hetlora"], (1e-3, 3e-3, 1e-2)) == {"fedhft": 1e-2, "hetlora": 3e-3}
 
 
@@ -44,8 +57,12 @@ def test_paired_test_over_seed_and_client():
 
 
 def test_compare_names_the_best_other_strategy_and_ignores_local_only():
-    runs = [_run("eval", "fedhft", 0, 0.1, 0.80, 0.70), _run("eval", "hetlora", 0, 0.1, 0.75, 0.72),
-            _run("eval", "flexlora", 0, 0.1, 0.78, 0.60), _run("eval", "local-only", 0, 0.1, 0.95, 0.5)]
+    runs = [
+        _run("eval", "fedhft", 0, 0.1, 0.80, 0.70),
+        _run("eval", "hetlora", 0, 0.1, 0.75, 0.72),
+        _run("eval", "flexlora", 0, 0.1, 0.78, 0.60),
+        _run("eval", "local-only", 0, 0.1, 0.95, 0.5),
+    ]
     [c] = compare(summarize(runs), runs)
     assert c["personalized_acc_after_final"]["best_baseline"] == "flexlora"
     assert c["personalized_acc_after_final"]["diff"] == pytest.approx(0.02)
@@ -54,9 +71,11 @@ def test_compare_names_the_best_other_strategy_and_ignores_local_only():
 
 
 def test_per_client_final_takes_each_clients_last_stored_round(tmp_path):
-    rows = [{"round": 0, "client": "c0", "status": "stored", "metrics": json.dumps({"val_acc_after": 0.5})},
-            {"round": 1, "client": "c0", "status": "stored", "metrics": {"val_acc_after": 0.7, "val_examples": 4}},
-            {"round": 2, "client": "c0", "status": "outcome", "metrics": None}]
+    rows = [
+        {"round": 0, "client": "c0", "status": "stored", "metrics": json.dumps({"val_acc_after": 0.5})},
+        {"round": 1, "client": "c0", "status": "stored", "metrics": {"val_acc_after": 0.7, "val_examples": 4}},
+        {"round": 2, "client": "c0", "status": "outcome", "metrics": None},
+    ]
     (tmp_path / "clients.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert per_client_final(tmp_path) == {"c0": {"val_acc_after": 0.7, "val_examples": 4}}
 
@@ -80,21 +99,26 @@ def _args(strategies, quick=False, reference=True):
 def test_the_plan_tunes_once_then_goes_seed_by_seed_and_ablates_only_the_non_iid_settings():
     from benchmarks.sweep import ABLATION_SETTINGS, REFERENCE, TUNE_ONCE, TUNE_SEED, plan
 
-    steps = plan(_args(["fedhft", "hetlora", "fedhft-k1"]), ["sst2-a5.0", "sst2-a0.3", "mrpc-a5.0"], [0, 1],
-                 (1e-3, 1e-2))
+    steps = plan(
+        _args(["fedhft", "hetlora", "fedhft-k1"]), ["sst2-a5.0", "sst2-a0.3", "mrpc-a5.0"], [0, 1], (1e-3, 1e-2)
+    )
     tunes = [s for s in steps if s[0] == "tune"]
-    assert steps[:len(tunes)] == tunes  # every tuning run comes first
+    assert steps[: len(tunes)] == tunes  # every tuning run comes first
     assert {(s[1], s[2], s[3], s[4]) for s in tunes} == {
-        (TUNE_ONCE, strategy, TUNE_SEED, lr) for strategy in ("fedhft", "hetlora") for lr in (1e-3, 1e-2)}
+        (TUNE_ONCE, strategy, TUNE_SEED, lr) for strategy in ("fedhft", "hetlora") for lr in (1e-3, 1e-2)
+    }
     seeds = [s[3] for s in steps if s[0] == "eval"]
     assert seeds == sorted(seeds)  # seed 0 covers every setting before seed 1 starts
     assert {s[1] for s in steps if s[0] == "eval" and s[3] == 0} == {"sst2-a5.0", "sst2-a0.3", "mrpc-a5.0"}
     ablations = [s for s in steps if s[2] == "fedhft-k1"]
     assert {s[1] for s in ablations} == {"sst2-a0.3"} and "sst2-a0.3" in ABLATION_SETTINGS
-    assert [s[:3] for s in steps[-2:]] == [("reference", REFERENCE["setting"], "fedhft"),
-                                           ("reference", REFERENCE["setting"], None)]
-    assert not any(s[0] == "reference" for s in plan(_args(["fedhft"], reference=False), ["sst2-a5.0"], [0],
-                                                     (1e-3, 1e-2)))
+    assert [s[:3] for s in steps[-2:]] == [
+        ("reference", REFERENCE["setting"], "fedhft"),
+        ("reference", REFERENCE["setting"], None),
+    ]
+    assert not any(
+        s[0] == "reference" for s in plan(_args(["fedhft"], reference=False), ["sst2-a5.0"], [0], (1e-3, 1e-2))
+    )
 
 
 def test_per_dataset_tuning_tunes_each_dataset_at_its_reference_setting():
@@ -104,9 +128,11 @@ def test_per_dataset_tuning_tunes_each_dataset_at_its_reference_setting():
     args.tune_per_dataset = True
     steps = plan(args, ["sst2-a0.3", "mrpc-a5.0"], [0], (1e-3, 1e-2))
     assert {s[1] for s in steps if s[0] == "tune"} == {TUNE_SETTING["sst2"], TUNE_SETTING["mrpc"]}
-    runs = [_run("tune", "fedhft", 100, 1e-3, 0.9, 0.5, setting="mrpc-a5.0"),
-            _run("tune", "fedhft", 100, 1e-2, 0.8, 0.5, setting="mrpc-a5.0"),
-            _run("tune", "fedhft", 100, 1e-2, 0.9, 0.5, setting="sst2-a5.0")]
+    runs = [
+        _run("tune", "fedhft", 100, 1e-3, 0.9, 0.5, setting="mrpc-a5.0"),
+        _run("tune", "fedhft", 100, 1e-2, 0.8, 0.5, setting="mrpc-a5.0"),
+        _run("tune", "fedhft", 100, 1e-2, 0.9, 0.5, setting="sst2-a5.0"),
+    ]
     assert chosen_lr(runs, "mrpc-a5.0", "fedhft", (1e-3, 1e-2), per_dataset=True) == 1e-3
     assert chosen_lr(runs, "mrpc-a5.0", "fedhft", (1e-3, 1e-2)) == 1e-2  # tuned once, at sst2-a5.0
 
@@ -114,9 +140,11 @@ def test_per_dataset_tuning_tunes_each_dataset_at_its_reference_setting():
 def test_an_ablation_runs_at_fedhfts_tuned_rate_and_the_reference_picks_the_best_baseline():
     from benchmarks.sweep import best_baseline, chosen_lr
 
-    runs = [_run("tune", "fedhft", 100, 1e-3, 0.7, 0.5, setting="sst2-a5.0"),
-            _run("tune", "fedhft", 100, 1e-2, 0.8, 0.5, setting="sst2-a5.0"),
-            _run("tune", "hetlora", 100, 1e-3, 0.9, 0.5, setting="sst2-a5.0")]
+    runs = [
+        _run("tune", "fedhft", 100, 1e-3, 0.7, 0.5, setting="sst2-a5.0"),
+        _run("tune", "fedhft", 100, 1e-2, 0.8, 0.5, setting="sst2-a5.0"),
+        _run("tune", "hetlora", 100, 1e-3, 0.9, 0.5, setting="sst2-a5.0"),
+    ]
     assert chosen_lr(runs, "sst2-a0.3", "fedhft-k1", (1e-3, 1e-2)) == 1e-2
     assert chosen_lr(runs, "sst2-a0.3", "hetlora", (1e-3, 1e-2)) == 1e-3
     scores = {"fedhft": (0.80, 0.7), "hetlora": (0.75, 0.7), "flexlora": (0.78, 0.6), "local-only": (0.9, 0.5)}
@@ -130,9 +158,13 @@ def test_curves_average_the_seeds_per_round_and_accumulate_the_megabytes(tmp_pat
     def line(i, glob, pers):
         return {"round": i, "accuracy": glob, "personalized": {"acc_after": pers}, "bytes_up": 1e6, "bytes_down": 2e6}
 
-    runs = [{**_run("eval", "fedhft", seed, 0.01, 0.8, 0.7, setting="x"),
-             "rounds": [line(0, 0.5 + seed / 10, 0.6), line(1, 0.7, 0.8 + seed / 10), line(2, 0.9, 0.9)][:3 - seed]}
-            for seed in (0, 1)]
+    runs = [
+        {
+            **_run("eval", "fedhft", seed, 0.01, 0.8, 0.7, setting="x"),
+            "rounds": [line(0, 0.5 + seed / 10, 0.6), line(1, 0.7, 0.8 + seed / 10), line(2, 0.9, 0.9)][: 3 - seed],
+        }
+        for seed in (0, 1)
+    ]
     c = curves(runs, "x")["fedhft"]
     assert list(c["round"]) == [0, 1]  # the rounds every seed reached
     assert c["global"] == pytest.approx([0.55, 0.7]) and c["personalized"] == pytest.approx([0.6, 0.85])
@@ -143,12 +175,21 @@ def test_curves_average_the_seeds_per_round_and_accumulate_the_megabytes(tmp_pat
 def test_the_cost_note_projects_the_unfinished_steps_at_the_mean_rate():
     from benchmarks.sweep import FULL, REFERENCE, cost_note
 
-    runs = [{**_run("tune", "fedhft", 100, 0.01, 0.8, 0.7), "wall_s": 100.0},
-            {**_run("eval", "fedhft", 0, 0.01, 0.8, 0.7), "wall_s": 300.0}]
-    steps = [("tune", "s", "fedhft", 100, 0.01), ("eval", "s", "fedhft", 0, None), ("eval", "s", "hetlora", 0, None),
-             ("reference", "s", "fedhft", 0, None), ("reference", "s", None, 0, None)]
+    runs = [
+        {**_run("tune", "fedhft", 100, 0.01, 0.8, 0.7), "wall_s": 100.0},
+        {**_run("eval", "fedhft", 0, 0.01, 0.8, 0.7), "wall_s": 300.0},
+    ]
+    steps = [
+        ("tune", "s", "fedhft", 100, 0.01),
+        ("eval", "s", "fedhft", 0, None),
+        ("eval", "s", "hetlora", 0, None),
+        ("reference", "s", "fedhft", 0, None),
+        ("reference", "s", None, 0, None),
+    ]
     scale = REFERENCE["clients"] * REFERENCE["rounds"] / (FULL["clients"] * FULL["rounds"])
     hours = 200.0 * (1 + 2 * scale) / 3600
-    assert cost_note(runs, steps) == ("Cost: 2 runs took 200 s each on average (0.1 h); the unfinished part of the "
-                                      f"plan needs about {hours:.1f} h more at that rate.")
+    assert cost_note(runs, steps) == (
+        "Cost: 2 runs took 200 s each on average (0.1 h); the unfinished part of the "
+        f"plan needs about {hours:.1f} h more at that rate."
+    )
     assert cost_note([], steps) == "Cost: no run finished yet."

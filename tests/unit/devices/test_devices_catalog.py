@@ -1,4 +1,5 @@
 """The packaged tier catalog, its validation, and tier lookup."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,12 +9,25 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices import (AdapterPlan, CatalogError, ModelShape, TierSpec, default_rank_profile, estimate, get_tier,
-                     load_catalog)
+from devices import (
+    AdapterPlan,
+    CatalogError,
+    ModelShape,
+    TierSpec,
+    default_rank_profile,
+    estimate,
+    get_tier,
+    load_catalog,
+)
 from devices._catalog import parse_catalog
 
-REQUIRED = {"android-low": "executorch", "android-mid": "executorch", "android-high": "executorch", "rpi5": "ort",
-            "jetson-orin-nano": "torch"}
+REQUIRED = {
+    "android-low": "executorch",
+    "android-mid": "executorch",
+    "android-high": "executorch",
+    "rpi5": "ort",
+    "jetson-orin-nano": "torch",
+}
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +94,14 @@ def _write(tmp_path, doc) -> str:
 
 
 def _good_tier(**over):
-    tier = {"description": "x", "memory_budget_mb": 300, "battery_threshold": 20, "compute_gflops": 5,
-            "default_backend": "ort", "plan": {"depth": 2, "ranks": [8, 8], "mask_density": 0.5, "precision": "int8"}}
+    tier = {
+        "description": "x",
+        "memory_budget_mb": 300,
+        "battery_threshold": 20,
+        "compute_gflops": 5,
+        "default_backend": "ort",
+        "plan": {"depth": 2, "ranks": [8, 8], "mask_density": 0.5, "precision": "int8"},
+    }
     tier.update(over)
     return tier
 
@@ -107,8 +127,16 @@ def test_bad_catalog_reports_every_error_at_once(tmp_path):
     with pytest.raises(CatalogError) as err:
         load_catalog(_write(tmp_path, doc))
     errors = err.value.errors
-    expected = ["tiers.a.memory_budget_mb", "tiers.a.battery_threshold", "tiers.b.default_backend", "'colour'",
-                "tiers.c.plan", "tiers.d: missing field(s) ['compute_gflops']", "rank_profile's top 2", "'surprise'"]
+    expected = [
+        "tiers.a.memory_budget_mb",
+        "tiers.a.battery_threshold",
+        "tiers.b.default_backend",
+        "'colour'",
+        "tiers.c.plan",
+        "tiers.d: missing field(s) ['compute_gflops']",
+        "rank_profile's top 2",
+        "'surprise'",
+    ]
     for text in expected:
         assert any(text in e for e in errors), (text, errors)
     assert len(errors) >= len(expected)
@@ -145,17 +173,32 @@ def test_adapter_plan_validation_names_the_fix(kwargs, fix):
     assert any(fix in p for p in problems), problems
 
 
-_scalar = (st.none() | st.booleans() | st.integers(-5, 3000) | st.floats(allow_nan=True)
-           | st.sampled_from(["qv", "int8", "ort", ""]))
-_plan_doc = st.dictionaries(st.sampled_from(["depth", "ranks", "mask_density", "precision", "targets", "alpha", "zz"]),
-                            _scalar | st.lists(_scalar, max_size=3), max_size=7)
+_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 3000)
+    | st.floats(allow_nan=True)
+    | st.sampled_from(["qv", "int8", "ort", ""])
+)
+_plan_doc = st.dictionaries(
+    st.sampled_from(["depth", "ranks", "mask_density", "precision", "targets", "alpha", "zz"]),
+    _scalar | st.lists(_scalar, max_size=3),
+    max_size=7,
+)
 _tier_doc = st.dictionaries(st.sampled_from(sorted(_good_tier()) + ["zz"]), _scalar | _plan_doc, max_size=8)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.fixed_dictionaries({"schema_version": _scalar, "num_layers": _scalar,
-                              "rank_profile": st.lists(_scalar, max_size=7) | _scalar,
-                              "tiers": st.dictionaries(st.text(max_size=4), _tier_doc, max_size=3) | _scalar}))
+@given(
+    st.fixed_dictionaries(
+        {
+            "schema_version": _scalar,
+            "num_layers": _scalar,
+            "rank_profile": st.lists(_scalar, max_size=7) | _scalar,
+            "tiers": st.dictionaries(st.text(max_size=4), _tier_doc, max_size=3) | _scalar,
+        }
+    )
+)
 def test_any_document_gives_tiers_or_catalog_error(doc):
     try:
         parse_catalog(doc)

@@ -1,4 +1,5 @@
 """`fedhft devices ...` through the devices CLI's own entry point."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,20 @@ def test_show_and_unknown_tier(capsys):
 def _fixed_profile(monkeypatch, available_mb: float, gflops: float) -> None:
     import devices._profiler as profiler
 
-    monkeypatch.setattr(profiler, "profile_device", lambda quick=True: profiler.DeviceProfile(
-        total_memory_mb=available_mb * 2, available_memory_mb=available_mb, cpu_count=4, battery_percent=None,
-        charging=None, matmul_gflops=gflops, platform="Linux", machine="aarch64"))
+    monkeypatch.setattr(
+        profiler,
+        "profile_device",
+        lambda quick=True: profiler.DeviceProfile(
+            total_memory_mb=available_mb * 2,
+            available_memory_mb=available_mb,
+            cpu_count=4,
+            battery_percent=None,
+            charging=None,
+            matmul_gflops=gflops,
+            platform="Linux",
+            machine="aarch64",
+        ),
+    )
 
 
 def test_profile_json_has_the_hello_payload_and_the_recommended_tier(capsys, monkeypatch):

@@ -1,4 +1,5 @@
 """The LEGEND-style estimate and planner."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,9 @@ def _plan(depth, precision="fp32", batch=16, seq=64):
 
 def test_full_step_matches_the_measured_flop_count():
     # Measured (docs/DESIGN-NOTES.md): LoRA r=8 on q/v of all 6 layers, 16 x 64 tokens: about 44.7 GFLOP/step.
-    assert estimate(AdapterPlan(6, (8,) * 6, 1.0, max_seq_len=64, batch_size=16),
-                    MINILM).flops == pytest.approx(44.7e9, rel=0.03)
+    assert estimate(AdapterPlan(6, (8,) * 6, 1.0, max_seq_len=64, batch_size=16), MINILM).flops == pytest.approx(
+        44.7e9, rel=0.03
+    )
 
 
 def test_backward_stops_at_the_lowest_adapted_layer():

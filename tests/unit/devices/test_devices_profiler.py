@@ -1,4 +1,5 @@
 """The device profiler, its wire form, and tier recommendation."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,16 @@ from devices import DeviceProfile, _profiler, load_catalog, profile_device, reco
 
 
 def _profile(mem=4000.0, gflops=50.0, battery=None, charging=None) -> DeviceProfile:
-    return DeviceProfile(total_memory_mb=2 * mem, available_memory_mb=mem, cpu_count=4, battery_percent=battery,
-                         charging=charging, matmul_gflops=gflops, platform="Linux", machine="aarch64")
+    return DeviceProfile(
+        total_memory_mb=2 * mem,
+        available_memory_mb=mem,
+        cpu_count=4,
+        battery_percent=battery,
+        charging=charging,
+        matmul_gflops=gflops,
+        platform="Linux",
+        machine="aarch64",
+    )
 
 
 def test_profile_device_is_sane_and_quick():
@@ -98,8 +107,14 @@ def test_every_profile_field_has_a_checked_kind():
 
 @pytest.mark.parametrize(
     "mem, gflops, tier",
-    [(500, 10, "android-low"), (600, 25, "android-mid"), (800, 30, "rpi5"), (1200, 45, "android-high"),
-     (8000, 200, "jetson-orin-nano"), (8000, 21, "android-mid")],
+    [
+        (500, 10, "android-low"),
+        (600, 25, "android-mid"),
+        (800, 30, "rpi5"),
+        (1200, 45, "android-high"),
+        (8000, 200, "jetson-orin-nano"),
+        (8000, 21, "android-mid"),
+    ],
 )
 def test_recommend_tier_picks_the_largest_that_fits(mem, gflops, tier):
     assert recommend_tier(_profile(mem, gflops), load_catalog()) == tier
@@ -110,27 +125,31 @@ def test_recommend_tier_says_what_the_smallest_needs():
         recommend_tier(_profile(mem=100, gflops=1))
 
 
-@pytest.mark.parametrize("battery, charging, skip",
-                         [(None, None, False), (10, False, True), (10, True, False), (10, None, True),
-                          (50, False, False)])
+@pytest.mark.parametrize(
+    "battery, charging, skip",
+    [(None, None, False), (10, False, True), (10, True, False), (10, None, True), (50, False, False)],
+)
 def test_battery_threshold(battery, charging, skip):
     assert _profile(battery=battery, charging=charging).should_skip_round(30) is skip
 
 
 def test_devices_imports_nothing_of_ours_nor_torch():
     # profile_device is left out: on a machine with a GPU node it imports torch, on purpose.
-    code = ("import sys, devices, devices.cli; devices.plan_for(devices.Budget(4000, 50.0), "
-            "devices.ModelShape.minilm()); "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'fedhft','export','edge_runtime','server','torch'}))")
+    code = (
+        "import sys, devices, devices.cli; devices.plan_for(devices.Budget(4000, 50.0), "
+        "devices.ModelShape.minilm()); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'fedhft','export','edge_runtime','server','torch'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
-_json = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                 max_size=3),
-                     max_leaves=8)
+_json = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @settings(max_examples=200, deadline=None)

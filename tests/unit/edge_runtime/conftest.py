@@ -1,4 +1,5 @@
 """Fixtures of the edge runtime unit tests: one tiny torch bundle per session and toy data files."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,4 +57,3 @@ def offline_agent(tmp_path, toy_csv, monkeypatch):
     agent = _agent.EdgeAgent(cfg)
     agent.link = LinkStandIn()
     return agent
-

@@ -1,4 +1,5 @@
 """A token batch and alternating row masks, shared by the ORT and ExecuTorch session tests."""
+
 from __future__ import annotations
 
 import numpy as np

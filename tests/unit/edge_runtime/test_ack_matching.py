@@ -1,6 +1,7 @@
 """An ack settles a pending upload only when it names the upload's task id AND digest: round numbers
 recur across server runs, and an identical update (same digest) can answer another task, so an ack
 for another task id (say a stale_run rejection of an earlier run's upload) must not settle ours."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,9 +37,14 @@ def test_an_ack_for_our_task_id_with_another_digest_is_not_ours(agent):
     assert agent.store.get(0).status == RoundStatus.UPLOADING and agent.rounds_finished == 0
 
 
-@pytest.mark.parametrize("status, settled", [(AckStatus.STORED, RoundStatus.ACKED),
-                                             (AckStatus.DUPLICATE, RoundStatus.ACKED),
-                                             (AckStatus.REJECTED, RoundStatus.REJECTED)])
+@pytest.mark.parametrize(
+    "status, settled",
+    [
+        (AckStatus.STORED, RoundStatus.ACKED),
+        (AckStatus.DUPLICATE, RoundStatus.ACKED),
+        (AckStatus.REJECTED, RoundStatus.REJECTED),
+    ],
+)
 def test_the_ack_for_our_task_id_and_digest_settles_the_upload(agent, status, settled):
     agent._on_ack(_ack(agent, OURS, status=status, reason="" if status != AckStatus.REJECTED else "non_finite: x"))
     rec = agent.store.get(0)

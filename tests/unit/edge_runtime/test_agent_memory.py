@@ -1,6 +1,7 @@
 """The agent's memory pre-check learns from a measured refusal (the trainer is stubbed here; the
 integration test test_memory_budget_below_bundle_need_reports_over_budget_and_stays_alive runs it
 for real)."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,13 @@ class _Link:
 @pytest.fixture
 def agent(tmp_path, toy_csv, tiny_bundle, monkeypatch):
     monkeypatch.setattr(_agent.EdgeAgent, "_install_signals", lambda self: None)  # pytest owns the signals
-    cfg = AgentConfig(broker="mqtt://127.0.0.1:1", client_id="dev-000", data=str(toy_csv), state=str(tmp_path / "s"),
-                      memory_budget_mb=BUDGET)
+    cfg = AgentConfig(
+        broker="mqtt://127.0.0.1:1",
+        client_id="dev-000",
+        data=str(toy_csv),
+        state=str(tmp_path / "s"),
+        memory_budget_mb=BUDGET,
+    )
     a = _agent.EdgeAgent(cfg)
     a.link = _Link()
     monkeypatch.setattr(a, "_ensure_bundle", lambda task: tiny_bundle)

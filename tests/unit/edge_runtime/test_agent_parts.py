@@ -1,4 +1,5 @@
 """Agent pieces that need no broker: config, outcome mapping, packet-size guard, CLI flags, logging."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,23 +11,39 @@ import pytest
 from edge_runtime import AgentConfig, DeadlineMissed, EventLog, LowBattery, OverBudget, outcome_of
 
 
-@pytest.mark.parametrize("result, kind, metrics", [
-    (OverBudget(300.0, 256.0, "plan", 120.0), "over_budget", {"peak_mb": 300.0, "budget_mb": 256.0, "rss_mb": 120.0}),
-    (LowBattery(12.0, 20.0, False), "low_battery", {"level": 12.0, "threshold": 20.0}),
-    (DeadlineMissed(9.5, 10.0, 4), "deadline", {"elapsed_s": 9.5, "deadline_s": 10.0, "steps_done": 4.0}),
-    (ValueError("state does not fit"), "error", {}),
-])
+@pytest.mark.parametrize(
+    "result, kind, metrics",
+    [
+        (
+            OverBudget(300.0, 256.0, "plan", 120.0),
+            "over_budget",
+            {"peak_mb": 300.0, "budget_mb": 256.0, "rss_mb": 120.0},
+        ),
+        (LowBattery(12.0, 20.0, False), "low_battery", {"level": 12.0, "threshold": 20.0}),
+        (DeadlineMissed(9.5, 10.0, 4), "deadline", {"elapsed_s": 9.5, "deadline_s": 10.0, "steps_done": 4.0}),
+        (ValueError("state does not fit"), "error", {}),
+    ],
+)
 def test_typed_failures_map_to_outcome_kinds(result, kind, metrics):
     got_kind, reason, got_metrics = outcome_of(result)
     assert got_kind == kind and got_metrics == metrics and reason
 
 
 def test_config_reports_every_problem_at_once(tmp_path):
-    cfg = AgentConfig(backend="tpu", memory_budget_mb=-1, label_map="[1]", simulated_battery="level=x",
-                      tls_cert="c.pem")
+    cfg = AgentConfig(
+        backend="tpu", memory_budget_mb=-1, label_map="[1]", simulated_battery="level=x", tls_cert="c.pem"
+    )
     problems = "\n".join(cfg.problems())
-    for words in ("broker=", "client_id=", "data=", "backend='tpu'", "memory_budget_mb", "label_map=",
-                  "simulated_battery level", "tls_cert= and tls_key="):
+    for words in (
+        "broker=",
+        "client_id=",
+        "data=",
+        "backend='tpu'",
+        "memory_budget_mb",
+        "label_map=",
+        "simulated_battery level",
+        "tls_cert= and tls_key=",
+    ):
         assert words in problems
     assert "mqtt://" in "\n".join(AgentConfig(broker="tcp://h:1").problems())
     assert "use mqtts://" in "\n".join(AgentConfig(broker="mqtt://h:1", tls_ca="ca.crt").problems())
@@ -38,8 +55,12 @@ def test_config_reads_a_credentials_file(tmp_path):
     fleet = fleet_init(tmp_path / "fleet", 1, fleet="demo")
     data = tmp_path / "d.csv"
     data.write_text("text,label\na,0\nb,1\n")
-    cfg = AgentConfig(credentials=str(fleet.dir / "clients" / "dev-000.json"), broker="mqtt://127.0.0.1:1884",
-                      data=str(data), state=str(tmp_path / "s"))
+    cfg = AgentConfig(
+        credentials=str(fleet.dir / "clients" / "dev-000.json"),
+        broker="mqtt://127.0.0.1:1884",
+        data=str(data),
+        state=str(tmp_path / "s"),
+    )
     assert (cfg.client_id, cfg.username, cfg.fleet) == ("dev-000", "dev-000", "demo") and cfg.password
     assert cfg.problems() == []
     assert AgentConfig(simulated_battery="level=15,charging=1").battery_options() == {"level": 15.0, "charging": True}
@@ -61,10 +82,25 @@ def test_cli_settings_are_key_value_words():
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["edge", "broker=mqtt://h:1", "--config", "e.yaml", "client_id=d", "data=x.csv",
-                              "memory_budget_mb=256", "threads=2"])
-    assert args.settings.words == ("broker=mqtt://h:1", "client_id=d", "data=x.csv", "memory_budget_mb=256",
-                                   "threads=2")
+    args = parser.parse_args(
+        [
+            "edge",
+            "broker=mqtt://h:1",
+            "--config",
+            "e.yaml",
+            "client_id=d",
+            "data=x.csv",
+            "memory_budget_mb=256",
+            "threads=2",
+        ]
+    )
+    assert args.settings.words == (
+        "broker=mqtt://h:1",
+        "client_id=d",
+        "data=x.csv",
+        "memory_budget_mb=256",
+        "threads=2",
+    )
     assert args.config == "e.yaml" and args.func.__name__ == "main_from_args"
 
 

@@ -1,10 +1,18 @@
 """Budget guard: simulated battery, deadline, memory shape chooser and the RSS watcher."""
+
 from __future__ import annotations
 
 import pytest
 
 from edge_runtime import (
-    DeadlineGuard, LowBattery, OverBudget, RssWatcher, SimulatedBattery, SystemBattery, check_battery, choose_shape,
+    DeadlineGuard,
+    LowBattery,
+    OverBudget,
+    RssWatcher,
+    SimulatedBattery,
+    SystemBattery,
+    check_battery,
+    choose_shape,
     rss_mb,
 )
 from edge_runtime._budget import MemoryModel, MemoryPlan, ShapeLimits
@@ -31,12 +39,15 @@ def test_simulated_battery_charges_up_to_its_capacity():
         SimulatedBattery(capacity_pct=0)
 
 
-@pytest.mark.parametrize("level, charging, expected", [
-    (15.0, False, LowBattery(15.0, 20.0, False)),
-    (15.0, True, None),  # plugged in: train
-    (25.0, False, None),
-    (15.0, None, LowBattery(15.0, 20.0, False)),  # unknown charging state counts as battery
-])
+@pytest.mark.parametrize(
+    "level, charging, expected",
+    [
+        (15.0, False, LowBattery(15.0, 20.0, False)),
+        (15.0, True, None),  # plugged in: train
+        (25.0, False, None),
+        (15.0, None, LowBattery(15.0, 20.0, False)),  # unknown charging state counts as battery
+    ],
+)
 def test_check_battery(level, charging, expected):
     bat = SimulatedBattery(level=level)
     bat.charging = charging

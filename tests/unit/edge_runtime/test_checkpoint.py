@@ -1,4 +1,5 @@
 """The local checkpoint: atomic writes, round records, pruning."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Local data: formats, column auto-detection, labels, row-numbered errors, tokenizing, splitting."""
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,15 @@ def _write(tmp_path, name, text):
     return path
 
 
-@pytest.mark.parametrize("name, text", [
-    ("d.tsv", "sentence\tlabel\ngood film\t1\nbad film\t0\n"),
-    ("d.csv", 'review,class\n"good, really\nfine film",1\nbad film,0\n'),  # quoted comma + newline
-    ("d.jsonl", '{"text": "good, really\\nfine film", "y": 1}\n\n{"text": "bad film", "y": 0}\n'),
-    ("d.txt", "content\tcategory\ngood, really\t1\nbad film\t0\n"),  # sniffed tab delimiter
-])
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("d.tsv", "sentence\tlabel\ngood film\t1\nbad film\t0\n"),
+        ("d.csv", 'review,class\n"good, really\nfine film",1\nbad film,0\n'),  # quoted comma + newline
+        ("d.jsonl", '{"text": "good, really\\nfine film", "y": 1}\n\n{"text": "bad film", "y": 0}\n'),
+        ("d.txt", "content\tcategory\ngood, really\t1\nbad film\t0\n"),  # sniffed tab delimiter
+    ],
+)
 def test_formats_and_auto_detected_columns(tmp_path, name, text):
     ex = load_examples(_write(tmp_path, name, text))
     assert len(ex) == 2 and ex.pairs is None
@@ -29,11 +33,14 @@ def test_formats_and_auto_detected_columns(tmp_path, name, text):
     assert ex.texts[1] == "bad film" and ex.texts[0].startswith("good")
 
 
-@pytest.mark.parametrize("header, cols", [
-    ("sentence1,sentence2,label", ("sentence1", "sentence2", "label")),
-    ("text_a,text_b,labels", ("text_a", "text_b", "labels")),
-    ("question,passage,label", ("question", "passage", "label")),
-])
+@pytest.mark.parametrize(
+    "header, cols",
+    [
+        ("sentence1,sentence2,label", ("sentence1", "sentence2", "label")),
+        ("text_a,text_b,labels", ("text_a", "text_b", "labels")),
+        ("question,passage,label", ("question", "passage", "label")),
+    ],
+)
 def test_pair_columns_are_detected(tmp_path, header, cols):
     ex = load_examples(_write(tmp_path, "p.csv", f"{header}\na,b,1\nc,d,0\n"))
     assert ex.columns == cols and ex.texts == ["a", "c"] and ex.pairs == ["b", "d"]
@@ -53,14 +60,17 @@ def test_named_columns_override_detection(tmp_path):
     assert ex.texts == ["x", "y"] and ex.labels.tolist() == [1, 0]
 
 
-@pytest.mark.parametrize("name, text, row, words", [
-    ("bad.csv", "text,label\ngood,1\ntoo,many,fields\n", 3, "3 fields but the header has 2"),
-    ("bad.csv", 'text,label\ngood,1\n"never closed,0\n', 3, "cannot parse"),
-    ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": \n', 2, "invalid JSON"),
-    ("bad.jsonl", '{"text": "a", "label": 1}\n[1, 2]\n', 2, "not an object"),
-    ("bad.tsv", "text\tlabel\na\t1\n\t0\n", 3, "'text' field is missing or empty"),
-    ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n', 2, "'label' field is missing"),
-])
+@pytest.mark.parametrize(
+    "name, text, row, words",
+    [
+        ("bad.csv", "text,label\ngood,1\ntoo,many,fields\n", 3, "3 fields but the header has 2"),
+        ("bad.csv", 'text,label\ngood,1\n"never closed,0\n', 3, "cannot parse"),
+        ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": \n', 2, "invalid JSON"),
+        ("bad.jsonl", '{"text": "a", "label": 1}\n[1, 2]\n', 2, "not an object"),
+        ("bad.tsv", "text\tlabel\na\t1\n\t0\n", 3, "'text' field is missing or empty"),
+        ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n', 2, "'label' field is missing"),
+    ],
+)
 def test_malformed_rows_name_the_file_the_row_and_the_fix(tmp_path, name, text, row, words):
     path = _write(tmp_path, name, text)
     with pytest.raises(DataError) as err:
@@ -69,11 +79,14 @@ def test_malformed_rows_name_the_file_the_row_and_the_fix(tmp_path, name, text, 
     assert str(path) in msg and f"row {row}" in msg and words in msg and "Fix:" in msg
 
 
-@pytest.mark.parametrize("text, words", [
-    ("a,b\n1,2\n", "cannot tell which column holds the text"),
-    ("text,label\n", "no examples"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("a,b\n1,2\n", "cannot tell which column holds the text"),
+        ("text,label\n", "no examples"),
+        ("", "empty"),
+    ],
+)
 def test_unusable_files_say_why(tmp_path, text, words):
     with pytest.raises(DataError, match=words):
         load_examples(_write(tmp_path, "u.csv", text))

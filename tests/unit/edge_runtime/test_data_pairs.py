@@ -1,6 +1,7 @@
 """The client files `fedhft simulate` writes reach the device as they were meant: sentence pairs stay
 pairs (and tokenize exactly as the simulation's evaluator encodes its test set), and a file that is
 not UTF-8 is a DataError at the bad byte, not a traceback."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,9 @@ def test_the_device_and_the_evaluator_encode_a_pair_alike(tmp_path, tiny_bundle)
 def test_named_columns_and_a_pair_column(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("s1,s2,gold\na,b,yes\nc,d,no\n")
-    ex = load_examples(path, DataOptions(text_column="s1", text_pair_column="s2", label_column="gold",
-                                         label_map={"no": 0, "yes": 1}))
+    ex = load_examples(
+        path, DataOptions(text_column="s1", text_pair_column="s2", label_column="gold", label_map={"no": 0, "yes": 1})
+    )
     assert ex.texts == ["a", "c"] and ex.pairs == ["b", "d"] and ex.labels.tolist() == [1, 0]
 
 

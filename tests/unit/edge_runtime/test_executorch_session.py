@@ -1,5 +1,6 @@
 """ExecuTorchSession: the program's own AdamW step, round semantics (fresh AdamW per mask), state round trips,
 shapes, bad bundles."""
+
 import dataclasses
 import shutil
 import subprocess
@@ -154,10 +155,16 @@ def _with_optimizer(bundle, dest, **changes):
     """A copy of the bundle whose manifest states another optimizer placement or method."""
     shutil.copytree(bundle, dest)
     manifest = load_manifest(dest)
-    extras = {**manifest.backend_extras, "optimizer_method": {**manifest.backend_extras["optimizer_method"],
-                                                              **changes.pop("method", {})}}
-    write_manifest(dest, dataclasses.replace(manifest, optimizer=dataclasses.replace(manifest.optimizer, **changes),
-                                             backend_extras=extras))
+    extras = {
+        **manifest.backend_extras,
+        "optimizer_method": {**manifest.backend_extras["optimizer_method"], **changes.pop("method", {})},
+    }
+    write_manifest(
+        dest,
+        dataclasses.replace(
+            manifest, optimizer=dataclasses.replace(manifest.optimizer, **changes), backend_extras=extras
+        ),
+    )
     return dest
 
 
@@ -220,11 +227,12 @@ def test_the_runtime_alone_trains_like_the_session(session, bundle):
     for step, batch in enumerate(batches, start=1):
         trainer.forward_backward(extras["method"], (*batch, mask))
         grads = [trainer.named_gradients()[to_fqn[name]] for name in order]
-        out = optimizer.run_method(spec["name"], (*params, *grads, *moments, torch.tensor([step]),
-                                                  torch.tensor([lr], dtype=torch.float64)))
+        out = optimizer.run_method(
+            spec["name"], (*params, *grads, *moments, torch.tensor([step]), torch.tensor([lr], dtype=torch.float64))
+        )
         for p, new in zip(params, out[:n]):
             p.copy_(new)
-        moments = list(out[n:3 * n])
+        moments = list(out[n : 3 * n])
     session.set_state(start)
     session.begin_round(half_mask(session.manifest, 0), lr=lr)
     for batch in batches:

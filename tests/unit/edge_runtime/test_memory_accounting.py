@@ -1,4 +1,5 @@
 """'process' vs 'bundle' memory accounting of the budget guard."""
+
 import subprocess
 import sys
 
@@ -41,8 +42,7 @@ def test_unknown_accounting_is_a_config_error():
 
 def test_load_runtime_imports_ort_without_torch():
     pytest.importorskip("onnxruntime")
-    code = ("import sys\nfrom bundle_runtime import load_runtime\nload_runtime('ort')\n"
-            "print('torch' in sys.modules)")
+    code = "import sys\nfrom bundle_runtime import load_runtime\nload_runtime('ort')\nprint('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 
@@ -50,10 +50,12 @@ def test_load_runtime_imports_ort_without_torch():
 def test_torch_baseline_leaves_nothing_for_the_open_to_import(tiny_bundle):
     # 'bundle' accounting charges whatever the open imports to the bundle; transformers imports its
     # model code lazily (~140 MB), which a baseline taken after a bare `import transformers` missed.
-    code = ("import sys\nfrom bundle_runtime import load_runtime, open_session\n"
-            f"load_runtime('torch', {str(tiny_bundle)!r})\nbefore = set(sys.modules)\n"
-            f"open_session({str(tiny_bundle)!r})\n"
-            "print(sorted(m for m in set(sys.modules) - before if not m.startswith(('fedhft', 'edge_runtime'))))")
+    code = (
+        "import sys\nfrom bundle_runtime import load_runtime, open_session\n"
+        f"load_runtime('torch', {str(tiny_bundle)!r})\nbefore = set(sys.modules)\n"
+        f"open_session({str(tiny_bundle)!r})\n"
+        "print(sorted(m for m in set(sys.modules) - before if not m.startswith(('fedhft', 'edge_runtime'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-2000:]

@@ -1,4 +1,5 @@
 """OrtSession: round semantics (fresh optimizer per mask), state round trips, bad bundles, no torch."""
+
 import json
 import shutil
 import subprocess
@@ -56,7 +57,7 @@ def test_mask_change_between_rounds_does_not_leak_adam_moments(bundle):
         session.train_step(*batch)
     after2 = session.get_state()
     for s in mask_layout(m.plan, m.dims):
-        on = second[s.offset:s.offset + s.rows] == 1.0
+        on = second[s.offset : s.offset + s.rows] == 1.0
         # Even rows carry Adam moments from round 1; a leaked optimizer would keep moving them.
         np.testing.assert_array_equal(after2[s.b_name][~on], after1[s.b_name][~on])
         assert np.abs(after2[s.b_name][on] - after1[s.b_name][on]).max() > 0  # odd rows did train
@@ -116,8 +117,13 @@ print(json.dumps({"losses": losses, "logits": s.logits(ids, np.ones_like(ids)).s
 def test_session_runs_without_torch(bundle, torch_mode):
     """blocked: torch cannot be imported at all. installed: torch is importable but must not be
     imported (onnxruntime's own import would otherwise pull it in: seconds and hundreds of MB)."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(NO_TORCH), str(bundle), torch_mode], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(NO_TORCH), str(bundle), torch_mode],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not result["torch_loaded"] and result["heavy"] == [], result

@@ -1,12 +1,20 @@
 """train_round on caller-made token ids (PreparedData) with an explicit evaluation set, and one
 session serving several clients in turn (what an in-process engine does)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from edge_runtime import (
-    DataSource, Encoded, PreparedData, RoundResult, evaluate, load_examples, round_shape, train_round,
+    DataSource,
+    Encoded,
+    PreparedData,
+    RoundResult,
+    evaluate,
+    load_examples,
+    round_shape,
+    train_round,
 )
 
 from .test_trainer import make_task
@@ -22,8 +30,9 @@ def _same_result(a: RoundResult, b: RoundResult) -> None:
     for k in a.update:
         np.testing.assert_array_equal(a.update[k], b.update[k])
     timing = {"step_time_median_s", "train_time_s", "peak_rss_mb"}
-    assert {k: v for k, v in a.metrics.items() if k not in timing} == \
-        {k: v for k, v in b.metrics.items() if k not in timing}
+    assert {k: v for k, v in a.metrics.items() if k not in timing} == {
+        k: v for k, v in b.metrics.items() if k not in timing
+    }
 
 
 def test_prepared_data_trains_exactly_like_the_devices_own_split(tiny_session, source):
@@ -60,8 +69,9 @@ def test_data_at_another_length_is_refused_with_the_length_to_use(tiny_session, 
 def test_malformed_token_arrays_are_named():
     ids = np.zeros((4, 8), np.int64)
     with pytest.raises(ValueError, match="val: input_ids is int32, use int64"):
-        PreparedData(Encoded(ids, ids, np.zeros(4, np.int64)),
-                     Encoded(ids.astype(np.int32), ids, np.zeros(4, np.int64)))
+        PreparedData(
+            Encoded(ids, ids, np.zeros(4, np.int64)), Encoded(ids.astype(np.int32), ids, np.zeros(4, np.int64))
+        )
     with pytest.raises(ValueError, match="train: .*must be"):
         PreparedData(Encoded(ids, ids[:, :4], np.zeros(4, np.int64)), Encoded(ids, ids, np.zeros(4, np.int64)))
     with pytest.raises(ValueError, match="train has no examples"):

@@ -1,5 +1,6 @@
 """The personalization scores a device reports on its local shard: balanced accuracy, the
 majority-label reference and the shard size (golden values), and that train_round reports them."""
+
 from __future__ import annotations
 
 import math
@@ -8,7 +9,13 @@ import numpy as np
 from hypothesis import given, strategies as st
 
 from edge_runtime import (
-    DataSource, PreparedData, balanced_accuracy, load_examples, majority_accuracy, round_shape, train_round,
+    DataSource,
+    PreparedData,
+    balanced_accuracy,
+    load_examples,
+    majority_accuracy,
+    round_shape,
+    train_round,
 )
 
 from .test_trainer import make_task

@@ -1,6 +1,7 @@
 """A task is answered from the device's checkpoint only when it is the SAME task (same id): a new
 server run re-uses round numbers with new task ids, and gets this run's training, not the update
 the device made for an earlier run (which that run would refuse as stale_run)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,21 @@ def agent(offline_agent):
 
 
 def _task(agent, task_id: str) -> Inbound:
-    task = Task(agent.cfg.fleet, agent.client, 0, task_id, "small", "torch", "b", "ab" * 32, {},
-                Hyper(1e-3, 1, 1, 4, 16, "fp16"), 0.0, {}, np.ones(4, np.float32))
+    task = Task(
+        agent.cfg.fleet,
+        agent.client,
+        0,
+        task_id,
+        "small",
+        "torch",
+        "b",
+        "ab" * 32,
+        {},
+        Hyper(1e-3, 1, 1, 4, 16, "fp16"),
+        0.0,
+        {},
+        np.ones(4, np.float32),
+    )
     return Inbound(agent.topics.task(agent.client), encode(task), mid=len(agent.link.acked) + 1, qos=1)
 
 

@@ -1,4 +1,5 @@
 """train_round on a tiny torch bundle: masked update layout, learning, and the typed outcomes."""
+
 from __future__ import annotations
 
 import time
@@ -9,8 +10,18 @@ import pytest
 from fedhft.layout import init_trainable, mask_from_rows, masked_update_layout, rows_per_module, scatter_update
 from fedhft.protocol import Hyper, Task
 from edge_runtime import (
-    DataSource, DeadlineMissed, LowBattery, OverBudget, RoundResult, SimulatedBattery, Stopped, TrainBudget, evaluate,
-    load_examples, rss_mb, train_round,
+    DataSource,
+    DeadlineMissed,
+    LowBattery,
+    OverBudget,
+    RoundResult,
+    SimulatedBattery,
+    Stopped,
+    TrainBudget,
+    evaluate,
+    load_examples,
+    rss_mb,
+    train_round,
 )
 
 
@@ -18,9 +29,21 @@ def make_task(session, *, steps=20, lr=3e-2, deadline_s=300.0, seed=0, round_=1)
     m = session.manifest
     rng = np.random.default_rng(seed)
     rows = {s.b_name: rng.choice(s.rows, rows_per_module(m.plan, s.rows), replace=False) for s in m.mask_layout}
-    return Task("f", "c", round_, f"t{round_}", m.tier, m.backend, "b", "0" * 64, m.plan.to_dict(),
-                Hyper(lr, steps, 0, m.plan.batch_size, m.plan.max_seq_len), time.time() + deadline_s,
-                init_trainable(m.plan, m.dims, seed), mask_from_rows(m.plan, m.dims, rows))
+    return Task(
+        "f",
+        "c",
+        round_,
+        f"t{round_}",
+        m.tier,
+        m.backend,
+        "b",
+        "0" * 64,
+        m.plan.to_dict(),
+        Hyper(lr, steps, 0, m.plan.batch_size, m.plan.max_seq_len),
+        time.time() + deadline_s,
+        init_trainable(m.plan, m.dims, seed),
+        mask_from_rows(m.plan, m.dims, rows),
+    )
 
 
 @pytest.fixture
@@ -49,8 +72,9 @@ def test_round_learns_and_the_update_has_the_masked_layout(tiny_session, source)
     assert 0 < met["peak_rss_mb"] < 4096 and met["step_time_median_s"] > 0
     # Moving the start state along the uploaded update lowers the local loss.
     trained = scatter_update(m.plan, m.dims, task.start_state, result.update, task.mask)
-    assert full_loss(tiny_session, source, trained, task.mask) < full_loss(tiny_session, source, task.start_state,
-                                                                           task.mask)
+    assert full_loss(tiny_session, source, trained, task.mask) < full_loss(
+        tiny_session, source, task.start_state, task.mask
+    )
 
 
 def test_masked_off_rows_do_not_move(tiny_session, source):
@@ -58,7 +82,7 @@ def test_masked_off_rows_do_not_move(tiny_session, source):
     result = train_round(tiny_session, task, source)
     m = tiny_session.manifest
     for sl in m.mask_layout:
-        off = task.mask[sl.offset: sl.offset + sl.rows] == 0
+        off = task.mask[sl.offset : sl.offset + sl.rows] == 0
         assert np.array_equal(result.trained[sl.b_name][off], task.start_state[sl.b_name][off])
 
 
@@ -75,15 +99,17 @@ def test_battery_draining_below_half_the_threshold_stops_mid_round(tiny_session,
 
 
 def test_deadline_too_close_reports_deadline_missed(tiny_session, source):
-    result = train_round(tiny_session, make_task(tiny_session, deadline_s=0.5), source,
-                         TrainBudget(deadline_reserve_s=1.0))
+    result = train_round(
+        tiny_session, make_task(tiny_session, deadline_s=0.5), source, TrainBudget(deadline_reserve_s=1.0)
+    )
     assert isinstance(result, DeadlineMissed) and result.steps_done == 0
 
 
 def test_shutdown_request_stops_between_steps(tiny_session, source):
     calls = iter(range(100))
-    result = train_round(tiny_session, make_task(tiny_session), source,
-                         TrainBudget(should_stop=lambda: next(calls) >= 3))
+    result = train_round(
+        tiny_session, make_task(tiny_session), source, TrainBudget(should_stop=lambda: next(calls) >= 3)
+    )
     assert result == Stopped(3)
 
 
@@ -118,13 +144,16 @@ def test_rss_watcher_stops_training_before_the_budget(tiny_session, source):
     session.blocks.clear()
 
 
-@pytest.mark.parametrize("peak, before, probe, target, expected", [
-    (110.0, 100.0, 2, 16, 16),  # 5 MB per example: 16 fits under the 180 MB limit
-    (140.0, 100.0, 2, 16, 4),  # 20 MB per example: (180 - 100) // 20
-    (100.0, 100.0, 2, 16, 16),  # no measurable growth: keep the plan's batch
-    (179.0, 100.0, 1, 16, 1),
-    (175.0, 100.0, 1, 16, 1),
-])
+@pytest.mark.parametrize(
+    "peak, before, probe, target, expected",
+    [
+        (110.0, 100.0, 2, 16, 16),  # 5 MB per example: 16 fits under the 180 MB limit
+        (140.0, 100.0, 2, 16, 4),  # 20 MB per example: (180 - 100) // 20
+        (100.0, 100.0, 2, 16, 16),  # no measurable growth: keep the plan's batch
+        (179.0, 100.0, 1, 16, 1),
+        (175.0, 100.0, 1, 16, 1),
+    ],
+)
 def test_probe_step_growth_picks_the_batch(peak, before, probe, target, expected):
     from edge_runtime import RssWatcher
     from edge_runtime._trainer import _batch_after_probe
@@ -139,6 +168,7 @@ def test_deadline_is_read_in_server_time(tiny_session, source):
     task = make_task(tiny_session, deadline_s=150.0)
     result = train_round(tiny_session, task, source, TrainBudget(clock_offset_s=200.0))
     assert isinstance(result, DeadlineMissed)
-    ok = train_round(tiny_session, make_task(tiny_session, steps=2, deadline_s=-50.0), source,
-                     TrainBudget(clock_offset_s=-100.0))
+    ok = train_round(
+        tiny_session, make_task(tiny_session, steps=2, deadline_s=-50.0), source, TrainBudget(clock_offset_s=-100.0)
+    )
     assert isinstance(ok, RoundResult)

@@ -5,6 +5,7 @@ not the tensor sizes), so both bundles are exported once per module, with depth 
 backward through one layer) to keep the graph small; MiniLM depth 2 and 6 parity is checked by
 `fedhft export verify` on real bundles.
 """
+
 import json
 
 import numpy as np
@@ -22,8 +23,18 @@ PLAN = AdapterPlan(depth=1, ranks=(8,), mask_density=0.5, max_seq_len=32, batch_
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     out = tmp_path_factory.mktemp("et-bundles")
-    return {p: export_bundle("tiny", 2, f"t-{p}", AdapterPlan(**{**PLAN.to_dict(), "precision": p}), "executorch",
-                             out, progress=lambda m: None) for p in ("fp32", "int8")}
+    return {
+        p: export_bundle(
+            "tiny",
+            2,
+            f"t-{p}",
+            AdapterPlan(**{**PLAN.to_dict(), "precision": p}),
+            "executorch",
+            out,
+            progress=lambda m: None,
+        )
+        for p in ("fp32", "int8")
+    }
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -85,10 +96,19 @@ def test_manifest_describes_the_optimizer_method(bundles):
     spec, n = m.backend_extras["optimizer_method"], len(m.trainable)
     assert spec["name"] == "adamw_step" and spec["count"] == n
     assert [(g["name"], g["offset"]) for g in spec["inputs"]] == [
-        ("params", 0), ("grads", n), ("exp_avg", 2 * n), ("exp_avg_sq", 3 * n), ("step", 4 * n), ("lr", 4 * n + 1)]
+        ("params", 0),
+        ("grads", n),
+        ("exp_avg", 2 * n),
+        ("exp_avg_sq", 3 * n),
+        ("step", 4 * n),
+        ("lr", 4 * n + 1),
+    ]
     assert [(g["name"], g["offset"]) for g in spec["outputs"]] == [("params", 0), ("exp_avg", n), ("exp_avg_sq", 2 * n)]
-    assert spec["hyperparameters"] == {"betas": list(m.optimizer.betas), "eps": m.optimizer.eps,
-                                       "weight_decay": m.optimizer.weight_decay}
+    assert spec["hyperparameters"] == {
+        "betas": list(m.optimizer.betas),
+        "eps": m.optimizer.eps,
+        "weight_decay": m.optimizer.weight_decay,
+    }
     assert spec["state"]["exp_avg"] == "zeros" and spec["state"]["first_step"] == 1
 
 
@@ -112,8 +132,9 @@ def test_adamw_step_method_is_torch_adamw(bundles):
     start = [torch.randn(s, generator=gen) * 0.1 for s in shapes]
     ref = [torch.nn.Parameter(p.clone()) for p in start]
     lr, n = 5e-3, len(shapes)
-    opt = torch.optim.AdamW(ref, lr=lr, betas=m.optimizer.betas, eps=m.optimizer.eps,
-                            weight_decay=m.optimizer.weight_decay)
+    opt = torch.optim.AdamW(
+        ref, lr=lr, betas=m.optimizer.betas, eps=m.optimizer.eps, weight_decay=m.optimizer.weight_decay
+    )
     ours, exp_avg, exp_avg_sq = list(start), [torch.zeros(s) for s in shapes], [torch.zeros(s) for s in shapes]
     worst = 0.0
     for step in range(1, 21):
@@ -123,9 +144,11 @@ def test_adamw_step_method_is_torch_adamw(bundles):
         for p, g in zip(ref, grads):
             p.grad = g.clone()
         opt.step()
-        out = module.run_method("adamw_step", (*ours, *grads, *exp_avg, *exp_avg_sq, torch.tensor([step]),
-                                               torch.tensor([lr], dtype=torch.float64)))
-        ours, exp_avg, exp_avg_sq = list(out[:n]), list(out[n:2 * n]), list(out[2 * n:])
+        out = module.run_method(
+            "adamw_step",
+            (*ours, *grads, *exp_avg, *exp_avg_sq, torch.tensor([step]), torch.tensor([lr], dtype=torch.float64)),
+        )
+        ours, exp_avg, exp_avg_sq = list(out[:n]), list(out[n : 2 * n]), list(out[2 * n :])
         worst = max(worst, max(float((a - b.detach()).abs().max()) for a, b in zip(ours, ref)))
     assert worst <= 1e-7, worst  # 20 steps of lr 5e-3 moved the weights ~0.1: this is float32 rounding
     for a, b in zip(ours, start):

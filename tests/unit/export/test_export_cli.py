@@ -1,5 +1,6 @@
 """`fedhft export`: comma lists of tiers and backends, and clean errors (exit 2, no traceback) for a
 bad request, checked before any bundle is compiled."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,21 +24,43 @@ def exported(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("tier, backend, tiers, backends", [
-    ("android-low,android-mid", "torch,ort", ["android-low", "android-mid"], ["torch", "ort"]),
-    ("rpi5", "all", ["rpi5"], ["torch", "ort", "executorch"]),
-    ("all", " ort , torch ", ["android-low", "android-mid", "rpi5", "android-high", "jetson-orin-nano"],
-     ["ort", "torch"]),
-])
+@pytest.mark.parametrize(
+    "tier, backend, tiers, backends",
+    [
+        ("android-low,android-mid", "torch,ort", ["android-low", "android-mid"], ["torch", "ort"]),
+        ("rpi5", "all", ["rpi5"], ["torch", "ort", "executorch"]),
+        (
+            "all",
+            " ort , torch ",
+            ["android-low", "android-mid", "rpi5", "android-high", "jetson-orin-nano"],
+            ["ort", "torch"],
+        ),
+    ],
+)
 def test_tier_and_backend_take_comma_lists_and_all(tmp_path, exported, tier, backend, tiers, backends):
-    assert main(["export", "--model", "tiny:layers=6", "--tier", tier, "--backend", backend,
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(["export", "--model", "tiny:layers=6", "--tier", tier, "--backend", backend, "--out", str(tmp_path)]) == 0
+    )
     assert exported == [(tiers, backends)]
 
 
 def test_unknown_names_are_refused_naming_the_known_ones(tmp_path, exported, capsys):
-    assert main(["export", "--model", "tiny:layers=6", "--tier", "rpi5,pixel9", "--backend", "torch,tflite",
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                "tiny:layers=6",
+                "--tier",
+                "rpi5,pixel9",
+                "--backend",
+                "torch,tflite",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("fedhft export: ") and "Traceback" not in err
     assert "unknown tier 'pixel9'; use one of android-low, android-mid, rpi5, android-high, jetson-orin-nano" in err

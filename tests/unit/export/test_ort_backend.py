@@ -1,4 +1,5 @@
 """ORT training bundles: parity with eager, int8 storage, and the graph properties parity relies on."""
+
 import numpy as np
 import pytest
 
@@ -15,8 +16,12 @@ PLAN = AdapterPlan(depth=2, ranks=(4, 8), mask_density=0.5, max_seq_len=32, batc
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     out = tmp_path_factory.mktemp("ort-bundles")
-    return {p: export_bundle("tiny", 2, f"t-{p}", AdapterPlan(**{**PLAN.to_dict(), "precision": p}), "ort", out,
-                             progress=lambda m: None) for p in ("fp32", "int8")}
+    return {
+        p: export_bundle(
+            "tiny", 2, f"t-{p}", AdapterPlan(**{**PLAN.to_dict(), "precision": p}), "ort", out, progress=lambda m: None
+        )
+        for p in ("fp32", "int8")
+    }
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

@@ -1,4 +1,5 @@
 """Torch backend bundles, the manifest contract and the bad-input errors of `fedhft export`."""
+
 import json
 import shutil
 
@@ -17,8 +18,18 @@ PLAN = AdapterPlan(depth=2, ranks=(2, 4), mask_density=0.5, max_seq_len=32, batc
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles")
-    return {p: export_bundle("tiny", 3, f"t-{p}", AdapterPlan(**{**PLAN.to_dict(), "precision": p}), "torch", out,
-                             progress=lambda m: None) for p in ("fp32", "int8")}
+    return {
+        p: export_bundle(
+            "tiny",
+            3,
+            f"t-{p}",
+            AdapterPlan(**{**PLAN.to_dict(), "precision": p}),
+            "torch",
+            out,
+            progress=lambda m: None,
+        )
+        for p in ("fp32", "int8")
+    }
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -151,14 +162,17 @@ def test_future_manifest_schema_is_refused(bundles, tmp_path):
         load_manifest(bad)
 
 
-@pytest.mark.parametrize("backend, blocked, extra", [("ort", "onnxruntime", "ort"),
-                                                     ("executorch", "executorch", "executorch")])
+@pytest.mark.parametrize(
+    "backend, blocked, extra", [("ort", "onnxruntime", "ort"), ("executorch", "executorch", "executorch")]
+)
 def test_missing_backend_names_the_extra(backend, blocked, extra):
     import subprocess
     import sys
 
-    code = (f"import sys; sys.modules[{blocked!r}] = None\n"
-            f"from export._api import backend_compiler\n"
-            f"try:\n    backend_compiler({backend!r})\nexcept ImportError as e:\n    print(e)")
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        f"from export._api import backend_compiler\n"
+        f"try:\n    backend_compiler({backend!r})\nexcept ImportError as e:\n    print(e)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
     assert f"pip install 'fedhft[{extra}]'" in out

@@ -1,4 +1,5 @@
 """The parity check must fail on the bugs it exists to catch, and pass on rounding noise."""
+
 import numpy as np
 import pytest
 
@@ -31,13 +32,15 @@ def start():
 
 def _problems(start, backend_state, losses=(0.7, 0.6)):
     eager = (list(losses), _trained(start))
-    return compare(type("M", (), {"plan": PLAN, "dims": DIMS})(), MASK, start, eager,
-                   (list(losses), backend_state), VERIFY_LR)[-1]
+    return compare(
+        type("M", (), {"plan": PLAN, "dims": DIMS})(), MASK, start, eager, (list(losses), backend_state), VERIFY_LR
+    )[-1]
 
 
 def test_rounding_noise_passes(start):
-    noisy = {k: v + np.random.default_rng(0).normal(0, 1e-7, v.shape).astype(np.float32)
-             for k, v in _trained(start).items()}
+    noisy = {
+        k: v + np.random.default_rng(0).normal(0, 1e-7, v.shape).astype(np.float32) for k, v in _trained(start).items()
+    }
     for name in ("layer1.query.lora_B", "layer1.value.lora_B"):  # keep frozen rows exact
         noisy[name] = _trained(start)[name]
     assert _problems(start, noisy) == []
@@ -61,6 +64,7 @@ def test_mask_leak_is_caught(start):
 
 def test_loss_divergence_is_caught(start):
     eager = ([0.7, 0.6], _trained(start))
-    problems = compare(type("M", (), {"plan": PLAN, "dims": DIMS})(), MASK, start, eager,
-                       ([0.7, 0.65], _trained(start)), VERIFY_LR)[-1]
+    problems = compare(
+        type("M", (), {"plan": PLAN, "dims": DIMS})(), MASK, start, eager, ([0.7, 0.65], _trained(start)), VERIFY_LR
+    )[-1]
     assert any("step 1: loss" in p for p in problems)

@@ -1,4 +1,5 @@
 """One valid sample of every message type, shared by the protocol tests."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,18 +36,33 @@ def sample_tensors(seed: int = 0) -> dict[str, np.ndarray]:
 def samples() -> list[Message]:
     data = b"chunk-bytes\x00\xff"
     return [
-        Hello(FLEET, CLIENT, {"ram_mb": 4096, "cpu": {"cores": 8}, "os": "android"}, ["ort", "torch"], "phone-mid",
-              "0.1.0"),
+        Hello(
+            FLEET,
+            CLIENT,
+            {"ram_mb": 4096, "cpu": {"cores": 8}, "os": "android"},
+            ["ort", "torch"],
+            "phone-mid",
+            "0.1.0",
+        ),
         Hello(FLEET, CLIENT, {}, [], None, ""),
         ClientStatus(FLEET, CLIENT, "training", 3, "step 10/50", 61.0, 512.5, 1700000000.25),
         ClientStatus(FLEET, CLIENT, "offline"),
         ServerStatus(FLEET, "running", 7, 1700000000.0),
         ServerStatus(FLEET, "offline"),
         Task(
-            FLEET, CLIENT, 3, "r3-phone-1", "phone-mid", "ort", "minilm-phone-mid-ort", "ab" * 32,
+            FLEET,
+            CLIENT,
+            3,
+            "r3-phone-1",
+            "phone-mid",
+            "ort",
+            "minilm-phone-mid-ort",
+            "ab" * 32,
             {"depth": 2, "ranks": [4, 8], "mask_density": 0.5},
             Hyper(lr=1e-3, local_steps=20, epochs=1, batch_size=8, seq_len=64, encoding="int8"),
-            1700000600.0, sample_tensors(1), np.array([1, 0, 1, 1, 0], dtype=np.float32),
+            1700000600.0,
+            sample_tensors(1),
+            np.array([1, 0, 1, 1, 0], dtype=np.float32),
         ),
         Update(FLEET, CLIENT, 3, "r3-phone-1", 128, {"loss": 0.42, "acc": 1}, "fp32", sample_tensors(2)),
         Update(FLEET, CLIENT, 3, "r3-phone-1", 128, {}, "fp16", sample_tensors(3)),

@@ -1,4 +1,5 @@
 """Bundle chunking and reassembly: any order, duplicates, corruption, atomic writes."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -130,8 +131,9 @@ def test_iter_file_chunks_matches_split_and_serves_subsets(tmp_path):
 def test_chunk_size_for_fits_the_broker(max_packet):
     topic = Topics("f" * 64).bundle("c" * 64)
     size = chunk_size_for(max_packet, topic)
-    worst = BundleChunk("f" * 64, "b" * 128, "d/" * 127 + "x", 2**31 - 1, 2**31, "a" * 64, "b" * 64, 2**40,
-                        b"\x00" * size)
+    worst = BundleChunk(
+        "f" * 64, "b" * 128, "d/" * 127 + "x", 2**31 - 1, 2**31, "a" * 64, "b" * 64, 2**40, b"\x00" * size
+    )
     worst = dataclasses.replace(worst, chunk_sha256=sha256_hex(worst.data), file_size=2**40)
     payload = encode(worst)
     assert len(payload) - PREFIX_LEN - size <= CHUNK_HEADER_MAX

@@ -1,5 +1,6 @@
 """The typed codes: every error carries a ``Reason`` member, and a member travels as its plain
 string, so messages built from members are byte-identical to ones built from strings."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,29 @@ import pytest
 
 from fedhft import protocol as P
 from fedhft.protocol import (
-    Ack, AckStatus, ChunkAssembler, ChunkResult, Outcome, OutcomeKind, ProtocolError, Reason, decode, encode,
+    Ack,
+    AckStatus,
+    ChunkAssembler,
+    ChunkResult,
+    Outcome,
+    OutcomeKind,
+    ProtocolError,
+    Reason,
+    decode,
+    encode,
     split_bytes,
 )
 
-ERRORS = [P.ProtocolError, P.MalformedMessage, P.UnsupportedVersion, P.DigestMismatch, P.PayloadTooLarge, P.WrongType,
-          P.TopicError, P.ChunkMismatch]
+ERRORS = [
+    P.ProtocolError,
+    P.MalformedMessage,
+    P.UnsupportedVersion,
+    P.DigestMismatch,
+    P.PayloadTooLarge,
+    P.WrongType,
+    P.TopicError,
+    P.ChunkMismatch,
+]
 
 
 @pytest.mark.parametrize("cls", ERRORS, ids=lambda c: c.__name__)

@@ -1,5 +1,6 @@
 """Schema growth within a major version: unknown header keys are ignored, a field added in a later
 1.x revision may be absent, a required field stays required, another major is refused."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from .protocol_samples import CLIENT, FLEET, assert_same, samples
 
 def _split(payload: bytes) -> tuple[dict, bytes]:
     n = struct.unpack(">I", payload[5:9])[0]
-    return parse_header(payload[PREFIX_LEN: PREFIX_LEN + n]), payload[PREFIX_LEN + n:]
+    return parse_header(payload[PREFIX_LEN : PREFIX_LEN + n]), payload[PREFIX_LEN + n :]
 
 
 def _reframe(header: dict, body: bytes, version: int = P.PROTOCOL_VERSION) -> bytes:
@@ -59,8 +60,9 @@ def test_a_newer_revisions_extra_hyper_field_is_dropped():
 def test_a_field_added_in_a_later_revision_may_be_absent():
     """A 1.0 status (no battery_percent, the old 0-1 ``battery`` instead) still decodes."""
     assert ClientStatus.SINCE == {"battery_percent": 1} and P.PROTOCOL_MINOR >= 1
-    v1_0 = _with(encode(ClientStatus(FLEET, CLIENT, "idle", 2, "", 40.0, 10.0, 5.0)), battery_percent=_DROP,
-                 battery=0.4)
+    v1_0 = _with(
+        encode(ClientStatus(FLEET, CLIENT, "idle", 2, "", 40.0, 10.0, 5.0)), battery_percent=_DROP, battery=0.4
+    )
     back = decode(v1_0, expect=ClientStatus)
     assert back == ClientStatus(FLEET, CLIENT, "idle", 2, "", None, 10.0, 5.0)
 
@@ -100,4 +102,3 @@ def test_envelope_keys_stay_required():
     for key in ("type", "schema", "fleet", "body_sha256", "body_len"):
         with pytest.raises(MalformedMessage, match=f"lacks required key.*'{key}'.*every header carries the envelope"):
             decode(_reframe({k: v for k, v in header.items() if k != key}, body))
-

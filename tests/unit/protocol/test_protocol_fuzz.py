@@ -4,6 +4,7 @@ The mutations that matter most are the ones that get past the body digest (the h
 re-framed with a correct sha256), because only those reach the per-field validators and the
 safetensors parser. A successful decode must also re-encode to a payload that decodes again.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,11 @@ PAYLOADS = [encode(m) for m in samples()]
 _json_leaf = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=20)
 )
-_json = st.recursive(_json_leaf,
-                     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
-                     max_leaves=12)
+_json = st.recursive(
+    _json_leaf,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    max_leaves=12,
+)
 
 
 def _split(payload: bytes) -> tuple[dict, bytes]:
@@ -72,8 +75,21 @@ def header_mutations(draw) -> bytes:
     elif op == "add":
         header[draw(st.text(max_size=10))] = draw(_json)
     else:
-        header["type"] = draw(st.sampled_from(["hello", "client_status", "server_status", "task", "update", "outcome",
-                                               "ack", "bundle_request", "bundle_chunk"]))
+        header["type"] = draw(
+            st.sampled_from(
+                [
+                    "hello",
+                    "client_status",
+                    "server_status",
+                    "task",
+                    "update",
+                    "outcome",
+                    "ack",
+                    "bundle_request",
+                    "bundle_chunk",
+                ]
+            )
+        )
     return _frame(header, body, fix_digest=draw(st.booleans()))
 
 

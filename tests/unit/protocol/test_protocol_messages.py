@@ -1,4 +1,5 @@
 """Messages: round trips, golden bytes, and every typed failure of decode."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -143,8 +144,16 @@ def test_body_corruption_is_a_digest_mismatch():
 
 
 def _update_with_body(body: bytes, encoding: str = "int8") -> bytes:
-    header = {"type": "update", "fleet": FLEET, "client": CLIENT, "round": 1, "task_id": "t", "num_examples": 1,
-              "metrics": {}, "encoding": encoding}
+    header = {
+        "type": "update",
+        "fleet": FLEET,
+        "client": CLIENT,
+        "round": 1,
+        "task_id": "t",
+        "num_examples": 1,
+        "metrics": {},
+        "encoding": encoding,
+    }
     return pack(header, body)
 
 
@@ -170,8 +179,11 @@ def test_task_needs_its_mask():
     from safetensors.numpy import save
 
     task = SAMPLES[6]
-    header = {k: v for k, v in json.loads(encode(task)[9 : 9 + int.from_bytes(encode(task)[5:9], "big")]).items()
-              if k not in ("schema", "body_sha256", "body_len")}
+    header = {
+        k: v
+        for k, v in json.loads(encode(task)[9 : 9 + int.from_bytes(encode(task)[5:9], "big")]).items()
+        if k not in ("schema", "body_sha256", "body_len")
+    }
     with pytest.raises(MalformedMessage, match="__mask__"):
         decode(pack(header, save({"a": np.ones(2, np.float32)})))
     with pytest.raises(MalformedMessage, match="1-D float32"):

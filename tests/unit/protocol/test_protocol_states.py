@@ -1,11 +1,19 @@
 """The status states are enums (one list each); the string tuples derive from them, and a state
 outside the list (``paused``, which no server ever sent) is refused naming the allowed ones."""
+
 from __future__ import annotations
 
 import pytest
 
 from fedhft.protocol import (
-    CLIENT_STATES, SERVER_STATES, ClientState, ClientStatus, MalformedMessage, ServerState, ServerStatus, decode,
+    CLIENT_STATES,
+    SERVER_STATES,
+    ClientState,
+    ClientStatus,
+    MalformedMessage,
+    ServerState,
+    ServerStatus,
+    decode,
     encode,
 )
 

@@ -1,4 +1,5 @@
 """Topic tree, id validation, parse, and the Mosquitto ACL text."""
+
 from __future__ import annotations
 
 import pytest

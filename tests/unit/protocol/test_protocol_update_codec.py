@@ -1,4 +1,5 @@
 """Update encoding: error bounds, determinism, exact size bound, server-side validation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -87,8 +88,12 @@ def test_fp16_overflow_becomes_inf_and_is_rejected():
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_empty_and_degenerate_shapes(encoding):
-    t = {"e": np.zeros((0, 4), np.float32), "z": np.zeros((3, 0), np.float32), "s": np.float32(2.5),
-         "v": np.zeros(0, np.float32)}
+    t = {
+        "e": np.zeros((0, 4), np.float32),
+        "z": np.zeros((3, 0), np.float32),
+        "s": np.float32(2.5),
+        "v": np.zeros(0, np.float32),
+    }
     specs = [TensorSpec(k, np.shape(v)) for k, v in t.items()]
     body = encode_update(t, encoding)
     back = decode_update(body, encoding)
@@ -108,8 +113,11 @@ _shape = st.lists(st.integers(0, 40), min_size=0, max_size=3).map(tuple)
 
 
 @settings(max_examples=150, deadline=None)
-@given(specs=st.dictionaries(_name, _shape, max_size=8), encoding=st.sampled_from(ENCODINGS),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    specs=st.dictionaries(_name, _shape, max_size=8),
+    encoding=st.sampled_from(ENCODINGS),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_size_bound_holds_for_random_specs(specs, encoding, seed):
     specs = [TensorSpec(n, s) for n, s in specs.items()]
     tensors = _random_tensors(np.random.default_rng(seed), specs)

@@ -1,6 +1,7 @@
 """docs/asyncapi.yaml is what the generator makes of the message classes (so the two cannot drift),
 it is a structurally sound AsyncAPI 3.0 document, and its header schemas accept what ``encode``
 writes and refuse what ``decode`` refuses."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,8 @@ def doc() -> dict:
 def test_the_committed_document_is_the_generated_one():
     assert DOC_PATH.read_text(encoding="utf-8") == asyncapi_yaml(), (
         "docs/asyncapi.yaml differs from what the message classes generate: run `python tools/gen_asyncapi.py` "
-        "and commit docs/asyncapi.yaml (and explain the change in docs/PROTOCOL.md)")
+        "and commit docs/asyncapi.yaml (and explain the change in docs/PROTOCOL.md)"
+    )
 
 
 def test_generation_is_deterministic():
@@ -145,9 +147,14 @@ def test_the_acl_confines_each_device_to_its_own_topics(doc):
 
 
 def _type_ok(value: Any, kind: str) -> bool:
-    checks = {"object": lambda v: isinstance(v, dict), "array": lambda v: isinstance(v, list),
-              "string": lambda v: isinstance(v, str), "null": lambda v: v is None,
-              "integer": lambda v: type(v) is int, "number": lambda v: type(v) in (int, float)}
+    checks = {
+        "object": lambda v: isinstance(v, dict),
+        "array": lambda v: isinstance(v, list),
+        "string": lambda v: isinstance(v, str),
+        "null": lambda v: v is None,
+        "integer": lambda v: type(v) is int,
+        "number": lambda v: type(v) in (int, float),
+    }
     return checks[kind](value)
 
 
@@ -203,7 +210,7 @@ def _container_errors(doc: dict, schema: dict, value: Any, where: str) -> list[s
 
 def _header(payload: bytes) -> dict:
     (n,) = struct.unpack(">I", payload[5:9])
-    return json.loads(payload[PREFIX_LEN:PREFIX_LEN + n])
+    return json.loads(payload[PREFIX_LEN : PREFIX_LEN + n])
 
 
 def _schema(doc: dict, type_: str) -> dict:
@@ -216,10 +223,17 @@ def test_every_encoded_header_is_valid_against_its_schema(doc, msg):
     assert _errors(doc, _schema(doc, msg.TYPE), header) == []
 
 
-@pytest.mark.parametrize("change, why", [
-    ({"round": -1}, "out of range"), ({"client": "a/b"}, "does not match"), ({"encoding": "bf16"}, "not in enum"),
-    ({"num_examples": 1.5}, "not integer"), ({"schema": 2}, "!= 1"), ({"metrics": {"loss": "low"}}, "not number"),
-])
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"round": -1}, "out of range"),
+        ({"client": "a/b"}, "does not match"),
+        ({"encoding": "bf16"}, "not in enum"),
+        ({"num_examples": 1.5}, "not integer"),
+        ({"schema": 2}, "!= 1"),
+        ({"metrics": {"loss": "low"}}, "not number"),
+    ],
+)
 def test_the_schemas_refuse_what_decode_refuses(doc, change, why):
     update = next(m for m in samples() if m.TYPE == "update")
     header = {**_header(encode(update)), **change}

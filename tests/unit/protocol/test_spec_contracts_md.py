@@ -1,5 +1,6 @@
 """docs/CONTRACTS.md, the short form of the protocol, names every envelope key the decoders require
 (``body_len`` was once left out of it)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,6 +1,7 @@
 """docs/DEPLOY.md states the versions setup.py pins, puts every catalog tier on the bundle of its
 default backend, names the ExecuTorch Android calls in order, and writes the session-id rule as
 docs/PROTOCOL.md does."""
+
 from __future__ import annotations
 
 import re
@@ -36,13 +37,19 @@ def test_every_tier_is_on_the_bundle_of_its_default_backend():
 
 
 def test_the_android_calls_in_order():
-    calls = ["TrainingModule.load(", "executeForwardBackward(", "namedParameters(", "namedGradients(",
-             'execute("adamw_step"', "dataAsFloatArray"]
-    steps = TEXT[TEXT.index("## Android: the ExecuTorch calls"):TEXT.index("```kotlin")]
+    calls = [
+        "TrainingModule.load(",
+        "executeForwardBackward(",
+        "namedParameters(",
+        "namedGradients(",
+        'execute("adamw_step"',
+        "dataAsFloatArray",
+    ]
+    steps = TEXT[TEXT.index("## Android: the ExecuTorch calls") : TEXT.index("```kotlin")]
     positions = [steps.index(c) for c in calls]
     assert positions == sorted(positions)
     assert "`Module.load(" in steps and "getRawDataBuffer()" in steps  # the second load, for adamw_step
-    sketch = TEXT[TEXT.index("```kotlin"):]
+    sketch = TEXT[TEXT.index("```kotlin") :]
     assert "optimizer.execute(b.optimizerMethod" in sketch  # the program's own AdamW step, not a hand-written one
     assert "import org.pytorch.executorch.training.TrainingModule" in TEXT
 

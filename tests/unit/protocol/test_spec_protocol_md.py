@@ -1,6 +1,7 @@
 """docs/PROTOCOL.md names everything the code defines: every message type and field, every topic,
 code, state and encoding, the revision of each added field, and the metric keys the server reads.
 A new field or code that the document does not mention fails here."""
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,20 @@ import yaml
 
 from devices import AdapterPlan, DeviceProfile
 from fedhft.protocol import (
-    CLIENT_STATES, ENCODINGS, FROM_CLIENT, MASK_TENSOR, MESSAGE_TYPES, PROTOCOL_MINOR, PROTOCOL_VERSION,
-    SCALE_SUFFIX, SERVER_STATES, TO_CLIENT, AckStatus, Hyper, OutcomeKind, Reason,
+    CLIENT_STATES,
+    ENCODINGS,
+    FROM_CLIENT,
+    MASK_TENSOR,
+    MESSAGE_TYPES,
+    PROTOCOL_MINOR,
+    PROTOCOL_VERSION,
+    SCALE_SUFFIX,
+    SERVER_STATES,
+    TO_CLIENT,
+    AckStatus,
+    Hyper,
+    OutcomeKind,
+    Reason,
 )
 from fedhft.protocol._envelope import ENVELOPE_KEYS
 from server._metrics import ACCURACY_KEYS, LOSS_KEYS, SHARD_KEYS
@@ -32,8 +45,9 @@ def _missing(names) -> list[str]:
 
 
 def test_the_title_states_the_version_and_revision():
-    assert TEXT.startswith(f"# The fedhft wire protocol (schema {PROTOCOL_VERSION}, revision "
-                           f"{PROTOCOL_VERSION}.{PROTOCOL_MINOR})")
+    assert TEXT.startswith(
+        f"# The fedhft wire protocol (schema {PROTOCOL_VERSION}, revision {PROTOCOL_VERSION}.{PROTOCOL_MINOR})"
+    )
 
 
 @pytest.mark.parametrize("type_", sorted(MESSAGE_TYPES))

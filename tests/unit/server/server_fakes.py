@@ -1,4 +1,5 @@
 """Helpers for the server unit tests: fake bundles (manifests only), a recording transport."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,8 +57,18 @@ class FakeTransport:
 
 
 def make_config(bundles: Path, **kw) -> ServerConfig:
-    base = dict(fleet="test", bundles_dir=str(bundles), strategy="fedavg-lora", rounds=2, clients_per_round=3,
-                min_clients=3, round_deadline_s=60, update_encoding="fp32", norm_bound=100.0, seed=1)
+    base = dict(
+        fleet="test",
+        bundles_dir=str(bundles),
+        strategy="fedavg-lora",
+        rounds=2,
+        clients_per_round=3,
+        min_clients=3,
+        round_deadline_s=60,
+        update_encoding="fp32",
+        norm_bound=100.0,
+        seed=1,
+    )
     base.update(kw)
     return ServerConfig(**base)
 
@@ -79,8 +90,9 @@ class Harness:
         self.store = Store(state)
         from server import BundleIndex
 
-        self.coord = Coordinator(config, self.store, BundleIndex.scan(config.bundles_dir), self.transport,
-                                 clock=lambda: self.now)
+        self.coord = Coordinator(
+            config, self.store, BundleIndex.scan(config.bundles_dir), self.transport, clock=lambda: self.now
+        )
         self.mid = 0
         self.coord.resume()
 

@@ -4,6 +4,7 @@ A strategy that gives a device another tier's plan (FedAvg-LoRA) must be served 
 bundle for the device's own backend; the bundles a fleet needs are known before it starts, and a
 server that lacks one refuses to start, naming it.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -91,8 +92,9 @@ def test_server_refuses_to_start_naming_every_missing_bundle(tmp_path):
 def test_every_strategy_tasks_every_device_of_a_mixed_backend_fleet(tmp_path, strategy):
     """The coordinator hands every device a bundle of its own backend that compiles its plan."""
     bundles = tmp_path / "bundles"
-    _export(bundles, [(n.tier, n.backend) for n in needed_bundles(strategy, {}, PLANS,
-                                                                   {t: [b] for t, b in FLEET.items()})])
+    _export(
+        bundles, [(n.tier, n.backend) for n in needed_bundles(strategy, {}, PLANS, {t: [b] for t, b in FLEET.items()})]
+    )
     h = Harness(tmp_path / "state", make_config(bundles, strategy=strategy, rounds=1))
     for client, tier in {"dev-000": "small", "dev-001": "medium", "dev-002": "large"}.items():
         h.send(client, "hello", hello_payload(client, tier=tier, backends=(FLEET[tier],)))

@@ -1,4 +1,5 @@
 """ServerConfig loading and the `fedhft server` CLI (status, fleet-init, refusing no auth)."""
+
 from __future__ import annotations
 
 import json
@@ -62,9 +63,11 @@ def test_server_never_imports_torch_export_or_edge_runtime():
     import subprocess
     import sys
 
-    code = ("import sys, server, server._run, server._mqtt, server.cli, server._synthetic; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'export', 'edge_runtime')); "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, server, server._run, server._mqtt, server.cli, server._synthetic; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'export', 'edge_runtime')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 

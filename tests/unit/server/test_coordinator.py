@@ -1,4 +1,5 @@
 """The coordinator on a fake transport: rounds, streaming aggregation, acks after storage, resume."""
+
 from __future__ import annotations
 
 import numpy as np

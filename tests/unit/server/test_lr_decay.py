@@ -1,4 +1,5 @@
 """``lr_decay``: round r's tasks carry lr * lr_decay**r (FedHFT's reference code decays by 0.9 a round)."""
+
 from __future__ import annotations
 
 import pytest

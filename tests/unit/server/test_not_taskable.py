@@ -1,5 +1,6 @@
 """A device the registry marks not taskable (invalid profile) is never selected, even with a tier
 hint that gives it a tier and a backend, and even after a restart replays its retained status."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,16 @@ from server import BundleIndex, Registry, Store
 from .server_fakes import TIER_OF, Harness, fake_bundles, make_config
 
 #: A profile DeviceProfile.from_dict refuses (a field of the wrong type).
-BAD_PROFILE = {"total_memory_mb": "lots", "available_memory_mb": 1.0, "cpu_count": 1, "battery_percent": None,
-               "charging": None, "matmul_gflops": 1.0, "platform": "Linux", "machine": "x86_64"}
+BAD_PROFILE = {
+    "total_memory_mb": "lots",
+    "available_memory_mb": 1.0,
+    "cpu_count": 1,
+    "battery_percent": None,
+    "charging": None,
+    "matmul_gflops": 1.0,
+    "platform": "Linux",
+    "machine": "x86_64",
+}
 
 
 def _bad_hello(client: str) -> bytes:

@@ -1,4 +1,5 @@
 """Fleet-wide personalized scores from the clients' shard metrics (golden values)."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,13 +8,20 @@ from server import personalized_summary
 
 
 def _client(n, before, after, bal_after, majority):
-    return {"val_examples": n, "val_acc_before": before, "val_acc_after": after, "val_bal_acc_before": 0.5,
-            "val_bal_acc_after": bal_after, "val_majority_acc": majority}
+    return {
+        "val_examples": n,
+        "val_acc_before": before,
+        "val_acc_after": after,
+        "val_bal_acc_before": 0.5,
+        "val_bal_acc_after": bal_after,
+        "val_majority_acc": majority,
+    }
 
 
 def test_weighted_by_shard_size_and_worst_tenth():
-    rows = [_client(30, 0.5, 0.9, 0.8, 0.7), _client(10, 0.1, 0.5, 0.5, 0.9)] + \
-        [_client(10, 0.5, 1.0, 1.0, 0.5) for _ in range(8)]
+    rows = [_client(30, 0.5, 0.9, 0.8, 0.7), _client(10, 0.1, 0.5, 0.5, 0.9)] + [
+        _client(10, 0.5, 1.0, 1.0, 0.5) for _ in range(8)
+    ]
     got = personalized_summary(rows)
     assert got["clients"] == 10 and got["examples"] == 120
     assert got["acc_after"] == pytest.approx((30 * 0.9 + 10 * 0.5 + 80 * 1.0) / 120)

@@ -1,5 +1,6 @@
 """``plan_round`` and friends: the I/O-free round planning the coordinator runs, usable by
 another engine to produce exactly the coordinator's tasks and verdicts."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,8 +10,22 @@ import pytest
 
 from fedhft.protocol import encode
 from server import (
-    Accepted, BundleIndex, ClientEntry, Participant, Rejected, build_strategy, check_update, cluster_sizes,
-    intake_context, metrics_line, pick_clients, plan_round, read_metrics, read_tensors, state_files, synthetic_update,
+    Accepted,
+    BundleIndex,
+    ClientEntry,
+    Participant,
+    Rejected,
+    build_strategy,
+    check_update,
+    cluster_sizes,
+    intake_context,
+    metrics_line,
+    pick_clients,
+    plan_round,
+    read_metrics,
+    read_tensors,
+    state_files,
+    synthetic_update,
     task_message,
 )
 
@@ -38,8 +53,9 @@ def test_a_twin_engine_builds_the_coordinators_tasks_and_states(tmp_path, bundle
     for idx in range(2):
         sent = h.open_tasks()
         picked, salt = pick_clients(_entries(), idx, config)
-        plan = plan_round(twin, index, idx, salt, [Participant(c.client, c.tier, c.backend) for c in picked],
-                          h.store.run_id())  # the run's id names its tasks
+        plan = plan_round(
+            twin, index, idx, salt, [Participant(c.client, c.tier, c.backend) for c in picked], h.store.run_id()
+        )  # the run's id names its tasks
         assert salt == h.coord.round.salt and sorted(plan.tasks) == sorted(sent)
         agg = twin.aggregator(idx)
         stored: dict[str, str] = {}

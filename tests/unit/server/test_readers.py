@@ -1,10 +1,17 @@
 """The read-only state readers another process uses (the simulation's progress and report): what they
 return from a real Store, that they are empty before the server has written, and that they read
 while the server holds its database open and mid-transaction."""
+
 from __future__ import annotations
 
 from server import (
-    CLIENT_ROUND_FIELDS, ClientRoundStatus, Store, StoredUpdate, TaskRecord, count_clients, read_client_rounds,
+    CLIENT_ROUND_FIELDS,
+    ClientRoundStatus,
+    Store,
+    StoredUpdate,
+    TaskRecord,
+    count_clients,
+    read_client_rounds,
 )
 
 
@@ -31,7 +38,10 @@ def test_records_come_back_ordered_with_their_metrics_parsed(tmp_path):
     rows = read_client_rounds(tmp_path)
     assert [tuple(r) for r in rows] == [CLIENT_ROUND_FIELDS] * 3
     assert [(r["round"], r["client"], r["status"]) for r in rows] == [
-        (0, "a", ClientRoundStatus.TASKED), (0, "b", ClientRoundStatus.STORED), (0, "c", ClientRoundStatus.OUTCOME)]
+        (0, "a", ClientRoundStatus.TASKED),
+        (0, "b", ClientRoundStatus.STORED),
+        (0, "c", ClientRoundStatus.OUTCOME),
+    ]
     assert rows[0]["metrics"] == {} and rows[0]["bytes"] is None
     assert rows[1]["metrics"] == {"train_loss": 0.5} and rows[1]["bytes"] == 3 and rows[1]["num_examples"] == 12
     assert (rows[2]["outcome"], rows[2]["reason"]) == ("over_budget", "memory")

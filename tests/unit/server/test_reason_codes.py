@@ -1,5 +1,6 @@
 """Every rejection path of the update intake yields its ``Reason`` member, and the intake reads a
 decode failure's code, never its message text."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -8,8 +9,16 @@ import numpy as np
 import pytest
 
 from fedhft.protocol import (
-    DigestMismatch, MalformedMessage, Outcome, PayloadTooLarge, ProtocolError, Reason, TopicError,
-    UnsupportedVersion, WrongType, encode,
+    DigestMismatch,
+    MalformedMessage,
+    Outcome,
+    PayloadTooLarge,
+    ProtocolError,
+    Reason,
+    TopicError,
+    UnsupportedVersion,
+    WrongType,
+    encode,
 )
 from server import Rejected, check_update
 from server import _validation
@@ -36,10 +45,16 @@ MORE = {
     "round closed": (lambda: encode(_update()), dict(accepting=False), Reason.ROUND_CLOSED),
     "stale run": (lambda: encode(_update(task_id=EXP.task_id + ".ffffffff")), dict(run_id=RUN_ID), Reason.STALE_RUN),
     "wrong encoding": (lambda: encode(_update()), dict(encoding="fp16"), Reason.WRONG_ENCODING),
-    "unexpected tensor": (lambda: encode(_update(tensors={**_tensors(), "extra.w": np.zeros(2, np.float32)})), {},
-                          Reason.UNEXPECTED_TENSOR),
-    "an outcome on the update topic": (lambda: encode(Outcome("test", "dev-001", 3, EXP.task_id, "error")), {},
-                                       Reason.WRONG_TYPE),
+    "unexpected tensor": (
+        lambda: encode(_update(tensors={**_tensors(), "extra.w": np.zeros(2, np.float32)})),
+        {},
+        Reason.UNEXPECTED_TENSOR,
+    ),
+    "an outcome on the update topic": (
+        lambda: encode(Outcome("test", "dev-001", 3, EXP.task_id, "error")),
+        {},
+        Reason.WRONG_TYPE,
+    ),
     "a float64 tensor": (_float64_body, {}, Reason.BAD_DTYPE),
 }
 
@@ -67,20 +82,23 @@ def test_every_rejection_path_yields_its_reason_member():
     assert seen == set(Reason) - NOT_INTAKE, "an intake reason without a test: " + str(set(Reason) - NOT_INTAKE - seen)
 
 
-@pytest.mark.parametrize("error, want", [
-    # Each message names another failure than its code: the code wins.
-    (MalformedMessage("payload truncated: tensor has dtype float64 but encoding 'fp32'"), Reason.MALFORMED),
-    (MalformedMessage("bytes shorter than declared", code=Reason.MALFORMED), Reason.MALFORMED),
-    (MalformedMessage("nothing in this text says why", code=Reason.TRUNCATED), Reason.TRUNCATED),
-    (MalformedMessage("nothing in this text says why", code=Reason.BAD_DTYPE), Reason.BAD_DTYPE),
-    (UnsupportedVersion("truncated dtype"), Reason.SCHEMA_VERSION),
-    (PayloadTooLarge("malformed"), Reason.OVERSIZE),
-    (DigestMismatch("schema_version"), Reason.DIGEST_MISMATCH),
-    (WrongType("bad_dtype"), Reason.WRONG_TYPE),
-    # A code the update decoder never raises is recorded as malformed, whatever the text says.
-    (TopicError("truncated"), Reason.MALFORMED),
-    (ProtocolError("dtype"), Reason.MALFORMED),
-])
+@pytest.mark.parametrize(
+    "error, want",
+    [
+        # Each message names another failure than its code: the code wins.
+        (MalformedMessage("payload truncated: tensor has dtype float64 but encoding 'fp32'"), Reason.MALFORMED),
+        (MalformedMessage("bytes shorter than declared", code=Reason.MALFORMED), Reason.MALFORMED),
+        (MalformedMessage("nothing in this text says why", code=Reason.TRUNCATED), Reason.TRUNCATED),
+        (MalformedMessage("nothing in this text says why", code=Reason.BAD_DTYPE), Reason.BAD_DTYPE),
+        (UnsupportedVersion("truncated dtype"), Reason.SCHEMA_VERSION),
+        (PayloadTooLarge("malformed"), Reason.OVERSIZE),
+        (DigestMismatch("schema_version"), Reason.DIGEST_MISMATCH),
+        (WrongType("bad_dtype"), Reason.WRONG_TYPE),
+        # A code the update decoder never raises is recorded as malformed, whatever the text says.
+        (TopicError("truncated"), Reason.MALFORMED),
+        (ProtocolError("dtype"), Reason.MALFORMED),
+    ],
+)
 def test_decode_failures_are_read_from_the_code_not_the_text(monkeypatch, error, want):
     def failing_decode(*args, **kwargs):
         raise error

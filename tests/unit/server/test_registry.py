@@ -1,4 +1,5 @@
 """Registry: tier and backend from the hello, liveness from the retained status, eligibility."""
+
 from __future__ import annotations
 
 import pytest

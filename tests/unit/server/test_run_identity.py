@@ -1,5 +1,6 @@
 """Task ids are unique per server run (a state dir), stable across a resume of the same one; an
 update or outcome of another run is rejected ``stale_run``, recorded and acknowledged."""
+
 from __future__ import annotations
 
 import pytest
@@ -110,12 +111,15 @@ def test_a_made_up_or_untagged_task_id_is_still_unknown_task(tmp_path, bundles):
     assert [r["reason"] for r in h.store.rejections()] == ["unknown_task", "unknown_task"]
 
 
-@pytest.mark.parametrize("task_id, run_id, stale", [
-    ("r0-a-0123456789.abcdef01", "abcdef01" + "0" * 24, False),
-    ("r0-a-0123456789.abcdef01", "12345678" + "0" * 24, True),
-    ("r0-a-0123456789", "12345678" + "0" * 24, False),  # untagged: unknown_task or replay, decided later
-    ("r0-a-0123456789.abcdef01", "", False),  # no run id to compare with (a pre-run-id state dir)
-])
+@pytest.mark.parametrize(
+    "task_id, run_id, stale",
+    [
+        ("r0-a-0123456789.abcdef01", "abcdef01" + "0" * 24, False),
+        ("r0-a-0123456789.abcdef01", "12345678" + "0" * 24, True),
+        ("r0-a-0123456789", "12345678" + "0" * 24, False),  # untagged: unknown_task or replay, decided later
+        ("r0-a-0123456789.abcdef01", "", False),  # no run id to compare with (a pre-run-id state dir)
+    ],
+)
 def test_other_run(task_id, run_id, stale):
     assert (other_run(task_id, run_id) is not None) is stale
 
@@ -132,8 +136,7 @@ def test_the_servers_mqtt_session_is_per_run():
     assert transport.client._client_id.decode() == one
 
 
-@pytest.mark.parametrize("protocol, end_session, expiry", [("5", True, 0), ("5", False, None),
-                                                            ("3.1.1", True, None)])
+@pytest.mark.parametrize("protocol, end_session, expiry", [("5", True, 0), ("5", False, None), ("3.1.1", True, None)])
 def test_a_finished_run_ends_its_broker_session(protocol, end_session, expiry):
     from server._mqtt import MqttTransport
 

@@ -1,5 +1,6 @@
 """The server publishes only the states of ``fedhft.protocol.ServerState`` (running, finished; its
 Last Will and a stop before the last round say offline), each retained."""
+
 from __future__ import annotations
 
 from fedhft.protocol import ServerState, ServerStatus

@@ -1,5 +1,6 @@
 """`fedhft server status`: a stopped server is said to be stopped (and since when), its devices are
 not "online", every number is labelled, and a bad --state or a closed pipe gives no traceback."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,19 @@ from server import Store, format_status, server_status
 from server._metrics import SERVER_META, Liveness, record_server_state
 
 REPO = Path(__file__).resolve().parents[3]
-METRICS = {"round": 2, "selected": 3, "stored": 2, "rejected_clients": 1, "outcome_clients": 0, "dropped": 0,
-           "accuracy_mean": 0.8125, "rejections": {"bad_shape": 1}, "outcomes": {}, "round_s": 12.5,
-           "aggregation_s": 0.25}
+METRICS = {
+    "round": 2,
+    "selected": 3,
+    "stored": 2,
+    "rejected_clients": 1,
+    "outcome_clients": 0,
+    "dropped": 0,
+    "accuracy_mean": 0.8125,
+    "rejections": {"bad_shape": 1},
+    "outcomes": {},
+    "round_s": 12.5,
+    "aggregation_s": 0.25,
+}
 
 
 def _state(tmp_path: Path, server: str | dict | None, clients: int = 3) -> Path:
@@ -84,13 +95,18 @@ def test_every_number_of_the_last_round_is_labelled(tmp_path):
     assert "round duration 12.50 s, aggregation 0.25 s" in text
 
 
-@pytest.mark.parametrize("make, says", [
-    (lambda p: p / "missing", "does not exist"),
-    (lambda p: (p / "file").write_text("x") and p / "file", "is a file, not a state dir"),
-    (lambda p: p, "holds no server.sqlite"),
-    (lambda p: (p / "server.sqlite").write_bytes(b"not a database" * 100) and p,
-     "not a readable fedhft server database"),
-])
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: (p / "file").write_text("x") and p / "file", "is a file, not a state dir"),
+        (lambda p: p, "holds no server.sqlite"),
+        (
+            lambda p: (p / "server.sqlite").write_bytes(b"not a database" * 100) and p,
+            "not a readable fedhft server database",
+        ),
+    ],
+)
 def test_a_bad_state_dir_is_a_clean_error(tmp_path, capsys, make, says):
     assert main(["server", "status", "--state", str(make(tmp_path))]) == 2
     err = capsys.readouterr().err
@@ -110,8 +126,14 @@ def test_a_closed_pipe_is_no_traceback(tmp_path):
     read, write = os.pipe()
     os.close(read)  # no reader at all: the first write fails with EPIPE, deterministically
     try:
-        proc = subprocess.run([sys.executable, "-m", "fedhft", "server", "status", "--state", str(state), "--json"],
-                              stdout=write, stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "fedhft", "server", "status", "--state", str(state), "--json"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
     finally:
         os.close(write)
     assert proc.returncode == 141, proc.stderr

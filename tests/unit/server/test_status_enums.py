@@ -1,5 +1,6 @@
 """Round states and client-round statuses are enums whose strings are what server.sqlite holds:
 written as those strings, read back as members, and an unknown one is a StoreError, not a crash."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -28,10 +29,18 @@ def test_statuses_are_stored_as_their_strings_and_read_back_as_members(tmp_path)
     store.record_rejection(0, "c", "r0-c", "non_finite", "NaN", "e" * 64, 10, 2.0, final=True)
     store.mark_dropped(0, 3.0)
     assert _raw(store, "SELECT client, status FROM client_rounds ORDER BY client") == [
-        ("a", "dropped"), ("b", "outcome"), ("c", "rejected"), ("d", "dropped")]
+        ("a", "dropped"),
+        ("b", "outcome"),
+        ("c", "rejected"),
+        ("d", "dropped"),
+    ]
     statuses = [t.status for t in store.tasks(0)]
-    assert statuses == [ClientRoundStatus.DROPPED, ClientRoundStatus.OUTCOME, ClientRoundStatus.REJECTED,
-                        ClientRoundStatus.DROPPED]
+    assert statuses == [
+        ClientRoundStatus.DROPPED,
+        ClientRoundStatus.OUTCOME,
+        ClientRoundStatus.REJECTED,
+        ClientRoundStatus.DROPPED,
+    ]
     assert all(type(s) is ClientRoundStatus for s in statuses)
 
 

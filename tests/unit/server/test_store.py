@@ -1,4 +1,5 @@
 """Store: atomic state files, durable intake, resume logic."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """One test per validation rule: every bad update becomes a typed rejection with its reason."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,16 +22,31 @@ def _tensors(fill=0.01):
 
 
 def _update(**kw) -> Update:
-    fields = dict(fleet="test", client="dev-001", round=3, task_id="r3-dev-001-abc", num_examples=4, metrics={},
-                  encoding="fp32", tensors=_tensors())
+    fields = dict(
+        fleet="test",
+        client="dev-001",
+        round=3,
+        task_id="r3-dev-001-abc",
+        num_examples=4,
+        metrics={},
+        encoding="fp32",
+        tensors=_tensors(),
+    )
     fields.update(kw)
     return Update(**fields)
 
 
 def _ctx(stored=None, accepting=True, max_payload=1 << 20) -> IntakeContext:
-    return IntakeContext(fleet="test", round=3, accepting=accepting, expected={"dev-001": EXP},
-                         stored_digest=lambda c: stored, known_tasks=lambda c: {"r2-dev-001-old": 2, EXP.task_id: 3},
-                         norm_bound=10.0, max_payload=max_payload)
+    return IntakeContext(
+        fleet="test",
+        round=3,
+        accepting=accepting,
+        expected={"dev-001": EXP},
+        stored_digest=lambda c: stored,
+        known_tasks=lambda c: {"r2-dev-001-old": 2, EXP.task_id: 3},
+        norm_bound=10.0,
+        max_payload=max_payload,
+    )
 
 
 def _wrong_dtype() -> bytes:
@@ -66,8 +82,10 @@ CASES = {
     "NaN": (lambda: encode(_update(tensors=_tensor_with(np.nan))), "non_finite"),
     "Inf": (lambda: encode(_update(tensors=_tensor_with(np.inf))), "non_finite"),
     "huge norm": (lambda: encode(_update(tensors=_tensors(fill=5.0))), "norm_exceeded"),
-    "missing tensor": (lambda: encode(_update(tensors={k: v for k, v in _tensors().items() if k != "head.bias"})),
-                       "missing_tensor"),
+    "missing tensor": (
+        lambda: encode(_update(tensors={k: v for k, v in _tensors().items() if k != "head.bias"})),
+        "missing_tensor",
+    ),
     "wrong round (future)": (lambda: encode(_update(round=4)), "future_round"),
     "wrong round (old)": (lambda: encode(_update(round=2)), "replay"),
     "wrong fleet": (lambda: encode(_update(fleet="other")), "wrong_fleet"),

@@ -1,5 +1,6 @@
 """The update encoding a task asks for (hyper.encoding) is enforced: another one is rejected with
 ``wrong_encoding``, never stored (an fp32 update used to be stored when fp16 was asked)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """`fedhft simulate` argument handling: options and key=value in any order, one spelling per setting."""
+
 from __future__ import annotations
 
 from fedhft.cli import build_parser, main

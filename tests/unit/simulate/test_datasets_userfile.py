@@ -1,5 +1,6 @@
 """A user's own files in `fedhft simulate`: a separate test file, the column settings of `fedhft edge`,
 sentence pairs, encodings, unknown formats and the name the report gives the data."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ TRAIN = "text\tlabel\n" + "".join(f"review {i}\t{'pos' if i % 2 else 'neg'}\n" f
 
 @pytest.fixture
 def files(tmp_path):
-    return {"train": _write(tmp_path / "mydata" / "train.tsv", TRAIN),
-            "test": _write(tmp_path / "mydata" / "test.tsv", "text\tlabel\nheld out a\tneg\nheld out b\tpos\n")}
+    return {
+        "train": _write(tmp_path / "mydata" / "train.tsv", TRAIN),
+        "test": _write(tmp_path / "mydata" / "test.tsv", "text\tlabel\nheld out a\tneg\nheld out b\tpos\n"),
+    }
 
 
 # ----------------------------------------------------------------------------- test_dataset
@@ -83,8 +86,10 @@ def test_a_missing_test_file_says_how_to_do_without(files, tmp_path):
 
 
 def test_the_column_settings_of_fedhft_edge(tmp_path):
-    path = _write(tmp_path / "reviews.csv", "id,body,stars\n" + "".join(f"{i},text {i},{'hi' if i % 2 else 'lo'}\n"
-                                                                         for i in range(10)))
+    path = _write(
+        tmp_path / "reviews.csv",
+        "id,body,stars\n" + "".join(f"{i},text {i},{'hi' if i % 2 else 'lo'}\n" for i in range(10)),
+    )
     ds = dataset_of(_cfg(dataset=path, text_column="body", label_column="stars", label_map="{lo: 0, hi: 1}"))
     every = {e.text: e.label for e in ds.train + ds.test}
     assert every["text 1"] == 1 and every["text 2"] == 0 and ds.label_names == ["lo", "hi"]
@@ -154,12 +159,15 @@ def test_a_missing_file_with_any_extension_is_named(tmp_path):
         load_dataset(str(tmp_path / "notes.txt"))
 
 
-@pytest.mark.parametrize("overrides, words", [
-    ({"data_encoding": "klingon"}, "data_encoding='klingon' is not a known text encoding"),
-    ({"encoding": "latin-1"}, "a data file's text encoding is data_encoding=latin-1"),
-    ({"dataset": "sst2", "text_column": "body"}, "text_column apply to dataset=<your file>"),
-    ({"label_map": "{a: -1}"}, "map every label to a class id >= 0"),
-])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"data_encoding": "klingon"}, "data_encoding='klingon' is not a known text encoding"),
+        ({"encoding": "latin-1"}, "a data file's text encoding is data_encoding=latin-1"),
+        ({"dataset": "sst2", "text_column": "body"}, "text_column apply to dataset=<your file>"),
+        ({"label_map": "{a: -1}"}, "map every label to a class id >= 0"),
+    ],
+)
 def test_data_settings_are_checked_with_the_config(overrides, words):
     with pytest.raises(ConfigError, match=words):
         _cfg(**overrides)

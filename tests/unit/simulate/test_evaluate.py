@@ -1,4 +1,5 @@
 """The merged-weights evaluation computes the same function as the devices' LoRA model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,9 @@ def test_merged_dense_state_matches_the_adapter_model():
     attn = np.ones_like(ids)
     attn[1, 6:] = 0
     with torch.no_grad():
-        want = model.logits(torch.as_tensor(ids), torch.as_tensor(attn),
-                            torch.as_tensor(full_mask(plan, model.dims))).numpy()
+        want = model.logits(
+            torch.as_tensor(ids), torch.as_tensor(attn), torch.as_tensor(full_mask(plan, model.dims))
+        ).numpy()
     # The server's fedhft form: dense dW = alpha/r * B @ A per site, plus the head.
     dense = {"head.weight": state["head.weight"], "head.bias": state["head.bias"]}
     for layer, module, rank in adapted_modules(plan, model.dims):

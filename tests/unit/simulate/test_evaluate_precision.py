@@ -1,4 +1,5 @@
 """The evaluator on an int8 tier's backbone: a client's model scored with the forward its bundle runs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,9 @@ def int8_session(tmp_path_factory):
     from export import export_bundle
 
     out = tmp_path_factory.mktemp("int8-bundle")
-    return open_session(export_bundle("tiny", 2, "unit8", PLAN, "torch", out, progress=lambda s: None).bundle_dir,
-                        threads=1)
+    return open_session(
+        export_bundle("tiny", 2, "unit8", PLAN, "torch", out, progress=lambda s: None).bundle_dir, threads=1
+    )
 
 
 def _client(session, seed=0):
@@ -25,8 +27,10 @@ def _client(session, seed=0):
 
     m = session.manifest
     rng = np.random.default_rng(seed)
-    state = {k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32)
-             for k, v in init_trainable(m.plan, m.dims, seed).items()}
+    state = {
+        k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32)
+        for k, v in init_trainable(m.plan, m.dims, seed).items()
+    }
     rows = {s.b_name: rng.choice(s.rows, rows_per_module(m.plan, s.rows), replace=False) for s in m.mask_layout}
     ids = rng.integers(1000, 5000, size=(6, 16)).astype(np.int64)
     attn = np.ones_like(ids)

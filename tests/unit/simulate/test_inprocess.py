@@ -1,6 +1,7 @@
 """InProcessEngine without a broker: set-up errors, the server's state layout, shared sessions,
 explicit evaluation sets and battery eligibility. (Parity with the MQTT engine:
 tests/integration/test_engine_parity.py.)"""
+
 from __future__ import annotations
 
 import json
@@ -25,16 +26,29 @@ def bundles(tmp_path_factory) -> Path:
     links = {}
     for tier in TIERS:
         plan = fit_plan(load_catalog()[tier].plan, 2, 16, 8)
-        links[(tier, "torch")], _ = ensure_bundle("tiny", "tiny", 2, tier, plan, "torch", tmp / "cache",
-                                                  say=lambda line: None)
+        links[(tier, "torch")], _ = ensure_bundle(
+            "tiny", "tiny", 2, tier, plan, "torch", tmp / "cache", say=lambda line: None
+        )
     return link_bundles(tmp / "bundles", links)
 
 
 def _cfg(**kw):
     from simulate import SimConfig
 
-    base = dict(model="tiny", clients=2, rounds=2, tiers=TIERS, backend="torch", memory_budget="off", local_steps=3,
-                lr=0.02, max_seq_len=16, strategy="hetlora", seed=1, progress=False)
+    base = dict(
+        model="tiny",
+        clients=2,
+        rounds=2,
+        tiers=TIERS,
+        backend="torch",
+        memory_budget="off",
+        local_steps=3,
+        lr=0.02,
+        max_seq_len=16,
+        strategy="hetlora",
+        seed=1,
+        progress=False,
+    )
     base.update(kw)
     return SimConfig(**base)
 
@@ -55,8 +69,12 @@ def test_every_bad_device_is_reported_before_anything_runs(tmp_path, bundles):
     from simulate._inprocess import Device, EngineError
 
     good = write_toy_sentiment(tmp_path / "ok.jsonl", 10)
-    devices = [Device("a", "android-low", "torch", good), Device("b", "rpi5", "ort", good),
-               Device("c", "rpi5", "torch", tmp_path / "missing.jsonl"), Device("c", "rpi5", "torch", good)]
+    devices = [
+        Device("a", "android-low", "torch", good),
+        Device("b", "rpi5", "ort", good),
+        Device("c", "rpi5", "torch", tmp_path / "missing.jsonl"),
+        Device("c", "rpi5", "torch", good),
+    ]
     with pytest.raises(EngineError) as err:
         InProcessEngine(_cfg(clients=3), devices, bundles)
     text = str(err.value)
@@ -69,10 +87,18 @@ def test_a_run_writes_what_the_evaluator_reads_and_shares_one_session_per_bundle
     from simulate._evaluate import evaluate_round
 
     rng = np.random.default_rng(0)
-    test = EncodedSet(rng.integers(1000, 3000, (12, 16)).astype(np.int64), np.ones((12, 16), np.int64),
-                      np.arange(12) % 2)
-    engine = InProcessEngine(_cfg(clients=4), _devices(tmp_path, 4), bundles, state_dir=tmp_path / "state",
-                             test=test, say=lambda line: None, workers=1)
+    test = EncodedSet(
+        rng.integers(1000, 3000, (12, 16)).astype(np.int64), np.ones((12, 16), np.int64), np.arange(12) % 2
+    )
+    engine = InProcessEngine(
+        _cfg(clients=4),
+        _devices(tmp_path, 4),
+        bundles,
+        state_dir=tmp_path / "state",
+        test=test,
+        say=lambda line: None,
+        workers=1,
+    )
     result = engine.run()
     assert [r["stored"] for r in result.rounds] == [4, 4] and not result.interrupted
     assert sorted(b for b, _ in engine.sessions) == sorted(bundles / t / "torch" for t in TIERS[:2])  # 2 bundles

@@ -1,4 +1,5 @@
 """Client splits: Dirichlet label skew, natural keys, iid."""
+
 from __future__ import annotations
 
 import numpy as np

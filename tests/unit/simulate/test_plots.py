@@ -1,4 +1,5 @@
 """The run's plots: integer round ticks, failed tiers shown (not empty bars), clusters labelled by tier."""
+
 from __future__ import annotations
 
 import pytest
@@ -38,8 +39,10 @@ def _texts(fig) -> list[str]:
 
 
 def test_round_axis_has_integer_ticks_only(tmp_path, keep):
-    rounds = [{"round": i, "accuracy": 0.5 + 0.1 * i, "selected": 3, "stored": 3 - i, "bytes_up": 10, "bytes_down": 10}
-              for i in range(2)]
+    rounds = [
+        {"round": i, "accuracy": 0.5 + 0.1 * i, "selected": 3, "stored": 3 - i, "bytes_up": 10, "bytes_down": 10}
+        for i in range(2)
+    ]
     assert _report._plot_rounds(tmp_path, rounds, keep) == ["accuracy_vs_round.png", "accuracy_vs_bytes.png"]
     fig = keep.figs[0]
     fig.canvas.draw()
@@ -51,10 +54,28 @@ def test_round_axis_has_integer_ticks_only(tmp_path, keep):
 
 
 def test_a_tier_that_never_stored_is_marked_failed(tmp_path, keep):
-    stats = {"android-mid": {"backend": "executorch", "tasks": 4, "stored": 0, "outcomes": {"error": 4},
-                             "peak_rss_mb": None, "budget_mb": None, "step_s": None, "bytes_up": None},
-             "rpi5": {"backend": "ort", "tasks": 4, "stored": 3, "outcomes": {"over_budget": 1},
-                      "peak_rss_mb": 500.0, "budget_mb": 640.0, "step_s": 0.2, "bytes_up": 1000}}
+    stats = {
+        "android-mid": {
+            "backend": "executorch",
+            "tasks": 4,
+            "stored": 0,
+            "outcomes": {"error": 4},
+            "peak_rss_mb": None,
+            "budget_mb": None,
+            "step_s": None,
+            "bytes_up": None,
+        },
+        "rpi5": {
+            "backend": "ort",
+            "tasks": 4,
+            "stored": 3,
+            "outcomes": {"over_budget": 1},
+            "peak_rss_mb": 500.0,
+            "budget_mb": 640.0,
+            "step_s": 0.2,
+            "bytes_up": 1000,
+        },
+    }
     assert _report._plot_tiers(tmp_path, stats, keep) == ["tiers.png"]
     assert (tmp_path / "tiers.png").is_file()
     texts = _texts(keep.figs[0])

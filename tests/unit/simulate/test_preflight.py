@@ -1,4 +1,5 @@
 """Every setting is checked before a folder or a process exists: all problems at once, exit code 2."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,6 +14,7 @@ from simulate._preflight import preflight, strategy_problems
 @pytest.fixture
 def no_fleet(monkeypatch):
     """Starting a broker or exporting a bundle fails the test: preflight must stop the run first."""
+
     def forbidden(*args, **kwargs):
         raise AssertionError("the run went past preflight")
 
@@ -21,8 +23,9 @@ def no_fleet(monkeypatch):
 
 
 def _toy(path):
-    path.write_text("".join(f'{{"text": "a {w} film", "label": {i % 2}}}\n'
-                            for i, w in enumerate(["bad", "good"] * 20)))
+    path.write_text(
+        "".join(f'{{"text": "a {w} film", "label": {i % 2}}}\n' for i, w in enumerate(["bad", "good"] * 20))
+    )
     return path
 
 
@@ -38,8 +41,14 @@ def test_strategy_name_and_options_are_checked_without_dims():
 
 def test_every_problem_is_reported_at_once_and_no_run_dir_is_created(tmp_path, no_fleet):
     run = tmp_path / "run"
-    cfg = SimConfig(strategy="hetlora", strategy_options={"foo": 1}, tiers=["rpi5", "no-such-tier"],
-                    backends={"rpi": "torch"}, dataset=str(tmp_path / "missing.jsonl"), out=str(run))
+    cfg = SimConfig(
+        strategy="hetlora",
+        strategy_options={"foo": 1},
+        tiers=["rpi5", "no-such-tier"],
+        backends={"rpi": "torch"},
+        dataset=str(tmp_path / "missing.jsonl"),
+        out=str(run),
+    )
     with pytest.raises(ConfigError) as err:
         _run.run_simulation(cfg, say=lambda m: None)
     text = "\n".join(err.value.errors)
@@ -59,8 +68,10 @@ def test_a_folder_that_holds_a_run_is_refused(tmp_path):
 
 
 def test_a_good_config_passes(tmp_path):
-    preflight(SimConfig(model="tiny", clients=4, dataset=str(_toy(tmp_path / "toy.jsonl")), out=str(tmp_path / "r")),
-              tmp_path / "r")
+    preflight(
+        SimConfig(model="tiny", clients=4, dataset=str(_toy(tmp_path / "toy.jsonl")), out=str(tmp_path / "r")),
+        tmp_path / "r",
+    )
     assert not (tmp_path / "r").exists()
 
 

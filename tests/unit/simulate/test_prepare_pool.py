@@ -1,4 +1,5 @@
 """The tune and eval halves of a training file: disjoint, fixed across seeds, together the whole."""
+
 from __future__ import annotations
 
 from simulate import Example

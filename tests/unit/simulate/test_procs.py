@@ -1,4 +1,5 @@
 """Child process handling: a dead child is reported with its log tail; stop_all leaves nothing."""
+
 from __future__ import annotations
 
 import sys
@@ -35,8 +36,9 @@ def test_dead_child_is_reported_with_its_log(tmp_path):
 
 def test_stop_all_kills_a_child_that_ignores_sigterm(tmp_path):
     kids = Children()
-    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
-            "time.sleep(60)")
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    )
     child = kids.add(Child("stubborn", _py(code), tmp_path / "s.log"))
     deadline = time.monotonic() + 10
     while "ready" not in child.tail() and time.monotonic() < deadline:

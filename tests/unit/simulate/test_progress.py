@@ -1,5 +1,6 @@
 """What `fedhft simulate` prints while it runs: one line per committed and per evaluated round
 when stdout is not a terminal, a live bar on a terminal, and in both the final round's accuracy."""
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,15 @@ class _Tty(io.StringIO):
 
 
 def _metrics(idx: int, stored: int = 4, selected: int = 4, **extra) -> dict:
-    return {"round": idx, "stored": stored, "selected": selected, "rejected_clients": 0, "outcome_clients": 0,
-            "dropped": 0, **extra}
+    return {
+        "round": idx,
+        "stored": stored,
+        "selected": selected,
+        "rejected_clients": 0,
+        "outcome_clients": 0,
+        "dropped": 0,
+        **extra,
+    }
 
 
 def _record(idx: int) -> dict:

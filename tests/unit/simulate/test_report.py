@@ -1,4 +1,5 @@
 """Report generation from a fake server state dir, and reading every strategy's state format."""
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,14 @@ def test_dense_state_folded_and_fedavg_factors():
 
 def test_dense_state_heterotune_shared_plus_backbone_branch():
     (a1, b1), (a2, b2) = _ab(2), _ab(2)
-    state = {"shared/top0.query.6x4.lora_A": a1, "shared/top0.query.6x4.lora_B": b1,
-             "bb/default/layer1.query.lora_A": a2, "bb/default/layer1.query.lora_B": b2,
-             "bb/default/head.weight": HEAD["head.weight"], "bb/default/head.bias": HEAD["head.bias"]}
+    state = {
+        "shared/top0.query.6x4.lora_A": a1,
+        "shared/top0.query.6x4.lora_B": b1,
+        "bb/default/layer1.query.lora_A": a2,
+        "bb/default/layer1.query.lora_B": b2,
+        "bb/default/head.weight": HEAD["head.weight"],
+        "bb/default/head.bias": HEAD["head.bias"],
+    }
     deltas, _, _ = dense_state(state, num_layers=2)
     assert set(deltas) == {(1, "query")}  # top0 of a 2-layer model is layer 1
     assert np.allclose(deltas[(1, "query")], b1 @ a1 + b2 @ a2, atol=1e-5)
@@ -59,46 +65,89 @@ def _fake_state_dir(state: Path) -> None:
     from safetensors.numpy import save_file
 
     (state / "states").mkdir(parents=True)
-    lines = [{"round": i, "selected": 3, "stored": 2 + (i > 0), "bytes_up": 1000 * (i + 1), "bytes_down": 5000,
-              "round_s": 10.0 + i, "aggregation_s": 0.01, "rejections": {}, "outcomes": {"over_budget": 1} if i == 0
-              else {},
-              "cluster_sizes": [2, 1],
-              "personalized": {"clients": 2 + (i > 0), "acc_before": 0.5, "acc_after": 0.8 - 0.1 * i,
-                               "bal_acc_after": 0.6, "worst10_acc_after": 0.4, "majority_acc": 0.7}}
-             for i in range(2)]
+    lines = [
+        {
+            "round": i,
+            "selected": 3,
+            "stored": 2 + (i > 0),
+            "bytes_up": 1000 * (i + 1),
+            "bytes_down": 5000,
+            "round_s": 10.0 + i,
+            "aggregation_s": 0.01,
+            "rejections": {},
+            "outcomes": {"over_budget": 1} if i == 0 else {},
+            "cluster_sizes": [2, 1],
+            "personalized": {
+                "clients": 2 + (i > 0),
+                "acc_before": 0.5,
+                "acc_after": 0.8 - 0.1 * i,
+                "bal_acc_after": 0.6,
+                "worst10_acc_after": 0.4,
+                "majority_acc": 0.7,
+            },
+        }
+        for i in range(2)
+    ]
     (state / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
     db = sqlite3.connect(state / "server.sqlite")
-    db.executescript("CREATE TABLE clients (client TEXT); CREATE TABLE client_rounds (round INTEGER, client TEXT, "
-                     "task_id TEXT, tier TEXT, backend TEXT, assignment_digest TEXT, status TEXT, update_digest TEXT, "
-                     "bytes INTEGER, num_examples INTEGER, metrics TEXT, outcome TEXT, reason TEXT, ts REAL);")
+    db.executescript(
+        "CREATE TABLE clients (client TEXT); CREATE TABLE client_rounds (round INTEGER, client TEXT, "
+        "task_id TEXT, tier TEXT, backend TEXT, assignment_digest TEXT, status TEXT, update_digest TEXT, "
+        "bytes INTEGER, num_examples INTEGER, metrics TEXT, outcome TEXT, reason TEXT, ts REAL);"
+    )
     for r in range(2):
-        for c, tier, status in (("dev-0", "rpi5", "stored"), ("dev-1", "jetson-orin-nano", "stored"),
-                                ("dev-2", "android-mid", "outcome" if r == 0 else "stored")):
+        for c, tier, status in (
+            ("dev-0", "rpi5", "stored"),
+            ("dev-1", "jetson-orin-nano", "stored"),
+            ("dev-2", "android-mid", "outcome" if r == 0 else "stored"),
+        ):
             m = {"peak_rss_mb": 300.0 + r, "step_time_median_s": 0.2, "memory_budget_mb": 640.0}
-            db.execute("INSERT INTO client_rounds (round, client, tier, backend, status, bytes, metrics, outcome) "
-                       "VALUES (?,?,?,?,?,?,?,?)", (r, c, tier, "torch", status, 1000, json.dumps(m),
-                                                    "over_budget" if status == "outcome" else None))
+            db.execute(
+                "INSERT INTO client_rounds (round, client, tier, backend, status, bytes, metrics, outcome) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (r, c, tier, "torch", status, 1000, json.dumps(m), "over_budget" if status == "outcome" else None),
+            )
     db.commit()
     db.close()
     meta = {"fedhft_meta": json.dumps({"clients": ["dev-0", "dev-1", "dev-2"], "strategy": "fedhft"})}
-    save_file({"clients/membership": np.asarray([[0.9, 0.1], [0.2, 0.8], [1.0, 0.0]])},
-              str(state / "states" / "strategy-r00001.safetensors"), metadata=meta)
+    save_file(
+        {"clients/membership": np.asarray([[0.9, 0.1], [0.2, 0.8], [1.0, 0.0]])},
+        str(state / "states" / "strategy-r00001.safetensors"),
+        metadata=meta,
+    )
 
 
 def test_report_from_fake_metrics(tmp_path):
     run = tmp_path / "run"
     _fake_state_dir(run / "server")
     cfg = SimConfig(model="tiny", clients=3, rounds=2, out=str(run))
-    rounds = [dict(json.loads(line), accuracy=0.6 + 0.1 * i)
-              for i, line in enumerate((run / "server" / "metrics.jsonl").read_text().splitlines())]
+    rounds = [
+        dict(json.loads(line), accuracy=0.6 + 0.1 * i)
+        for i, line in enumerate((run / "server" / "metrics.jsonl").read_text().splitlines())
+    ]
     verdict = classify_run(client_rounds(run / "server"), rounds, 2)
     result = SimResult(run, verdict.status, rounds, 12.0, {"export_s": 1.0, "federated_s": 10.0}, None, verdict)
     ds = Dataset("toy", [Example("a", 0)], [Example("b", 1)], ["neg", "pos"])
-    data = PreparedData(ds, {}, {"dev-0": 5, "dev-1": 5, "dev-2": 5}, {"dev-0": "x", "dev-1": "y", "dev-2": "x"},
-                        {}, ds.test, run / "test.jsonl")
+    data = PreparedData(
+        ds,
+        {},
+        {"dev-0": 5, "dev-1": 5, "dev-2": 5},
+        {"dev-0": "x", "dev-1": "y", "dev-2": "x"},
+        {},
+        ds.test,
+        run / "test.jsonl",
+    )
     out = write_outputs(cfg, result, data, {"dev-0": "rpi5"}, {"rpi5": "torch"}, "mosquitto", None, [1, 2])
-    for name in ("results.json", "rounds.jsonl", "clients.jsonl", "report.md", "accuracy_vs_round.png",
-                 "accuracy_vs_bytes.png", "tiers.png", "clusters.png"):
+    for name in (
+        "results.json",
+        "rounds.jsonl",
+        "clients.jsonl",
+        "report.md",
+        "accuracy_vs_round.png",
+        "accuracy_vs_bytes.png",
+        "tiers.png",
+        "clusters.png",
+    ):
         assert (run / name).is_file(), name
     report = (run / "report.md").read_text()
     assert "| 1 | 0.700 | 3/3 | 2,000 | 5,000 |" in report and "android-mid" in report and "over_budget" in report

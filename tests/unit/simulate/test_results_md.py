@@ -1,4 +1,5 @@
 """benchmarks/RESULTS.md is rebuilt from the result folders; each section keeps its own stamp."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ def _fake_results(tmp_path, monkeypatch):
 
 def test_a_finished_benchmark_is_stamped_and_others_keep_their_stamp(tmp_path, monkeypatch):
     results = _fake_results(tmp_path, monkeypatch)
-    (results / "comm" / "comm.json").write_text(json.dumps({"command": "fedhft bench comm",
-                                                            "written": "2020-01-02 03:04 UTC"}))
+    (results / "comm" / "comm.json").write_text(
+        json.dumps({"command": "fedhft bench comm", "written": "2020-01-02 03:04 UTC"})
+    )
     (results / "accuracy" / "accuracy.json").write_text(json.dumps({"command": "fedhft bench accuracy", "wall_s": 12}))
     os.utime(results / "comm" / "comm.json", (0, 0))  # a clone resets file times: the stamp must not come from them
 

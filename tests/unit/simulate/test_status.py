@@ -1,5 +1,6 @@
 """The run status of a simulation from the server's per-client records: completed only when every
 selected client stored an update in every round."""
+
 from __future__ import annotations
 
 from simulate._status import FailureKind, RunStatus, classify_run
@@ -10,8 +11,16 @@ BACKENDS = {"rpi5": "ort", "jetson-orin-nano": "torch", "android-mid": "executor
 
 def _rec(rnd: int, client: str, status: str = "stored", outcome: str | None = None, reason: str | None = None) -> dict:
     tier = TIERS[client]
-    return {"round": rnd, "client": client, "tier": tier, "backend": BACKENDS[tier], "status": status,
-            "outcome": outcome, "reason": reason, "metrics": {}}
+    return {
+        "round": rnd,
+        "client": client,
+        "tier": tier,
+        "backend": BACKENDS[tier],
+        "status": status,
+        "outcome": outcome,
+        "reason": reason,
+        "metrics": {},
+    }
 
 
 def _metrics(rounds: int, selected: int = 3, stored: int = 3) -> list[dict]:
@@ -35,8 +44,9 @@ def test_a_client_failing_every_round_is_degraded_not_completed():
     assert len(verdict.failures) == 8 and verdict.client_rounds == 12
     assert {f.kind for f in verdict.failures} == {FailureKind.OUTCOME}
     assert verdict.by_reason() == {"error": {"rpi5": 4, "jetson-orin-nano": 4}}
-    assert verdict.headline() == ("degraded: 8 of 12 client-rounds did not store: error x8 "
-                                  "(jetson-orin-nano x4, rpi5 x4)")
+    assert verdict.headline() == (
+        "degraded: 8 of 12 client-rounds did not store: error x8 (jetson-orin-nano x4, rpi5 x4)"
+    )
     summary = verdict.summary()
     assert msg in summary and "dev-0" in summary
     rows = verdict.failed_clients()
@@ -45,8 +55,14 @@ def test_a_client_failing_every_round_is_degraded_not_completed():
 
 
 def test_rejections_and_drops_are_counted_by_reason():
-    records = [_rec(0, "dev-0", "rejected", reason="non_finite"), _rec(0, "dev-1", "dropped"), _rec(0, "dev-2"),
-               _rec(1, "dev-0"), _rec(1, "dev-1"), _rec(1, "dev-2", "outcome", "over_budget", "rss 900 > 640 MB")]
+    records = [
+        _rec(0, "dev-0", "rejected", reason="non_finite"),
+        _rec(0, "dev-1", "dropped"),
+        _rec(0, "dev-2"),
+        _rec(1, "dev-0"),
+        _rec(1, "dev-1"),
+        _rec(1, "dev-2", "outcome", "over_budget", "rss 900 > 640 MB"),
+    ]
     verdict = classify_run(records, _metrics(2, stored=2), 2)
     assert verdict.status is RunStatus.DEGRADED
     assert set(verdict.by_reason()) == {"rejected:non_finite", "dropped", "over_budget"}

@@ -1,4 +1,5 @@
 """Synthetic fleet for the strategy tests: small dims, three tiers, fake local training."""
+
 from __future__ import annotations
 
 import numpy as np

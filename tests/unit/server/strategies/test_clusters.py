@@ -1,6 +1,7 @@
 """FedHFT client clustering, the pure math (``server.strategies._clusters``): golden recoveries of
 synthetic update directions, minimum-SSE partitions checked exhaustively, degenerate inputs,
 stable labels."""
+
 import itertools
 
 import numpy as np

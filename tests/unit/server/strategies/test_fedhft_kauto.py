@@ -1,6 +1,7 @@
 """FedHFT's K chosen from the data (``num_clusters="auto"``): the BIC of the tied spherical mixture,
 golden on hand-computable cases; well-separated synthetic groups recover their number, noise gives
 one cluster; the strategy option is validated, deterministic and round-trips."""
+
 import math
 
 import numpy as np
@@ -77,8 +78,9 @@ def test_fedhft_auto_clusters_as_many_as_the_data_has():
     assert s.num_clusters == 5 and len(s.clusters) == 5
     for r in range(3):
         noise = {c.client_id: rng.standard_normal(shape) * 0.5 for c in clients}
-        st = run_head_round(s, r, clients,
-                            lambda c: 0.01 * (2 * common + dirs[group_of[c.client_id]] + noise[c.client_id]))
+        st = run_head_round(
+            s, r, clients, lambda c: 0.01 * (2 * common + dirs[group_of[c.client_id]] + noise[c.client_id])
+        )
     members = np.array([s.membership(c.client_id) for c in clients])
     assert members.shape == (12, 5) and used(members) == 3
     assert adjusted_rand_score([group_of[c.client_id] for c in clients], members.argmax(axis=1)) == 1.0
@@ -111,15 +113,18 @@ def test_fedhft_auto_config_round_trips_and_differs_from_a_fixed_k():
         fixed.load_state_dict(tensors, meta)
 
 
-@pytest.mark.parametrize("options,fix", [
-    ({"num_clusters": "many"}, "whole number >= 1 or 'auto'"),
-    ({"num_clusters": 0}, "whole number >= 1 or 'auto'"),
-    ({"num_clusters": 2.5}, "whole number >= 1 or 'auto'"),
-    ({"num_clusters": True}, "whole number >= 1 or 'auto'"),
-    ({"num_clusters": "auto", "max_clusters": 1}, "for no clustering set num_clusters=1"),
-    ({"num_clusters": "auto", "max_clusters": "4"}, "max_clusters must be a whole number >= 2"),
-    ({"num_clusters": 3, "max_clusters": 4}, "applies only to num_clusters=auto"),
-])
+@pytest.mark.parametrize(
+    "options,fix",
+    [
+        ({"num_clusters": "many"}, "whole number >= 1 or 'auto'"),
+        ({"num_clusters": 0}, "whole number >= 1 or 'auto'"),
+        ({"num_clusters": 2.5}, "whole number >= 1 or 'auto'"),
+        ({"num_clusters": True}, "whole number >= 1 or 'auto'"),
+        ({"num_clusters": "auto", "max_clusters": 1}, "for no clustering set num_clusters=1"),
+        ({"num_clusters": "auto", "max_clusters": "4"}, "max_clusters must be a whole number >= 2"),
+        ({"num_clusters": 3, "max_clusters": 4}, "applies only to num_clusters=auto"),
+    ],
+)
 def test_bad_cluster_options_are_refused_with_the_fix(options, fix):
     with pytest.raises(ValueError, match="invalid fedhft config") as err:
         get_strategy("fedhft", dims=DIMS, **options)

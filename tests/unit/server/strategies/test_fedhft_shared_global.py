@@ -1,4 +1,5 @@
 """FedHFT's global_model="shared": one more state, aggregated from every client's change, is the global model."""
+
 from __future__ import annotations
 
 import numpy as np

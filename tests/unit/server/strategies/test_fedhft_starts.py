@@ -1,5 +1,6 @@
 """FedHFT's start factors: the cached path (one mixture, energy and SVD per distinct membership)
 gives what the dense SVD of each client's own mixture gives, and never a stale factorization."""
+
 import numpy as np
 
 from devices import AdapterPlan
@@ -41,8 +42,9 @@ def test_start_factors_equal_the_dense_svd_of_each_clients_own_mixture():
             np.testing.assert_allclose(got, _dense_truncation(m[0] * c0 + m[1] * c1, 2), atol=1e-5)
     # c0 alone: rank-2 truncation keeps the two largest diagonal entries
     st = a["c0"].start_state
-    np.testing.assert_allclose(2.0 * st["layer0.query.lora_B"] @ st["layer0.query.lora_A"],
-                               np.diag([4.0, 3.0, 0.0, 0.0]), atol=1e-5)
+    np.testing.assert_allclose(
+        2.0 * st["layer0.query.lora_B"] @ st["layer0.query.lora_A"], np.diag([4.0, 3.0, 0.0, 0.0]), atol=1e-5
+    )
 
 
 def test_randomized_path_at_a_larger_size_matches_the_dense_svd():

@@ -1,5 +1,6 @@
 """FlexLoRA's dense math (the truncated SVD of each site's average, the clients' B @ A) runs on one
 BLAS thread, as FedHFT's, and the limit changes no bit of what it computes."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,5 +1,6 @@
 """FedHFT specifics: independent cluster states (the reference's ``[{}] * K`` bug), clustering,
 mixtures as start states, row coverage over rounds, untouched rows."""
+
 import numpy as np
 import pytest
 
@@ -76,8 +77,9 @@ def test_start_state_is_the_membership_mixture_and_unseen_clients_get_cluster_si
         m = s.membership(c.client_id)
         assert asg[c.client_id].membership is not None
         np.testing.assert_allclose(asg[c.client_id].membership, m)
-        np.testing.assert_allclose(asg[c.client_id].start_state["head.weight"], m[0] * heads[0] + m[1] * heads[1],
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            asg[c.client_id].start_state["head.weight"], m[0] * heads[0] + m[1] * heads[1], atol=1e-6
+        )
     np.testing.assert_allclose(s.membership("never-seen"), s.cluster_weights)
     np.testing.assert_allclose(s.cluster_weights.sum(), 1.0)
 
@@ -313,8 +315,11 @@ def test_unmasked_ablation_trains_every_row_and_round_trips():
     for c in clients:
         a = s.configure(0, [c])[c.client_id]
         assert a.mask.min() == 1.0, c.tier  # the tier's density no longer limits the rows
-        assert all(len(r) == DIMS.module_shape("query")[0] for n, r in rows_from_mask(a.plan, DIMS, a.mask).items()
-                   if ".query." in n)
+        assert all(
+            len(r) == DIMS.module_shape("query")[0]
+            for n, r in rows_from_mask(a.plan, DIMS, a.mask).items()
+            if ".query." in n
+        )
     tensors, meta = s.state_dict()
     assert meta["config"]["masked"] is False
     masked = get_strategy("fedhft", dims=DIMS, seed=0)

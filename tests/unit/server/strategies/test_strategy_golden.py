@@ -1,5 +1,6 @@
 """Golden values per strategy: tiny dims, trained tensors written literally, expected
 aggregates computed by hand (the arithmetic is in the comments)."""
+
 import dataclasses
 
 import numpy as np
@@ -34,14 +35,30 @@ def test_fedavg_golden_weighted_average_and_cheapest_plan():
     c1, c2 = ClientInfo("c1", "low", plan, num_examples=1), ClientInfo("c2", "high", bigger, num_examples=3)
     s = get_strategy("fedavg-lora", dims=D2)
     assert s.configure(0, [c1, c2])["c2"].plan == plan  # everybody trains the cheapest plan
-    st = one_round(s, D2, [
-        (c1,
-         {"layer1.query.lora_A": [[1, 2]], "layer1.query.lora_B": [[1], [0]], "head.weight": [[1, 1]],
-          "head.bias": [1]}),
-        (c2,
-         {"layer1.query.lora_A": [[3, 4]], "layer1.query.lora_B": [[3], [4]], "head.weight": [[5, 5]],
-          "head.bias": [-1]}),
-    ])
+    st = one_round(
+        s,
+        D2,
+        [
+            (
+                c1,
+                {
+                    "layer1.query.lora_A": [[1, 2]],
+                    "layer1.query.lora_B": [[1], [0]],
+                    "head.weight": [[1, 1]],
+                    "head.bias": [1],
+                },
+            ),
+            (
+                c2,
+                {
+                    "layer1.query.lora_A": [[3, 4]],
+                    "layer1.query.lora_B": [[3], [4]],
+                    "head.weight": [[5, 5]],
+                    "head.bias": [-1],
+                },
+            ),
+        ],
+    )
     g = st.global_state
     np.testing.assert_allclose(g["layer1.query.lora_A"], [[2.5, 3.5]])  # (1*[1,2] + 3*[3,4]) / 4
     np.testing.assert_allclose(g["layer1.query.lora_B"], [[2.5], [3.0]])
@@ -58,8 +75,10 @@ P2 = AdapterPlan(depth=2, ranks=(2, 2), mask_density=1.0, alpha=2.0)
 C1, C2 = ClientInfo("c1", "t1", P1, num_examples=1), ClientInfo("c2", "t2", P2, num_examples=1)
 OV1 = {"layer1.query.lora_A": [[2, 4]], "layer1.query.lora_B": [[1], [3]]}
 OV2 = {
-    "layer1.query.lora_A": [[4, 6], [8, 10]], "layer1.query.lora_B": [[5, 7], [9, 11]],
-    "layer0.query.lora_A": [[1, 1], [1, 1]], "layer0.query.lora_B": [[2, 2], [2, 2]],
+    "layer1.query.lora_A": [[4, 6], [8, 10]],
+    "layer1.query.lora_B": [[5, 7], [9, 11]],
+    "layer0.query.lora_A": [[1, 1], [1, 1]],
+    "layer0.query.lora_B": [[2, 2], [2, 2]],
 }
 
 HETERO_EXPECTED = {
@@ -92,10 +111,14 @@ def test_heterofl_scale_folding_golden():
     p2 = AdapterPlan(depth=1, ranks=(2,), mask_density=1.0, alpha=2.0)
     c1, c2 = ClientInfo("c1", "t1", p1), ClientInfo("c2", "t2", p2)
     s = get_strategy("heterofl", dims=D2)
-    g = one_round(s, D2, [
-        (c1, {"layer1.query.lora_A": [[1, 1]], "layer1.query.lora_B": [[1], [1]]}),
-        (c2, {"layer1.query.lora_A": [[4, 4], [6, 6]], "layer1.query.lora_B": [[3, 5], [7, 9]]}),
-    ]).global_state
+    g = one_round(
+        s,
+        D2,
+        [
+            (c1, {"layer1.query.lora_A": [[1, 1]], "layer1.query.lora_B": [[1], [1]]}),
+            (c2, {"layer1.query.lora_A": [[4, 4], [6, 6]], "layer1.query.lora_B": [[3, 5], [7, 9]]}),
+        ],
+    ).global_state
     np.testing.assert_allclose(g["layer1.query.lora_A"], [[3, 3], [6, 6]])  # ([2,2] + [4,4]) / 2
     np.testing.assert_allclose(g["layer1.query.lora_B"], [[2.5, 5], [4.5, 9]])  # ([2] + [3]) / 2, ([2] + [7]) / 2
     start = s.configure(1, [c1])["c1"].start_state  # unfolded: / 2
@@ -108,11 +131,15 @@ def test_flexlora_golden_average_of_products_and_svd():
     p2 = AdapterPlan(depth=1, ranks=(2,), mask_density=1.0, alpha=2.0)
     c1, c2 = ClientInfo("c1", "t1", p1, num_examples=1), ClientInfo("c2", "t2", p2, num_examples=3)
     s = get_strategy("flexlora", dims=D2)
-    g = one_round(s, D2, [
-        (c1, {"layer1.query.lora_A": [[2, 4]], "layer1.query.lora_B": [[1], [3]]}),  # dW = [[2,4],[6,12]]
-        (c2, {"layer1.query.lora_A": [[4, 6], [8, 10]], "layer1.query.lora_B": [[5, 7], [9, 11]]}),
-        # [[76,100],[124,164]]
-    ]).global_state
+    g = one_round(
+        s,
+        D2,
+        [
+            (c1, {"layer1.query.lora_A": [[2, 4]], "layer1.query.lora_B": [[1], [3]]}),  # dW = [[2,4],[6,12]]
+            (c2, {"layer1.query.lora_A": [[4, 6], [8, 10]], "layer1.query.lora_B": [[5, 7], [9, 11]]}),
+            # [[76,100],[124,164]]
+        ],
+    ).global_state
     expected = np.array([[57.5, 76.0], [94.5, 126.0]])  # ([[2,4],[6,12]] + 3*[[76,100],[124,164]]) / 4
     np.testing.assert_allclose(g["layer1.query.delta"], expected)
     asg = s.configure(1, [c1, c2])
@@ -146,12 +173,21 @@ def test_fedhft_golden_masked_row_average(residual_correction):
     s = get_strategy("fedhft", dims=dims, num_clusters=2, warmup_rounds=5, residual_correction=residual_correction)
     eye = [[1, 0, 0, 0], [0, 1, 0, 0]]  # trained A: dW row i = [B_i0, B_i1, 0, 0]
     st = _fedhft_round0(
-        s, dims, plan, {"c1": [0, 1], "c2": [1, 2]},
+        s,
+        dims,
+        plan,
+        {"c1": [0, 1], "c2": [1, 2]},
         {
-            "c1": {"layer0.query.lora_A": eye, "layer0.query.lora_B": [[1, 2], [3, 4], [0, 0], [0, 0]],
-                   "head.weight": [[1, 1, 1, 1]]},
-            "c2": {"layer0.query.lora_A": eye, "layer0.query.lora_B": [[0, 0], [5, 6], [7, 8], [0, 0]],
-                   "head.weight": [[5, 5, 5, 5]]},
+            "c1": {
+                "layer0.query.lora_A": eye,
+                "layer0.query.lora_B": [[1, 2], [3, 4], [0, 0], [0, 0]],
+                "head.weight": [[1, 1, 1, 1]],
+            },
+            "c2": {
+                "layer0.query.lora_A": eye,
+                "layer0.query.lora_B": [[0, 0], [5, 6], [7, 8], [0, 0]],
+                "head.weight": [[5, 5, 5, 5]],
+            },
         },
         {"c1": 1, "c2": 3},
     )
@@ -187,11 +223,30 @@ def test_heterotune_golden_shared_and_specific_branches():
     s = get_strategy("heterotune", dims=da, backbone_dims={"a": da, "b": db}, shared_rank=1)
     asg = s.configure(0, [ca, cb])
     agg = s.aggregator(0)
-    agg.add(ca, asg["ca"], trained_update(asg["ca"], da, {
-        "layer1.query.lora_A": [[1, 1], [2, 2]], "layer1.query.lora_B": [[1, 3], [1, 3]], "head.weight": [[1, 1]]}), 1)
-    agg.add(cb, asg["cb"], trained_update(asg["cb"], db, {
-        "layer2.query.lora_A": [[3, 3], [4, 4]], "layer2.query.lora_B": [[5, 7], [5, 7]],
-        "head.weight": [[2, 2], [3, 3]]}), 1)
+    agg.add(
+        ca,
+        asg["ca"],
+        trained_update(
+            asg["ca"],
+            da,
+            {"layer1.query.lora_A": [[1, 1], [2, 2]], "layer1.query.lora_B": [[1, 3], [1, 3]], "head.weight": [[1, 1]]},
+        ),
+        1,
+    )
+    agg.add(
+        cb,
+        asg["cb"],
+        trained_update(
+            asg["cb"],
+            db,
+            {
+                "layer2.query.lora_A": [[3, 3], [4, 4]],
+                "layer2.query.lora_B": [[5, 7], [5, 7]],
+                "head.weight": [[2, 2], [3, 3]],
+            },
+        ),
+        1,
+    )
     g = agg.finish().global_state
     # component 0 of each backbone's top layer is shared: ([1,1] + [3,3]) / 2, ([1] + [5]) / 2.
     np.testing.assert_allclose(g["shared/top0.query.2x2.lora_A"], [[2, 2]])
@@ -210,10 +265,14 @@ def test_hetlora_sparsity_weighted_golden():
     g = one_round(s, D2, [(C1, OV1), (C2, OV2)]).global_state
     # layer-1 norms: ||[[2,4],[6,12]]||_F = sqrt(200); ||[[76,100],[124,164]]||_F = sqrt(58048)
     n1, n2 = np.sqrt(200.0), np.sqrt(58048.0)
-    np.testing.assert_allclose(g["layer1.query.lora_A"], [
-        [(2 * n1 + 4 * n2) / (n1 + n2), (4 * n1 + 6 * n2) / (n1 + n2)],
-        [8 * n2 / (n1 + n2), 10 * n2 / (n1 + n2)],  # c1 pads component 1 with 0
-    ], rtol=1e-6)
+    np.testing.assert_allclose(
+        g["layer1.query.lora_A"],
+        [
+            [(2 * n1 + 4 * n2) / (n1 + n2), (4 * n1 + 6 * n2) / (n1 + n2)],
+            [8 * n2 / (n1 + n2), 10 * n2 / (n1 + n2)],  # c1 pads component 1 with 0
+        ],
+        rtol=1e-6,
+    )
     # layer 0: c1 lacks it, its norm there is 0, so c2's factors stand alone
     np.testing.assert_allclose(g["layer0.query.lora_A"], [[1, 1], [1, 1]])
 
@@ -243,8 +302,13 @@ def test_fedhft_streaming_equals_batch_masked_row_average():
             a = asg[c.client_id]
             if b not in a.start_state:
                 continue
-            t = scatter_update(a.plan, DIMS, a.start_state,
-                               gather_update(a.plan, DIMS, a.start_state, trained_all[c.client_id], a.mask), a.mask)
+            t = scatter_update(
+                a.plan,
+                DIMS,
+                a.start_state,
+                gather_update(a.plan, DIMS, a.start_state, trained_all[c.client_id], a.mask),
+                a.mask,
+            )
             rank = t[b].shape[1]
             vals.append(a.plan.alpha / rank * t[b].astype(np.float64) @ t[f"layer{layer}.query.lora_A"])
             m = np.zeros(t[b].shape[0])
@@ -253,6 +317,8 @@ def test_fedhft_streaming_equals_batch_masked_row_average():
             ws.append(c.num_examples)
         expected = masked_row_average(vals, masks, ws, before[key + ".delta"])
         np.testing.assert_allclose(after[key + ".delta"], expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(after["head.weight"],
-                               weighted_mean([trained_all[c.client_id]["head.weight"] for c in clients],
-                                             [c.num_examples for c in clients]), rtol=1e-5)
+    np.testing.assert_allclose(
+        after["head.weight"],
+        weighted_mean([trained_all[c.client_id]["head.weight"] for c in clients], [c.num_examples for c in clients]),
+        rtol=1e-5,
+    )

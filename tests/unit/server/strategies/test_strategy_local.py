@@ -1,4 +1,5 @@
 """Local-only: each client continues from its own trained state; nothing is averaged."""
+
 import numpy as np
 
 from server.strategies import get_strategy

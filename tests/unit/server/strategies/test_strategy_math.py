@@ -1,4 +1,5 @@
 """Golden values for the pure math in server.strategies._math / _base.Sums (hand-computed)."""
+
 import numpy as np
 import pytest
 
@@ -122,8 +123,9 @@ def test_count_sketch_is_linear_and_signed_unit_on_basis():
 def test_mixture_and_sparsify_golden():
     states = [{"w": np.array([1.0, 0.0])}, {"w": np.array([0.0, 4.0])}]
     np.testing.assert_allclose(mixture(states, [0.25, 0.75])["w"], [0.25, 3.0])
-    np.testing.assert_allclose(sparsify_membership(np.array([[0.9995, 0.0005], [0.4, 0.6]]), 1e-3),
-                               [[1, 0], [0.4, 0.6]])
+    np.testing.assert_allclose(
+        sparsify_membership(np.array([[0.9995, 0.0005], [0.4, 0.6]]), 1e-3), [[1, 0], [0.4, 0.6]]
+    )
 
 
 def _orthonormal(n, k, seed):
@@ -156,8 +158,9 @@ def test_count_sketch_of_selected_rows_equals_sketch_of_dense_rows():
     x = np.zeros((6, 5))
     x[[1, 4]] = np.arange(10.0).reshape(2, 5)
     bucket, sign = count_sketch_hashes(x.shape, 8, seed=11)
-    np.testing.assert_allclose(count_sketch(x[[1, 4]], 8, 0, hashes=(bucket[[1, 4]], sign[[1, 4]])),
-                               count_sketch(x, 8, 11))
+    np.testing.assert_allclose(
+        count_sketch(x[[1, 4]], 8, 0, hashes=(bucket[[1, 4]], sign[[1, 4]])), count_sketch(x, 8, 11)
+    )
 
 
 def test_sums_add_rows_golden():

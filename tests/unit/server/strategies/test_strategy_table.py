@@ -1,5 +1,6 @@
 """Every strategy, 3 rounds over 3 tiers of synthetic clients: state moves, order independence,
 state_dict round trip, resume == uninterrupted, determinism."""
+
 import json
 
 import numpy as np
@@ -138,14 +139,16 @@ def test_misuse_raises_with_the_fix(name):
 
 
 def test_get_strategy_errors_list_the_choices():
-    with pytest.raises(ValueError,
-                       match="known strategies: fedavg-lora, fedhft, flexlora, heterofl, heterotune, hetlora, legend"):
+    with pytest.raises(
+        ValueError, match="known strategies: fedavg-lora, fedhft, flexlora, heterofl, heterotune, hetlora, legend"
+    ):
         get_strategy("fedprox", dims=DIMS)
     with pytest.raises(ValueError, match="accepts"):
         get_strategy("fedhft", dims=DIMS, num_clsuters=3)
 
 
 # -- "a client's update moves the aggregate by its weight share" -------------------------------------
+
 
 def _one_mover_round(name, delta=0.5):
     """Round 0 where every client returns its start unchanged except ``mover``, whose B rows
@@ -179,14 +182,16 @@ def test_heterofl_single_mover_shifts_covered_elements_by_weight_share():
     for layer in (1, 2):
         key = f"layer{layer}.query.lora_B"
         r = mover.plan.ranks[layer - 1]
-        covering = [c for c in clients if key in asg[c.client_id].start_state
-                    and asg[c.client_id].start_state[key].shape[1] > 0]
+        covering = [
+            c for c in clients if key in asg[c.client_id].start_state and asg[c.client_id].start_state[key].shape[1] > 0
+        ]
         for comp in range(after.global_state[key].shape[1]):
             cov = [c for c in covering if asg[c.client_id].start_state[key].shape[1] > comp]
             share = mover.num_examples / sum(c.num_examples for c in cov) if comp < r else 0.0
             np.testing.assert_allclose(
-                after.global_state[key][:, comp] - before.global_state[key][:, comp], share * 0.5 * np.sqrt(16.0 / r),
-                atol=1e-5
+                after.global_state[key][:, comp] - before.global_state[key][:, comp],
+                share * 0.5 * np.sqrt(16.0 / r),
+                atol=1e-5,
             )
 
 
