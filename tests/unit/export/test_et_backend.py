@@ -178,3 +178,10 @@ def test_adamw_step_module_with_weight_decay():
         ours, m, v = list(out[:2]), list(out[2:4]), list(out[4:])
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-7)
+
+
+def test_manifest_md_documents_every_executorch_extra(bundles):
+    from tests.unit.test_manifest_doc import undocumented_extras
+
+    for bundle in bundles.values():
+        assert undocumented_extras("executorch", load_manifest(bundle.bundle_dir).backend_extras) == []

@@ -101,3 +101,10 @@ def test_inference_model_runs_in_a_plain_session_and_matches_the_eval_graph(bund
     plain = onnxruntime.InferenceSession(str(bundle / "inference_model.onnx"), providers=["CPUExecutionProvider"])
     (logits,) = plain.run(["logits"], {"input_ids": ids, "attention_mask": attn, "mask": mask})
     np.testing.assert_allclose(logits, session.logits(ids, attn), atol=1e-6)
+
+
+def test_manifest_md_documents_every_ort_extra(bundles):
+    from tests.unit.test_manifest_doc import undocumented_extras
+
+    for bundle in bundles.values():
+        assert undocumented_extras("ort", load_manifest(bundle.bundle_dir).backend_extras) == []
