@@ -185,3 +185,23 @@ def test_manifest_md_documents_every_executorch_extra(bundles):
 
     for bundle in bundles.values():
         assert undocumented_extras("executorch", load_manifest(bundle.bundle_dir).backend_extras) == []
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_program_ships_the_initial_weights_the_manifest_states(bundles, precision):
+    """The trainable parameters in model.pte are ``init_trainable(plan, dims, seed)`` with the seed the
+    manifest records, bit for bit. A freshly opened session's state is the program's own parameters
+    (read after one forward_backward, which moves nothing)."""
+    from bundle_runtime import open_session
+    from fedhft.layout import init_trainable
+
+    bundle = bundles[precision].bundle_dir
+    initial = json.loads((bundle / "manifest.json").read_text())["initial_weights"]
+    assert initial["scheme"] == "fedhft.layout.init_trainable" and initial["shipped_in"] == "model.pte"
+    session = open_session(bundle)
+    m = session.manifest
+    expected = init_trainable(m.plan, m.dims, initial["seed"])
+    shipped = session.get_state()
+    assert list(shipped) == [spec.name for spec in m.trainable]
+    for name, value in shipped.items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)

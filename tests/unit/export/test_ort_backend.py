@@ -1,5 +1,7 @@
 """ORT training bundles: parity with eager, int8 storage, and the graph properties parity relies on."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,22 @@ def test_manifest_md_documents_every_ort_extra(bundles):
 
     for bundle in bundles.values():
         assert undocumented_extras("ort", load_manifest(bundle.bundle_dir).backend_extras) == []
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_checkpoint_ships_the_initial_weights_the_manifest_states(bundles, precision):
+    """The trainable tensors in the checkpoint are ``init_trainable(plan, dims, seed)`` with the seed
+    the manifest records, bit for bit (what someone who runs the bundle without a server trains from)."""
+    from onnxruntime.training.api import CheckpointState
+
+    from fedhft.layout import init_trainable
+
+    bundle = bundles[precision].bundle_dir
+    m = load_manifest(bundle)
+    initial = json.loads((bundle / "manifest.json").read_text())["initial_weights"]
+    assert initial["scheme"] == "fedhft.layout.init_trainable" and initial["shipped_in"] == "checkpoint"
+    expected = init_trainable(m.plan, m.dims, initial["seed"])
+    shipped = CheckpointState.load_checkpoint(str(bundle / initial["shipped_in"])).parameters
+    onnx_names = m.backend_extras["onnx_names"]
+    for spec in m.trainable:
+        np.testing.assert_array_equal(shipped[onnx_names[spec.name]].data, expected[spec.name], err_msg=spec.name)

@@ -57,6 +57,24 @@ def test_manifest_records_layout_files_and_inputs(bundles):
     assert m.optimizer.runs_in == "app" and raw["initial_weights"]["shipped_in"] is None
 
 
+def test_the_bundle_ships_no_trainable_weights_as_its_manifest_states(bundles):
+    """initial_weights.shipped_in is null for torch: backbone.safetensors holds none of the trainable
+    tensors (the device takes them all from the task's start state), only the frozen layers they adapt."""
+    from safetensors import safe_open
+
+    for result in bundles.values():
+        bundle, m = result.bundle_dir, result.manifest
+        assert json.loads((bundle / "manifest.json").read_text())["initial_weights"]["shipped_in"] is None
+        with safe_open(str(bundle / "backbone.safetensors"), "np") as f:
+            stored = set(f.keys())
+        # AdapterModel names the encoder's tensors "encoder.<the encoder's state_dict name>"
+        trainable = {name.removeprefix("encoder.") for name in m.backend_extras["torch_names"].values()}
+        assert len(trainable) == len(m.trainable) and not stored & trainable
+        for name in trainable - {"head.weight", "head.bias"}:
+            module = name.rsplit(".", 1)[0]  # the adapted layer, whose frozen weight is stored
+            assert {f"{module}.base.weight", f"{module}.base.weight_int8"} & stored, module
+
+
 def test_the_one_tokenizer_file_pads_and_truncates_to_the_bundle_bound(bundles):
     from tokenizers import Tokenizer
 
