@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -91,6 +92,8 @@ VARIANTS = {
     "fedhft-kauto": {"strategy": "fedhft", "strategy_options": {"num_clusters": "auto"}},  # K by BIC, up to 4
     "fedhft-noexplore": {"strategy": "fedhft", "strategy_options": {"explore": 0.0}},
     "fedhft-warmup2": {"strategy": "fedhft", "warmup_rounds": 2},
+    # the default before 2026-12-05: a client's row = its untruncated start mixture + its change
+    "fedhft-residual": {"strategy": "fedhft", "strategy_options": {"residual_correction": True}},
 }
 TUNE_SEED = 100
 SIGNIFICANCE = 0.05
@@ -209,8 +212,7 @@ class Sweep:
             **extra,
         )
         row = {**run_one(key, cfg), "sizing": json.dumps(self.sizing, sort_keys=True)}
-        with open(self.log, "a") as fh:
-            fh.write(json.dumps(row, default=str) + "\n")
+        append_line(self.log, json.dumps(row, default=str))
         self.runs.append(row)
         self.ran += 1
         per = (time.time() - self.started) / self.ran
@@ -222,6 +224,16 @@ class Sweep:
             flush=True,
         )
         return row
+
+
+def append_line(path: Path, line: str) -> None:
+    """One ``write`` of the whole line on an O_APPEND descriptor: sweeps of disjoint strategies may share
+    one log, and a buffered write of a long row (~11 kB) could interleave with another process's."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def tune_setting(setting: str, per_dataset: bool) -> str:
@@ -357,7 +369,8 @@ def compare(rows: list[dict], runs: list[dict]) -> list[dict]:
         mine = {r["strategy"]: r for r in rows if r["setting"] == setting}
         if "fedhft" not in mine:
             continue
-        others = [s for s in mine if s not in ("fedhft", "local-only") and s not in VARIANTS]
+        # Every FedHFT variant is named fedhft-*, also those of an earlier default kept in the log.
+        others = [s for s in mine if s != "local-only" and not s.startswith("fedhft")]
         entry = {"setting": setting}
         for metric in ("personalized_acc_after_final", "global_accuracy_final"):
             best = max(others, key=lambda s: mine[s][metric][0] if mine[s][metric][0] is not None else -1, default=None)

@@ -5,7 +5,7 @@ states (dense ``dW = (alpha/r) B @ A`` per site); mask = per B matrix the tier's
 chosen by the row energy of that start dW, with a fraction of exploration rows (stalest first);
 start factors = rank-r SVD of the start dW. Aggregation, per cluster and per row of every dW:
 weighted mean over the clients whose mask covers the row, weights = example weight x soft
-membership; rows covered by nobody keep their value.
+membership, of the client's trained rows; rows covered by nobody keep their value.
 
 Clusters: ``_clusters.fit_memberships`` refits a mixture every round from ``warmup_rounds`` on,
 over each client's classifier-head UPDATE direction averaged over the rounds it trained from the
@@ -98,7 +98,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         explore: float = 0.2,
         explore_decay: float = 1.0,
         min_membership: float = 1e-3,
-        residual_correction: bool = True,
+        residual_correction: bool = False,
         masked: bool = True,
         global_model: str = "mixture",
         backbone_dims: Mapping[str, ModelDims] | None = None,
@@ -112,7 +112,8 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         sketch_dim     size of a client's clustering feature (its head update direction)
         explore        share of each tier's mask given to the stalest rows (decays by explore_decay a round)
         min_membership memberships below it are dropped (the row renormalized)
-        residual_correction  a client contributes its start mixture + its change (see the module doc)
+        residual_correction  on: a client contributes its untruncated start mixture + its change; off
+                       (default): its trained rows, as the reference code (docs/DESIGN-NOTES.md says why)
         masked         false: every row of every B trains (the no-mask ablation)
         global_model   the model scored on the global test set and given to clients never seen:
                        "mixture" (the cluster states weighted by cluster size) or "shared" (a state

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 
 import pytest
 
-from benchmarks.sweep import choose_lrs, compare, paired_test, per_client_final, summarize
+from benchmarks.sweep import append_line, choose_lrs, compare, paired_test, per_client_final, summarize
 
 
 def _run(kind, strategy, seed, lr, pers, glob, clients=None, setting="s"):
@@ -62,6 +63,8 @@ def test_compare_names_the_best_other_strategy_and_ignores_local_only():
         _run("eval", "hetlora", 0, 0.1, 0.75, 0.72),
         _run("eval", "flexlora", 0, 0.1, 0.78, 0.60),
         _run("eval", "local-only", 0, 0.1, 0.95, 0.5),
+        _run("eval", "fedhft-k1", 0, 0.1, 0.99, 0.99),  # a FedHFT variant is never the baseline
+        _run("eval", "fedhft-residual-k3", 0, 0.1, 0.99, 0.99),  # nor one of an earlier default, kept in the log
     ]
     [c] = compare(summarize(runs), runs)
     assert c["personalized_acc_after_final"]["best_baseline"] == "flexlora"
@@ -193,3 +196,21 @@ def test_the_cost_note_projects_the_unfinished_steps_at_the_mean_rate():
         f"plan needs about {hours:.1f} h more at that rate."
     )
     assert cost_note([], steps) == "Cost: no run finished yet."
+
+
+def _append_rows(log, writer: str) -> None:
+    for i in range(100):  # each row longer than a buffered writer's 8 kB chunk
+        append_line(log, json.dumps({"writer": writer, "i": i, "pad": "x" * 20_000}))
+
+
+def test_rows_appended_by_two_processes_at_once_stay_whole_lines(tmp_path):
+    log = tmp_path / "runs.jsonl"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_rows, args=(log, w)) for w in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    rows = [json.loads(x) for x in log.read_text().splitlines()]  # a torn line would not parse
+    assert sorted((r["writer"], r["i"]) for r in rows) == [(w, i) for w in ("a", "b") for i in range(100)]
