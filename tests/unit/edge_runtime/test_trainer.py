@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -84,6 +85,21 @@ def test_masked_off_rows_do_not_move(tiny_session, source):
     for sl in m.mask_layout:
         off = task.mask[sl.offset : sl.offset + sl.rows] == 0
         assert np.array_equal(result.trained[sl.b_name][off], task.start_state[sl.b_name][off])
+
+
+@pytest.mark.parametrize("value", [0.5, 0.999, 2.0, -1.0, float("nan")])
+def test_a_mask_entry_other_than_0_or_1_is_refused_not_rounded(tiny_session, source, value):
+    """The manifest's mask.values [0.0, 1.0] are the only values (docs/MANIFEST.md, PROTOCOL.md section
+    11): a session refuses any other, naming the rule, so train_round on such a task raises before
+    training (the agent reports it as outcome error)."""
+    task = make_task(tiny_session, steps=3)
+    mask = task.mask.copy()
+    mask[0] = value
+    with pytest.raises(ValueError, match=r"^mask must hold only 0\.0 and 1\.0$"):
+        tiny_session.begin_round(mask, 1e-3)
+    with pytest.raises(ValueError, match=r"^mask must hold only 0\.0 and 1\.0$"):
+        train_round(tiny_session, replace(task, mask=mask), source)
+    tiny_session.begin_round(task.mask, 1e-3)  # the same mask with its 0/1 entry back is accepted
 
 
 def test_low_battery_skips_the_round_before_training(tiny_session, source):
