@@ -232,7 +232,7 @@ def train(manifest: dict, bundle: Path, task: dict, start: dict, mask: np.ndarra
         update[name] = trained[offset:offset + size].reshape(shapes[name]) - np.asarray(start[name], np.float32)
         offset += size
     for piece in manifest["mask"]["layout"]:  # each lora_B: only the rows the mask selects, ascending
-        selected = np.flatnonzero(mask[piece["offset"]:piece["offset"] + piece["rows"]] > 0.5)
+        selected = np.flatnonzero(mask[piece["offset"]:piece["offset"] + piece["rows"]] == 1.0)
         update[piece["b_name"]] = np.ascontiguousarray(update[piece["b_name"]][selected])
     metrics = {"loss_first": losses[0], "loss_last": losses[-1], "loss_mean": float(np.mean(losses)),
                "steps": float(steps)}
@@ -316,6 +316,8 @@ class Device:
             bundle, manifest = self.bundle(header)
             if manifest["plan"] != header["plan"]:
                 raise RuntimeError(f"bundle plan {manifest['plan']} is not the task's {header['plan']}")
+            if not np.isin(mask, manifest["mask"]["values"]).all():  # PROTOCOL.md: exactly 0.0 or 1.0
+                raise RuntimeError(f"mask must hold only {manifest['mask']['values']}")
             self.publish("status", self.status("training", header["round"]), retain=True)
             update, examples, metrics = train(manifest, bundle, header, tensors, mask, self.data)
             body = encode_update(update, header["hyper"]["encoding"])  # the encoding the task asks for
