@@ -271,3 +271,26 @@ def test_finish_commits_once_per_round(name):
         first.finish()
     with pytest.raises(ValueError, match="round 0"):
         second.finish()  # another aggregator of round 0 has committed
+
+
+def test_heterofl_and_legend_coincide_under_a_shared_rank_profile():
+    """The planner gives every tier the ranks of one shared profile (a layer has one shape on every device
+    that adapts it), so LEGEND's zero padding never happens and its layer-wise mean is HeteroFL's
+    element-wise mean: the two report the same numbers in the sweep. With tier-specific ranks in one layer
+    (the helpers' PLANS) they differ, as the golden test of each shows."""
+    from devices import AdapterPlan
+    from server.strategies import ClientInfo
+
+    profile = (2, 4, 4)  # bottom layer first
+    shared = {
+        t: AdapterPlan(depth=d, ranks=profile[-d:], mask_density=1.0) for t, d in (("lo", 1), ("mid", 2), ("hi", 3))
+    }
+    clients = [ClientInfo(f"{t}-{i}", t, p, num_examples=5 + i) for i in range(2) for t, p in shared.items()]
+    same = [run(make(name), clients, 3) for name in ("heterofl", "legend")]
+    for a, b in zip(*same):
+        fa, fb = flat(a), flat(b)
+        assert fa.keys() == fb.keys()
+        for k in fa:
+            np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
+    tiered = [flat(run(make(name), clients_for(name), 1)[0]) for name in ("heterofl", "legend")]
+    assert any(not np.array_equal(tiered[0][k], tiered[1][k]) for k in tiered[0])
