@@ -157,3 +157,12 @@ def test_a_key_the_document_lost_is_named():
     assert undocumented_extras("ort", extras, lost_record_key) == ["training_graph.loss_output"]
     # a key mentioned only in another backend's section is still missing from this one
     assert undocumented_extras("torch", {"param_order": []}) == ["param_order"]
+
+
+def test_the_update_spec_link_resolves_to_an_anchor_in_protocol_md():
+    """Every manifest points an app at ``update.spec`` for the update format: the file and its anchor exist."""
+    from fedhft.manifest import UPDATE_SPEC
+
+    path, _, anchor = UPDATE_SPEC.partition("#")
+    assert anchor, f"{UPDATE_SPEC} names no section"
+    assert f'<a id="{anchor}"></a>' in (ROOT / path).read_text(), f"{path} has no anchor '{anchor}' (update.spec)"
