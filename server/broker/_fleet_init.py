@@ -164,37 +164,21 @@ def new_password() -> str:
             return password
 
 
-def fleet_init(
-    out_dir: str | Path,
-    clients: int | list[str],
-    fleet: str = "default",
-    server_user: str = "server",
-    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-    tls: bool = False,
-    port: int | None = None,
-    client_prefix: str = "dev",
+def _write_credentials(
+    out: Path,
+    fleet: str,
+    server_user: str,
+    ids: list[str],
+    passwords: dict[str, str],
+    certs: dict[str, tuple[Path, Path]],
+    max_packet_size: int,
+    tls: bool,
     *,
-    host: str = "127.0.0.1",
-    tls_port: int | None = None,
-) -> FleetConfig:
-    """Write broker config, users, ACL and credentials for a fleet; return it as `load_fleet` would.
-
-    `port`/`tls_port` None: the launcher picks free ports at start, and the credentials files carry
-    `broker_url: null` (connect to the running broker's `url` instead).
-    """
-    out = Path(out_dir).resolve()
-    check_name("fleet", fleet)
-    check_name("server user", server_user)
-    ids = _device_ids(clients, client_prefix, server_user)
-    _check_args(out, max_packet_size, port, tls_port)
-    for sub in ("clients", "data", "run"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-
-    passwords = {cid: new_password() for cid in [server_user, *ids]}
-    certs = _make_tls(out, fleet, host, [server_user, *ids]) if tls else {}
-    _write_secret(out / "passwd", render_password_file(passwords))
-    (out / "acl").write_text(mosquitto_acl(fleet, server_user), encoding="utf-8")
-
+    host: str,
+    port: int | None,
+    tls_port: int | None,
+) -> None:
+    """server.json and clients/<id>.json: each user's password, broker url and (tls=True) certificate."""
     server_crt, server_key = certs.get(server_user, (None, None))
     # The server sits next to the broker: it uses the plain loopback listener (its url), and gets
     # a client certificate only for a TLS connection from elsewhere.
@@ -227,6 +211,62 @@ def fleet_init(
         )
         _write_secret(out / "clients" / f"{cid}.json", cred.to_json(out / "clients"))
 
+
+def _write_mosquitto_conf(
+    out: Path,
+    config: FleetConfig,
+    fleet: str,
+    max_packet_size: int,
+    host: str,
+    port: int | None,
+    tls_port: int | None,
+) -> None:
+    conf = render_mosquitto_conf(
+        config.conf_paths,
+        fleet=fleet,
+        max_packet_size=max_packet_size,
+        host=host,
+        port=port,
+        tls_port=tls_port,
+    )
+    (out / "mosquitto.conf").write_text(conf, encoding="utf-8")
+
+
+def fleet_init(
+    out_dir: str | Path,
+    clients: int | list[str],
+    fleet: str = "default",
+    server_user: str = "server",
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+    tls: bool = False,
+    port: int | None = None,
+    client_prefix: str = "dev",
+    *,
+    host: str = "127.0.0.1",
+    tls_port: int | None = None,
+) -> FleetConfig:
+    """Write broker config, users, ACL and credentials for a fleet; return it as `load_fleet` would.
+
+    `port`/`tls_port` None: the launcher picks free ports at start, and the credentials files carry
+    `broker_url: null` (connect to the running broker's `url` instead).
+    """
+    out = Path(out_dir).resolve()
+    check_name("fleet", fleet)
+    check_name("server user", server_user)
+    ids = _device_ids(clients, client_prefix, server_user)
+    _check_args(out, max_packet_size, port, tls_port)
+    for sub in ("clients", "data", "run"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+
+    passwords = {cid: new_password() for cid in [server_user, *ids]}
+    certs = _make_tls(out, fleet, host, [server_user, *ids]) if tls else {}
+    _write_secret(out / "passwd", render_password_file(passwords))
+    (out / "acl").write_text(mosquitto_acl(fleet, server_user), encoding="utf-8")
+
+    _write_credentials(
+        out, fleet, server_user, ids, passwords, certs, max_packet_size, tls, host=host, port=port, tls_port=tls_port
+    )
+
     meta = {
         "schema_version": SCHEMA_VERSION,
         "fleet": fleet,
@@ -240,15 +280,7 @@ def fleet_init(
     }
     (out / FLEET_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     config = load_fleet(out)
-    conf = render_mosquitto_conf(
-        config.conf_paths,
-        fleet=fleet,
-        max_packet_size=max_packet_size,
-        host=host,
-        port=port,
-        tls_port=tls_port if tls else None,
-    )
-    (out / "mosquitto.conf").write_text(conf, encoding="utf-8")
+    _write_mosquitto_conf(out, config, fleet, max_packet_size, host, port, tls_port if tls else None)
     return config
 
 
