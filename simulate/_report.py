@@ -387,6 +387,45 @@ def make_plots(run_dir: Path, rounds, stats, members, groups, tiers: dict[str, s
     )
 
 
+def _add_catalog_budgets(stats: dict[str, dict]) -> None:
+    """Each tier's ``catalog_budget_mb`` (None for a tier the catalog lacks); nothing without a catalog."""
+    try:
+        from devices import load_catalog
+
+        catalog = load_catalog()
+        for tier, t in stats.items():
+            t["catalog_budget_mb"] = catalog[tier].memory_budget_mb if tier in catalog else None
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def _run_notes(cfg, broker_kind: str, eval_error: str | None, mqtt_protocol: str | None) -> list[str]:
+    """The report's notes: what the in-process engine or the embedded broker leave out, and a failed evaluation."""
+    notes = []
+    if cfg.engine == "inprocess":
+        notes.append(
+            "engine=inprocess: no broker and no device processes; every client trained in this one "
+            "process, one after another, with memory budgets off; a round closed when every selected "
+            "client had answered (no deadline drops, no redeliveries)"
+        )
+    if broker_kind == "embedded":
+        notes.append(
+            f"embedded amqtt broker (server and devices spoke MQTT {mqtt_protocol or '3.1.1'}): no MQTT 5, so "
+            "an ACL-refused publish is dropped silently; unacked QoS 1 messages are not redelivered after a "
+            "crash; keepalive is not enforced (a stalled device's Last Will never fires). Fine for a "
+            "demo; use Mosquitto for reliability runs"
+        )
+    if eval_error:
+        notes.append(f"evaluation failed to start: {eval_error.strip().splitlines()[-1]}")
+    return notes
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, default=str) + "\n")
+
+
 def write_outputs(
     cfg,
     result,
@@ -408,33 +447,11 @@ def write_outputs(
     if records is None:
         records = client_rounds(state)
     stats = tier_stats(records)
-    try:
-        from devices import load_catalog
-
-        catalog = load_catalog()
-        for tier, t in stats.items():
-            t["catalog_budget_mb"] = catalog[tier].memory_budget_mb if tier in catalog else None
-    except (ImportError, ValueError, OSError):
-        pass
+    _add_catalog_budgets(stats)
     last = result.rounds[-1]["round"] if result.rounds else None
     members = memberships(state, last) if last is not None else {}
     plots = make_plots(run_dir, result.rounds, stats, members, data.client_groups, tiers)
-    notes = []
-    if cfg.engine == "inprocess":
-        notes.append(
-            "engine=inprocess: no broker and no device processes; every client trained in this one "
-            "process, one after another, with memory budgets off; a round closed when every selected "
-            "client had answered (no deadline drops, no redeliveries)"
-        )
-    if broker_kind == "embedded":
-        notes.append(
-            f"embedded amqtt broker (server and devices spoke MQTT {mqtt_protocol or '3.1.1'}): no MQTT 5, so "
-            "an ACL-refused publish is dropped silently; unacked QoS 1 messages are not redelivered after a "
-            "crash; keepalive is not enforced (a stalled device's Last Will never fires). Fine for a "
-            "demo; use Mosquitto for reliability runs"
-        )
-    if eval_error:
-        notes.append(f"evaluation failed to start: {eval_error.strip().splitlines()[-1]}")
+    notes = _run_notes(cfg, broker_kind, eval_error, mqtt_protocol)
     summary = data.summary()
     out = {
         "status": result.status.value,
@@ -460,11 +477,7 @@ def write_outputs(
         "plots": plots,
     }
     (run_dir / "results.json").write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
-    with open(run_dir / "rounds.jsonl", "w", encoding="utf-8") as fh:
-        for r in result.rounds:
-            fh.write(json.dumps(r, default=str) + "\n")
-    with open(run_dir / "clients.jsonl", "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, default=str) + "\n")
+    _write_jsonl(run_dir / "rounds.jsonl", result.rounds)
+    _write_jsonl(run_dir / "clients.jsonl", records)
     write_report(run_dir / "report.md", cfg, result, summary, stats, plots, notes)
     return out
