@@ -61,6 +61,21 @@ def train_centralized(
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    pred = _predictions(m, test, mask, eval_batch)
+    return {
+        "accuracy": float((pred == test.labels).mean()),
+        "steps": steps,
+        "lr": lr,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": float(np.mean(losses[-10:])) if losses else None,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _predictions(m, test: EncodedSet, mask, eval_batch: int) -> np.ndarray:
+    """The predicted label of every example of ``test``, ``eval_batch`` examples at a time."""
+    import torch
+
     preds = []
     with torch.inference_mode():
         for s in range(0, len(test.labels), eval_batch):
@@ -70,12 +85,4 @@ def train_centralized(
                 mask,
             )
             preds.append(logits.argmax(-1).numpy())
-    pred = np.concatenate(preds)
-    return {
-        "accuracy": float((pred == test.labels).mean()),
-        "steps": steps,
-        "lr": lr,
-        "loss_first": losses[0] if losses else None,
-        "loss_last": float(np.mean(losses[-10:])) if losses else None,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    return np.concatenate(preds)
