@@ -231,17 +231,8 @@ class _Workers:
                 w.kill()
 
 
-def run_server(
-    work: Path,
-    url: str,
-    fleet,
-    n: int,
-    rounds: int,
-    strategy: str,
-    timeout: float,
-    connections: bool = False,
-    procs: int = 2,
-) -> dict:
+def _write_server_config(work: Path, fleet, n: int, rounds: int, strategy: str, timeout: float) -> Path:
+    """work/server.yaml (and the bundles it names): every one of the ``n`` clients in every round."""
     cfg = work / "server.yaml"
     cfg.write_text(
         json.dumps(
@@ -260,7 +251,12 @@ def run_server(
             }
         )
     )
-    cmd = [
+    return cfg
+
+
+def _server_command(url: str, work: Path, cfg: Path, fleet) -> list[str]:
+    """``fedhft server`` on ``url`` with the fleet's server credentials, its state in work/state."""
+    return [
         sys.executable,
         "-m",
         "fedhft",
@@ -276,6 +272,21 @@ def run_server(
         "--credentials",
         str(fleet.dir / "server.json"),
     ]
+
+
+def run_server(
+    work: Path,
+    url: str,
+    fleet,
+    n: int,
+    rounds: int,
+    strategy: str,
+    timeout: float,
+    connections: bool = False,
+    procs: int = 2,
+) -> dict:
+    cfg = _write_server_config(work, fleet, n, rounds, strategy, timeout)
+    cmd = _server_command(url, work, cfg, fleet)
     log = open(work / "server.log", "wb")
     t0 = time.perf_counter()
     sim = start_clients(url, fleet, n, connections, procs)
