@@ -83,6 +83,30 @@ def cluster_slots(num_clusters: Any, max_clusters: Any) -> tuple[int, list[str]]
     return (int(num_clusters) if not problems else 1), problems
 
 
+def _checked_slots(
+    num_clusters: Any,
+    max_clusters: Any,
+    warmup_rounds: int,
+    sketch_dim: int,
+    explore: float,
+    explore_decay: float,
+    global_model: str,
+) -> int:
+    """The cluster states to keep (``cluster_slots``); a ValueError naming every invalid option at once."""
+    slots, errors = cluster_slots(num_clusters, max_clusters)
+    if warmup_rounds < 0:
+        errors.append(f"warmup_rounds must be >= 0, got {warmup_rounds}")
+    if sketch_dim < 2:
+        errors.append(f"sketch_dim must be >= 2, got {sketch_dim}")
+    if not 0.0 <= explore <= 1.0 or not 0.0 < explore_decay <= 1.0:
+        errors.append(f"explore must be in [0, 1] and explore_decay in (0, 1], got {explore}, {explore_decay}")
+    if global_model not in GLOBAL_MODELS:
+        errors.append(f"global_model must be one of {GLOBAL_MODELS}, got {global_model!r}")
+    if errors:
+        raise ValueError("invalid fedhft config: " + "; ".join(errors))
+    return slots
+
+
 class FedHFT(OneBlasThreadPlanning, Strategy):
     name = "fedhft"
 
@@ -120,17 +144,9 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
                        aggregated from every client's change, as if there were one cluster)
         """
         super().__init__(dims, seed=seed, backbone_dims=backbone_dims)
-        slots, errors = cluster_slots(num_clusters, max_clusters)
-        if warmup_rounds < 0:
-            errors.append(f"warmup_rounds must be >= 0, got {warmup_rounds}")
-        if sketch_dim < 2:
-            errors.append(f"sketch_dim must be >= 2, got {sketch_dim}")
-        if not 0.0 <= explore <= 1.0 or not 0.0 < explore_decay <= 1.0:
-            errors.append(f"explore must be in [0, 1] and explore_decay in (0, 1], got {explore}, {explore_decay}")
-        if global_model not in GLOBAL_MODELS:
-            errors.append(f"global_model must be one of {GLOBAL_MODELS}, got {global_model!r}")
-        if errors:
-            raise ValueError("invalid fedhft config: " + "; ".join(errors))
+        slots = _checked_slots(
+            num_clusters, max_clusters, warmup_rounds, sketch_dim, explore, explore_decay, global_model
+        )
         # With "auto", num_clusters is the number of cluster states kept (max_clusters); a refit may use fewer.
         self.auto_clusters = num_clusters == AUTO
         self.num_clusters, self.warmup_rounds, self.sketch_dim = slots, int(warmup_rounds), int(sketch_dim)
