@@ -307,6 +307,36 @@ def _warm_start(means_init, k, num_clusters, center, basis, top) -> np.ndarray |
     return init @ top if top is not None else init
 
 
+def _fit_mixture(
+    x: np.ndarray,
+    k: int,
+    num_clusters: int,
+    seed: int,
+    means_init: np.ndarray | None,
+    n_init: int,
+    max_dims: int | None,
+    choose_k: bool,
+) -> tuple[int, np.ndarray]:
+    """(components used, responsibilities ``[N, components]``) of ``fit_memberships``'s mixture of the
+    rows ``x``: ``k`` components, or with ``choose_k`` the lowest-BIC fit of 1..``k``."""
+    n = x.shape[0]
+    z, center, basis = exact_coordinates(x)
+    full_dims = int(np.count_nonzero(np.ptp(z, axis=0) > 0))
+    if max_dims is None:
+        max_dims = math.ceil(k / PROJECTION_EPS) if n > PROJECT_ABOVE_CLIENTS else z.shape[1]
+    z, top, residual = principal_projection(z, max_dims)
+    best = None
+    for kk in range(1, k + 1) if choose_k else (k,):
+        init = _warm_start(means_init, kk, num_clusters, center, basis, top)
+        labels, _, _ = kmeans(z, kk, seed, n_init=n_init, init=init)
+        resp, _, var = tied_spherical_em(z, labels, kk, residual=residual, dims=full_dims)
+        score = mixture_bic(z, resp, var, residual, full_dims) if choose_k else 0.0
+        if best is None or score < best[0]:
+            best = (score, kk, resp)
+    _, k, resp = best
+    return k, resp
+
+
 def fit_memberships(
     features: np.ndarray,
     num_clusters: int,
@@ -348,20 +378,7 @@ def fit_memberships(
         probs[:, 0] = 1.0
         means[0] = x.mean(axis=0)
     else:
-        z, center, basis = exact_coordinates(x)
-        full_dims = int(np.count_nonzero(np.ptp(z, axis=0) > 0))
-        if max_dims is None:
-            max_dims = math.ceil(k / PROJECTION_EPS) if n > PROJECT_ABOVE_CLIENTS else z.shape[1]
-        z, top, residual = principal_projection(z, max_dims)
-        best = None
-        for kk in range(1, k + 1) if choose_k else (k,):
-            init = _warm_start(means_init, kk, num_clusters, center, basis, top)
-            labels, _, _ = kmeans(z, kk, seed, n_init=n_init, init=init)
-            resp, _, var = tied_spherical_em(z, labels, kk, residual=residual, dims=full_dims)
-            score = mixture_bic(z, resp, var, residual, full_dims) if choose_k else 0.0
-            if best is None or score < best[0]:
-                best = (score, kk, resp)
-        _, k, resp = best
+        k, resp = _fit_mixture(x, k, num_clusters, seed, means_init, n_init, max_dims, choose_k)
         mass = resp.sum(axis=0)
         alive = mass > 1e-12
         probs[:, :k] = resp
