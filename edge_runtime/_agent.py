@@ -114,7 +114,9 @@ class EdgeAgent(BundleFetcher):
         self.link: MqttLink | None = None
         self.rounds_finished = 0
         self._deferred: collections.deque[Inbound] = collections.deque()
-        self._acked: set[int] = set()
+        # Items acked while they are being handled, held (not their id()s, which a later message can
+        # reuse once an item is freed) so each message is acked exactly once.
+        self._acked: list[Inbound] = []
         self._last_sent: dict[int, float] = {}
         self._session = self._session_dir = None
         # bundle dir -> the peak a refused round of it reached (measured): the next task of that bundle
@@ -240,8 +242,8 @@ class EdgeAgent(BundleFetcher):
             return None
 
     def _ack(self, item: Inbound) -> None:
-        if id(item) not in self._acked:
-            self._acked.add(id(item))
+        if not any(seen is item for seen in self._acked):
+            self._acked.append(item)
             self.link.ack(item)
 
     def _dispatch(self, item: Inbound) -> None:
@@ -266,7 +268,7 @@ class EdgeAgent(BundleFetcher):
             )
         finally:
             self._ack(item)
-            self._acked.discard(id(item))
+            self._acked = [seen for seen in self._acked if seen is not item]
 
     # ------------------------------------------------------------------ messages out
 
