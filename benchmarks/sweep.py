@@ -705,7 +705,8 @@ def main(argv: list[str] | None = None) -> int:
         "comparisons": comparisons,
         "centralized": central,
         "plots": plots,
-        "runs": sweep.runs,
+        "runs_file": "runs.jsonl",  # every run, once: this file holds the summaries, not a second copy
+        "num_runs": len(sweep.runs),
         "command": "fedhft bench sweep " + " ".join(argv or []),
     }
     (out / "sweep.json").write_text(json.dumps(doc, indent=2, default=str))
