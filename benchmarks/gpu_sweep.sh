@@ -7,8 +7,8 @@
 # CARRY holds what a fresh GPU machine lacks: minilm/ (config and tokenizer files of the bundled
 # all-MiniLM-L6-v2), minilm_fp16.safetensors (its weights, stored as fp16 to fit a transfer limit and
 # cast back to fp32 here: a relative rounding of at most 2^-11 per weight) and data/ (the labelled
-# data, as ../shared/data). Every finished run is appended to its shard's runs.jsonl; when the budget
-# runs out the shards stop and what finished is collected into $OUT/runs.jsonl, from which
+# data, as ../shared/data). Every finished run is appended to its shard's runs-<setting>.jsonl; when the budget
+# runs out the shards stop and what finished is collected into $OUT/runs-<setting>.jsonl, from which
 # `fedhft bench sweep --report-only --resume` rebuilds the tables on any machine.
 set -u
 CARRY=${CARRY:-.devcarry}
@@ -47,8 +47,8 @@ done
 timeout "$BUDGET_S" python3 -m benchmarks.sweep --central only --out "$WORK/central" "${COMMON_ARGS[@]}" \
   > "$WORK/central.log" 2>&1 &
 wait
-cat "$WORK"/*/runs.jsonl > "$OUT/runs.jsonl" 2>/dev/null
+for f in "$WORK"/*/runs-*.jsonl; do [ -e "$f" ] && cat "$f" >> "$OUT/$(basename "$f")"; done
 cp "$WORK/central/centralized.json" "$OUT/centralized.json" 2>/dev/null
 for f in "$WORK"/*.log; do echo "== $f"; grep -v -E "Warning|warn|_pytree|torchao" "$f" | tail -n 15; done > "$OUT/logs.txt"
-echo "runs finished: $(wc -l < "$OUT/runs.jsonl")"
+echo "runs finished: $(cat "$OUT"/runs-*.jsonl 2>/dev/null | wc -l)"
 echo quit | nvidia-cuda-mps-control 2>/dev/null || true

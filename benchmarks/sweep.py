@@ -14,7 +14,7 @@ from the same grid (``--lrs``) on runs that draw from the ``tune`` half of the t
 runs draw from the ``eval`` half, so neither their shards nor the test set choose anything. FedHFT's
 ablations run on the non-IID settings at FedHFT's rate; one run at the reference defaults (50 x 20) closes
 it. FedHFT is tested against the best other strategy per setting (paired Wilcoxon over (seed, client)).
-Resumable (``--resume``: OUT/runs.jsonl); see RESULTS.md for the sizing and the numbers.
+Resumable (``--resume``: OUT/runs-<setting>.jsonl); see RESULTS.md for the sizing and the numbers.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def per_client_final(run_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def run_one(key: dict, cfg) -> dict:
-    """One federated run -> the row stored in runs.jsonl."""
+    """One federated run -> the row stored in its setting's run log."""
     from simulate import run_simulation
 
     shutil.rmtree(cfg.run_dir(), ignore_errors=True)  # this benchmark's own scratch run dir
@@ -185,14 +185,17 @@ class Sweep:
 
     def __init__(self, args, sizing: dict, out: Path):
         self.args, self.sizing, self.out = args, sizing, out
-        self.log = out / "runs.jsonl"
-        self.runs = self._load() if (args.resume or args.report_only) else []
-        if not (args.resume or args.report_only):
-            self.log.unlink(missing_ok=True)
+        keep = args.resume or args.report_only
+        if keep:
+            split_legacy_log(out)
+        else:
+            for log in [*run_logs(out), out / "runs.jsonl"]:
+                log.unlink(missing_ok=True)
+        self.runs = self._load() if keep else []
         self.started, self.ran = time.time(), 0
 
     def _load(self) -> list[dict]:
-        rows = [json.loads(x) for x in self.log.read_text().splitlines() if x.strip()] if self.log.exists() else []
+        rows = [json.loads(x) for log in run_logs(self.out) for x in log.read_text().splitlines() if x.strip()]
         sizing = json.dumps(self.sizing, sort_keys=True)
         return [r for r in rows if r.get("sizing") == sizing and r["status"] != "failed"]
 
@@ -212,7 +215,7 @@ class Sweep:
             **extra,
         )
         row = {**run_one(key, cfg), "sizing": json.dumps(self.sizing, sort_keys=True)}
-        append_line(self.log, json.dumps(row, default=str))
+        append_line(run_log(self.out, key["setting"]), json.dumps(row, default=str))
         self.runs.append(row)
         self.ran += 1
         per = (time.time() - self.started) / self.ran
@@ -224,6 +227,31 @@ class Sweep:
             flush=True,
         )
         return row
+
+
+def run_log(out: Path, setting: str) -> Path:
+    """Where a setting's finished runs are appended: one file per setting keeps every file of the
+    committed results well under the repository's 2 MB limit (one run is ~11 kB)."""
+    return out / f"runs-{setting}.jsonl"
+
+
+def run_logs(out: Path) -> list[Path]:
+    return sorted(out.glob("runs-*.jsonl"))
+
+
+def split_legacy_log(out: Path) -> None:
+    """Move the rows of a single ``runs.jsonl`` (sweeps before 2026-12-06) into the per-setting logs.
+    The file is renamed first, so a row another process appends meanwhile lands in a new legacy file
+    that the next call moves, and no row is read twice or lost."""
+    legacy = out / "runs.jsonl"
+    if not legacy.exists():
+        return
+    moving = legacy.with_name(f"runs.jsonl.moving-{os.getpid()}")
+    legacy.rename(moving)
+    for line in moving.read_text().splitlines():
+        if line.strip():
+            append_line(run_log(out, json.loads(line)["setting"]), line)
+    moving.unlink()
 
 
 def append_line(path: Path, line: str) -> None:
@@ -624,8 +652,8 @@ def parse(argv):
         action="store_true",
         help=f"tune the rates at each dataset's reference setting, not once at {TUNE_ONCE}",
     )
-    p.add_argument("--resume", action="store_true", help="keep the finished runs in OUT/runs.jsonl")
-    p.add_argument("--report-only", action="store_true", help="run nothing; rebuild the tables from OUT/runs.jsonl")
+    p.add_argument("--resume", action="store_true", help="keep the finished runs in OUT/runs-<setting>.jsonl")
+    p.add_argument("--report-only", action="store_true", help="run nothing; rebuild the tables from the run logs")
     p.add_argument("--note", default="", help="a line for the report: where and how the runs were made")
     p.add_argument(
         "--central",
@@ -705,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         "comparisons": comparisons,
         "centralized": central,
         "plots": plots,
-        "runs_file": "runs.jsonl",  # every run, once: this file holds the summaries, not a second copy
+        "runs_files": [p.name for p in run_logs(out)],  # every run, once: this file holds only summaries
         "num_runs": len(sweep.runs),
         "command": "fedhft bench sweep " + " ".join(argv or []),
     }

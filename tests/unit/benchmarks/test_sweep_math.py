@@ -7,7 +7,17 @@ import multiprocessing
 
 import pytest
 
-from benchmarks.sweep import append_line, choose_lrs, compare, paired_test, per_client_final, summarize
+from benchmarks.sweep import (
+    append_line,
+    choose_lrs,
+    compare,
+    paired_test,
+    per_client_final,
+    run_log,
+    run_logs,
+    split_legacy_log,
+    summarize,
+)
 
 
 def _run(kind, strategy, seed, lr, pers, glob, clients=None, setting="s"):
@@ -214,3 +224,16 @@ def test_rows_appended_by_two_processes_at_once_stay_whole_lines(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     rows = [json.loads(x) for x in log.read_text().splitlines()]  # a torn line would not parse
     assert sorted((r["writer"], r["i"]) for r in rows) == [(w, i) for w in ("a", "b") for i in range(100)]
+
+
+def test_a_legacy_single_log_is_split_into_per_setting_logs_without_losing_a_row(tmp_path):
+    rows = [{"setting": st, "strategy": f"s{i}", "seed": i} for i, st in enumerate(["sst2-a0.3", "mrpc-a5.0"] * 3)]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    append_line(run_log(tmp_path, "sst2-a0.3"), json.dumps(rows[4]))  # a row already in the new layout
+    split_legacy_log(tmp_path)
+    assert not (tmp_path / "runs.jsonl").exists()
+    assert [p.name for p in run_logs(tmp_path)] == ["runs-mrpc-a5.0.jsonl", "runs-sst2-a0.3.jsonl"]
+    got = [json.loads(x) for p in run_logs(tmp_path) for x in p.read_text().splitlines()]
+    assert sorted(got, key=lambda r: r["seed"]) == rows[:5]
+    split_legacy_log(tmp_path)  # nothing left to move: a no-op
+    assert sum(len(p.read_text().splitlines()) for p in run_logs(tmp_path)) == 5
