@@ -109,6 +109,8 @@ class Strategy(abc.ABC):
     """Base of every strategy. Subclasses set ``name`` and implement the abstract methods."""
 
     name: str = ""
+    #: config keys a state saved before the option existed lacks -> the behaviour it was trained with
+    SAVED_BEFORE_OPTION: Mapping[str, Any] = {}
 
     def __init__(self, dims: ModelDims, *, seed: int = 0, backbone_dims: Mapping[str, ModelDims] | None = None):
         self.dims = dims
@@ -193,7 +195,8 @@ class Strategy(abc.ABC):
             raise ValueError(f"state format {meta.get('format')} is not supported (expected {STATE_FORMAT})")
         if ModelDims.from_dict(meta["dims"]) != self.dims:
             raise ValueError(f"state was saved for dims {meta['dims']}, this strategy has {self.dims.to_dict()}")
-        saved = json.loads(json.dumps(meta["config"]))
+        # Options added after a state was saved take the value that state was trained with.
+        saved = {**self.SAVED_BEFORE_OPTION, **json.loads(json.dumps(meta["config"]))}
         mine = json.loads(json.dumps(self.config()))
         if saved != mine:
             raise ValueError(

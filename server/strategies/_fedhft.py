@@ -47,6 +47,7 @@ from server.strategies._math import (
     sparsify_membership,
     stable_hash,
     svd_refactor,
+    INIT_A_ROW_NORM,
     svd_width,
     unit,
 )
@@ -57,6 +58,7 @@ from server.strategies._threads import OneBlasThreadPlanning, one_blas_thread
 AUTO = "auto"
 DEFAULT_MAX_CLUSTERS = 4
 GLOBAL_MODELS = ("mixture", "shared")
+START_FACTORS = ("balanced", "init_norm")
 
 
 def cluster_slots(num_clusters: Any, max_clusters: Any) -> tuple[int, list[str]]:
@@ -91,6 +93,7 @@ def _checked_slots(
     explore: float,
     explore_decay: float,
     global_model: str,
+    start_factors: str,
 ) -> int:
     """The cluster states to keep (``cluster_slots``); a ValueError naming every invalid option at once."""
     slots, errors = cluster_slots(num_clusters, max_clusters)
@@ -102,6 +105,8 @@ def _checked_slots(
         errors.append(f"explore must be in [0, 1] and explore_decay in (0, 1], got {explore}, {explore_decay}")
     if global_model not in GLOBAL_MODELS:
         errors.append(f"global_model must be one of {GLOBAL_MODELS}, got {global_model!r}")
+    if start_factors not in START_FACTORS:
+        errors.append(f"start_factors must be one of {START_FACTORS}, got {start_factors!r}")
     if errors:
         raise ValueError("invalid fedhft config: " + "; ".join(errors))
     return slots
@@ -109,6 +114,7 @@ def _checked_slots(
 
 class FedHFT(OneBlasThreadPlanning, Strategy):
     name = "fedhft"
+    SAVED_BEFORE_OPTION = {"start_factors": "balanced"}
 
     def __init__(
         self,
@@ -125,6 +131,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         residual_correction: bool = False,
         masked: bool = True,
         global_model: str = "mixture",
+        start_factors: str = "balanced",
         backbone_dims: Mapping[str, ModelDims] | None = None,
     ):
         """Options (``strategy_options``):
@@ -142,10 +149,13 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         global_model   the model scored on the global test set and given to clients never seen:
                        "mixture" (the cluster states weighted by cluster size) or "shared" (a state
                        aggregated from every client's change, as if there were one cluster)
+        start_factors  how a client's start dW is split into A and B (the product is the same):
+                       "balanced" (sqrt(S) on each side) or "init_norm" (A's rows at a fresh LoRA
+                       init's norm; docs/DESIGN-NOTES.md says why)
         """
         super().__init__(dims, seed=seed, backbone_dims=backbone_dims)
         slots = _checked_slots(
-            num_clusters, max_clusters, warmup_rounds, sketch_dim, explore, explore_decay, global_model
+            num_clusters, max_clusters, warmup_rounds, sketch_dim, explore, explore_decay, global_model, start_factors
         )
         # With "auto", num_clusters is the number of cluster states kept (max_clusters); a refit may use fewer.
         self.auto_clusters = num_clusters == AUTO
@@ -154,6 +164,8 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         self.min_membership, self.residual_correction = float(min_membership), bool(residual_correction)
         self.masked = bool(masked)  # False: every row of every B trains (the "no mask" ablation)
         self.global_model = global_model
+        self.start_factors = start_factors
+        self._a_row_norm = INIT_A_ROW_NORM if start_factors == "init_norm" else None
         self.shared: dict[str, np.ndarray] = {}  # global_model="shared": the one state every client updates
         # One independent dict per cluster (never ``[{}] * K``: that is K names for one dict).
         self.clusters: list[dict[str, np.ndarray]] = [{} for _ in range(self.num_clusters)]
@@ -183,6 +195,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
             "residual_correction": self.residual_correction,
             **({} if self.masked else {"masked": False}),  # absent when default: older saved states still load
             **({} if self.global_model == "mixture" else {"global_model": self.global_model}),
+            "start_factors": self.start_factors,
         }
 
     # -- state helpers ------------------------------------------------------------------------------
@@ -255,7 +268,9 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
             k = rows_per_module(plan, out_f) if self.masked else out_f
             rows[b_name] = select_rows(energy, self.last_trained[key], k, explore_count(k, out_f, fraction), rng)
             fill = init_a_rows(self.seed, key, 0, rank, in_f)
-            start[a_name], start[b_name] = svd_refactor(None, rank, plan.alpha / rank, fill, svd=svd)
+            start[a_name], start[b_name] = svd_refactor(
+                None, rank, plan.alpha / rank, fill, svd=svd, a_row_norm=self._a_row_norm
+            )
         head = mixture(self.clusters, m, keys=["head.weight", "head.bias"])
         start.update(head)
         return ClientAssignment(plan, start, mask_from_rows(plan, dims, rows), membership=m)

@@ -85,7 +85,12 @@ def svd_width(rank: int) -> int:
 
 
 def svd_refactor(
-    delta: np.ndarray, rank: int, scale: float, fill_a: np.ndarray | None = None, svd=None
+    delta: np.ndarray,
+    rank: int,
+    scale: float,
+    fill_a: np.ndarray | None = None,
+    svd=None,
+    a_row_norm: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best rank-``rank`` factors of ``delta``: B = U_r sqrt(S_r/scale), A = sqrt(S_r/scale) V_r^T.
 
@@ -95,6 +100,9 @@ def svd_refactor(
     and their B columns stay 0, which keeps the product exact and the adapter trainable.
     ``svd`` = a precomputed (U, S, Vt) of delta with at least ``rank`` triplets (cache across ranks);
     with it, ``delta`` itself is not needed (None).
+    ``a_row_norm``: A = a_row_norm V_r^T and B = U_r S_r / (scale a_row_norm) instead, the same product.
+    Balanced factors of a small delta are small, and a small A makes every step on B move the product
+    little; rows of A at a fresh init's norm keep B's steps as effective as a fresh LoRA's.
     """
     u, s, vt = svd if svd is not None else truncated_svd(delta, svd_width(rank))
     out_f, in_f = u.shape[0], vt.shape[1]
@@ -103,9 +111,13 @@ def svd_refactor(
     tol = (s[0] if s.size else 0.0) * max(out_f, in_f) * np.finfo(np.float32).eps
     for j in range(rank):
         if j < s.size and s[j] > tol and s[j] > 0:
-            root = np.sqrt(s[j] / scale)
-            b[:, j] = u[:, j] * root
-            a[j] = vt[j] * root
+            if a_row_norm is None:
+                root = np.sqrt(s[j] / scale)
+                b[:, j] = u[:, j] * root
+                a[j] = vt[j] * root
+            else:
+                b[:, j] = u[:, j] * (s[j] / (scale * a_row_norm))
+                a[j] = vt[j] * a_row_norm
         elif fill_a is not None:
             a[j] = fill_a[j]
     return a.astype(np.float32), b.astype(np.float32)
@@ -217,6 +229,10 @@ def sparsify_membership(m: np.ndarray, floor: float) -> np.ndarray:
     m = np.where(np.asarray(m, np.float64) < floor, 0.0, m)
     total = m.sum(axis=-1, keepdims=True)
     return np.where(total > 0, m / np.where(total > 0, total, 1.0), 1.0 / m.shape[-1])
+
+
+#: The expected norm of a row of ``init_a_rows``: ``in`` entries of variance 1/(3 in).
+INIT_A_ROW_NORM = float(np.sqrt(1.0 / 3.0))
 
 
 def init_a_rows(seed: int, key: str, start: int, stop: int, in_features: int) -> np.ndarray:

@@ -66,6 +66,20 @@ def test_svd_refactor_rank_deficient_fills_only_missing_components():
     np.testing.assert_allclose(2.0 * b @ a, [[2, 0], [0, 0]], atol=1e-6)
 
 
+def test_svd_refactor_with_an_a_row_norm_golden():
+    delta = np.array([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    fill = np.array([[7.0, 7.0, 7.0], [0.1, 0.2, 0.3], [-0.3, 0.2, 0.1]])
+    a, b = svd_refactor(delta, rank=3, scale=4.0, fill_a=fill, a_row_norm=0.5)
+    # Components 3 and 1: A's rows are 0.5 e0 and 0.5 e1; B's columns 3 / (4 * 0.5) = 1.5 and 1 / (4 * 0.5) = 0.5.
+    np.testing.assert_allclose(np.abs(a[:2]), [[0.5, 0, 0], [0, 0.5, 0]], atol=1e-6)
+    np.testing.assert_allclose(np.abs(b[:, :2]), [[1.5, 0], [0, 0.5]], atol=1e-6)
+    np.testing.assert_allclose(a[2], fill[2], atol=1e-7)  # the zero component keeps the fill row and B = 0
+    np.testing.assert_array_equal(b[:, 2], [0, 0])
+    np.testing.assert_allclose(4.0 * b @ a, delta, atol=1e-6)  # the same product as the balanced factors
+    a_bal, b_bal = svd_refactor(delta, rank=3, scale=4.0, fill_a=fill)
+    np.testing.assert_allclose(4.0 * b_bal @ a_bal, 4.0 * b @ a, atol=1e-6)
+
+
 def test_masked_row_average_golden():
     v1 = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
     v2 = np.array([[5.0, 5.0], [6.0, 6.0], [7.0, 7.0]])
