@@ -503,6 +503,59 @@ def reference_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: Rows kept from an earlier default under its own name; their ablations are compared with it, not with fedhft.
+OLD_DEFAULTS = ("fedhft-residual", "fedhft-balanced")
+ABLATION_METRICS = (
+    ("personalized_acc_after", "personalized after"),
+    ("personalized_acc_before", "before"),
+    ("personalized_bal_acc_after", "balanced"),
+    ("global_accuracy", "global"),
+)
+
+
+def ablation_reference(name: str) -> str:
+    """The default an ablation changes one component of: its old default's row, else fedhft."""
+    return next((old for old in OLD_DEFAULTS if name.startswith(old + "-")), "fedhft")
+
+
+def ablation_table(runs: list[dict]) -> str:
+    """Per ablation setting, each FedHFT variant against the default it changes, on the same seeds
+    (final values, means over those seeds; differences are variant minus reference)."""
+    evals = [r for r in runs if r["kind"] == "eval" and r["setting"] in ABLATION_SETTINGS]
+    head = " | ".join(f"{label} | diff" for _, label in ABLATION_METRICS)
+    lines = [
+        "FedHFT ablations (final values, means over the seeds both rows have; "
+        "diff = variant - the default it changes):",
+        "",
+        f"| setting | variant | against | seeds | {head} |",
+        "|---" * (4 + 2 * len(ABLATION_METRICS)) + "|",
+    ]
+    for setting in ABLATION_SETTINGS:
+        mine = [r for r in evals if r["setting"] == setting]
+        for name in dict.fromkeys(r["strategy"] for r in mine if r["strategy"].startswith("fedhft-")):
+            ref = ablation_reference(name)
+            seeds = sorted(
+                {r["seed"] for r in mine if r["strategy"] == name} & {r["seed"] for r in mine if r["strategy"] == ref}
+            )
+            if not seeds:
+                continue
+            cells = []
+            for metric, _ in ABLATION_METRICS:
+                got = [_final(mine, name, s, metric) for s in seeds]
+                base = [_final(mine, ref, s, metric) for s in seeds]
+                if None in got or None in base:
+                    cells += ["-", "-"]
+                    continue
+                cells += [f"{np.mean(got):.3f}", f"{np.mean(got) - np.mean(base):+.3f}"]
+            lines.append(f"| {setting} | {name} | {ref} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 4 else ""
+
+
+def _final(runs: list[dict], strategy: str, seed: int, metric: str) -> float | None:
+    r = next((x for x in runs if x["strategy"] == strategy and x["seed"] == seed), None)
+    return (((r or {}).get("headline") or {}).get(metric) or {}).get("final")
+
+
 def tuning_table(runs: list[dict]) -> str:
     """The tuning runs (seed TUNE_SEED, the tune half): final personalized / global accuracy per lr."""
     tune = [r for r in runs if r["kind"] == "tune"]
@@ -720,7 +773,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     md = "\n\n".join(
         x
-        for x in (status, table(rows, comparisons, central), reference_table(sweep.runs), tuning_table(sweep.runs))
+        for x in (
+            status,
+            table(rows, comparisons, central),
+            ablation_table(sweep.runs),
+            reference_table(sweep.runs),
+            tuning_table(sweep.runs),
+        )
         if x
     )
     plots = plot_clients(sweep.runs, out) + plot_curves(sweep.runs, out)

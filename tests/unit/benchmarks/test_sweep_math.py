@@ -8,6 +8,7 @@ import multiprocessing
 import pytest
 
 from benchmarks.sweep import (
+    ablation_table,
     append_line,
     choose_lrs,
     compare,
@@ -237,3 +238,42 @@ def test_a_legacy_single_log_is_split_into_per_setting_logs_without_losing_a_row
     assert sorted(got, key=lambda r: r["seed"]) == rows[:5]
     split_legacy_log(tmp_path)  # nothing left to move: a no-op
     assert sum(len(p.read_text().splitlines()) for p in run_logs(tmp_path)) == 5
+
+
+def _ablation_row(strategy: str, seed: int, pers: float, glob: float, setting: str = "sst2-a0.3") -> dict:
+    h = {"personalized_acc_after": {"final": pers}, "global_accuracy": {"final": glob}}
+    return {"kind": "eval", "setting": setting, "strategy": strategy, "seed": seed, "headline": h}
+
+
+def test_the_ablation_table_compares_each_variant_with_its_own_default_on_shared_seeds():
+    runs = [
+        _ablation_row("fedhft", 0, 0.80, 0.70),
+        _ablation_row("fedhft", 1, 0.90, 0.60),
+        _ablation_row("fedhft-k1", 0, 0.85, 0.75),  # seed 0 only: compared with fedhft's seed 0
+        _ablation_row("fedhft-residual", 0, 0.70, 0.50),
+        _ablation_row("fedhft-residual-k1", 0, 0.76, 0.40),  # against fedhft-residual, not fedhft
+        _ablation_row("fedavg-lora", 0, 0.99, 0.99),  # not a FedHFT variant: no row
+        _ablation_row("fedhft-k1", 0, 0.10, 0.10, setting="sst2-a5.0"),  # not an ablation setting
+    ]
+    rows = [x for x in ablation_table(runs).splitlines() if x.startswith("| sst2")]
+    cells = [[c.strip() for c in x.strip("|").split("|")] for x in rows]
+    want = [
+        ["sst2-a0.3", "fedhft-k1", "fedhft", "0", "0.850", "+0.050", "-", "-", "-", "-", "0.750", "+0.050"],
+        ["sst2-a0.3", "fedhft-residual", "fedhft", "0", "0.700", "-0.100", "-", "-", "-", "-", "0.500", "-0.200"],
+        [
+            "sst2-a0.3",
+            "fedhft-residual-k1",
+            "fedhft-residual",
+            "0",
+            "0.760",
+            "+0.060",
+            "-",
+            "-",
+            "-",
+            "-",
+            "0.400",
+            "-0.100",
+        ],
+    ]
+    assert cells == want
+    assert ablation_table([_ablation_row("fedhft", 0, 0.8, 0.7)]) == ""
