@@ -70,15 +70,30 @@ def sim_config(setting: dict, strategy: str, seed: int, sizing: dict, out: Path,
     return load_config(SimConfig, None, items + list(overrides))
 
 
-def centralized(cfg, max_steps: int | None = None) -> dict:
+def held_out_examples(pool: list, train: list, size: int, seed: int) -> list:
+    """A seeded subset of ``size`` examples of ``pool`` that are not in ``train`` (a subset of it)."""
+    from simulate import subsample
+
+    chosen = {id(e) for e in train}
+    return subsample([e for e in pool if id(e) not in chosen], size, seed, 13)
+
+
+def centralized(cfg, max_steps: int | None = None, held_out: int = 0) -> dict:
     """Centralized LoRA with the largest tier's plan, the same total number of gradient steps as a
     federated run (rounds x local_steps x clients, capped at ``max_steps``) on the pooled (same)
-    training subset of the run's data (``dataset_of``: its pool, columns and test file)."""
+    training subset of the run's data (``dataset_of``: its pool, columns and test file). The rate
+    follows the run's schedule: times ``lr_decay`` once per round's share of the steps. Scored on the
+    test set, or with ``held_out`` > 0 on that many pool examples outside the training subset (a
+    validation split for choosing the rate: never the test set)."""
     from devices import load_catalog
     from simulate import dataset_of, encode_examples, fit_plan, model_identity, subsample, train_centralized
 
     ds = dataset_of(cfg)
-    train, test = subsample(ds.train, cfg.train_size, cfg.seed, 11), subsample(ds.test, cfg.test_size, cfg.seed, 12)
+    train = subsample(ds.train, cfg.train_size, cfg.seed, 11)
+    if held_out:
+        scored = held_out_examples(ds.train, train, held_out, cfg.seed)
+    else:
+        scored = subsample(ds.test, cfg.test_size, cfg.seed, 12)
     _, layers = model_identity(cfg.model, ds.num_labels)
     catalog = load_catalog()
     plan = max(
@@ -88,16 +103,20 @@ def centralized(cfg, max_steps: int | None = None) -> dict:
     tok = _tokenizer(cfg.model)
     enc = lambda xs: encode_examples(tok, xs, cfg.max_seq_len)  # noqa: E731
     steps = cfg.rounds * cfg.local_steps * cfg.clients
-    return train_centralized(
+    steps = min(steps, max_steps) if max_steps else steps
+    result = train_centralized(
         cfg.model,
         plan,
         ds.num_labels,
         enc(train),
-        enc(test),
-        min(steps, max_steps) if max_steps else steps,
+        enc(scored),
+        steps,
         cfg.lr,
         cfg.seed,
+        lr_decay=cfg.lr_decay,
+        decay_every=max(1, steps // cfg.rounds) if cfg.lr_decay < 1 else 0,
     )
+    return {**result, "scored_on": f"held_out:{len(scored)}" if held_out else f"test:{len(scored)}"}
 
 
 def _tokenizer(model: str) -> Path:

@@ -25,8 +25,11 @@ def train_centralized(
     seed: int = 0,
     eval_batch: int = 64,
     threads: int | None = None,
+    lr_decay: float = 1.0,
+    decay_every: int = 0,
 ) -> dict:
-    """Train ``steps`` AdamW steps of batch ``plan.batch_size`` on ``train``; accuracy on ``test``."""
+    """Train ``steps`` AdamW steps of batch ``plan.batch_size`` on ``train``; accuracy on ``test``.
+    With ``decay_every`` > 0 the rate is multiplied by ``lr_decay`` after every ``decay_every`` steps."""
     import torch
 
     from bundle_runtime import build_adapter_model
@@ -46,7 +49,10 @@ def train_centralized(
     opt = torch.optim.AdamW(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
     rng = np.random.default_rng(seed)
     order, pos, losses = rng.permutation(len(train.labels)), 0, []
-    for _ in range(steps):
+    for step in range(steps):
+        if decay_every and step and step % decay_every == 0:
+            for group in opt.param_groups:
+                group["lr"] *= lr_decay
         if pos + plan.batch_size > len(order):
             order, pos = rng.permutation(len(train.labels)), 0
         idx = order[pos : pos + plan.batch_size]
@@ -66,6 +72,9 @@ def train_centralized(
         "accuracy": float((pred == test.labels).mean()),
         "steps": steps,
         "lr": lr,
+        "lr_decay": lr_decay if decay_every else 1.0,
+        "decay_every": decay_every,
+        "lr_final": opt.param_groups[0]["lr"],
         "loss_first": losses[0] if losses else None,
         "loss_last": float(np.mean(losses[-10:])) if losses else None,
         "seconds": round(time.perf_counter() - t0, 1),

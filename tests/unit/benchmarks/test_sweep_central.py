@@ -1,0 +1,74 @@
+"""The sweep's centralized bound: its rate is chosen on the tuning half (never the test set), it decays
+like the runs' rate, and settings of one dataset share one bound per seed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import sweep as sw
+
+
+def test_the_bound_takes_the_rate_with_the_best_held_out_accuracy_and_a_tie_the_smaller():
+    assert sw.choose_central_lr({0.003: 0.80, 0.01: 0.85, 0.03: 0.50}) == 0.01
+    assert sw.choose_central_lr({0.03: 0.80, 0.003: 0.80, 0.01: 0.70}) == 0.003
+
+
+def _sweep(tmp_path, **flags):
+    args = argparse.Namespace(resume=True, report_only=False, overrides=[], tune_per_dataset=False, **flags)
+    return sw.Sweep(args, sw.FULL, tmp_path)
+
+
+def test_the_rate_is_tuned_on_held_out_tuning_examples_and_one_dataset_shares_a_bound(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_bound(cfg, held_out=0):  # a unit test's stand-in: the real bound runs in the accuracy benchmark
+        calls.append((cfg.dataset, cfg.seed, cfg.lr, cfg.train_pool, held_out))
+        acc = {0.003: 0.7, 0.01: 0.8, 0.03: 0.5}[cfg.lr] if held_out else 0.9 + cfg.seed / 100
+        return {"accuracy": acc, "lr": cfg.lr, "seconds": 1.0}
+
+    monkeypatch.setattr(sw, "centralized_bound", fake_bound)
+    lrs = (0.003, 0.01, 0.03)
+    central = sw._centralized(_sweep(tmp_path), ["sst2-a0.3", "sst2-a5.0"], [0, 1], lrs)
+
+    tuning = [c for c in calls if c[4]]
+    assert [c[2] for c in tuning] == list(lrs)
+    assert all(c[1] == sw.TUNE_SEED and c[3] == "tune" and c[4] == sw.CENTRAL_HELD_OUT for c in tuning)
+    bounds = [c for c in calls if not c[4]]
+    assert bounds == [("sst2", 0, 0.01, "eval", 0), ("sst2", 1, 0.01, "eval", 0)]  # a5.0 reuses a0.3's
+    assert central["sst2-a5.0/s1"] == central["sst2-a0.3/s1"] == {"accuracy": 0.91, "lr": 0.01, "seconds": 1.0}
+
+    calls.clear()
+    again = sw._centralized(_sweep(tmp_path), ["sst2-a0.3", "sst2-a5.0"], [0, 1], lrs)
+    assert calls == [] and again == central  # resumed from centralized.json and centralized-tuning.json
+    assert json.loads((tmp_path / "centralized-tuning.json").read_text())["sst2-a5.0/lr0.01"]["accuracy"] == 0.8
+
+
+def test_the_bounds_rate_decays_by_the_factor_every_so_many_steps():
+    pytest.importorskip("torch")
+    from devices import load_catalog
+    from simulate import fit_plan, train_centralized
+    from simulate._evaluate import EncodedSet
+
+    rng = np.random.default_rng(0)
+    data = EncodedSet(rng.integers(5, 90, (16, 8)), np.ones((16, 8), np.int64), rng.integers(0, 2, 16))
+    plan = fit_plan(load_catalog()["rpi5"].plan, 2, 8, 4)
+    out = train_centralized("tiny", plan, 2, data, data, 7, 0.02, lr_decay=0.5, decay_every=3)
+    assert out["lr_final"] == pytest.approx(0.02 * 0.5**2)  # decayed after steps 3 and 6 of 7
+    assert (out["lr_decay"], out["decay_every"], out["steps"]) == (0.5, 3, 7)
+    constant = train_centralized("tiny", plan, 2, data, data, 3, 0.02)
+    assert constant["lr_final"] == 0.02 and constant["lr_decay"] == 1.0
+
+
+def test_the_held_out_examples_are_drawn_outside_the_training_subset():
+    from benchmarks.accuracy import held_out_examples
+    from simulate import subsample
+
+    pool = [object() for _ in range(100)]
+    train = subsample(pool, 60, 3, 11)
+    held = held_out_examples(pool, train, 30, 3)
+    assert len(held) == 30 and not {id(e) for e in held} & {id(e) for e in train}
+    assert held == held_out_examples(pool, train, 30, 3)  # seeded
