@@ -121,7 +121,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         dims: ModelDims,
         *,
         seed: int = 0,
-        num_clusters: int | str = 2,
+        num_clusters: int | str = AUTO,
         max_clusters: int | None = None,
         warmup_rounds: int = 2,
         sketch_dim: int = 1024,
@@ -135,9 +135,9 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         backbone_dims: Mapping[str, ModelDims] | None = None,
     ):
         """Options (``strategy_options``):
-        num_clusters   K, the number of client clusters (1: no clustering), or "auto": every refit
-                       chooses K in 1..max_clusters by the BIC of the clients' mixture (fewer than 2
-                       clients per cluster are never considered)
+        num_clusters   K, the number of client clusters (1: no clustering), or "auto" (default): every
+                       refit chooses K in 1..max_clusters by the BIC of the clients' mixture (fewer
+                       than 2 clients per cluster are never considered)
         max_clusters   with num_clusters=auto only: the largest K considered (default 4)
         warmup_rounds  rounds of one shared model before the first clustering
         sketch_dim     size of a client's clustering feature (its head update direction)
