@@ -89,7 +89,8 @@ VARIANTS = {
     "fedhft-nomask": {"strategy": "fedhft", "strategy_options": {"masked": False}},
     "fedhft-k1": {"strategy": "fedhft", "strategy_options": {"num_clusters": 1}},
     "fedhft-k3": {"strategy": "fedhft", "strategy_options": {"num_clusters": 3}},
-    "fedhft-kauto": {"strategy": "fedhft", "strategy_options": {"num_clusters": "auto"}},  # K by BIC, up to 4
+    # the default before 2026-12-06 (since then K is chosen by BIC, up to 4, every refit)
+    "fedhft-k2": {"strategy": "fedhft", "strategy_options": {"num_clusters": 2}},
     "fedhft-noexplore": {"strategy": "fedhft", "strategy_options": {"explore": 0.0}},
     "fedhft-warmup2": {"strategy": "fedhft", "warmup_rounds": 2},
     # the default before 2026-12-05: a client's row = its untruncated start mixture + its change
@@ -505,8 +506,9 @@ def reference_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-#: Rows kept from an earlier default under its own name; their ablations are compared with it, not with fedhft.
-OLD_DEFAULTS = ("fedhft-residual", "fedhft-balanced")
+#: Rows kept from an earlier default under its own name -> the default that replaced it. An old default's
+#: ablations ("<old>-nomask") are compared with it; the old default itself with its successor.
+OLD_DEFAULTS = {"fedhft-residual": "fedhft-k2", "fedhft-k2": "fedhft"}
 ABLATION_METRICS = (
     ("personalized_acc_after", "personalized after"),
     ("personalized_acc_before", "before"),
@@ -516,8 +518,9 @@ ABLATION_METRICS = (
 
 
 def ablation_reference(name: str) -> str:
-    """The default an ablation changes one component of: its old default's row, else fedhft."""
-    return next((old for old in OLD_DEFAULTS if name.startswith(old + "-")), "fedhft")
+    """The default an ablation changes one component of: its old default's row, the successor of an old
+    default, else fedhft."""
+    return next((old for old in OLD_DEFAULTS if name.startswith(old + "-")), OLD_DEFAULTS.get(name, "fedhft"))
 
 
 def ablation_table(runs: list[dict]) -> str:
