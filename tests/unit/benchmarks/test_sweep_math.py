@@ -167,7 +167,7 @@ def test_an_ablation_runs_at_fedhfts_tuned_rate_and_the_reference_picks_the_best
 
 
 def test_curves_average_the_seeds_per_round_and_accumulate_the_megabytes(tmp_path):
-    from benchmarks.sweep import curves, plot_curves
+    from benchmarks._sweep_plots import curves, plot_curves
 
     def line(i, glob, pers):
         return {"round": i, "accuracy": glob, "personalized": {"acc_after": pers}, "bytes_up": 1e6, "bytes_down": 2e6}
