@@ -15,6 +15,7 @@ BENCHMARKS = {
     "reliability": "benchmarks.reliability",
     "engines": "benchmarks.engines",
     "sweep": "benchmarks.sweep",
+    "clusters": "benchmarks.clusters",
 }
 
 

@@ -105,3 +105,7 @@ def test_personalization_quick_reports_clusters_and_both_accuracies(tmp_path: Pa
         assert set(accs) == {"books", "dvd", "electronics", "kitchen"}, accs
         assert all(0.0 <= a <= 1.0 for a in accs.values())
     assert (tmp_path / "personalization.png").stat().st_size > 0
+    from benchmarks.clusters import cluster_rounds
+
+    rounds = cluster_rounds(tmp_path / "runs" / "fedhft-s0")  # its real stored states and data
+    assert rounds and all(sum(c["members"] for c in r["clusters"]) == len(fedhft["clusters"]) for r in rounds)
