@@ -97,6 +97,8 @@ VARIANTS = {
     "fedhft-warmup2": {"strategy": "fedhft", "warmup_rounds": 2},
     # the default before 2026-12-05: a client's row = its untruncated start mixture + its change
     "fedhft-residual": {"strategy": "fedhft", "strategy_options": {"residual_correction": True}},
+    # a candidate, not an ablation: one adapter state for every client, a classifier head per cluster
+    "fedhft-headclusters": {"strategy": "fedhft", "strategy_options": {"per_cluster": "head"}},
 }
 TUNE_SEED = 100
 SIGNIFICANCE = 0.05

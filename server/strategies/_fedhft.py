@@ -59,6 +59,7 @@ AUTO = "auto"
 DEFAULT_MAX_CLUSTERS = 4
 GLOBAL_MODELS = ("mixture", "shared")
 START_FACTORS = ("balanced", "init_norm")
+PER_CLUSTER = ("all", "head")
 
 
 def cluster_slots(num_clusters: Any, max_clusters: Any) -> tuple[int, list[str]]:
@@ -94,6 +95,7 @@ def _checked_slots(
     explore_decay: float,
     global_model: str,
     start_factors: str,
+    per_cluster: str = "all",
 ) -> int:
     """The cluster states to keep (``cluster_slots``); a ValueError naming every invalid option at once."""
     slots, errors = cluster_slots(num_clusters, max_clusters)
@@ -107,6 +109,8 @@ def _checked_slots(
         errors.append(f"global_model must be one of {GLOBAL_MODELS}, got {global_model!r}")
     if start_factors not in START_FACTORS:
         errors.append(f"start_factors must be one of {START_FACTORS}, got {start_factors!r}")
+    if per_cluster not in PER_CLUSTER:
+        errors.append(f"per_cluster must be one of {PER_CLUSTER}, got {per_cluster!r}")
     if errors:
         raise ValueError("invalid fedhft config: " + "; ".join(errors))
     return slots
@@ -132,6 +136,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         masked: bool = True,
         global_model: str = "mixture",
         start_factors: str = "balanced",
+        per_cluster: str = "all",
         backbone_dims: Mapping[str, ModelDims] | None = None,
     ):
         """Options (``strategy_options``):
@@ -152,10 +157,21 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         start_factors  how a client's start dW is split into A and B (the product is the same):
                        "balanced" (sqrt(S) on each side) or "init_norm" (A's rows at a fresh LoRA
                        init's norm; docs/DESIGN-NOTES.md says why)
+        per_cluster    what each cluster keeps its own copy of: "all" (default: adapters and head, as the
+                       paper) or "head" (one adapter state aggregated over every client, a head per
+                       cluster: the clusters personalize the label prior, not the representation)
         """
         super().__init__(dims, seed=seed, backbone_dims=backbone_dims)
         slots = _checked_slots(
-            num_clusters, max_clusters, warmup_rounds, sketch_dim, explore, explore_decay, global_model, start_factors
+            num_clusters,
+            max_clusters,
+            warmup_rounds,
+            sketch_dim,
+            explore,
+            explore_decay,
+            global_model,
+            start_factors,
+            per_cluster,
         )
         # With "auto", num_clusters is the number of cluster states kept (max_clusters); a refit may use fewer.
         self.auto_clusters = num_clusters == AUTO
@@ -165,6 +181,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         self.masked = bool(masked)  # False: every row of every B trains (the "no mask" ablation)
         self.global_model = global_model
         self.start_factors = start_factors
+        self.per_cluster = per_cluster
         self._a_row_norm = INIT_A_ROW_NORM if start_factors == "init_norm" else None
         self.shared: dict[str, np.ndarray] = {}  # global_model="shared": the one state every client updates
         # One independent dict per cluster (never ``[{}] * K``: that is K names for one dict).
@@ -196,6 +213,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
             **({} if self.masked else {"masked": False}),  # absent when default: older saved states still load
             **({} if self.global_model == "mixture" else {"global_model": self.global_model}),
             "start_factors": self.start_factors,
+            **({} if self.per_cluster == "all" else {"per_cluster": self.per_cluster}),
         }
 
     # -- state helpers ------------------------------------------------------------------------------
@@ -228,6 +246,15 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
                 self._hashes[flat.size] = count_sketch_hashes((flat.size,), self.sketch_dim, seed)
             out = count_sketch(flat, self.sketch_dim, 0, hashes=self._hashes[flat.size])
         return unit(out)
+
+    def _adapter_membership(self, m: np.ndarray) -> np.ndarray:
+        """The membership a client's adapter start is mixed with: its own, or (per_cluster="head", where
+        every cluster holds the same adapter state) cluster 0's one-hot, so the start is computed once."""
+        if self.per_cluster == "all":
+            return m
+        one = np.zeros_like(m)
+        one[0] = 1.0
+        return one
 
     def mixed(self, key: str, m: np.ndarray) -> np.ndarray:
         return mixture(self.clusters, m, keys=[key])[key].astype(np.float64)
@@ -264,7 +291,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
             key = f"layer{layer}.{module}"
             a_name, b_name = lora_names(layer, module)
             self._ensure(key, out_f, in_f, dims)
-            energy, svd = self._start_site(key, m, rank)
+            energy, svd = self._start_site(key, self._adapter_membership(m), rank)
             k = rows_per_module(plan, out_f) if self.masked else out_f
             rows[b_name] = select_rows(energy, self.last_trained[key], k, explore_count(k, out_f, fraction), rng)
             fill = init_a_rows(self.seed, key, 0, rank, in_f)
@@ -433,8 +460,8 @@ class FedHFTAggregator(Aggregator):
                 value = sum(float(m[c]) * st.clusters[c][key + ".delta"][sel] for c in np.flatnonzero(m > 0)) + change
             else:
                 value = trained_rows
-            for c in np.flatnonzero(m > 0):
-                self.sums[c].add_rows(key + ".delta", shape, sel, value, float(weight) * m[c])
+            for c, share in self._adapter_targets(m):
+                self.sums[c].add_rows(key + ".delta", shape, sel, value, float(weight) * share)
             if self.shared_sums is not None:
                 own = st.shared[key + ".delta"][sel] + change if st.residual_correction else trained_rows
                 self.shared_sums.add_rows(key + ".delta", shape, sel, own, float(weight))
@@ -456,6 +483,13 @@ class FedHFTAggregator(Aggregator):
             )
             self.sketches[client.client_id] = st.head_feature(head_change)
 
+    def _adapter_targets(self, m: np.ndarray) -> list[tuple[int, float]]:
+        """(cluster, share of the client's weight) its adapter rows are added to: its clusters by
+        membership, or (per_cluster="head") the one shared adapter state, kept in cluster 0."""
+        if self.s.per_cluster == "head":
+            return [(0, 1.0)]
+        return [(int(c), float(m[c])) for c in np.flatnonzero(m > 0)]
+
     def finish(self) -> StrategyState:
         with one_blas_thread():
             return self._finish()
@@ -463,7 +497,11 @@ class FedHFTAggregator(Aggregator):
     def _finish(self) -> StrategyState:
         self._close(self.s, self.round_idx)
         st = self.s
-        st._set_clusters([sums.fold(old) for old, sums in zip(st.clusters, self.sums)])
+        clusters = [sums.fold(old) for old, sums in zip(st.clusters, self.sums)]
+        if st.per_cluster == "head":  # every cluster carries the one adapter state (a copy: saved per cluster)
+            for c in clusters[1:]:
+                c.update({k: v.copy() for k, v in clusters[0].items() if k.endswith(".delta")})
+        st._set_clusters(clusters)
         if self.shared_sums is not None:
             st.shared = self.shared_sums.fold(st.shared)
         for key, cov in self.covered.items():
