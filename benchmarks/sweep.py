@@ -97,8 +97,8 @@ VARIANTS = {
     "fedhft-warmup2": {"strategy": "fedhft", "warmup_rounds": 2},
     # the default before 2026-12-05: a client's row = its untruncated start mixture + its change
     "fedhft-residual": {"strategy": "fedhft", "strategy_options": {"residual_correction": True}},
-    # a candidate, not an ablation: one adapter state for every client, a classifier head per cluster
-    "fedhft-headclusters": {"strategy": "fedhft", "strategy_options": {"per_cluster": "head"}},
+    # the default before 2026-12-06 (since then the clusters share the adapters and keep a head each)
+    "fedhft-allclusters": {"strategy": "fedhft", "strategy_options": {"per_cluster": "all"}},
 }
 TUNE_SEED = 100
 SIGNIFICANCE = 0.05
@@ -512,7 +512,7 @@ def reference_table(runs: list[dict]) -> str:
 
 #: Rows kept from an earlier default under its own name -> the default that replaced it. An old default's
 #: ablations ("<old>-nomask") are compared with it; the old default itself with its successor.
-OLD_DEFAULTS = {"fedhft-residual": "fedhft-k2", "fedhft-k2": "fedhft"}
+OLD_DEFAULTS = {"fedhft-residual": "fedhft-k2", "fedhft-k2": "fedhft-allclusters", "fedhft-allclusters": "fedhft"}
 ABLATION_METRICS = (
     ("personalized_acc_after", "personalized after"),
     ("personalized_acc_before", "before"),

@@ -118,7 +118,8 @@ def _checked_slots(
 
 class FedHFT(OneBlasThreadPlanning, Strategy):
     name = "fedhft"
-    SAVED_BEFORE_OPTION = {"start_factors": "balanced"}
+    # A state saved before an option existed had that option's then only behaviour.
+    SAVED_BEFORE_OPTION = {"start_factors": "balanced", "per_cluster": "all"}
 
     def __init__(
         self,
@@ -136,7 +137,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         masked: bool = True,
         global_model: str = "mixture",
         start_factors: str = "balanced",
-        per_cluster: str = "all",
+        per_cluster: str = "head",
         backbone_dims: Mapping[str, ModelDims] | None = None,
     ):
         """Options (``strategy_options``):
@@ -157,9 +158,10 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         start_factors  how a client's start dW is split into A and B (the product is the same):
                        "balanced" (sqrt(S) on each side) or "init_norm" (A's rows at a fresh LoRA
                        init's norm; docs/DESIGN-NOTES.md says why)
-        per_cluster    what each cluster keeps its own copy of: "all" (default: adapters and head, as the
-                       paper) or "head" (one adapter state aggregated over every client, a head per
-                       cluster: the clusters personalize the label prior, not the representation)
+        per_cluster    what each cluster keeps its own copy of: "head" (default: one adapter state
+                       aggregated over every client, a classifier head per cluster, so the clusters
+                       personalize the label prior, not the representation) or "all" (adapters and head,
+                       as the paper; docs/DESIGN-NOTES.md says why the default differs)
         """
         super().__init__(dims, seed=seed, backbone_dims=backbone_dims)
         slots = _checked_slots(
@@ -213,7 +215,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
             **({} if self.masked else {"masked": False}),  # absent when default: older saved states still load
             **({} if self.global_model == "mixture" else {"global_model": self.global_model}),
             "start_factors": self.start_factors,
-            **({} if self.per_cluster == "all" else {"per_cluster": self.per_cluster}),
+            "per_cluster": self.per_cluster,
         }
 
     # -- state helpers ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def test_start_factors_equal_the_dense_svd_of_each_clients_own_mixture():
     scale * B @ A is the best rank-2 approximation of ITS mixture (Eckart-Young, by a dense SVD),
     whether it computed the factorization or reused another client's."""
     dims = ModelDims(num_layers=1, hidden=4, intermediate=4, num_labels=1)
-    s = get_strategy("fedhft", dims=dims, num_clusters=2, explore=0.0)
+    s = get_strategy("fedhft", dims=dims, num_clusters=2, explore=0.0, per_cluster="all")  # a mixture per client
     clients = [ClientInfo(f"c{i}", "t", PLAN) for i in range(3)]
     s.configure(0, clients)  # creates the sites
     c0 = np.diag([4.0, 3.0, 2.0, 1.0])
@@ -51,7 +51,7 @@ def test_randomized_path_at_a_larger_size_matches_the_dense_svd():
     """Sites above 64 x 64 take the randomized range finder: for a mixture of rank <= its width it
     is exact, so the start product equals the dense SVD's truncation to float32 rounding."""
     dims = ModelDims(num_layers=1, hidden=96, intermediate=96, num_labels=2)
-    s = get_strategy("fedhft", dims=dims, num_clusters=2, explore=0.0)
+    s = get_strategy("fedhft", dims=dims, num_clusters=2, explore=0.0, per_cluster="all")  # a mixture per client
     c = ClientInfo("c", "t", PLAN)
     s.configure(0, [c])
     rng = np.random.default_rng(3)
