@@ -17,6 +17,8 @@ docs/DESIGN-NOTES.md, section "simulate/_inprocess.py").
 
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 import os
@@ -255,21 +257,20 @@ class InProcessEngine:
         with side or nullcontext():
             try:
                 for idx in range(self.strategy.round_idx, self.cfg.rounds):
-                    line, recs, state, files = self._train_round(idx)
-                    pending.append(
-                        (
-                            line,
-                            side.submit(self._evaluate_timed, idx, _copied(files))
-                            if side
-                            else self._evaluate_timed(idx, files),
-                        )
-                    )
-                    rounds.append(line)
+                    line, recs, files = self._train_round(idx)
+                    rounds.append(line)  # committed: it is reported whatever interrupts what follows
                     records += recs
                     if self.keep_states:
-                        states[idx] = state
+                        states[idx] = {k: np.array(v) for k, v in files["global"][0].items()}
+                    evaluation = (
+                        side.submit(self._evaluate_timed, idx, _copied(files))
+                        if side
+                        else functools.partial(self._evaluate_timed, idx, files)
+                    )
+                    pending.append((line, evaluation))
                     while len(pending) > (1 if side else 0) or (pending and idx == self.cfg.rounds - 1):
-                        self._finish_round(*pending.pop(0), on_round)
+                        self._finish_round(*pending[0], on_round)
+                        pending.pop(0)  # only once finished: a Ctrl-C during its evaluation leaves it pending
             except KeyboardInterrupt:
                 interrupted = True
             except BaseException:
@@ -277,7 +278,7 @@ class InProcessEngine:
                     while pending:
                         self._finish_round(*pending.pop(0), on_round)
                 raise
-        if interrupted and pending:  # the side thread has finished it
+        if interrupted and pending:  # a committed round still reports its evaluation (the side thread's, or redone)
             self._finish_round(*pending.pop(0), on_round)
         phases = {k: round(v, 3) for k, v in sorted(self.timings.items())}
         return EngineResult(rounds, records, states, time.perf_counter() - t0, phases, interrupted)
@@ -307,13 +308,14 @@ class InProcessEngine:
     def run_round(self, idx: int) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
         """One round: (its metrics line, with the global evaluation, its client records, the
         committed global state)."""
-        line, recs, state, files = self._train_round(idx)
-        self._finish_round(line, self._evaluate_timed(idx, files), None)
-        return line, recs, state
+        line, recs, files = self._train_round(idx)
+        self._finish_round(line, functools.partial(self._evaluate_timed, idx, files), None)
+        return line, recs, {k: np.array(v) for k, v in files["global"][0].items()}
 
     def _finish_round(self, line: dict, evaluation, on_round) -> None:
-        """Add the round's evaluation (a dict, or a future of one) to its line, say it, report it."""
-        out, secs = evaluation.result() if hasattr(evaluation, "result") else evaluation
+        """Add the round's evaluation (a future of (metrics, seconds), or a call that makes them) to its
+        line, say it, report it."""
+        out, secs = evaluation.result() if hasattr(evaluation, "result") else evaluation()
         line.update(out)
         self._tick("eval_s", secs)
         self.say(
@@ -325,7 +327,8 @@ class InProcessEngine:
             on_round(line)
 
     def _train_round(self, idx: int):
-        """One round up to its commit: (metrics line, client records, global state, state files)."""
+        """One round up to its commit: (metrics line, client records, state files). Nothing heavy follows
+        the commit here, so a Ctrl-C cannot fall between the metrics line and the caller's record of it."""
         from server import Participant, intake_context, pick_clients, plan_round
 
         if self.workers > 1 or self.test is not None:
@@ -357,8 +360,10 @@ class InProcessEngine:
         answers = self._device_rounds({cid: task for cid, task in tasks.items() if task is not None})
         for cid in sorted(answers):
             self._answer(rnd, cid, answers[cid], ctx, stored)
+        rnd.close()  # (idempotent: _commit closes it too) so that the records are the final ones
+        records = rnd.records()
         line, files = self._commit(rnd, started)
-        return line, rnd.records(), {k: np.array(v) for k, v in files["global"][0].items()}, files
+        return line, records, files
 
     def _eligible(self) -> list:
         """The registry's rule: a device on battery below its tier's threshold is not selected."""

@@ -104,6 +104,33 @@ def test_inprocess_devices_that_store_nothing_make_the_run_degraded(tmp_path, ca
     assert {(r["status"], r["outcome"]) for r in rows} == {("outcome", "deadline")} and len(rows) == 6
 
 
+def test_a_ctrl_c_during_a_committed_rounds_evaluation_still_reports_that_round(tmp_path, cache, monkeypatch):
+    """Round 0 commits (its metrics line is on disk), then Ctrl-C lands while its global model is being
+    evaluated: the run is interrupted, and round 0 is still reported, with its evaluation, and its records."""
+    import simulate._inprocess as engine
+    from simulate import load_sim_config, run_simulation
+
+    original, calls = engine.InProcessEngine._evaluate_timed, []
+
+    def interrupted_once(self, idx, files):
+        calls.append(idx)
+        if len(calls) == 1:
+            assert (tmp_path / "run" / "server" / "metrics.jsonl").is_file()  # round 0 has committed
+            raise KeyboardInterrupt
+        return original(self, idx, files)
+
+    monkeypatch.setattr(engine, "_cores", lambda: 2)  # no evaluation thread: Ctrl-C lands in this one
+    monkeypatch.setattr(engine.InProcessEngine, "_evaluate_timed", interrupted_once)
+    cfg = load_sim_config(None, [f"{k}={v}" for k, v in _settings(tmp_path, cache, tmp_path / "run", rounds=3).items()])
+    result = run_simulation(cfg, say=lambda line: None)
+    assert result.interrupted and calls == [0, 0]  # the interrupted evaluation was redone, no round 1 began
+    assert [r["round"] for r in result.rounds] == [0] and 0.0 <= result.rounds[0]["accuracy"] <= 1.0
+    results = json.loads((result.run_dir / "results.json").read_text())
+    assert [r["round"] for r in results["rounds"]] == [0] and results["status"] == "interrupted"
+    rows = [json.loads(x) for x in (result.run_dir / "clients.jsonl").read_text().splitlines()]
+    assert {r["round"] for r in rows} == {0} and len(rows) == 3
+
+
 def test_inprocess_ctrl_c_reports_the_rounds_committed_so_far(tmp_path, cache):
     out = tmp_path / "run"
     # A backgrounded shell makes its jobs ignore SIGINT: give the simulation a terminal's Ctrl-C back.
