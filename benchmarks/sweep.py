@@ -99,7 +99,11 @@ VARIANTS = {
     "fedhft-residual": {"strategy": "fedhft", "strategy_options": {"residual_correction": True}},
     # the default before 2026-12-06 (since then the clusters share the adapters and keep a head each)
     "fedhft-allclusters": {"strategy": "fedhft", "strategy_options": {"per_cluster": "all"}},
+    # the clusters fixed to the true domains (the natural partition's keys): what clustering could give at best
+    "fedhft-domains": {"strategy": "fedhft", "strategy_options": {"groups": "partition"}},
 }
+#: Variants that run on other settings than ABLATION_SETTINGS (they need what those settings have).
+VARIANT_SETTINGS = {"fedhft-domains": ("amazon-natural",)}
 TUNE_SEED = 100
 SIGNIFICANCE = 0.05
 
@@ -290,11 +294,18 @@ def plan(args, settings: list[str], seeds: list[int], lrs: tuple[float, ...]) ->
     for seed in seeds:
         for setting in settings:
             steps += [("eval", setting, s, seed, None) for s in strategies]
-            if setting in ABLATION_SETTINGS or args.quick:
-                steps += [("eval", setting, v, seed, None) for v in variants]
+            steps += [("eval", setting, v, seed, None) for v in variants if runs_variant(v, setting, args.quick)]
     if args.reference and REFERENCE["setting"] in settings and not args.quick:
         steps += [("reference", REFERENCE["setting"], s, REFERENCE["seed"], None) for s in ("fedhft", None)]
     return steps
+
+
+def runs_variant(variant: str, setting: str, quick: bool = False) -> bool:
+    """Whether the sweep runs ``variant`` on ``setting``: its own settings, else the ABLATION_SETTINGS
+    (every setting in quick mode, except where a variant names its own)."""
+    if variant in VARIANT_SETTINGS:
+        return setting in VARIANT_SETTINGS[variant]
+    return quick or setting in ABLATION_SETTINGS
 
 
 def chosen_lr(runs: list[dict], setting: str, strategy: str, lrs: tuple[float, ...], per_dataset=False) -> float:
@@ -530,7 +541,8 @@ def ablation_reference(name: str) -> str:
 def ablation_table(runs: list[dict]) -> str:
     """Per ablation setting, each FedHFT variant against the default it changes, on the same seeds
     (final values, means over those seeds; differences are variant minus reference)."""
-    evals = [r for r in runs if r["kind"] == "eval" and r["setting"] in ABLATION_SETTINGS]
+    settings = list(dict.fromkeys([*ABLATION_SETTINGS, *(s for v in VARIANT_SETTINGS.values() for s in v)]))
+    evals = [r for r in runs if r["kind"] == "eval" and r["setting"] in settings]
     head = " | ".join(f"{label} | diff" for _, label in ABLATION_METRICS)
     lines = [
         "FedHFT ablations (final values, means over the seeds both rows have; "
@@ -539,9 +551,11 @@ def ablation_table(runs: list[dict]) -> str:
         f"| setting | variant | against | seeds | {head} |",
         "|---" * (4 + 2 * len(ABLATION_METRICS)) + "|",
     ]
-    for setting in ABLATION_SETTINGS:
+    for setting in settings:
         mine = [r for r in evals if r["setting"] == setting]
         for name in dict.fromkeys(r["strategy"] for r in mine if r["strategy"].startswith("fedhft-")):
+            if setting not in ABLATION_SETTINGS and not runs_variant(name, setting):
+                continue  # e.g. an old default's reported rows on a setting of a variant of its own
             ref = ablation_reference(name)
             seeds = sorted(
                 {r["seed"] for r in mine if r["strategy"] == name} & {r["seed"] for r in mine if r["strategy"] == ref}

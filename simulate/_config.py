@@ -7,7 +7,7 @@ over three tiers, 5 rounds, sized to finish in well under 15 minutes on 2 CPU co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence, get_args
 
@@ -16,6 +16,8 @@ from fedhft.protocol import ENCODINGS
 TRAIN_POOLS = ("all", "tune", "eval")
 ENGINES = ("mqtt", "inprocess")
 BACKEND_CHOICES = ("default", "torch", "ort", "executorch")
+#: strategy_options.groups=partition: FedHFT's fixed clusters are the natural partition's keys (filled in by the run).
+PARTITION_GROUPS = "partition"
 BROKER_CHOICES = ("auto", "mosquitto", "embedded")
 MqttProtocolChoice = Literal["auto", "5", "3.1.1"]
 MQTT_PROTOCOL_CHOICES: tuple[str, ...] = get_args(MqttProtocolChoice)
@@ -167,6 +169,14 @@ class SimConfig:
         if errors:
             raise ValueError("; ".join(errors))
 
+    def with_partition_groups(self, client_groups: dict[str, str] | None) -> "SimConfig":
+        """This config with ``strategy_options.groups=partition`` replaced by the clients' natural keys."""
+        if self.strategy_options.get("groups") != PARTITION_GROUPS:
+            return self
+        if not client_groups:
+            raise ValueError("strategy_options.groups=partition needs the natural partition's client groups")
+        return replace(self, strategy_options={**self.strategy_options, "groups": dict(client_groups)})
+
     def problems(self) -> list[str]:
         """Every invalid setting, each with its fix."""
         e = self._fleet_problems() + self._training_problems() + self._broker_problems()
@@ -195,6 +205,13 @@ class SimConfig:
         for name, b in [("backend", self.backend), *((f"backends.{t}", v) for t, v in self.backends.items())]:
             if b not in BACKEND_CHOICES:
                 e.append(f"{name}={b!r}: use one of {list(BACKEND_CHOICES)}")
+        groups = self.strategy_options.get("groups")
+        if isinstance(groups, str) and (groups != PARTITION_GROUPS or self.partition != "natural"):
+            e.append(
+                f"strategy_options.groups={groups!r} with partition={self.partition}: in a simulation use "
+                f"groups={PARTITION_GROUPS} with partition=natural (each client's group is its natural key, "
+                "e.g. its Amazon domain), or a mapping of client ids to group names"
+            )
         return e
 
     def _training_problems(self) -> list[str]:

@@ -198,6 +198,7 @@ def run_simulation(cfg: SimConfig, say: Callable[[str], None] = print) -> SimRes
     preflight(cfg, run_dir)  # every config problem at once, before any folder or process exists
     phases: dict[str, float] = {}
     ids, data, tiers = _setup(cfg, run_dir, say)
+    cfg = cfg.with_partition_groups(data.client_groups)  # validated: groups=partition comes with partition=natural
     backends, bundles_dir, phases["export_s"] = _export_bundles(cfg, tiers, data.dataset.num_labels, run_dir, say)
     tier0 = tiers[ids[0]]
     test = encode_examples(bundles_dir / tier0 / backends[tier0] / "tokenizer.json", data.test, cfg.max_seq_len)

@@ -86,6 +86,28 @@ def cluster_slots(num_clusters: Any, max_clusters: Any) -> tuple[int, list[str]]
     return (int(num_clusters) if not problems else 1), problems
 
 
+def group_problems(groups: Any, num_clusters: Any, max_clusters: Any) -> list[str]:
+    """Problems of the option ``groups`` (client id -> group name) against K's options."""
+    if groups is None:
+        return []
+    if (
+        not isinstance(groups, Mapping)
+        or not groups
+        or not all(isinstance(c, str) and isinstance(g, str) and g for c, g in groups.items())
+    ):
+        return [f"groups must map client ids to group names (a non-empty mapping of strings), got {groups!r}"]
+    count = len(set(groups.values()))
+    out = []
+    if num_clusters != AUTO and num_clusters != count:
+        out.append(
+            f"groups has {count} groups but num_clusters={num_clusters!r}: with groups, leave num_clusters out "
+            "(one cluster per group)"
+        )
+    if max_clusters is not None:
+        out.append(f"max_clusters={max_clusters!r} does not apply with groups (one cluster per group): drop it")
+    return out
+
+
 def _checked_slots(
     num_clusters: Any,
     max_clusters: Any,
@@ -96,9 +118,16 @@ def _checked_slots(
     global_model: str,
     start_factors: str,
     per_cluster: str = "all",
+    groups: Any = None,
 ) -> int:
-    """The cluster states to keep (``cluster_slots``); a ValueError naming every invalid option at once."""
-    slots, errors = cluster_slots(num_clusters, max_clusters)
+    """The cluster states to keep (``cluster_slots``, or one per group); a ValueError naming every
+    invalid option at once."""
+    errors = group_problems(groups, num_clusters, max_clusters)
+    if groups is not None:
+        slots = len(set(groups.values())) if not errors else 1
+    else:
+        slots, slot_errors = cluster_slots(num_clusters, max_clusters)
+        errors += slot_errors
     if warmup_rounds < 0:
         errors.append(f"warmup_rounds must be >= 0, got {warmup_rounds}")
     if sketch_dim < 2:
@@ -138,6 +167,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         global_model: str = "mixture",
         start_factors: str = "balanced",
         per_cluster: str = "head",
+        groups: Mapping[str, str] | None = None,
         backbone_dims: Mapping[str, ModelDims] | None = None,
     ):
         """Options (``strategy_options``):
@@ -162,6 +192,10 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
                        aggregated over every client, a classifier head per cluster, so the clusters
                        personalize the label prior, not the representation) or "all" (adapters and head,
                        as the paper; docs/DESIGN-NOTES.md says why the default differs)
+        groups         fixed clusters instead of fitted ones: client id -> group name (a region, an app,
+                       a data domain the operator knows). One cluster per group (in name order); from
+                       warm-up on, a client's membership is its group's cluster, and a client not in
+                       the mapping gets the cluster sizes. Leave num_clusters out with it
         """
         super().__init__(dims, seed=seed, backbone_dims=backbone_dims)
         slots = _checked_slots(
@@ -174,9 +208,12 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
             global_model,
             start_factors,
             per_cluster,
+            groups,
         )
+        self.groups = dict(groups) if groups is not None else None
+        self.group_names = sorted(set(self.groups.values())) if self.groups else []
         # With "auto", num_clusters is the number of cluster states kept (max_clusters); a refit may use fewer.
-        self.auto_clusters = num_clusters == AUTO
+        self.auto_clusters = num_clusters == AUTO and groups is None
         self.num_clusters, self.warmup_rounds, self.sketch_dim = slots, int(warmup_rounds), int(sketch_dim)
         self.explore, self.explore_decay = float(explore), float(explore_decay)
         self.min_membership, self.residual_correction = float(min_membership), bool(residual_correction)
@@ -216,6 +253,7 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
             **({} if self.global_model == "mixture" else {"global_model": self.global_model}),
             "start_factors": self.start_factors,
             "per_cluster": self.per_cluster,
+            **({"groups": dict(sorted(self.groups.items()))} if self.groups else {}),
         }
 
     # -- state helpers ------------------------------------------------------------------------------
@@ -324,6 +362,9 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
         if round_idx + 1 < self.warmup_rounds or len(self.client_ids) < 2 or self.num_clusters < 2:
             self.memberships = np.full((len(self.client_ids), self.num_clusters), 1.0 / self.num_clusters)
             return
+        if self.groups is not None:
+            self._set_memberships(self._group_memberships(), previous)
+            return
         seed = (self.seed * 1_000_003 + round_idx) % 2**32
         features = self.sketches / np.maximum(self.sketch_rounds, 1.0)[:, None]
         # Labels follow the clients that already had a cluster (a newcomer's cluster-size mixture is no label).
@@ -338,7 +379,21 @@ class FedHFT(OneBlasThreadPlanning, Strategy):
             choose_k=self.auto_clusters,
         )
         self.clustered = set(self.client_ids)
-        self.memberships = sparsify_membership(probs, self.min_membership)
+        self._set_memberships(sparsify_membership(probs, self.min_membership), previous)
+
+    def _group_memberships(self) -> np.ndarray:
+        """One-hot rows of the clients' groups; a client outside ``groups`` gets the groups' share of
+        the clients that are in it (the cluster sizes), or a uniform row when none is."""
+        rows = np.zeros((len(self.client_ids), self.num_clusters))
+        known = np.array([c in self.groups for c in self.client_ids], dtype=bool)
+        for i in np.flatnonzero(known):
+            rows[i, self.group_names.index(self.groups[self.client_ids[i]])] = 1.0
+        sizes = rows[known].mean(axis=0) if known.any() else np.full(self.num_clusters, 1.0 / self.num_clusters)
+        rows[~known] = sizes
+        return rows
+
+    def _set_memberships(self, memberships: np.ndarray, previous: np.ndarray) -> None:
+        self.memberships = memberships
         weights = self.memberships.mean(axis=0)
         # A cluster that had no member and gains some: start it from what its new members were
         # given (their previous mixtures), not from the state it was left with rounds ago.

@@ -283,3 +283,21 @@ def test_the_ablation_table_compares_each_variant_with_its_own_default_on_shared
     ]
     assert cells == want
     assert ablation_table([_ablation_row("fedhft", 0, 0.8, 0.7)]) == ""
+
+
+def test_a_variant_with_settings_of_its_own_is_planned_and_tabled_only_there():
+    from benchmarks.sweep import ablation_table, plan
+
+    steps = plan(_args(["fedhft", "fedhft-domains", "fedhft-k1"]), ["sst2-a0.3", "amazon-natural"], [0], (1e-2,))
+    variants = {(s[1], s[2]) for s in steps if s[2] != "fedhft"}
+    assert variants == {("amazon-natural", "fedhft-domains"), ("sst2-a0.3", "fedhft-k1")}
+    runs = [
+        _ablation_row("fedhft", 0, 0.80, 0.70, setting="amazon-natural"),
+        _ablation_row("fedhft-domains", 0, 0.78, 0.71, setting="amazon-natural"),
+        _ablation_row("fedhft-allclusters", 0, 0.79, 0.70, setting="amazon-natural"),  # reported, not an ablation here
+    ]
+    rows = [x for x in ablation_table(runs).splitlines() if x.startswith("| amazon")]
+    cells = [[c.strip() for c in x.strip("|").split("|")] for x in rows]
+    assert cells == [
+        ["amazon-natural", "fedhft-domains", "fedhft", "0", "0.780", "-0.020", "-", "-", "-", "-", "0.710", "+0.010"]
+    ]

@@ -89,3 +89,32 @@ def test_assign_tiers_round_robin_and_weights():
 )
 def test_example_configs_load(path):
     assert load_sim_config(path).rounds >= 1
+
+
+@pytest.mark.parametrize(
+    "items, needle",
+    [
+        (
+            ["strategy_options={groups: partition}", "partition=dirichlet"],
+            "groups='partition' with partition=dirichlet",
+        ),
+        (["strategy_options={groups: domains}", "partition=natural"], "groups='domains' with partition=natural"),
+    ],
+)
+def test_groups_from_the_partition_need_a_natural_partition(items, needle):
+    with pytest.raises(ConfigError) as err:
+        load_sim_config(None, ["strategy=fedhft", *items])
+    assert needle in str(err.value) and "use groups=partition with partition=natural" in str(err.value)
+
+
+def test_groups_partition_is_replaced_by_the_clients_keys_and_nothing_else_is():
+    cfg = load_sim_config(
+        None, ["strategy=fedhft", "partition=natural", "strategy_options={groups: partition, explore: 0.1}"]
+    )
+    filled = cfg.with_partition_groups({"dev-000": "books", "dev-001": "dvd"})
+    assert filled.strategy_options == {"groups": {"dev-000": "books", "dev-001": "dvd"}, "explore": 0.1}
+    assert cfg.strategy_options["groups"] == "partition"  # the config itself is unchanged
+    plain = load_sim_config(None, ["strategy=fedhft"])
+    assert plain.with_partition_groups({"dev-000": "books"}) is plain
+    with pytest.raises(ValueError, match="needs the natural partition's client groups"):
+        cfg.with_partition_groups(None)
