@@ -18,7 +18,6 @@ docs/DESIGN-NOTES.md, section "simulate/_inprocess.py").
 from __future__ import annotations
 
 import functools
-
 import json
 import math
 import os
@@ -261,7 +260,7 @@ class InProcessEngine:
                     rounds.append(line)  # committed: it is reported whatever interrupts what follows
                     records += recs
                     if self.keep_states:
-                        states[idx] = {k: np.array(v) for k, v in files["global"][0].items()}
+                        states[idx] = _global_state(files)
                     evaluation = (
                         side.submit(self._evaluate_timed, idx, _copied(files))
                         if side
@@ -310,7 +309,7 @@ class InProcessEngine:
         committed global state)."""
         line, recs, files = self._train_round(idx)
         self._finish_round(line, functools.partial(self._evaluate_timed, idx, files), None)
-        return line, recs, {k: np.array(v) for k, v in files["global"][0].items()}
+        return line, recs, _global_state(files)
 
     def _finish_round(self, line: dict, evaluation, on_round) -> None:
         """Add the round's evaluation (a future of (metrics, seconds), or a call that makes them) to its
@@ -651,6 +650,11 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _global_state(files: dict) -> dict[str, np.ndarray]:
+    """The committed global state, copied out of the round's state files."""
+    return {k: np.array(v) for k, v in files["global"][0].items()}
 
 
 def _copied(files: dict) -> dict:
