@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -80,7 +81,7 @@ def held_out_examples(pool: list, train: list, size: int, seed: int) -> list:
 
 def centralized(cfg, max_steps: int | None = None, held_out: int = 0) -> dict:
     """Centralized LoRA with the largest tier's plan, the same total number of gradient steps as a
-    federated run (rounds x local_steps x clients, capped at ``max_steps``) on the pooled (same)
+    federated run (rounds x local steps x clients, capped at ``max_steps``) on the pooled (same)
     training subset of the run's data (``dataset_of``: its pool, columns and test file). The rate
     follows the run's schedule: times ``lr_decay`` once per round's share of the steps. Scored on the
     test set, or with ``held_out`` > 0 on that many pool examples outside the training subset (a
@@ -102,7 +103,10 @@ def centralized(cfg, max_steps: int | None = None, held_out: int = 0) -> dict:
     )
     tok = _tokenizer(cfg.model)
     enc = lambda xs: encode_examples(tok, xs, cfg.max_seq_len)  # noqa: E731
-    steps = cfg.rounds * cfg.local_steps * cfg.clients
+    # The federated runs' gradient steps: per client and round, local_steps or local_epochs passes
+    # over its share of the pool (about len(train) / clients rows).
+    per_round = cfg.local_steps or cfg.local_epochs * math.ceil(len(train) / cfg.clients / cfg.batch_size)
+    steps = cfg.rounds * per_round * cfg.clients
     steps = min(steps, max_steps) if max_steps else steps
     result = train_centralized(
         cfg.model,

@@ -128,7 +128,12 @@ class SimConfig:
     strategy_options: dict = _f(dict, "keyword arguments of the strategy, e.g. {num_clusters: 3}", True)
     rounds: int = _f(5, "federated rounds")
     clients_per_round: float | None = _f(None, "clients per round: a count (>= 1) or a fraction in (0, 1); null = all")
-    local_steps: int = _f(12, "local optimizer steps per round")
+    local_steps: int = _f(12, "local optimizer steps per round (0: run local_epochs instead)")
+    local_epochs: int = _f(
+        0,
+        "with local_steps=0: passes over each client's own training rows per round, so a client with "
+        "more data takes more steps (FedHFT's reference code: 2 epochs of batch 32)",
+    )
     lr: float = _f(3e-3, "local AdamW learning rate")
     lr_decay: float = _f(1.0, "round r trains at lr * lr_decay**r (FedHFT's reference code: 0.9)")
     encoding: str = _f("fp16", "update encoding: fp32, fp16 or int8")
@@ -194,8 +199,13 @@ class SimConfig:
             e.append(f"partition={self.partition!r}: use one of {[*PARTITIONS, 'auto']}")
         if not self.alpha > 0:
             e.append(f"alpha={self.alpha}: use > 0")
-        if self.clients < 1 or self.rounds < 1 or self.local_steps < 1:
-            e.append("clients, rounds and local_steps must each be >= 1")
+        if self.clients < 1 or self.rounds < 1:
+            e.append("clients and rounds must each be >= 1")
+        if self.local_steps < 0 or self.local_epochs < 0 or (self.local_steps == 0) == (self.local_epochs == 0):
+            e.append(
+                f"local_steps={self.local_steps}, local_epochs={self.local_epochs}: give local_steps >= 1 "
+                "(and local_epochs=0), or local_steps=0 and local_epochs >= 1"
+            )
         if not self.tiers:
             e.append("tiers is empty: name at least one catalog tier, e.g. [rpi5]")
         if self.tier_weights is not None and (

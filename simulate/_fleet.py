@@ -87,6 +87,7 @@ def server_config(cfg: SimConfig, bundles_dir: Path, rounds: int, fleet: str = F
         "round_deadline_s": cfg.deadline_s,
         "start_grace_s": 0.0,
         "local_steps": cfg.local_steps,
+        "local_epochs": cfg.local_epochs,
         "lr": cfg.lr,
         "lr_decay": cfg.lr_decay,
         "update_encoding": cfg.encoding,

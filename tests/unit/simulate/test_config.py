@@ -118,3 +118,23 @@ def test_groups_partition_is_replaced_by_the_clients_keys_and_nothing_else_is():
     assert plain.with_partition_groups({"dev-000": "books"}) is plain
     with pytest.raises(ValueError, match="needs the natural partition's client groups"):
         cfg.with_partition_groups(None)
+
+
+def test_local_epochs_replace_local_steps_and_reach_the_server(tmp_path):
+    cfg = load_sim_config(None, ["local_steps=0", "local_epochs=2"])
+    sc = server_config(cfg, tmp_path, cfg.rounds)
+    assert (sc["local_steps"], sc["local_epochs"]) == (0, 2)
+    from server import ServerConfig
+
+    ServerConfig(**sc)
+    assert server_config(SimConfig(), tmp_path, 1)["local_epochs"] == 0
+
+
+@pytest.mark.parametrize(
+    "items",
+    [["local_steps=0"], ["local_steps=4", "local_epochs=2"], ["local_steps=-1"], ["local_steps=0", "local_epochs=-2"]],
+)
+def test_local_steps_and_local_epochs_need_exactly_one(items):
+    with pytest.raises(ConfigError) as err:
+        load_sim_config(None, items)
+    assert "give local_steps >= 1" in str(err.value) and "local_epochs >= 1" in str(err.value)
