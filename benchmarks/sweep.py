@@ -74,6 +74,10 @@ QUICK = {
     "test_size": 60,
 }
 LRS = {"full": (3e-3, 1e-2, 3e-2), "quick": (2e-2,)}
+#: Overrides of these keys change what a run measures, so they join the sizing that keys the run logs (a
+#: resumed sweep never mixes two sizings' rows). ``model`` stays out: an override gives the path of the same
+#: weights on another machine (benchmarks/gpu_sweep.sh).
+SIZING_KEYS = (set(FULL) | {"local_epochs"}) - {"model"}
 #: Sentence pairs need more tokens than single sentences (android-mid's plan allows 64).
 SETTING_SIZING = {"mrpc-a5.0": {"max_seq_len": 64}}
 #: With --tune-per-dataset, each dataset's rates are tuned at its reference partition. By default every dataset
@@ -657,7 +661,13 @@ def parse(argv):
         action="store_false",
         help="skip the reference-defaults runs (50 clients x 20 rounds, FedHFT and the best baseline)",
     )
-    p.add_argument("overrides", nargs="*", help="SimConfig key=value for every run (e.g. data_root=...)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="SimConfig key=value for every run (e.g. data_root=...); overrides of the sizing (e.g. local_steps=0 "
+        "local_epochs=2 batch_size=32, the reference code's local training) are recorded with each row and keep "
+        "a resumed sweep's rows of each sizing apart",
+    )
     return p.parse_args(argv)
 
 
@@ -718,9 +728,17 @@ def _centralized(sweep: Sweep, settings: list[str], seeds: list[int], lrs) -> di
     return central
 
 
+def sizing_overrides(overrides: list[str]) -> dict:
+    """The ``key=value`` overrides of SIZING_KEYS, with YAML values (as the config loader reads them)."""
+    import yaml
+
+    pairs = [item.split("=", 1) for item in overrides if "=" in item]
+    return {k.strip(): yaml.safe_load(v) for k, v in pairs if k.strip() in SIZING_KEYS}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    sizing = QUICK if args.quick else FULL
+    sizing = {**(QUICK if args.quick else FULL), **sizing_overrides(args.overrides)}
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     settings = (args.settings or ("sst2-a5.0" if args.quick else ",".join(SETTINGS))).split(",")
     lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else LRS["quick" if args.quick else "full"]

@@ -16,6 +16,7 @@ from benchmarks.sweep import (
     per_client_final,
     run_log,
     run_logs,
+    sizing_overrides,
     split_legacy_log,
     summarize,
 )
@@ -301,3 +302,25 @@ def test_a_variant_with_settings_of_its_own_is_planned_and_tabled_only_there():
     assert cells == [
         ["amazon-natural", "fedhft-domains", "fedhft", "0", "0.780", "-0.020", "-", "-", "-", "-", "0.710", "+0.010"]
     ]
+
+
+def test_overrides_that_change_what_a_run_measures_join_its_sizing():
+    got = sizing_overrides(
+        ["local_steps=0", "local_epochs=2", "batch_size=32", "lr_decay=0.8", "data_root=/d", "model=/w"]
+    )
+    assert got == {"local_steps": 0, "local_epochs": 2, "batch_size": 32, "lr_decay": 0.8}
+    assert sizing_overrides([]) == {} and sizing_overrides(["data_root=/x"]) == {}
+
+
+def test_a_resumed_sweep_reads_only_the_rows_of_its_own_sizing(tmp_path):
+    import argparse
+
+    from benchmarks.sweep import FULL, Sweep
+
+    epochs = {**FULL, **sizing_overrides(["local_steps=0", "local_epochs=2", "batch_size=32"])}
+    for sizing, strategy in ((FULL, "hetlora"), (epochs, "fedhft")):
+        row = {**_run("eval", strategy, 0, 0.01, 0.9, 0.8), "status": "completed"}
+        append_line(run_log(tmp_path, "s"), json.dumps({**row, "sizing": json.dumps(sizing, sort_keys=True)}))
+    args = argparse.Namespace(resume=True, report_only=False)
+    assert [r["strategy"] for r in Sweep(args, FULL, tmp_path).runs] == ["hetlora"]
+    assert [r["strategy"] for r in Sweep(args, epochs, tmp_path).runs] == ["fedhft"]
