@@ -95,12 +95,17 @@ VARIANTS = {
     "fedhft-nomask": {"strategy": "fedhft", "strategy_options": {"masked": False}},
     "fedhft-k1": {"strategy": "fedhft", "strategy_options": {"num_clusters": 1}},
     "fedhft-k3": {"strategy": "fedhft", "strategy_options": {"num_clusters": 3}},
-    # the default before 2026-12-06 (since then K is chosen by BIC, up to 4, every refit)
-    "fedhft-k2": {"strategy": "fedhft", "strategy_options": {"num_clusters": 2}},
+    # the default before 2026-12-06 (since then K is chosen by BIC, up to 4, every refit, and the clusters
+    # share the adapters): its options are pinned, so that a new run under this name is the method of its rows
+    "fedhft-k2": {"strategy": "fedhft", "strategy_options": {"num_clusters": 2, "per_cluster": "all"}},
     "fedhft-noexplore": {"strategy": "fedhft", "strategy_options": {"explore": 0.0}},
     "fedhft-warmup2": {"strategy": "fedhft", "warmup_rounds": 2},
-    # the default before 2026-12-05: a client's row = its untruncated start mixture + its change
-    "fedhft-residual": {"strategy": "fedhft", "strategy_options": {"residual_correction": True}},
+    # the default before 2026-12-05: a client's row = its untruncated start mixture + its change (K=2, a full
+    # state per cluster, as then)
+    "fedhft-residual": {
+        "strategy": "fedhft",
+        "strategy_options": {"residual_correction": True, "num_clusters": 2, "per_cluster": "all"},
+    },
     # the default before 2026-12-06 (since then the clusters share the adapters and keep a head each)
     "fedhft-allclusters": {"strategy": "fedhft", "strategy_options": {"per_cluster": "all"}},
     # the clusters fixed to the true domains (the natural partition's keys): what clustering could give at best
