@@ -733,17 +733,24 @@ def _centralized(sweep: Sweep, settings: list[str], seeds: list[int], lrs) -> di
     return central
 
 
-def sizing_overrides(overrides: list[str]) -> dict:
-    """The ``key=value`` overrides of SIZING_KEYS, with YAML values (as the config loader reads them)."""
-    import yaml
-
-    pairs = [item.split("=", 1) for item in overrides if "=" in item]
-    return {k.strip(): yaml.safe_load(v) for k, v in pairs if k.strip() in SIZING_KEYS}
+def sizing_overrides(overrides: list[str], sizing: dict = FULL) -> dict:
+    """The overrides of SIZING_KEYS, as the typed values of the run config they make with ``sizing``
+    (the config loader reads and checks them: a bad override raises ConfigError with every problem)."""
+    keys = {item.partition("=")[0].strip() for item in overrides} & SIZING_KEYS
+    cfg = sim_config(SETTINGS[TUNE_ONCE], "fedavg-lora", TUNE_SEED, LRS["full"][0], sizing, Path("."), overrides)
+    return {k: getattr(cfg, k) for k in sorted(keys)}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fedhft.config import ConfigError
+
     args = parse(sys.argv[1:] if argv is None else argv)
-    sizing = {**(QUICK if args.quick else FULL), **sizing_overrides(args.overrides)}
+    base = QUICK if args.quick else FULL
+    try:  # every override checked before any run
+        sizing = {**base, **sizing_overrides(args.overrides, base)}
+    except ConfigError as exc:
+        print(f"fedhft bench sweep: {exc}", file=sys.stderr)
+        return 2
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     settings = (args.settings or ("sst2-a5.0" if args.quick else ",".join(SETTINGS))).split(",")
     lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else LRS["quick" if args.quick else "full"]

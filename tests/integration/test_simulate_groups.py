@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration._sim_helpers import simulate_argv, tiny_inprocess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -25,31 +26,23 @@ def _write_two_domains(path: Path, n: int = 240) -> Path:
 
 
 def _argv(tmp: Path, **extra) -> list[str]:
-    settings = {
-        "engine": "inprocess",
-        "model": "tiny",
-        "clients": 4,
-        "rounds": 3,
-        "warmup_rounds": 1,
-        "tiers": "[android-mid,rpi5]",
-        "backend": "torch",
-        "dataset": str(_write_two_domains(tmp / "two-domains.jsonl")),
-        "natural_key": "domain",
-        "partition": "natural",
-        "strategy": "fedhft",
-        "strategy_options": "{groups: partition}",
-        "train_size": 0,
-        "test_size": 0,
-        "local_steps": 2,
-        "lr": 0.02,
-        "max_seq_len": 16,
-        "memory_budget": "off",
-        "bundle_cache": str(tmp / "cache"),
-        "out": str(tmp / "run"),
-        "progress": "false",
-        **extra,
-    }
-    return [sys.executable, "-m", "fedhft", "simulate", *(f"{k}={v}" for k, v in settings.items())]
+    settings = tiny_inprocess(
+        tmp,
+        clients=4,
+        rounds=3,
+        warmup_rounds=1,
+        tiers="[android-mid,rpi5]",
+        dataset=str(_write_two_domains(tmp / "two-domains.jsonl")),
+        natural_key="domain",
+        partition="natural",
+        strategy="fedhft",
+        strategy_options="{groups: partition}",
+        train_size=0,
+        test_size=0,
+        local_steps=2,
+        lr=0.02,
+    )
+    return simulate_argv({**settings, **extra})
 
 
 def test_groups_partition_makes_each_domain_a_cluster(tmp_path):

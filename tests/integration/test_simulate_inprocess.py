@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration._sim_helpers import write_toy_sentiment
+from tests.integration._sim_helpers import simulate_argv, write_toy_sentiment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -42,10 +41,6 @@ def _settings(tmp: Path, cache: Path, out: Path, **extra) -> dict:
     return settings
 
 
-def _argv(settings: dict) -> list[str]:
-    return [sys.executable, "-m", "fedhft", "simulate", *(f"{k}={v}" for k, v in settings.items())]
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bundle-cache")
@@ -55,7 +50,11 @@ def test_inprocess_end_to_end_writes_the_mqtt_engines_outputs_without_a_broker(t
     out = tmp_path / "run"
     # progress on, stdout a pipe: the per-round lines a log file gets
     proc = subprocess.run(
-        _argv(_settings(tmp_path, cache, out, progress="true")), cwd=REPO, capture_output=True, text=True, timeout=600
+        simulate_argv(_settings(tmp_path, cache, out, progress="true")),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
@@ -135,7 +134,7 @@ def test_inprocess_ctrl_c_reports_the_rounds_committed_so_far(tmp_path, cache):
     out = tmp_path / "run"
     # A backgrounded shell makes its jobs ignore SIGINT: give the simulation a terminal's Ctrl-C back.
     proc = subprocess.Popen(
-        _argv(_settings(tmp_path, cache, out, rounds=500)),
+        simulate_argv(_settings(tmp_path, cache, out, rounds=500)),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -324,3 +324,12 @@ def test_a_resumed_sweep_reads_only_the_rows_of_its_own_sizing(tmp_path):
     args = argparse.Namespace(resume=True, report_only=False)
     assert [r["strategy"] for r in Sweep(args, FULL, tmp_path).runs] == ["hetlora"]
     assert [r["strategy"] for r in Sweep(args, epochs, tmp_path).runs] == ["fedhft"]
+
+
+def test_a_bad_override_is_refused_before_any_run_with_every_problem(tmp_path, capsys):
+    from benchmarks.sweep import main
+
+    assert main(["--report-only", "--out", str(tmp_path), "batch_size=[", "clientz=3"]) == 2
+    err = capsys.readouterr().err
+    assert "batch_size" in err and "did you mean 'clients'" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
