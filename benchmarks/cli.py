@@ -15,6 +15,7 @@ BENCHMARKS = {
     "reliability": "benchmarks.reliability",
     "engines": "benchmarks.engines",
     "sweep": "benchmarks.sweep",
+    "select": "benchmarks.select",
     "clusters": "benchmarks.clusters",
 }
 

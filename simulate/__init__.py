@@ -13,6 +13,7 @@ _LAZY = {
     "SimConfig": "simulate._config",
     "load_sim_config": "simulate._config",
     "run_simulation": "simulate._run",
+    "preflight": "simulate._preflight",
     "SimResult": "simulate._run",
     "SimulationError": "simulate._fleet",
     "load_dataset": "simulate._datasets",

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmarks.cli import BENCHMARKS
 from simulate._results_md import RESULTS_MD
@@ -109,3 +110,26 @@ def test_personalization_quick_reports_clusters_and_both_accuracies(tmp_path: Pa
 
     rounds = cluster_rounds(tmp_path / "runs" / "fedhft-s0")  # its real stored states and data
     assert rounds and all(sum(c["members"] for c in r["clusters"]) == len(fedhft["clusters"]) for r in rounds)
+
+
+def _logged(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_select_quick_logs_each_run_on_the_tuning_half_and_resumes(tmp_path: Path, capsys):
+    log = tmp_path / "selection-x.jsonl"
+    argv = ["--log", str(log), "--settings", "sst2-a0.3", "--strategies", "hetlora,fedhft-k1", "--lrs", "0.01"]
+    argv += ["--tag", "epochs1", "--quick", "local_steps=0", "local_epochs=1"]
+    assert _bench("select", *argv) == 0
+    rows = _logged(log)
+    assert [r["strategy"] for r in rows] == ["hetlora-epochs1", "fedhft-k1-epochs1"]
+    for r in rows:
+        assert (r["kind"], r["seed"], r["status"]) == ("select", 100, "completed"), r
+        assert json.loads(r["sizing"])["local_epochs"] == 1 and r["options"] == {}
+    run_dir = tmp_path / "runs" / "select" / "sst2-a0.3-fedhft-k1-epochs1-lr0.01"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["train_pool"] == "tune" and config["strategy_options"]["num_clusters"] == 1
+    table = capsys.readouterr().out
+    assert "| sst2-a0.3 | fedhft-k1-epochs1 | 0.01 |" in table
+    assert _bench("select", *argv) == 0  # both rows are logged: nothing runs again
+    assert _logged(log) == rows
