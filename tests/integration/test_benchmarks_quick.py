@@ -116,6 +116,26 @@ def _logged(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
+def test_sweep_quick_reports_runs_and_ablations_and_a_resume_runs_nothing_again(tmp_path: Path):
+    argv = ["--quick", "--out", str(tmp_path), "--settings", "sst2-a0.3", "--central", "no"]
+    argv += ["--strategies", "fedavg-lora,fedhft,local-only,fedhft-k1"]
+    assert _bench("sweep", *argv) == 0
+    log = tmp_path / "runs-sst2-a0.3.jsonl"
+    rows = _logged(log)
+    assert sorted(r["strategy"] for r in rows) == ["fedavg-lora", "fedhft", "fedhft-k1", "local-only"]
+    for r in rows:
+        assert r["status"] == "completed" and r["kind"] == "eval" and len(r["rounds"]) == 3, r
+        assert 0.0 <= r["headline"]["personalized_acc_after"]["final"] <= 1.0 and r["clients"], r
+    doc = json.loads((tmp_path / "sweep.json").read_text())
+    assert {r["strategy"] for r in doc["rows"]} == {r["strategy"] for r in rows}
+    [cmp] = doc["comparisons"]  # FedHFT against the best other federated strategy, never local-only
+    assert cmp["personalized_acc_after_final"]["best_baseline"] == "fedavg-lora"
+    report = (tmp_path / "sweep.md").read_text()
+    assert "| sst2-a0.3 | fedhft-k1 | fedhft | 0 |" in report  # the ablation table
+    assert _bench("sweep", *argv, "--resume") == 0
+    assert _logged(log) == rows
+
+
 def test_select_quick_logs_each_run_on_the_tuning_half_and_resumes(tmp_path: Path, capsys):
     log = tmp_path / "selection-x.jsonl"
     argv = ["--log", str(log), "--settings", "sst2-a0.3", "--strategies", "hetlora,fedhft-k1", "--lrs", "0.01"]
