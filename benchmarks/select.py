@@ -107,7 +107,7 @@ def run_config(args, setting: str, strategy: str, lr: float, sizing: dict, optio
 
 
 def _run(args, setting: str, strategy: str, name: str, lr: float, sizing: dict, options: dict, log: Path) -> dict:
-    run_dir = log.parent / "runs" / "select" / f"{setting}-{name}-lr{lr:g}"
+    run_dir = log.parent / "runs" / "select" / log.stem / f"{setting}-{name}-lr{lr:g}"  # two logs never share one
     cfg = run_config(args, setting, strategy, lr, sizing, options, run_dir)
     row = {
         **run_one(run_key("select", setting, name, TUNE_SEED, lr), cfg),

@@ -146,7 +146,7 @@ def test_select_quick_logs_each_run_on_the_tuning_half_and_resumes(tmp_path: Pat
     for r in rows:
         assert (r["kind"], r["seed"], r["status"]) == ("select", 100, "completed"), r
         assert json.loads(r["sizing"])["local_epochs"] == 1 and r["options"] == {}
-    run_dir = tmp_path / "runs" / "select" / "sst2-a0.3-fedhft-k1-epochs1-lr0.01"
+    run_dir = tmp_path / "runs" / "select" / "selection-x" / "sst2-a0.3-fedhft-k1-epochs1-lr0.01"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["train_pool"] == "tune" and config["strategy_options"]["num_clusters"] == 1
     table = capsys.readouterr().out
