@@ -26,7 +26,9 @@ from benchmarks.sweep import (
     QUICK,
     SETTING_SIZING,
     SETTINGS,
+    STRATEGIES,
     TUNE_SEED,
+    VARIANTS,
     append_line,
     run_key,
     run_one,
@@ -85,8 +87,8 @@ def select(args: argparse.Namespace, options: dict, say=print) -> list[dict]:
         sizing = run_sizing(base, setting, args.overrides)
         sizing_key = json.dumps(sizing, sort_keys=True)
         for strategy in args.strategies.split(","):
+            name = row_name(strategy, args.tag)
             for lr in (float(x) for x in args.lrs.split(",")):
-                name = row_name(strategy, args.tag)
                 have = next((r for r in logged if same_row(r, setting, name, lr, sizing_key, options_key)), None)
                 if have is None:
                     have = _run(args, setting, strategy, name, lr, sizing, options, log)
@@ -96,11 +98,8 @@ def select(args: argparse.Namespace, options: dict, say=print) -> list[dict]:
 
 
 def run_config(args, setting: str, strategy: str, lr: float, sizing: dict, options: dict, run_dir: Path):
-    """The run's SimConfig: a variant's own strategy options, updated with ``options``."""
-    from benchmarks.sweep import VARIANTS
-
-    merged = {**VARIANTS.get(strategy, {}).get("strategy_options", {}), **options}
-    extra = {"strategy_options": merged} if merged else {}
+    """The run's SimConfig on the tuning half (``options`` are added to a variant's own)."""
+    extra = {"strategy_options": options} if options else {}
     return sim_config(
         SETTINGS[setting], strategy, TUNE_SEED, lr, sizing, run_dir, args.overrides, train_pool="tune", **extra
     )
@@ -136,8 +135,6 @@ def table(rows: list[dict]) -> str:
 def check(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """The strategy options and every problem with the arguments and the runs they make, found before
     any run (each run's config goes through the simulation's own preflight)."""
-    from benchmarks.sweep import STRATEGIES, VARIANTS
-
     problems = []
     settings, strategies = args.settings.split(","), args.strategies.split(",")
     unknown = sorted(set(settings) - set(SETTINGS))

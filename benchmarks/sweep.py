@@ -118,9 +118,11 @@ SIGNIFICANCE = 0.05
 
 
 def sim_config(setting: dict, strategy: str, seed: int, lr: float, sizing: dict, run_dir: Path, overrides, **extra):
+    """A run's SimConfig; ``strategy_options`` in ``extra`` are added to a variant's own options."""
     from fedhft.config import load_config
     from simulate import SimConfig
 
+    options = {**VARIANTS.get(strategy, {}).get("strategy_options", {}), **extra.pop("strategy_options", {})}
     base = {
         **COMMON,
         **sizing,
@@ -131,6 +133,7 @@ def sim_config(setting: dict, strategy: str, seed: int, lr: float, sizing: dict,
         "out": str(run_dir),
         **VARIANTS.get(strategy, {}),
         **extra,
+        **({"strategy_options": options} if options else {}),
     }
     items = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in base.items()]
     return load_config(SimConfig, None, items + list(overrides))

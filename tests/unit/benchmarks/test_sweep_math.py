@@ -103,6 +103,11 @@ def test_an_ablation_is_fedhft_with_its_settings(tmp_path):
     assert cfg.engine == "inprocess" and cfg.train_pool == "eval" and cfg.alpha == 5.0
     warm = sim_config(SETTINGS["sst2-a5.0"], "fedhft-warmup2", 0, 3e-3, FULL, tmp_path / "r", [], train_pool="tune")
     assert warm.warmup_rounds == 2 and warm.train_pool == "tune"
+    # strategy options given with a variant are added to its own, never replace them
+    more = sim_config(
+        SETTINGS["sst2-a5.0"], "fedhft-k2", 0, 3e-3, FULL, tmp_path / "r", [], strategy_options={"explore": 0.0}
+    )
+    assert more.strategy_options == {"num_clusters": 2, "per_cluster": "all", "explore": 0.0}
 
 
 def _args(strategies, quick=False, reference=True):
