@@ -18,7 +18,8 @@ def test_the_bound_takes_the_rate_with_the_best_held_out_accuracy_and_a_tie_the_
 
 
 def _sweep(tmp_path, **flags):
-    args = argparse.Namespace(resume=True, report_only=False, overrides=[], tune_per_dataset=False, **flags)
+    flags = {"resume": True, "report_only": False, "overrides": [], "tune_per_dataset": False, **flags}
+    args = argparse.Namespace(**flags)
     return sw.Sweep(args, sw.FULL, tmp_path)
 
 
@@ -39,12 +40,42 @@ def test_the_rate_is_tuned_on_held_out_tuning_examples_and_one_dataset_shares_a_
     assert all(c[1] == sw.TUNE_SEED and c[3] == "tune" and c[4] == sw.CENTRAL_HELD_OUT for c in tuning)
     bounds = [c for c in calls if not c[4]]
     assert bounds == [("sst2", 0, 0.01, "eval", 0), ("sst2", 1, 0.01, "eval", 0)]  # a5.0 reuses a0.3's
-    assert central["sst2-a5.0/s1"] == central["sst2-a0.3/s1"] == {"accuracy": 0.91, "lr": 0.01, "seconds": 1.0}
+    stamped = {"accuracy": 0.91, "lr": 0.01, "seconds": 1.0, "max_steps": sw.CENTRAL_MAX_STEPS}
+    assert central["sst2-a5.0/s1"] == central["sst2-a0.3/s1"] == stamped
 
     calls.clear()
     again = sw._centralized(_sweep(tmp_path), ["sst2-a0.3", "sst2-a5.0"], [0, 1], lrs)
     assert calls == [] and again == central  # resumed from centralized.json and centralized-tuning.json
     assert json.loads((tmp_path / "centralized-tuning.json").read_text())["sst2-a5.0/lr0.01"]["accuracy"] == 0.8
+
+
+def test_the_rate_ladder_goes_down_by_the_grids_steps():
+    assert [sw.lower_rate(x) for x in (0.03, 0.01, 0.003, 0.001, 0.0003)] == [0.01, 0.003, 0.001, 0.0003, 0.0001]
+
+
+def test_a_bound_that_wins_at_the_grids_lowest_rate_tries_lower_ones_and_stops_at_an_inner_best(tmp_path, monkeypatch):
+    tried = []
+
+    def fake_bound(cfg, held_out=0):  # accuracy rises as the rate falls, down to 1e-3
+        tried.append(cfg.lr)
+        acc = {0.03: 0.4, 0.01: 0.6, 0.003: 0.8, 0.001: 0.85, 0.0003: 0.82}[cfg.lr] if held_out else 0.9
+        return {"accuracy": acc, "lr": cfg.lr, "seconds": 1.0}
+
+    monkeypatch.setattr(sw, "centralized_bound", fake_bound)
+    central = sw._centralized(_sweep(tmp_path), ["sst2-a5.0"], [0], (0.003, 0.01, 0.03))
+    assert tried == [0.003, 0.01, 0.03, 0.001, 0.0003, 0.001]  # two rates below the grid, then the bound
+    assert central["sst2-a5.0/s0"]["lr"] == 0.001
+
+
+def test_bounds_made_under_the_old_step_cap_are_neither_reported_nor_reused(tmp_path, monkeypatch):
+    old = {"accuracy": 0.79, "lr": 0.003, "steps": 600, "seconds": 1.0}  # logged before max_steps was
+    (tmp_path / "centralized.json").write_text(json.dumps({"sst2-a5.0/s0": old}))
+    (tmp_path / "centralized-tuning.json").write_text(json.dumps({"sst2-a5.0/lr0.003": old}))
+    report = sw._centralized(_sweep(tmp_path, report_only=True), ["sst2-a5.0"], [0], (0.003, 0.01))
+    assert report == {}
+    monkeypatch.setattr(sw, "centralized_bound", lambda cfg, held_out=0: {"accuracy": 0.8, "lr": cfg.lr})
+    fresh = sw._centralized(_sweep(tmp_path), ["sst2-a5.0"], [0], (0.003, 0.01))
+    assert fresh["sst2-a5.0/s0"]["max_steps"] == sw.CENTRAL_MAX_STEPS
 
 
 def test_the_bounds_rate_decays_by_the_factor_every_so_many_steps():
