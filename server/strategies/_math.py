@@ -6,6 +6,7 @@ Conventions: a LoRA site has ``A`` ``[r, in]`` and ``B`` ``[out, r]``; its dense
 
 from __future__ import annotations
 
+import math
 import zlib
 from typing import Mapping, Sequence
 
@@ -206,7 +207,9 @@ def gaussian_sketch(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
 
 
 def unit(v: np.ndarray) -> np.ndarray:
-    n = float(np.linalg.norm(v))
+    # Not np.linalg.norm: BLAS's nrm2 sums in a kernel-dependent order, so its last bit (and then
+    # FedHFT's clusters) changed with the CPU. A correctly rounded sum is the same bits everywhere.
+    n = math.sqrt(math.fsum(np.square(np.asarray(v, dtype=np.float64)).ravel()))
     return v / n if n > 0 else v
 
 
