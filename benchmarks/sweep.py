@@ -386,9 +386,13 @@ def table(rows: list[dict], comparisons: list[dict], central: dict) -> str:
         )
     lines += [
         "",
-        "Centralized LoRA bound (global test accuracy, per seed; its rate chosen from the grid on the "
-        "tuning half, decayed like the runs'): "
-        + "; ".join(f"{k}: {v['accuracy']:.3f} (lr {v['lr']:g})" for k, v in sorted(central.items())),
+        "Centralized LoRA bound (global test accuracy, per seed; as many steps as a run's clients take "
+        "together; its rate chosen on the tuning half from the grid and up to two rates below it, decayed "
+        "like the runs'): "
+        + "; ".join(
+            f"{k}: {v['accuracy']:.3f} (lr {v['lr']:g}, {v.get('steps', '?')} steps)"
+            for k, v in sorted(central.items())
+        ),
     ]
     lines += [
         "",
