@@ -612,6 +612,7 @@ def lower_rate(lr: float) -> float:
 
 def _central_cfg(sweep: Sweep, setting: str, seed: int, lr: float, **extra):
     run_dir = sweep.out / "runs" / "central"
+    extra = {**SETTING_SIZING.get(setting, {}), **extra}  # sentence pairs get the runs' longer sequences
     return sim_config(SETTINGS[setting], "fedavg-lora", seed, lr, sweep.sizing, run_dir, sweep.args.overrides, **extra)
 
 

@@ -49,6 +49,11 @@ def test_the_rate_is_tuned_on_held_out_tuning_examples_and_one_dataset_shares_a_
     assert json.loads((tmp_path / "centralized-tuning.json").read_text())["sst2-a5.0/lr0.01"]["accuracy"] == 0.8
 
 
+def test_the_bound_of_sentence_pairs_reads_as_many_tokens_as_their_runs(tmp_path):
+    assert sw._central_cfg(_sweep(tmp_path), "mrpc-a5.0", 0, 0.001).max_seq_len == 64
+    assert sw._central_cfg(_sweep(tmp_path), "sst2-a5.0", 0, 0.001).max_seq_len == sw.FULL["max_seq_len"]
+
+
 def test_the_rate_ladder_goes_down_by_the_grids_steps():
     assert [sw.lower_rate(x) for x in (0.03, 0.01, 0.003, 0.001, 0.0003)] == [0.01, 0.003, 0.001, 0.0003, 0.0001]
 
