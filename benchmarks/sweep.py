@@ -616,26 +616,28 @@ def _central_cfg(sweep: Sweep, setting: str, seed: int, lr: float, **extra):
     return sim_config(SETTINGS[setting], "fedavg-lora", seed, lr, sweep.sizing, run_dir, sweep.args.overrides, **extra)
 
 
+def _try_lower(scores: dict[float, float], tried: list[float], grid) -> bool:
+    """Whether the bound tries a rate below those ``tried`` (all scored): it should not be held down by
+    the grid's lower edge, so while the lowest rate tried wins, at most CENTRAL_EXTRA_LOWER more."""
+    extended = len(tried) - len(grid)
+    return len(grid) > 1 and bool(scores) and choose_central_lr(scores) == min(tried) and extended < CENTRAL_EXTRA_LOWER
+
+
 def _central_lr(sweep: Sweep, setting: str, lrs, tuned: dict) -> float:
     """The bound's rate for ``setting``'s dataset: each rate of the grid trained on the tuning half
     (seed TUNE_SEED) and scored on held-out tuning-half examples, like the strategies' rates."""
     at = tune_setting(setting, getattr(sweep.args, "tune_per_dataset", False))
     scores, tried = {}, list(lrs)
-    while True:
-        for lr in tried:
-            key = f"{at}/lr{lr:g}"
-            if not _current_bound(tuned.get(key)) and not sweep.args.report_only:
-                cfg = _central_cfg(sweep, at, TUNE_SEED, lr, train_pool="tune")
-                tuned[key] = {**centralized_bound(cfg, CENTRAL_HELD_OUT), "max_steps": CENTRAL_MAX_STEPS}
-                (sweep.out / "centralized-tuning.json").write_text(json.dumps(tuned, indent=2))
-            if _current_bound(tuned.get(key)):
-                scores[lr] = tuned[key]["accuracy"]
-        # The bound should not be held down by the grid's lower edge: while the lowest rate tried wins,
-        # try the next one below (at most CENTRAL_EXTRA_LOWER of them).
-        extended = len(tried) - len(lrs)
-        if len(lrs) < 2 or not scores or choose_central_lr(scores) != min(tried) or extended >= CENTRAL_EXTRA_LOWER:
-            break
-        tried.append(lower_rate(min(tried)))
+    for i, lr in enumerate(tried):  # grows below the grid, see _try_lower
+        key = f"{at}/lr{lr:g}"
+        if not _current_bound(tuned.get(key)) and not sweep.args.report_only:
+            cfg = _central_cfg(sweep, at, TUNE_SEED, lr, train_pool="tune")
+            tuned[key] = {**centralized_bound(cfg, CENTRAL_HELD_OUT), "max_steps": CENTRAL_MAX_STEPS}
+            (sweep.out / "centralized-tuning.json").write_text(json.dumps(tuned, indent=2))
+        if _current_bound(tuned.get(key)):
+            scores[lr] = tuned[key]["accuracy"]
+        if i == len(tried) - 1 and _try_lower(scores, tried, lrs):
+            tried.append(lower_rate(min(tried)))
     return choose_central_lr(scores) if scores else lrs[len(lrs) // 2]
 
 
