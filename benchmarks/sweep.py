@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._host import host_info, hosts_note
 from benchmarks._sweep_matrix import (
     STRATEGIES,
     SETTINGS,
@@ -87,6 +88,7 @@ def run_one(key: dict, cfg) -> dict:
         "headline": doc.get("headline"),
         "rounds": [{k: r.get(k) for k in keep} for r in res.rounds],
         "clients": per_client_final(res.run_dir),
+        "host": host_info(),
     }
 
 
@@ -632,7 +634,11 @@ def _central_lr(sweep: Sweep, setting: str, lrs, tuned: dict) -> float:
         key = f"{at}/lr{lr:g}"
         if not _current_bound(tuned.get(key)) and not sweep.args.report_only:
             cfg = _central_cfg(sweep, at, TUNE_SEED, lr, train_pool="tune")
-            tuned[key] = {**centralized_bound(cfg, CENTRAL_HELD_OUT), "max_steps": CENTRAL_MAX_STEPS}
+            tuned[key] = {
+                **centralized_bound(cfg, CENTRAL_HELD_OUT),
+                "max_steps": CENTRAL_MAX_STEPS,
+                "host": host_info(),
+            }
             (sweep.out / "centralized-tuning.json").write_text(json.dumps(tuned, indent=2))
         if _current_bound(tuned.get(key)):
             scores[lr] = tuned[key]["accuracy"]
@@ -672,7 +678,7 @@ def _centralized(sweep: Sweep, settings: list[str], seeds: list[int], lrs) -> di
                 central[key] = dict(central[twin])
             else:
                 bound = centralized_bound(_central_cfg(sweep, setting, seed, lr))
-                central[key] = {**bound, "max_steps": CENTRAL_MAX_STEPS}
+                central[key] = {**bound, "max_steps": CENTRAL_MAX_STEPS, "host": host_info()}
             path.write_text(json.dumps(central, indent=2))
     return central
 
@@ -714,7 +720,12 @@ def main(argv: list[str] | None = None) -> int:
     status = (
         f"{sum(r['kind'] == 'eval' for r in sweep.runs)} reported and "
         f"{sum(r['kind'] == 'tune' for r in sweep.runs)} tuning runs finished of "
-        f"{len(steps)} planned" + (f". {args.note}" if args.note else "") + "\n\n" + cost_note(sweep.runs, steps)
+        f"{len(steps)} planned"
+        + (f". {args.note}" if args.note else "")
+        + "\n\n"
+        + cost_note(sweep.runs, steps)
+        + "\n\n"
+        + hosts_note(sweep.runs)
     )
     md = "\n\n".join(
         x

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks._host import host_label
 from benchmarks.cli import BENCHMARKS
 from simulate._results_md import RESULTS_MD
 
@@ -126,12 +127,14 @@ def test_sweep_quick_reports_runs_and_ablations_and_a_resume_runs_nothing_again(
     for r in rows:
         assert r["status"] == "completed" and r["kind"] == "eval" and len(r["rounds"]) == 3, r
         assert 0.0 <= r["headline"]["personalized_acc_after"]["final"] <= 1.0 and r["clients"], r
+        assert r["host"]["versions"]["torch"].startswith("2.") and r["host"]["cores"] >= 1, r["host"]
     doc = json.loads((tmp_path / "sweep.json").read_text())
     assert {r["strategy"] for r in doc["rows"]} == {r["strategy"] for r in rows}
     [cmp] = doc["comparisons"]  # FedHFT against the best other federated strategy, never local-only
     assert cmp["personalized_acc_after_final"]["best_baseline"] == "fedavg-lora"
     report = (tmp_path / "sweep.md").read_text()
     assert "| sst2-a0.3 | fedhft-k1 | fedhft | 0 |" in report  # the ablation table
+    assert "Hosts of the rows" in report and f"4 on {host_label(rows[0]['host'])}" in report
     assert _bench("sweep", *argv, "--resume") == 0
     assert _logged(log) == rows
 

@@ -41,7 +41,8 @@ def test_the_rate_is_tuned_on_held_out_tuning_examples_and_one_dataset_shares_a_
     bounds = [c for c in calls if not c[4]]
     assert bounds == [("sst2", 0, 0.01, "eval", 0), ("sst2", 1, 0.01, "eval", 0)]  # a5.0 reuses a0.3's
     stamped = {"accuracy": 0.91, "lr": 0.01, "seconds": 1.0, "max_steps": sw.CENTRAL_MAX_STEPS}
-    assert central["sst2-a5.0/s1"] == central["sst2-a0.3/s1"] == stamped
+    assert central["sst2-a5.0/s1"] == central["sst2-a0.3/s1"] == {**stamped, "host": central["sst2-a0.3/s1"]["host"]}
+    assert central["sst2-a0.3/s1"]["host"]["versions"]["torch"].startswith("2.")  # the machine that made it
 
     calls.clear()
     again = sw._centralized(_sweep(tmp_path), ["sst2-a0.3", "sst2-a5.0"], [0, 1], lrs)
