@@ -3,8 +3,8 @@
 Why: torch (MKL, oneDNN and its own vectorized kernels) and numpy's OpenBLAS choose their kernels per
 CPU, so the same run can differ in its last bits from one machine to the next, and FedHFT's clustering
 can turn those bits into different memberships. The sweep is made across sessions on whatever machine
-each one gets; each row records the host it ran on (see docs/DESIGN-NOTES.md, "the same bits on every
-CPU").
+each one gets; each row records the host it ran on (see docs/DESIGN-NOTES.md, "what still drifts
+between machines").
 """
 
 from __future__ import annotations
