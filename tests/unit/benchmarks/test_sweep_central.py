@@ -50,6 +50,24 @@ def test_the_rate_is_tuned_on_held_out_tuning_examples_and_one_dataset_shares_a_
     assert json.loads((tmp_path / "centralized-tuning.json").read_text())["sst2-a5.0/lr0.01"]["accuracy"] == 0.8
 
 
+def test_each_dataset_tunes_its_bounds_rate_on_its_own_tuning_half_even_when_strategies_tune_once(
+    tmp_path, monkeypatch
+):
+    calls = []
+
+    def fake_bound(cfg, held_out=0):  # a unit test's stand-in, as above
+        calls.append((cfg.dataset, cfg.train_pool, cfg.lr, held_out))
+        best = {"sst2": 0.01, "agnews": 0.003}[cfg.dataset]
+        return {"accuracy": 0.9 - abs(cfg.lr - best) if held_out else 0.8, "lr": cfg.lr, "seconds": 1.0}
+
+    monkeypatch.setattr(sw, "centralized_bound", fake_bound)
+    central = sw._centralized(_sweep(tmp_path), ["sst2-a0.3", "agnews-a0.3"], [0], (0.003, 0.01, 0.03))
+    assert (central["sst2-a0.3/s0"]["lr"], central["agnews-a0.3/s0"]["lr"]) == (0.01, 0.003)
+    tuned = json.loads((tmp_path / "centralized-tuning.json").read_text())
+    assert {k.split("/")[0] for k in tuned} == {sw.TUNE_SETTING["sst2"], sw.TUNE_SETTING["agnews"]}
+    assert {(c[0], c[1]) for c in calls if c[3]} == {("sst2", "tune"), ("agnews", "tune")}
+
+
 def test_the_bound_of_sentence_pairs_reads_as_many_tokens_as_their_runs(tmp_path):
     assert sw._central_cfg(_sweep(tmp_path), "mrpc-a5.0", 0, 0.001).max_seq_len == 64
     assert sw._central_cfg(_sweep(tmp_path), "sst2-a5.0", 0, 0.001).max_seq_len == sw.FULL["max_seq_len"]
