@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._host import host_info, hosts_note
+from benchmarks._host import hosts_note
+from simulate import host_info
 from benchmarks._sweep_matrix import (
     STRATEGIES,
     SETTINGS,

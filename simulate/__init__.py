@@ -39,6 +39,9 @@ _LAZY = {
     "InProcessEngine": "simulate._inprocess",
     "devices_for": "simulate._inprocess",
     "update_results_md": "simulate._results_md",
+    "host_info": "simulate._host",
+    "host_label": "simulate._host",
+    "parse_cpuinfo": "simulate._host",
 }
 
 __all__ = sorted(_LAZY)

@@ -8,6 +8,8 @@ import platform
 import time
 from pathlib import Path
 
+from simulate._host import host_info, host_label
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
@@ -34,7 +36,8 @@ def _section(name: str, title: str) -> list[str]:
     mode = "quick (CI size)" if doc.get("quick") else "full size"
     if overrides and name != "simulate":
         mode += f" with the sizing reduced by {' '.join(overrides)} (same comparison, fewer steps)"
-    lines = [f"## {title}", "", f"- command: `{command}`", f"- mode: {mode}; written {stamp}"]
+    host = f" on {host_label(doc['host'])}" if doc.get("host") else ""  # speeds and last bits follow the machine
+    lines = [f"## {title}", "", f"- command: `{command}`", f"- mode: {mode}; written {stamp}{host}"]
     if doc.get("wall_s"):
         lines.append(f"- wall time: {doc['wall_s']:.0f} s")
     if doc.get("sizing"):
@@ -49,10 +52,11 @@ def _section(name: str, title: str) -> list[str]:
 
 
 def _stamp(data_file: Path) -> None:
-    """Record in a just-written result document when it was written."""
+    """Record in a just-written result document when and on what machine it was written."""
     if data_file.is_file():
         doc = json.loads(data_file.read_text())
         doc["written"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        doc["host"] = host_info()
         data_file.write_text(json.dumps(doc, indent=2, default=str))
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks._host import host_label
 from benchmarks.cli import BENCHMARKS
+from simulate import host_label
 from simulate._results_md import RESULTS_MD
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

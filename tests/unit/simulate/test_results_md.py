@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from simulate import _results_md
+from simulate import _results_md, host_label
 
 
 def _fake_results(tmp_path, monkeypatch):
@@ -28,8 +28,10 @@ def test_a_finished_benchmark_is_stamped_and_others_keep_their_stamp(tmp_path, m
 
     assert _results_md.update_results_md(results / "accuracy") == tmp_path / "RESULTS.md"
     text = (tmp_path / "RESULTS.md").read_text()
-    stamp = json.loads((results / "accuracy" / "accuracy.json").read_text())["written"]
-    assert f"written {stamp}" in text and "written 2020-01-02 03:04 UTC" in text
+    doc = json.loads((results / "accuracy" / "accuracy.json").read_text())
+    assert doc["host"]["versions"]["torch"].startswith("2.")  # the machine that wrote it
+    assert f"written {doc['written']} on {host_label(doc['host'])}" in text
+    assert "written 2020-01-02 03:04 UTC\n" in text  # a document from before the host record names none
     assert "| accuracy table |" in text and "| comm table |" in text
     assert "Not run yet: `fedhft bench personalization`" in text
 
