@@ -79,18 +79,30 @@ def held_out_examples(pool: list, train: list, size: int, seed: int) -> list:
     return subsample([e for e in pool if id(e) not in chosen], size, seed, 13)
 
 
+def tuning_train_size(pool: int, train_size: int, held_out: int) -> int:
+    """How many of ``pool`` examples the bound trains on when ``held_out`` of them must stay out to score
+    it: ``train_size``, or fewer where the pool cannot hold both (MRPC's tuning half: ~1,800 pairs)."""
+    if held_out and pool - held_out < held_out:
+        raise ValueError(
+            f"the pool has {pool} examples: too few to hold out {held_out} for scoring and train on the rest; "
+            f"use a held-out size of at most {pool // 2}"
+        )
+    return min(train_size, pool - held_out) if held_out else train_size
+
+
 def centralized(cfg, max_steps: int | None = None, held_out: int = 0) -> dict:
     """Centralized LoRA with the largest tier's plan, the same total number of gradient steps as a
     federated run (rounds x local steps x clients, capped at ``max_steps``) on the pooled (same)
     training subset of the run's data (``dataset_of``: its pool, columns and test file). The rate
     follows the run's schedule: times ``lr_decay`` once per round's share of the steps. Scored on the
     test set, or with ``held_out`` > 0 on that many pool examples outside the training subset (a
-    validation split for choosing the rate: never the test set)."""
+    validation split for choosing the rate: never the test set; the training subset shrinks to leave
+    them, see ``tuning_train_size``)."""
     from devices import load_catalog
     from simulate import dataset_of, encode_examples, fit_plan, model_identity, subsample, train_centralized
 
     ds = dataset_of(cfg)
-    train = subsample(ds.train, cfg.train_size, cfg.seed, 11)
+    train = subsample(ds.train, tuning_train_size(len(ds.train), cfg.train_size, held_out), cfg.seed, 11)
     if held_out:
         scored = held_out_examples(ds.train, train, held_out, cfg.seed)
     else:

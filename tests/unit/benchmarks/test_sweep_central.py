@@ -127,3 +127,13 @@ def test_the_held_out_examples_are_drawn_outside_the_training_subset():
     held = held_out_examples(pool, train, 30, 3)
     assert len(held) == 30 and not {id(e) for e in held} & {id(e) for e in train}
     assert held == held_out_examples(pool, train, 30, 3)  # seeded
+
+
+def test_the_bounds_training_subset_shrinks_to_leave_its_held_out_examples_and_a_tiny_pool_is_refused():
+    from benchmarks.accuracy import tuning_train_size
+
+    assert tuning_train_size(30000, 3000, 500) == 3000  # a large pool: the runs' training size
+    assert tuning_train_size(1834, 3000, 500) == 1334  # MRPC's tuning half: 500 stay out to score the rate
+    assert tuning_train_size(1834, 3000, 0) == 3000  # scored on the test set: nothing held out
+    with pytest.raises(ValueError, match="too few to hold out 500.*at most 400"):
+        tuning_train_size(800, 3000, 500)
