@@ -15,6 +15,7 @@ def hosts_note(rows: list[dict]) -> str:
         label = host_label(row["host"]) if row.get("host") else "not recorded (made before 2026-12-07, fourth session)"
         counts[label] = counts.get(label, 0) + 1
     parts = [f"{n} on {label}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1])]
-    return "Hosts of the rows (torch and OpenBLAS pick kernels per CPU, so rows of different hosts can differ in " + (
-        "their last bits): " + "; ".join(parts) + "."
+    return (
+        "Hosts of the rows (torch and OpenBLAS pick kernels per CPU, so rows of different hosts can differ in "
+        f"their last bits): {'; '.join(parts)}."
     )

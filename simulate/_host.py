@@ -68,6 +68,14 @@ def _torch_capability() -> str:
         return "unknown"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one, else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def host_info() -> dict:
     """This machine's CPU, cores, library versions, torch's kernel level and any kernel pins."""
     try:
@@ -76,11 +84,10 @@ def host_info() -> dict:
     except OSError:
         cpu = parse_cpuinfo("")
     cpu["model_name"] = cpu["model_name"] or platform.processor()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": cpu,
         "machine": platform.machine(),
-        "cores": cores,
+        "cores": usable_cores(),
         "torch_cpu_capability": _torch_capability(),
         "versions": _versions(),
         "pins": {k: os.environ[k] for k in KERNEL_PINS if os.environ.get(k)},

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import threading
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ from fedhft.protocol import PayloadTooLarge, ProtocolError, Task, Topics, Update
 from server import ClientRoundStatus
 from simulate._config import SimConfig
 from simulate._evaluate import EncodedSet, state_file
+from simulate._host import usable_cores
 
 FLEET = "sim"
 #: The exceptions ``fedhft edge`` reports as an ``error`` outcome of a task (edge_runtime._agent).
@@ -156,9 +156,9 @@ class InProcessEngine:
         self.sessions: dict[tuple[Path, int], object] = {}
         self.off_budget_mb = replace(cfg, memory_budget="off").memory_budget_mb(0.0)
         self.timings: Counter = Counter()
-        self.workers = max(1, int(workers or min(4, _cores() // self.threads // 2)))
+        self.workers = max(1, int(workers or min(4, usable_cores() // self.threads // 2)))
         # A side thread for the evaluation where cores are left over (on 2 vCPUs it cost 3 %).
-        cores = _cores()
+        cores = usable_cores()
         self.eval_thread = (cores >= 4 and cores > self.workers * self.threads) if eval_thread is None else eval_thread
         self.worker_of = {cid: i % self.workers for i, cid in enumerate(sorted(self.clients))}
         self._lock, self._open_lock, self._stop = threading.Lock(), threading.Lock(), threading.Event()
@@ -643,13 +643,6 @@ def _tier_threshold(tier: str) -> float:
 
     spec = load_catalog().get(tier)
     return float(spec.battery_threshold) if spec is not None else 20.0
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _global_state(files: dict) -> dict[str, np.ndarray]:

@@ -118,7 +118,7 @@ def test_a_ctrl_c_during_a_committed_rounds_evaluation_still_reports_that_round(
             raise KeyboardInterrupt
         return original(self, idx, files)
 
-    monkeypatch.setattr(engine, "_cores", lambda: 2)  # no evaluation thread: Ctrl-C lands in this one
+    monkeypatch.setattr(engine, "usable_cores", lambda: 2)  # no evaluation thread: Ctrl-C lands in this one
     monkeypatch.setattr(engine.InProcessEngine, "_evaluate_timed", interrupted_once)
     cfg = load_sim_config(None, [f"{k}={v}" for k, v in _settings(tmp_path, cache, tmp_path / "run", rounds=3).items()])
     result = run_simulation(cfg, say=lambda line: None)
