@@ -99,14 +99,9 @@ def centralized(cfg, max_steps: int | None = None, held_out: int = 0) -> dict:
     validation split for choosing the rate: never the test set; the training subset shrinks to leave
     them, see ``tuning_train_size``)."""
     from devices import load_catalog
-    from simulate import dataset_of, encode_examples, fit_plan, model_identity, subsample, train_centralized
+    from simulate import encode_examples, fit_plan, model_identity, train_centralized
 
-    ds = dataset_of(cfg)
-    train = subsample(ds.train, tuning_train_size(len(ds.train), cfg.train_size, held_out), cfg.seed, 11)
-    if held_out:
-        scored = held_out_examples(ds.train, train, held_out, cfg.seed)
-    else:
-        scored = subsample(ds.test, cfg.test_size, cfg.seed, 12)
+    ds, train, scored = bound_split(cfg, held_out)
     _, layers = model_identity(cfg.model, ds.num_labels)
     catalog = load_catalog()
     plan = max(
@@ -132,7 +127,29 @@ def centralized(cfg, max_steps: int | None = None, held_out: int = 0) -> dict:
         lr_decay=cfg.lr_decay,
         decay_every=max(1, steps // cfg.rounds) if cfg.lr_decay < 1 else 0,
     )
-    return {**result, "scored_on": f"held_out:{len(scored)}" if held_out else f"test:{len(scored)}"}
+    return {
+        **result,
+        "scored_on": f"held_out:{len(scored)}" if held_out else f"test:{len(scored)}",
+        "majority_accuracy": majority_share([e.label for e in scored]),
+    }
+
+
+def bound_split(cfg, held_out: int = 0) -> tuple:
+    """(dataset, training subset, scored examples) of ``centralized(cfg, held_out=held_out)``."""
+    from simulate import dataset_of, subsample
+
+    ds = dataset_of(cfg)
+    train = subsample(ds.train, tuning_train_size(len(ds.train), cfg.train_size, held_out), cfg.seed, 11)
+    if held_out:
+        return ds, train, held_out_examples(ds.train, train, held_out, cfg.seed)
+    return ds, train, subsample(ds.test, cfg.test_size, cfg.seed, 12)
+
+
+def majority_share(labels) -> float:
+    """The accuracy of always predicting the most frequent of ``labels``: what a model that learned
+    nothing but the label prior scores on them."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    return float(counts.max() / counts.sum()) if counts.size else float("nan")
 
 
 def _tokenizer(model: str) -> Path:

@@ -353,6 +353,13 @@ def compare(rows: list[dict], runs: list[dict]) -> list[dict]:
 CENTRAL_MAX_STEPS: int | None = None
 
 
+def held_out_floor(cfg) -> float:
+    """The majority label's accuracy on the examples that score the bound's rate (``cfg`` a tuning run)."""
+    from benchmarks.accuracy import bound_split, majority_share
+
+    return majority_share([e.label for e in bound_split(cfg, CENTRAL_HELD_OUT)[2]])
+
+
 def centralized_bound(cfg, held_out: int = 0) -> dict:
     """The accuracy benchmark's centralized LoRA bound on this run's pool, at most CENTRAL_MAX_STEPS
     (scored on the test set, or with ``held_out`` on pool examples outside its training subset)."""
@@ -391,7 +398,7 @@ def table(rows: list[dict], comparisons: list[dict], central: dict) -> str:
         "",
         "Centralized LoRA bound (global test accuracy, per seed; as many steps as a run's clients take "
         "together; its rate chosen on its own dataset's tuning half from the grid and up to two rates below it, "
-        "decayed like the runs'): "
+        "among those that beat the held-out majority label, decayed like the runs'): "
         + "; ".join(
             f"{k}: {v['accuracy']:.3f} (lr {v['lr']:g}, {v.get('steps', '?')} steps)"
             for k, v in sorted(central.items())
@@ -601,9 +608,16 @@ CENTRAL_HELD_OUT = 500
 CENTRAL_EXTRA_LOWER = 2
 
 
-def choose_central_lr(scores: dict[float, float]) -> float:
-    """The rate with the highest held-out accuracy; a tie goes to the smaller rate."""
-    return max(sorted(scores), key=lambda lr: (scores[lr], -lr))
+def choose_central_lr(scores: dict[float, float], floor: float = 0.0) -> float:
+    """The rate with the highest held-out accuracy above ``floor`` (the held-out majority label's: a
+    model at or below it learned the label prior at most, a constant predictor on an imbalanced set
+    such as MRPC's, and is no bound); if none is above it, the best of all. A tie goes to the smaller rate."""
+    above = {lr: a for lr, a in scores.items() if a > floor} or scores
+    return max(sorted(above), key=lambda lr: (above[lr], -lr))
+
+
+def beats_prior(scores: dict[float, float], floor: float) -> bool:
+    return any(a > floor for a in scores.values())
 
 
 def lower_rate(lr: float) -> float:
@@ -619,11 +633,13 @@ def _central_cfg(sweep: Sweep, setting: str, seed: int, lr: float, **extra):
     return sim_config(SETTINGS[setting], "fedavg-lora", seed, lr, sweep.sizing, run_dir, sweep.args.overrides, **extra)
 
 
-def _try_lower(scores: dict[float, float], tried: list[float], grid) -> bool:
+def _try_lower(scores: dict[float, float], tried: list[float], grid, floor: float = 0.0) -> bool:
     """Whether the bound tries a rate below those ``tried`` (all scored): it should not be held down by
-    the grid's lower edge, so while the lowest rate tried wins, at most CENTRAL_EXTRA_LOWER more."""
-    extended = len(tried) - len(grid)
-    return len(grid) > 1 and bool(scores) and choose_central_lr(scores) == min(tried) and extended < CENTRAL_EXTRA_LOWER
+    the grid's lower edge, so while the lowest rate tried wins, or no rate beats the majority label
+    (``floor``; the high rates collapse to it), at most CENTRAL_EXTRA_LOWER more."""
+    if len(grid) <= 1 or not scores or len(tried) - len(grid) >= CENTRAL_EXTRA_LOWER:
+        return False
+    return choose_central_lr(scores, floor) == min(tried) or not beats_prior(scores, floor)
 
 
 def _central_lr(sweep: Sweep, setting: str, lrs, tuned: dict) -> float:
@@ -634,6 +650,7 @@ def _central_lr(sweep: Sweep, setting: str, lrs, tuned: dict) -> float:
     the best federated run)."""
     at = tune_setting(setting, per_dataset=True)
     scores, tried = {}, list(lrs)
+    floor = held_out_floor(_central_cfg(sweep, at, TUNE_SEED, lrs[0], train_pool="tune"))
     for i, lr in enumerate(tried):  # grows below the grid, see _try_lower
         key = f"{at}/lr{lr:g}"
         if not _current_bound(tuned.get(key)) and not sweep.args.report_only:
@@ -646,9 +663,9 @@ def _central_lr(sweep: Sweep, setting: str, lrs, tuned: dict) -> float:
             (sweep.out / "centralized-tuning.json").write_text(json.dumps(tuned, indent=2))
         if _current_bound(tuned.get(key)):
             scores[lr] = tuned[key]["accuracy"]
-        if i == len(tried) - 1 and _try_lower(scores, tried, lrs):
+        if i == len(tried) - 1 and _try_lower(scores, tried, lrs, floor):
             tried.append(lower_rate(min(tried)))
-    return choose_central_lr(scores) if scores else lrs[len(lrs) // 2]
+    return choose_central_lr(scores, floor) if scores else lrs[len(lrs) // 2]
 
 
 def _centralized(sweep: Sweep, settings: list[str], seeds: list[int], lrs) -> dict:

@@ -12,9 +12,39 @@ import pytest
 from benchmarks import sweep as sw
 
 
+@pytest.fixture(autouse=True)
+def no_label_prior(monkeypatch):
+    """The held-out majority label's accuracy, 0 unless a test sets one (the real one reads the data)."""
+    monkeypatch.setattr(sw, "held_out_floor", lambda cfg: 0.0)
+
+
 def test_the_bound_takes_the_rate_with_the_best_held_out_accuracy_and_a_tie_the_smaller():
     assert sw.choose_central_lr({0.003: 0.80, 0.01: 0.85, 0.03: 0.50}) == 0.01
     assert sw.choose_central_lr({0.03: 0.80, 0.003: 0.80, 0.01: 0.70}) == 0.003
+
+
+def test_a_rate_at_the_majority_labels_accuracy_is_not_chosen_while_one_beats_it():
+    # MRPC's tuning half: 1e-2 collapsed to "paraphrase" (0.678, the majority share), 3e-3 overfit (0.634).
+    scores = {0.003: 0.634, 0.01: 0.678, 0.03: 0.678}
+    assert sw.choose_central_lr(scores) == 0.01
+    assert sw.choose_central_lr({**scores, 0.001: 0.70}, floor=0.678) == 0.001
+    assert sw.choose_central_lr(scores, floor=0.678) == 0.01  # none beats it: the best of all, as before
+    assert sw.choose_central_lr({0.003: 0.70, 0.01: 0.85}, floor=0.9) == 0.01
+
+
+def test_a_bound_that_no_grid_rate_lifts_above_the_label_prior_tries_lower_rates(tmp_path, monkeypatch):
+    tried = []
+
+    def fake_bound(cfg, held_out=0):  # a unit test's stand-in: high rates collapse, 3e-3 overfits
+        tried.append(cfg.lr)
+        acc = {0.03: 0.678, 0.01: 0.678, 0.003: 0.634, 0.001: 0.72, 0.0003: 0.70}[cfg.lr] if held_out else 0.8
+        return {"accuracy": acc, "lr": cfg.lr, "seconds": 1.0}
+
+    monkeypatch.setattr(sw, "centralized_bound", fake_bound)
+    monkeypatch.setattr(sw, "held_out_floor", lambda cfg: 0.678)
+    central = sw._centralized(_sweep(tmp_path), ["mrpc-a5.0"], [0], (0.003, 0.01, 0.03))
+    assert tried == [0.003, 0.01, 0.03, 0.001, 0.0003, 0.001]  # 1e-3 beats the prior and is the lowest: one more
+    assert central["mrpc-a5.0/s0"]["lr"] == 0.001
 
 
 def _sweep(tmp_path, **flags):
@@ -137,3 +167,11 @@ def test_the_bounds_training_subset_shrinks_to_leave_its_held_out_examples_and_a
     assert tuning_train_size(1834, 3000, 0) == 3000  # scored on the test set: nothing held out
     with pytest.raises(ValueError, match="too few to hold out 500.*at most 400"):
         tuning_train_size(800, 3000, 500)
+
+
+def test_the_label_priors_accuracy_is_the_most_frequent_labels_share():
+    from benchmarks.accuracy import majority_share
+
+    assert majority_share([1, 0, 1, 1]) == 0.75
+    assert majority_share([2, 2, 0, 1, 3]) == 0.4
+    assert np.isnan(majority_share([]))
