@@ -616,7 +616,7 @@ def choose_central_lr(scores: dict[float, float], floor: float = 0.0) -> float:
     return max(sorted(above), key=lambda lr: (above[lr], -lr))
 
 
-def beats_prior(scores: dict[float, float], floor: float) -> bool:
+def _beats_prior(scores: dict[float, float], floor: float) -> bool:
     return any(a > floor for a in scores.values())
 
 
@@ -639,7 +639,7 @@ def _try_lower(scores: dict[float, float], tried: list[float], grid, floor: floa
     (``floor``; the high rates collapse to it), at most CENTRAL_EXTRA_LOWER more."""
     if len(grid) <= 1 or not scores or len(tried) - len(grid) >= CENTRAL_EXTRA_LOWER:
         return False
-    return choose_central_lr(scores, floor) == min(tried) or not beats_prior(scores, floor)
+    return choose_central_lr(scores, floor) == min(tried) or not _beats_prior(scores, floor)
 
 
 def _central_lr(sweep: Sweep, setting: str, lrs, tuned: dict) -> float:
