@@ -130,7 +130,7 @@ def centralized(cfg, max_steps: int | None = None, held_out: int = 0) -> dict:
     return {
         **result,
         "scored_on": f"held_out:{len(scored)}" if held_out else f"test:{len(scored)}",
-        "majority_accuracy": majority_share([e.label for e in scored]),
+        "majority_accuracy": label_prior_accuracy(train, scored),
     }
 
 
@@ -145,11 +145,12 @@ def bound_split(cfg, held_out: int = 0) -> tuple:
     return ds, train, subsample(ds.test, cfg.test_size, cfg.seed, 12)
 
 
-def majority_share(labels) -> float:
-    """The accuracy of always predicting the most frequent of ``labels``: what a model that learned
-    nothing but the label prior scores on them."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64))
-    return float(counts.max() / counts.sum()) if counts.size else float("nan")
+def label_prior_accuracy(train: list, scored: list) -> float:
+    """The accuracy on ``scored`` of always predicting ``train``'s most frequent label: what a model that
+    learned nothing but the label prior scores (the sweep's majority-label reference, on the bound's split)."""
+    from edge_runtime import majority_accuracy
+
+    return majority_accuracy([e.label for e in train], [e.label for e in scored])
 
 
 def _tokenizer(model: str) -> Path:

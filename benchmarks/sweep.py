@@ -354,10 +354,12 @@ CENTRAL_MAX_STEPS: int | None = None
 
 
 def held_out_floor(cfg) -> float:
-    """The majority label's accuracy on the examples that score the bound's rate (``cfg`` a tuning run)."""
-    from benchmarks.accuracy import bound_split, majority_share
+    """The training majority label's accuracy on the examples that score the bound's rate (``cfg`` a
+    tuning run)."""
+    from benchmarks.accuracy import bound_split, label_prior_accuracy
 
-    return majority_share([e.label for e in bound_split(cfg, CENTRAL_HELD_OUT)[2]])
+    _, train, scored = bound_split(cfg, CENTRAL_HELD_OUT)
+    return label_prior_accuracy(train, scored)
 
 
 def centralized_bound(cfg, held_out: int = 0) -> dict:
@@ -616,10 +618,6 @@ def choose_central_lr(scores: dict[float, float], floor: float = 0.0) -> float:
     return max(sorted(above), key=lambda lr: (above[lr], -lr))
 
 
-def _beats_prior(scores: dict[float, float], floor: float) -> bool:
-    return any(a > floor for a in scores.values())
-
-
 def lower_rate(lr: float) -> float:
     """The next rate below ``lr`` on the 1-3-10 ladder of the grid (3e-3 -> 1e-3 -> 3e-4)."""
     exponent = int(np.floor(np.log10(lr) + 1e-9))
@@ -639,7 +637,7 @@ def _try_lower(scores: dict[float, float], tried: list[float], grid, floor: floa
     (``floor``; the high rates collapse to it), at most CENTRAL_EXTRA_LOWER more."""
     if len(grid) <= 1 or not scores or len(tried) - len(grid) >= CENTRAL_EXTRA_LOWER:
         return False
-    return choose_central_lr(scores, floor) == min(tried) or not _beats_prior(scores, floor)
+    return choose_central_lr(scores, floor) == min(tried) or max(scores.values()) <= floor
 
 
 def _central_lr(sweep: Sweep, setting: str, lrs, tuned: dict) -> float:

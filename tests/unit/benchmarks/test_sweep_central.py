@@ -169,9 +169,11 @@ def test_the_bounds_training_subset_shrinks_to_leave_its_held_out_examples_and_a
         tuning_train_size(800, 3000, 500)
 
 
-def test_the_label_priors_accuracy_is_the_most_frequent_labels_share():
-    from benchmarks.accuracy import majority_share
+def test_the_label_priors_accuracy_predicts_the_training_majority_on_the_scored_examples():
+    from benchmarks.accuracy import label_prior_accuracy
+    from simulate import Example
 
-    assert majority_share([1, 0, 1, 1]) == 0.75
-    assert majority_share([2, 2, 0, 1, 3]) == 0.4
-    assert np.isnan(majority_share([]))
+    train = [Example("t", y) for y in (1, 0, 1, 1)]
+    assert label_prior_accuracy(train, [Example("s", y) for y in (1, 1, 0, 0)]) == 0.5
+    assert label_prior_accuracy(train, [Example("s", y) for y in (0, 0, 1)]) == pytest.approx(1 / 3)
+    assert np.isnan(label_prior_accuracy(train, []))
