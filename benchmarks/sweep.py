@@ -52,6 +52,7 @@ from benchmarks._sweep_matrix import (
     sim_config,
     tune_setting,
 )
+from benchmarks._sweep_bound import centralized_bounds
 from benchmarks._sweep_plots import plot_clients, plot_curves
 
 
@@ -348,33 +349,6 @@ def compare(rows: list[dict], runs: list[dict]) -> list[dict]:
     return out
 
 
-#: Cap on the centralized bound's steps: none, so it takes as many steps as a federated run's clients
-#: together (a 600-step cap until 2026-12-07 left the bound below some federated runs).
-CENTRAL_MAX_STEPS: int | None = None
-
-
-def held_out_floor(cfg) -> float:
-    """The training majority label's accuracy on the examples that score the bound's rate (``cfg`` a
-    tuning run)."""
-    from benchmarks.accuracy import bound_split, label_prior_accuracy
-
-    _, train, scored = bound_split(cfg, CENTRAL_HELD_OUT)
-    return label_prior_accuracy(train, scored)
-
-
-def centralized_bound(cfg, held_out: int = 0) -> dict:
-    """The accuracy benchmark's centralized LoRA bound on this run's pool, at most CENTRAL_MAX_STEPS
-    (scored on the test set, or with ``held_out`` on pool examples outside its training subset)."""
-    from benchmarks.accuracy import centralized
-
-    return centralized(cfg, CENTRAL_MAX_STEPS, held_out)
-
-
-def _current_bound(entry: dict | None) -> bool:
-    """Whether a logged bound was made with today's step cap (entries before the key existed had 600)."""
-    return entry is not None and entry.get("max_steps", 600) == CENTRAL_MAX_STEPS
-
-
 def _f(pair, spec=".3f") -> str:
     mean, std = pair if isinstance(pair, (tuple, list)) else (pair, None)
     if mean is None:
@@ -602,106 +576,6 @@ def parse(argv):
     return p.parse_args(argv)
 
 
-#: Pool examples outside the training subset that score the bound's rate on the tuning half.
-CENTRAL_HELD_OUT = 500
-
-
-#: How many rates below the grid the bound may add while its choice is the lowest rate tried.
-CENTRAL_EXTRA_LOWER = 2
-
-
-def choose_central_lr(scores: dict[float, float], floor: float = 0.0) -> float:
-    """The rate with the highest held-out accuracy above ``floor`` (the held-out majority label's: a
-    model at or below it learned the label prior at most, a constant predictor on an imbalanced set
-    such as MRPC's, and is no bound); if none is above it, the best of all. A tie goes to the smaller rate."""
-    above = {lr: a for lr, a in scores.items() if a > floor} or scores
-    return max(sorted(above), key=lambda lr: (above[lr], -lr))
-
-
-def lower_rate(lr: float) -> float:
-    """The next rate below ``lr`` on the 1-3-10 ladder of the grid (3e-3 -> 1e-3 -> 3e-4)."""
-    exponent = int(np.floor(np.log10(lr) + 1e-9))
-    mantissa = lr / 10.0**exponent
-    return float(f"{1.0 if mantissa > 1.5 else 3.0}e{exponent if mantissa > 1.5 else exponent - 1}")
-
-
-def _central_cfg(sweep: Sweep, setting: str, seed: int, lr: float, **extra):
-    run_dir = sweep.out / "runs" / "central"
-    extra = {**SETTING_SIZING.get(setting, {}), **extra}  # sentence pairs get the runs' longer sequences
-    return sim_config(SETTINGS[setting], "fedavg-lora", seed, lr, sweep.sizing, run_dir, sweep.args.overrides, **extra)
-
-
-def _try_lower(scores: dict[float, float], tried: list[float], grid, floor: float = 0.0) -> bool:
-    """Whether the bound tries a rate below those ``tried`` (all scored): it should not be held down by
-    the grid's lower edge, so while the lowest rate tried wins, or no rate beats the majority label
-    (``floor``; the high rates collapse to it), at most CENTRAL_EXTRA_LOWER more."""
-    if len(grid) <= 1 or not scores or len(tried) - len(grid) >= CENTRAL_EXTRA_LOWER:
-        return False
-    return choose_central_lr(scores, floor) == min(tried) or max(scores.values()) <= floor
-
-
-def _central_lr(sweep: Sweep, setting: str, lrs, tuned: dict) -> float:
-    """The bound's rate for ``setting``'s dataset: each rate of the grid trained on the tuning half
-    (seed TUNE_SEED) of its own dataset and scored on held-out tuning-half examples. Always per dataset,
-    unlike the strategies' rates by default: a bound should be the best the pooled data allows on each
-    dataset, and it costs a few runs, not 72 (a rate tuned on SST-2 left AG News's bound 0.006 above
-    the best federated run)."""
-    at = tune_setting(setting, per_dataset=True)
-    scores, tried = {}, list(lrs)
-    floor = held_out_floor(_central_cfg(sweep, at, TUNE_SEED, lrs[0], train_pool="tune"))
-    for i, lr in enumerate(tried):  # grows below the grid, see _try_lower
-        key = f"{at}/lr{lr:g}"
-        if not _current_bound(tuned.get(key)) and not sweep.args.report_only:
-            cfg = _central_cfg(sweep, at, TUNE_SEED, lr, train_pool="tune")
-            tuned[key] = {
-                **centralized_bound(cfg, CENTRAL_HELD_OUT),
-                "max_steps": CENTRAL_MAX_STEPS,
-                "host": host_info(),
-            }
-            (sweep.out / "centralized-tuning.json").write_text(json.dumps(tuned, indent=2))
-        if _current_bound(tuned.get(key)):
-            scores[lr] = tuned[key]["accuracy"]
-        if i == len(tried) - 1 and _try_lower(scores, tried, lrs, floor):
-            tried.append(lower_rate(min(tried)))
-    return choose_central_lr(scores, floor) if scores else lrs[len(lrs) // 2]
-
-
-def _centralized(sweep: Sweep, settings: list[str], seeds: list[int], lrs) -> dict:
-    """setting/seed -> the centralized bound at the rate chosen on the tuning half. The bound depends on
-    the dataset and seed only (the partition plays no part), so settings of one dataset share it."""
-    path, tuning = sweep.out / "centralized.json", sweep.out / "centralized-tuning.json"
-    keep = sweep.args.resume or sweep.args.report_only
-    central = json.loads(path.read_text()) if (path.exists() and keep) else {}
-    tuned = json.loads(tuning.read_text()) if (tuning.exists() and keep) else {}
-    for setting in settings:
-        lr = _central_lr(sweep, setting, lrs, tuned)
-        for seed in seeds:
-            key = f"{setting}/s{seed}"
-            fresh = _current_bound(central.get(key)) and central[key]["lr"] == lr
-            if fresh or sweep.args.report_only:
-                if not fresh:
-                    central.pop(key, None)  # a bound of an earlier cap or rate is not reported as this one
-                continue
-            twin = next(
-                (
-                    k
-                    for k, v in central.items()
-                    if k.endswith(f"/s{seed}")
-                    and v["lr"] == lr
-                    and _current_bound(v)
-                    and SETTINGS[k.split("/")[0]]["dataset"] == SETTINGS[setting]["dataset"]
-                ),
-                None,
-            )
-            if twin:
-                central[key] = dict(central[twin])
-            else:
-                bound = centralized_bound(_central_cfg(sweep, setting, seed, lr))
-                central[key] = {**bound, "max_steps": CENTRAL_MAX_STEPS, "host": host_info()}
-            path.write_text(json.dumps(central, indent=2))
-    return central
-
-
 def sizing_overrides(overrides: list[str], sizing: dict = FULL) -> dict:
     """The overrides of SIZING_KEYS, as the typed values of the run config they make with ``sizing``
     (the config loader reads and checks them: a bad override raises ConfigError with every problem)."""
@@ -710,31 +584,11 @@ def sizing_overrides(overrides: list[str], sizing: dict = FULL) -> dict:
     return {k: getattr(cfg, k) for k in sorted(keys)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from fedhft.config import ConfigError
-
-    args = parse(sys.argv[1:] if argv is None else argv)
-    base = QUICK if args.quick else FULL
-    try:  # every override checked before any run
-        sizing = {**base, **sizing_overrides(args.overrides, base)}
-    except ConfigError as exc:
-        print(f"fedhft bench sweep: {exc}", file=sys.stderr)
-        return 2
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
-    settings = (args.settings or ("sst2-a5.0" if args.quick else ",".join(SETTINGS))).split(",")
-    lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else LRS["quick" if args.quick else "full"]
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        print(f"fedhft bench sweep: unknown settings {unknown}; known: {list(SETTINGS)}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    sweep = Sweep(args, sizing, out)
-    if args.central != "only":
-        execute(sweep, plan(args, settings, seeds, lrs), lrs)
-    central = _centralized(sweep, settings, seeds, lrs) if args.central != "no" else {}
+def write_report(sweep: Sweep, settings: list[str], seeds: list[int], lrs, central: dict, argv) -> None:
+    """OUT/sweep.md and sweep.json from every logged run (with plots), printed and copied into RESULTS.md."""
     rows = summarize(sweep.runs)
     comparisons = compare(rows, sweep.runs)
+    args, out = sweep.args, sweep.out
     steps = plan(args, settings, seeds, lrs)
     status = (
         f"{sum(r['kind'] == 'eval' for r in sweep.runs)} reported and "
@@ -759,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     plots = plot_clients(sweep.runs, out) + plot_curves(sweep.runs, out)
     doc = {
-        "sizing": {**COMMON, **sizing},
+        "sizing": {**COMMON, **sweep.sizing},
         "settings": {s: SETTINGS[s] for s in settings},
         "seeds": seeds,
         "lr_grid": lrs,
@@ -777,6 +631,32 @@ def main(argv: list[str] | None = None) -> int:
     from simulate import update_results_md
 
     update_results_md(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fedhft.config import ConfigError
+
+    args = parse(sys.argv[1:] if argv is None else argv)
+    base = QUICK if args.quick else FULL
+    try:  # every override checked before any run
+        sizing = {**base, **sizing_overrides(args.overrides, base)}
+    except ConfigError as exc:
+        print(f"fedhft bench sweep: {exc}", file=sys.stderr)
+        return 2
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    settings = (args.settings or ("sst2-a5.0" if args.quick else ",".join(SETTINGS))).split(",")
+    lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else LRS["quick" if args.quick else "full"]
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        print(f"fedhft bench sweep: unknown settings {unknown}; known: {list(SETTINGS)}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sweep = Sweep(args, sizing, out)
+    if args.central != "only":
+        execute(sweep, plan(args, settings, seeds, lrs), lrs)
+    central = centralized_bounds(sweep, settings, seeds, lrs) if args.central != "no" else {}
+    write_report(sweep, settings, seeds, lrs, central, argv)
     failed = [r for r in sweep.runs if r["status"] != "completed"]
     return 1 if failed else 0
 
