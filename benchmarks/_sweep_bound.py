@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-from benchmarks._sweep_matrix import SETTING_SIZING, SETTINGS, TUNE_SEED, sim_config, tune_setting
+from benchmarks._sweep_matrix import SETTING_SIZING, SETTINGS, TUNE_SEED, definition, sim_config, tune_setting
 from simulate import host_info
 
 #: Cap on the centralized bound's steps: none, so it takes as many steps as a federated run's clients
@@ -34,9 +34,29 @@ def centralized_bound(cfg, held_out: int = 0) -> dict:
     return centralized(cfg, CENTRAL_MAX_STEPS, held_out)
 
 
-def _current_bound(entry: dict | None) -> bool:
-    """Whether a logged bound was made with today's step cap (entries before the key existed had 600)."""
-    return entry is not None and entry.get("max_steps", 600) == CENTRAL_MAX_STEPS
+def _current_bound(entry: dict | None, setting: str) -> bool:
+    """Whether a logged bound of ``setting`` was made with today's step cap (entries before the key existed
+    had 600) and on the setting's data as defined now (see ``definition``)."""
+    return (
+        entry is not None
+        and entry.get("max_steps", 600) == CENTRAL_MAX_STEPS
+        and entry.get("setting_def") == definition(setting)
+    )
+
+
+def _data_of(setting: str) -> dict:
+    """What a bound depends on: the setting's data, not how it is split over the clients."""
+    spec = SETTINGS.get(setting, {})
+    return (
+        {k: v for k, v in spec.items() if k not in ("partition", "alpha", "natural_key")} if spec else {"none": setting}
+    )
+
+
+def _logged(bound: dict, setting: str, **extra) -> dict:
+    """A bound entry of ``setting`` as logged: ``extra`` (a new bound's step cap and host), and a defined
+    setting's definition (a bound copied from a setting on the same data takes its own)."""
+    entry = {k: v for k, v in {**bound, **extra}.items() if k != "setting_def"}
+    return {**entry, "setting_def": definition(setting)} if definition(setting) is not None else entry
 
 
 #: Pool examples outside the training subset that score the bound's rate on the tuning half.
@@ -88,15 +108,12 @@ def _central_lr(sweep, setting: str, lrs, tuned: dict) -> float:
     floor = held_out_floor(_central_cfg(sweep, at, TUNE_SEED, lrs[0], train_pool="tune"))
     for i, lr in enumerate(tried):  # grows below the grid, see _try_lower
         key = f"{at}/lr{lr:g}"
-        if not _current_bound(tuned.get(key)) and not sweep.args.report_only:
+        if not _current_bound(tuned.get(key), at) and not sweep.args.report_only:
             cfg = _central_cfg(sweep, at, TUNE_SEED, lr, train_pool="tune")
-            tuned[key] = {
-                **centralized_bound(cfg, CENTRAL_HELD_OUT),
-                "max_steps": CENTRAL_MAX_STEPS,
-                "host": host_info(),
-            }
+            new = centralized_bound(cfg, CENTRAL_HELD_OUT)
+            tuned[key] = _logged(new, at, max_steps=CENTRAL_MAX_STEPS, host=host_info())
             (sweep.out / "centralized-tuning.json").write_text(json.dumps(tuned, indent=2))
-        if _current_bound(tuned.get(key)):
+        if _current_bound(tuned.get(key), at):
             scores[lr] = tuned[key]["accuracy"]
         if i == len(tried) - 1 and _try_lower(scores, tried, lrs, floor):
             tried.append(lower_rate(min(tried)))
@@ -114,7 +131,7 @@ def centralized_bounds(sweep, settings: list[str], seeds: list[int], lrs) -> dic
         lr = _central_lr(sweep, setting, lrs, tuned)
         for seed in seeds:
             key = f"{setting}/s{seed}"
-            fresh = _current_bound(central.get(key)) and central[key]["lr"] == lr
+            fresh = _current_bound(central.get(key), setting) and central[key]["lr"] == lr
             if fresh or sweep.args.report_only:
                 if not fresh:
                     central.pop(key, None)  # a bound of an earlier cap or rate is not reported as this one
@@ -125,15 +142,15 @@ def centralized_bounds(sweep, settings: list[str], seeds: list[int], lrs) -> dic
                     for k, v in central.items()
                     if k.endswith(f"/s{seed}")
                     and v["lr"] == lr
-                    and _current_bound(v)
-                    and SETTINGS[k.split("/")[0]]["dataset"] == SETTINGS[setting]["dataset"]
+                    and _current_bound(v, k.split("/")[0])
+                    and _data_of(k.split("/")[0]) == _data_of(setting)
                 ),
                 None,
             )
             if twin:
-                central[key] = dict(central[twin])
+                central[key] = _logged(central[twin], setting)
             else:
                 bound = centralized_bound(_central_cfg(sweep, setting, seed, lr))
-                central[key] = {**bound, "max_steps": CENTRAL_MAX_STEPS, "host": host_info()}
+                central[key] = _logged(bound, setting, max_steps=CENTRAL_MAX_STEPS, host=host_info())
             path.write_text(json.dumps(central, indent=2))
     return central

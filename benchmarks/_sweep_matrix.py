@@ -5,6 +5,7 @@ read them."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 STRATEGIES = ("fedavg-lora", "hetlora", "flexlora", "heterofl", "legend", "heterotune", "fedhft", "local-only")
@@ -93,6 +94,83 @@ TUNE_SEED = 100
 SIGNIFICANCE = 0.05
 
 
+#: What a setting fixes: its data, and how the data is split over the clients. An override of one of them
+#: (``dataset=...``) would run every setting on other data under its built-in name, and a resumed sweep would
+#: take that name's logged rows for it; a new setting is defined instead (``--define``).
+SETTING_KEYS = (
+    "dataset",
+    "test_dataset",
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "label_map",
+    "data_encoding",
+    "natural_key",
+    "partition",
+    "alpha",
+)
+DEFINE_EXAMPLE = '{"mydata-a0.5": {"dataset": "path/to/file.tsv", "partition": "dirichlet", "alpha": 0.5}}'
+#: Settings defined on the command line (``--define``), also in SETTINGS while the command runs.
+DEFINED: dict[str, dict] = {}
+
+
+def parse_definitions(text: str | None) -> tuple[dict[str, dict], list[str]]:
+    """``--define``'s JSON object {name: {SETTING_KEYS key: value}} -> (definitions, every problem). A
+    definition names its ``dataset``; its name is a new one, usable in file names."""
+    if not text:
+        return {}, []
+    try:
+        defs = json.loads(text)
+    except ValueError as exc:
+        return {}, [f"--define is not JSON ({exc}): give an object, e.g. '{DEFINE_EXAMPLE}'"]
+    if not isinstance(defs, dict) or not all(isinstance(v, dict) for v in defs.values()):
+        return {}, [f"--define: give a JSON object of objects, e.g. '{DEFINE_EXAMPLE}'"]
+    problems = []
+    for name, spec in defs.items():
+        if name in SETTINGS:
+            problems.append(f"--define {name!r}: a built-in setting has that name; choose another")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            problems.append(f"--define {name!r}: use letters, digits, '.', '_' and '-' (it names files)")
+        unknown = sorted(set(spec) - set(SETTING_KEYS))
+        if unknown:
+            problems.append(
+                f"--define {name!r}: unknown keys {unknown}; a setting sets some of {list(SETTING_KEYS)} "
+                "(sizing keys are key=value overrides of every run)"
+            )
+        if "dataset" not in spec:
+            problems.append(f"--define {name!r}: name its dataset (a built-in dataset or a file path)")
+    return ({} if problems else defs), problems
+
+
+def setting_override_problems(overrides) -> list[str]:
+    """A problem per key=value override that would change what a setting is (see SETTING_KEYS)."""
+    keys = sorted({item.partition("=")[0].strip() for item in overrides} & set(SETTING_KEYS))
+    return [
+        f"{key}= would change every setting's data under its built-in name (and a resumed run would reuse "
+        f"that name's logged rows): define a setting instead, e.g. --define '{DEFINE_EXAMPLE}' --settings mydata-a0.5"
+        for key in keys
+    ]
+
+
+def define_settings(defs: dict[str, dict]) -> None:
+    """Make ``defs`` (checked by parse_definitions) settings of this process, beside the built-in ones."""
+    DEFINED.update(defs)
+    SETTINGS.update(defs)
+
+
+def forget_definitions() -> None:
+    """Undo define_settings: a command that defined settings leaves the process's settings as it found them."""
+    for name in DEFINED:
+        SETTINGS.pop(name, None)
+    DEFINED.clear()
+
+
+def definition(setting: str) -> str | None:
+    """A defined setting's definition as logged with its rows and bounds (None for a built-in): a name
+    defined again with other data never takes the rows of the first."""
+    return json.dumps(DEFINED[setting], sort_keys=True) if setting in DEFINED else None
+
+
 def sim_config(setting: dict, strategy: str, seed: int, lr: float, sizing: dict, run_dir: Path, overrides, **extra):
     """A run's SimConfig; ``strategy_options`` in ``extra`` are added to a variant's own options."""
     from fedhft.config import load_config
@@ -116,8 +194,15 @@ def sim_config(setting: dict, strategy: str, seed: int, lr: float, sizing: dict,
 
 
 def tune_setting(setting: str, per_dataset: bool) -> str:
-    """Where ``setting``'s learning rates are tuned: its dataset's TUNE_SETTING, or TUNE_ONCE for all."""
-    return TUNE_SETTING[SETTINGS[setting]["dataset"]] if per_dataset else TUNE_ONCE
+    """Where ``setting``'s learning rates are tuned: its dataset's TUNE_SETTING, or TUNE_ONCE for all. A
+    defined setting on other data than the built-in datasets' is tuned on its own tuning half: a rate
+    tuned on SST-2 says little about a user's data."""
+    dataset = SETTINGS[setting]["dataset"]
+    if setting in DEFINED and (
+        dataset not in TUNE_SETTING or set(DEFINED[setting]) - {"dataset", "partition", "alpha"}
+    ):
+        return setting
+    return TUNE_SETTING[dataset] if per_dataset else TUNE_ONCE
 
 
 def runs_variant(variant: str, setting: str, quick: bool = False) -> bool:

@@ -135,10 +135,12 @@ def centralized(cfg, max_steps: int | None = None, held_out: int = 0) -> dict:
 
 
 def bound_split(cfg, held_out: int = 0) -> tuple:
-    """(dataset, training subset, scored examples) of ``centralized(cfg, held_out=held_out)``."""
+    """(dataset, training subset, scored examples) of ``centralized(cfg, held_out=held_out)``. A pool of
+    fewer than twice ``held_out`` examples (a small user file) holds out half of itself instead."""
     from simulate import dataset_of, subsample
 
     ds = dataset_of(cfg)
+    held_out = min(held_out, len(ds.train) // 2)
     train = subsample(ds.train, tuning_train_size(len(ds.train), cfg.train_size, held_out), cfg.seed, 11)
     if held_out:
         return ds, train, held_out_examples(ds.train, train, held_out, cfg.seed)

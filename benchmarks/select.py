@@ -30,8 +30,13 @@ from benchmarks.sweep import (
     TUNE_SEED,
     VARIANTS,
     append_line,
+    define_settings,
+    definition,
+    forget_definitions,
+    parse_definitions,
     run_key,
     run_one,
+    setting_override_problems,
     sim_config,
     sizing_overrides,
 )
@@ -53,6 +58,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--strategies", required=True, help="comma list of the sweep's strategies and FedHFT variants")
     p.add_argument("--lrs", required=True, help="comma list of learning rates, each run for every strategy")
     p.add_argument("--tag", default="", help="row names become <strategy>-<tag> (e.g. epochs2x32)")
+    p.add_argument(
+        "--define",
+        default=None,
+        help="more settings, as a JSON object of name -> {dataset, partition, alpha, ...} (see fedhft bench sweep)",
+    )
     p.add_argument("--options", default="{}", help="strategy options as a JSON object, e.g. '{\"num_clusters\": 1}'")
     p.add_argument("--quick", action="store_true", help="CI mode: the sweep's quick sizing (tiny model)")
     p.add_argument("overrides", nargs="*", help="SimConfig key=value for every run (sizing keys join each row)")
@@ -70,6 +80,7 @@ def same_row(row: dict, setting: str, name: str, lr: float, sizing: str, options
         and (row.get("setting"), row.get("strategy"), row.get("lr")) == (setting, name, lr)
         and row.get("sizing") == sizing
         and json.dumps(row.get("options") or {}, sort_keys=True) == options
+        and row.get("setting_def") == definition(setting)
     )
 
 
@@ -112,6 +123,7 @@ def _run(args, setting: str, strategy: str, name: str, lr: float, sizing: dict, 
         **run_one(run_key("select", setting, name, TUNE_SEED, lr), cfg),
         "sizing": json.dumps(sizing, sort_keys=True),
         "options": options,
+        **({"setting_def": definition(setting)} if definition(setting) is not None else {}),
     }
     log.parent.mkdir(parents=True, exist_ok=True)
     append_line(log, json.dumps(row, default=str))
@@ -135,11 +147,13 @@ def table(rows: list[dict]) -> str:
 def check(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """The strategy options and every problem with the arguments and the runs they make, found before
     any run (each run's config goes through the simulation's own preflight)."""
-    problems = []
+    defs, problems = parse_definitions(args.define)
+    define_settings(defs)
+    problems += setting_override_problems(args.overrides)
     settings, strategies = args.settings.split(","), args.strategies.split(",")
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
-        problems.append(f"unknown settings {unknown}: use some of {list(SETTINGS)}")
+        problems.append(f"unknown settings {unknown}: use some of {list(SETTINGS)} (--define adds one)")
     unknown = sorted(set(strategies) - set(STRATEGIES) - set(VARIANTS))
     if unknown:
         problems.append(f"unknown strategies {unknown}: use some of {[*STRATEGIES, *VARIANTS]}")
@@ -179,6 +193,13 @@ def _run_problems(args, settings: list[str], strategies: list[str], lr: float, o
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        return _select(args)
+    finally:
+        forget_definitions()
+
+
+def _select(args) -> int:
     options, problems = check(args)
     if problems:
         print("fedhft bench select: " + "; ".join(problems), file=sys.stderr)

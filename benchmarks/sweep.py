@@ -2,7 +2,7 @@
 
     fedhft bench sweep [--quick] [--out benchmarks/results/sweep] [--seeds 0,1,2] [--settings a,b]
                        [--strategies s1,s2] [--lrs 0.003,0.01,0.03] [--tune-per-dataset] [--resume]
-                       [--report-only] [--no-reference]
+                       [--report-only] [--no-reference] [--define JSON]
                        [key=value ...]
 
 Per setting, strategy and seed, one federated run (``fedhft simulate engine=inprocess``) reports global
@@ -14,7 +14,9 @@ from the same grid (``--lrs``) on runs that draw from the ``tune`` half of the t
 runs draw from the ``eval`` half, so neither their shards nor the test set choose anything. FedHFT's
 ablations run on the non-IID settings at FedHFT's rate; one run at the reference defaults (50 x 20) closes
 it. FedHFT is tested against the best other strategy per setting (paired Wilcoxon over (seed, client)).
-Resumable (``--resume``: OUT/runs-<setting>.jsonl); see RESULTS.md for the sizing and the numbers.
+Resumable (``--resume``: OUT/runs-<setting>.jsonl); see RESULTS.md for the sizing and the numbers. More
+settings (a user's data file, another partition) are defined with ``--define``; their rows keep their
+definition, and a setting on other data than the built-in datasets is tuned on its own tuning half.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +51,12 @@ from benchmarks._sweep_matrix import (
     VARIANT_SETTINGS,
     TUNE_SEED,
     SIGNIFICANCE,
+    define_settings,
+    definition,
+    forget_definitions,
+    parse_definitions,
     runs_variant,
+    setting_override_problems,
     sim_config,
     tune_setting,
 )
@@ -135,6 +143,7 @@ class Sweep:
 
     def _load(self) -> list[dict]:
         rows = [json.loads(x) for log in run_logs(self.out) for x in log.read_text().splitlines() if x.strip()]
+        check_definitions(rows, self.out)
         sizing = json.dumps(self.sizing, sort_keys=True)
         return [r for r in rows if r.get("sizing") == sizing and r["status"] != "failed"]
 
@@ -154,6 +163,8 @@ class Sweep:
             **extra,
         )
         row = {**run_one(key, cfg), "sizing": json.dumps(self.sizing, sort_keys=True)}
+        if definition(key["setting"]) is not None:
+            row["setting_def"] = definition(key["setting"])
         append_line(run_log(self.out, key["setting"]), json.dumps(row, default=str))
         self.runs.append(row)
         self.ran += 1
@@ -172,6 +183,22 @@ def run_log(out: Path, setting: str) -> Path:
     """Where a setting's finished runs are appended: one file per setting keeps every file of the
     committed results well under the repository's 2 MB limit (one run is ~11 kB)."""
     return out / f"runs-{setting}.jsonl"
+
+
+class DefinitionConflict(ValueError):
+    """OUT holds runs of a setting name defined with other data than this command defines it with."""
+
+
+def check_definitions(rows: list[dict], out: Path) -> None:
+    """Raise DefinitionConflict if a logged row's setting is defined now with another definition (or is a
+    built-in now and was defined then): its rows are not runs of this setting."""
+    for row in rows:
+        setting = row.get("setting")
+        if setting in SETTINGS and row.get("setting_def") != definition(setting):
+            raise DefinitionConflict(
+                f"{out} holds runs of setting {setting!r} defined as {row.get('setting_def') or 'the built-in one'}, "
+                f"not {definition(setting) or 'the built-in one'}: give the setting another name, or use another --out"
+            )
 
 
 def run_logs(out: Path) -> list[Path]:
@@ -544,6 +571,13 @@ def parse(argv):
         default=",".join(STRATEGIES + tuple(VARIANTS)),
         help=f"comma list of strategies and FedHFT ablations {list(VARIANTS)}",
     )
+    p.add_argument(
+        "--define",
+        default=None,
+        help="more settings, as a JSON object of name -> {dataset, partition, alpha, ...}, e.g. "
+        '\'{"mydata-a0.5": {"dataset": "path/to/file.tsv", "partition": "dirichlet", "alpha": 0.5}}\'; '
+        "name them in --settings",
+    )
     p.add_argument("--lrs", default=None, help="the learning-rate grid every strategy is tuned on (comma list)")
     p.add_argument(
         "--tune-per-dataset",
@@ -633,26 +667,74 @@ def write_report(sweep: Sweep, settings: list[str], seeds: list[int], lrs, centr
     update_results_md(out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def check_arguments(args) -> tuple[dict, list[str], list[str]]:
+    """(sizing, settings, every problem) of the command line, found before any run: the definitions,
+    the overrides, the settings' names and what each setting's runs would read (the simulation's preflight).
+    The definitions become settings of this process."""
     from fedhft.config import ConfigError
 
-    args = parse(sys.argv[1:] if argv is None else argv)
     base = QUICK if args.quick else FULL
-    try:  # every override checked before any run
+    defs, problems = parse_definitions(args.define)
+    define_settings(defs)
+    problems += setting_override_problems(args.overrides)
+    try:
         sizing = {**base, **sizing_overrides(args.overrides, base)}
     except ConfigError as exc:
-        print(f"fedhft bench sweep: {exc}", file=sys.stderr)
-        return 2
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+        sizing = base
+        problems += exc.errors
     settings = (args.settings or ("sst2-a5.0" if args.quick else ",".join(SETTINGS))).split(",")
-    lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else LRS["quick" if args.quick else "full"]
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
-        print(f"fedhft bench sweep: unknown settings {unknown}; known: {list(SETTINGS)}", file=sys.stderr)
+        problems.append(f"unknown settings {unknown}; known: {list(SETTINGS)} (--define adds one)")
+    if not problems and not args.report_only:  # a report reads the logs only
+        problems += preflight_problems(
+            [*settings, *(tune_setting(s, args.tune_per_dataset) for s in settings)], sizing, args.overrides
+        )
+    return sizing, settings, problems
+
+
+def preflight_problems(settings: list[str], sizing: dict, overrides: list[str]) -> list[str]:
+    """What the simulation's preflight finds wrong with a run of each setting (data, model, tiers), each once."""
+    from fedhft.config import ConfigError
+    from simulate import preflight
+
+    found: list[str] = []
+    with tempfile.TemporaryDirectory() as empty:
+        for setting in dict.fromkeys(settings):
+            extra = SETTING_SIZING.get(setting, {})
+            cfg = sim_config(SETTINGS[setting], "fedavg-lora", TUNE_SEED, 1e-2, sizing, Path(empty), overrides, **extra)
+            try:
+                preflight(cfg, Path(empty))
+            except ConfigError as exc:
+                found += [f"{setting}: {e}" for e in exc.errors if f"{setting}: {e}" not in found]
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        return _sweep(args, argv)
+    finally:
+        forget_definitions()
+
+
+def _sweep(args, argv) -> int:
+    sizing, settings, problems = check_arguments(args)
+    if problems:
+        print(
+            "fedhft bench sweep: " + "\n  ".join(["the command has problems (nothing ran):", *problems]),
+            file=sys.stderr,
+        )
         return 2
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else LRS["quick" if args.quick else "full"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sweep = Sweep(args, sizing, out)
+    try:
+        sweep = Sweep(args, sizing, out)
+    except DefinitionConflict as exc:
+        print(f"fedhft bench sweep: {exc}", file=sys.stderr)
+        return 2
     if args.central != "only":
         execute(sweep, plan(args, settings, seeds, lrs), lrs)
     central = centralized_bounds(sweep, settings, seeds, lrs) if args.central != "no" else {}

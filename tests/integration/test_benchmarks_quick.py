@@ -139,6 +139,38 @@ def test_sweep_quick_reports_runs_and_ablations_and_a_resume_runs_nothing_again(
     assert _logged(log) == rows
 
 
+def test_sweep_quick_runs_a_setting_defined_on_a_users_file_and_keeps_its_rows_to_that_definition(
+    tmp_path: Path, capsys
+):
+    from benchmarks.accuracy import toy_dataset
+
+    data = toy_dataset(tmp_path / "reviews.jsonl", 400)
+    define = json.dumps({"reviews-a0.5": {"dataset": str(data), "partition": "dirichlet", "alpha": 0.5}})
+    argv = ["--quick", "--out", str(tmp_path / "out"), "--settings", "reviews-a0.5", "--define", define]
+    argv += ["--strategies", "fedavg-lora,fedhft"]
+    assert _bench("sweep", *argv) == 0
+    rows = _logged(tmp_path / "out" / "runs-reviews-a0.5.jsonl")
+    assert sorted(r["strategy"] for r in rows) == ["fedavg-lora", "fedhft"]
+    for r in rows:
+        assert r["status"] == "completed" and json.loads(r["setting_def"])["dataset"] == str(data), r
+        run_dir = tmp_path / "out" / "runs" / "reviews-a0.5" / f"eval-{r['strategy']}-s0-lr0.02"
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert (config["dataset"], config["alpha"], config["train_pool"]) == (str(data), 0.5, "eval")
+    doc = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert doc["settings"] == {"reviews-a0.5": {"dataset": str(data), "partition": "dirichlet", "alpha": 0.5}}
+    bound = doc["centralized"]["reviews-a0.5/s0"]  # tuned on its own file's tuning half, not on SST-2
+    assert 0.0 <= bound["accuracy"] <= 1.0 and json.loads(bound["setting_def"])["alpha"] == 0.5
+    tuned = json.loads((tmp_path / "out" / "centralized-tuning.json").read_text())
+    assert list(tuned) == ["reviews-a0.5/lr0.02"]
+    assert _bench("sweep", *argv, "--resume") == 0  # the same definition: nothing runs again
+    assert _logged(tmp_path / "out" / "runs-reviews-a0.5.jsonl") == rows
+    capsys.readouterr()
+    other = json.dumps({"reviews-a0.5": {"dataset": str(data), "partition": "iid"}})
+    assert _bench("sweep", *argv[:-4], "--define", other, "--strategies", "fedavg-lora", "--resume") == 2
+    assert "defined as" in capsys.readouterr().err  # the name's logged rows are another setting's: refused
+    assert _logged(tmp_path / "out" / "runs-reviews-a0.5.jsonl") == rows
+
+
 def test_select_quick_logs_each_run_on_the_tuning_half_and_resumes(tmp_path: Path, capsys):
     log = tmp_path / "selection-x.jsonl"
     argv = ["--log", str(log), "--settings", "sst2-a0.3", "--strategies", "hetlora,fedhft-k1", "--lrs", "0.01"]
