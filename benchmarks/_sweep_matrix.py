@@ -108,6 +108,7 @@ SETTING_KEYS = (
     "natural_key",
     "partition",
     "alpha",
+    "concept_groups",
 )
 DEFINE_EXAMPLE = '{"mydata-a0.5": {"dataset": "path/to/file.tsv", "partition": "dirichlet", "alpha": 0.5}}'
 #: Settings defined on the command line (``--define``), also in SETTINGS while the command runs.

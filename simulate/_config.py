@@ -80,6 +80,13 @@ class SimConfig:
         "or auto (natural when the dataset has a key, else dirichlet)",
     )
     alpha: float = _f(0.5, "Dirichlet concentration: 0.1 very skewed, 1.0 mild, 100 ~ iid")
+    concept_groups: int = _f(
+        1,
+        "concept shift: the clients fall into this many seeded groups, and group g's labels (its training "
+        "data and its local shard) are shifted by g modulo the number of labels, so that no single model "
+        "fits every client (clustered federated learning's test case); the global test set keeps the "
+        "dataset's labels (group 0's); 1: none",
+    )
     train_size: int = _f(2400, "training examples drawn (seeded) from the dataset and split over clients; 0 = all")
     test_size: int = _f(500, "held-out global test examples used to evaluate each round; 0 = all")
     train_pool: str = _f(
@@ -199,6 +206,8 @@ class SimConfig:
             e.append(f"partition={self.partition!r}: use one of {[*PARTITIONS, 'auto']}")
         if not self.alpha > 0:
             e.append(f"alpha={self.alpha}: use > 0")
+        if not 1 <= self.concept_groups <= max(1, self.clients):
+            e.append(f"concept_groups={self.concept_groups}: use 1 (none) up to the number of clients ({self.clients})")
         if self.clients < 1 or self.rounds < 1:
             e.append("clients and rounds must each be >= 1")
         if self.local_steps < 0 or self.local_epochs < 0 or (self.local_steps == 0) == (self.local_epochs == 0):

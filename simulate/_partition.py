@@ -121,3 +121,17 @@ def partition(
 def label_histogram(labels: Sequence[int], parts: list[np.ndarray], num_labels: int) -> list[list[int]]:
     labels = np.asarray(labels)
     return [np.bincount(labels[p], minlength=num_labels).tolist() for p in parts]
+
+
+def concept_groups(clients: int, groups: int, seed: int) -> np.ndarray:
+    """Each client's concept group in 0..groups-1: equal shares (to one client), in a seeded order that
+    does not follow the client index (so groups do not line up with the round-robin tiers)."""
+    if groups < 1 or groups > clients:
+        raise PartitionError(f"concept_groups={groups}: use 1 (none) up to the number of clients ({clients})")
+    return np.random.default_rng([seed, 5]).permutation(np.arange(clients) % groups)
+
+
+def shifted_labels(labels: Sequence[int], group: int, num_labels: int) -> np.ndarray:
+    """``labels`` as concept group ``group`` names them: each shifted by ``group`` modulo ``num_labels``,
+    so that the same text has another label in every group (group 0 keeps the dataset's labels)."""
+    return (np.asarray(labels, np.int64) + int(group)) % int(num_labels)

@@ -92,6 +92,11 @@ def dataset_problems(cfg: SimConfig) -> list[str]:
         partition(kind, [e.label for e in train], [e.key for e in train], cfg.clients, cfg.alpha, cfg.seed)
     except PartitionError as exc:
         return [f"partition: {exc}"]
+    if cfg.concept_groups > ds.num_labels:
+        return [
+            f"concept_groups={cfg.concept_groups}: {ds.name} has {ds.num_labels} labels, so at most "
+            f"{ds.num_labels} groups can each name a text's label differently"
+        ]
     return []
 
 

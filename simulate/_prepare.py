@@ -10,7 +10,7 @@ import numpy as np
 
 from simulate._config import SimConfig
 from simulate._datasets import Dataset, Example, load_dataset
-from simulate._partition import label_histogram, partition
+from simulate._partition import concept_groups, label_histogram, partition, shifted_labels
 from simulate._userdata import UserFileOptions
 
 
@@ -24,6 +24,7 @@ class PreparedData:
     test: list[Example]
     test_file: Path
     partition: str = "dirichlet"  # the split actually used (``auto`` resolved)
+    concept_groups: dict[str, int] | None = None  # concept_groups > 1: each client's group (its label shift)
 
     def summary(self) -> dict:
         return {
@@ -37,6 +38,7 @@ class PreparedData:
             "client_groups": self.client_groups,
             "label_hist": self.label_hist,
             "partition": self.partition,
+            "concept_groups": self.concept_groups,
         }
 
 
@@ -99,19 +101,34 @@ def prepare_data(cfg: SimConfig, client_ids: list[str], out_dir: Path, say=print
     test = subsample(ds.test, cfg.test_size, cfg.seed, 12)
     labels = [e.label for e in train]
     parts, groups = partition(kind, labels, [e.key for e in train], len(client_ids), cfg.alpha, cfg.seed)
-    files, sizes = {}, {}
-    for cid, idx in zip(client_ids, parts):
-        files[cid] = write_jsonl(out_dir / f"{cid}.jsonl", [train[i] for i in idx])
+    concepts = concept_groups(len(client_ids), cfg.concept_groups, cfg.seed) if cfg.concept_groups > 1 else None
+    files, sizes, client_labels = {}, {}, np.asarray(labels, np.int64)
+    for i, (cid, idx) in enumerate(zip(client_ids, parts)):
+        examples = [train[j] for j in idx]
+        if concepts is not None:  # the partition follows the dataset's labels; the client's data carries its own
+            shifted = shifted_labels([e.label for e in examples], concepts[i], ds.num_labels)
+            examples = [replace(e, label=int(y)) for e, y in zip(examples, shifted)]
+            client_labels[idx] = shifted
+        files[cid] = write_jsonl(out_dir / f"{cid}.jsonl", examples)
         sizes[cid] = int(len(idx))
-    hist = dict(zip(client_ids, label_histogram(labels, parts, ds.num_labels)))
+    hist = dict(zip(client_ids, label_histogram(client_labels, parts, ds.num_labels)))
     test_file = write_jsonl(out_dir / "test.jsonl", test)
     say(
         f"data: {ds.name}, {len(train)} train examples over {len(client_ids)} clients "
         f"({kind}{f', alpha {cfg.alpha}' if kind == 'dirichlet' else ''}; sizes "
         f"{min(sizes.values())}..{max(sizes.values())}), {len(test)} test examples"
+        + (f"; {cfg.concept_groups} concept groups (labels shifted per group)" if concepts is not None else "")
     )
     return PreparedData(
-        ds, files, sizes, dict(zip(client_ids, groups)) if groups else None, hist, test, test_file, kind
+        ds,
+        files,
+        sizes,
+        dict(zip(client_ids, groups)) if groups else None,
+        hist,
+        test,
+        test_file,
+        kind,
+        dict(zip(client_ids, map(int, concepts))) if concepts is not None else None,
     )
 
 

@@ -139,36 +139,46 @@ def test_sweep_quick_reports_runs_and_ablations_and_a_resume_runs_nothing_again(
     assert _logged(log) == rows
 
 
-def test_sweep_quick_runs_a_setting_defined_on_a_users_file_and_keeps_its_rows_to_that_definition(
+def test_sweep_quick_runs_settings_defined_on_a_users_file_and_keeps_their_rows_to_their_definitions(
     tmp_path: Path, capsys
 ):
     from benchmarks.accuracy import toy_dataset
 
     data = toy_dataset(tmp_path / "reviews.jsonl", 400)
-    define = json.dumps({"reviews-a0.5": {"dataset": str(data), "partition": "dirichlet", "alpha": 0.5}})
-    argv = ["--quick", "--out", str(tmp_path / "out"), "--settings", "reviews-a0.5", "--define", define]
+    plain = {"dataset": str(data), "partition": "dirichlet", "alpha": 0.5}
+    shift = {"dataset": str(data), "partition": "iid", "concept_groups": 2}  # half the clients flip the labels
+    define = json.dumps({"reviews-a0.5": plain, "reviews-flip": shift})
+    argv = ["--quick", "--out", str(tmp_path / "out"), "--settings", "reviews-a0.5,reviews-flip", "--define", define]
     argv += ["--strategies", "fedavg-lora,fedhft"]
     assert _bench("sweep", *argv) == 0
-    rows = _logged(tmp_path / "out" / "runs-reviews-a0.5.jsonl")
-    assert sorted(r["strategy"] for r in rows) == ["fedavg-lora", "fedhft"]
-    for r in rows:
-        assert r["status"] == "completed" and json.loads(r["setting_def"])["dataset"] == str(data), r
-        run_dir = tmp_path / "out" / "runs" / "reviews-a0.5" / f"eval-{r['strategy']}-s0-lr0.02"
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        assert (config["dataset"], config["alpha"], config["train_pool"]) == (str(data), 0.5, "eval")
+    logs = {s: _logged(tmp_path / "out" / f"runs-{s}.jsonl") for s in ("reviews-a0.5", "reviews-flip")}
+    for setting, rows in logs.items():
+        assert sorted(r["strategy"] for r in rows) == ["fedavg-lora", "fedhft"]
+        for r in rows:
+            assert r["status"] == "completed" and json.loads(r["setting_def"])["dataset"] == str(data), r
+            run_dir = tmp_path / "out" / "runs" / setting / f"eval-{r['strategy']}-s0-lr0.02"
+            config = yaml.safe_load((run_dir / "config.yaml").read_text())
+            assert (config["dataset"], config["train_pool"]) == (str(data), "eval")
+            groups = json.loads((run_dir / "results.json").read_text())["data"]["concept_groups"]
+            if setting == "reviews-flip":  # the quick sweep's 4 clients, labels flipped for two
+                assert config["concept_groups"] == 2 and sorted(groups.values()) == [0, 0, 1, 1]
+            else:
+                assert config["alpha"] == 0.5 and groups is None
     doc = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert doc["settings"] == {"reviews-a0.5": {"dataset": str(data), "partition": "dirichlet", "alpha": 0.5}}
+    assert doc["settings"] == {"reviews-a0.5": plain, "reviews-flip": shift}
     bound = doc["centralized"]["reviews-a0.5/s0"]  # tuned on its own file's tuning half, not on SST-2
     assert 0.0 <= bound["accuracy"] <= 1.0 and json.loads(bound["setting_def"])["alpha"] == 0.5
+    assert "reviews-flip/s0" not in doc["centralized"]  # clients that disagree on labels have no one-model bound
     tuned = json.loads((tmp_path / "out" / "centralized-tuning.json").read_text())
     assert list(tuned) == ["reviews-a0.5/lr0.02"]
-    assert _bench("sweep", *argv, "--resume") == 0  # the same definition: nothing runs again
-    assert _logged(tmp_path / "out" / "runs-reviews-a0.5.jsonl") == rows
+    assert _bench("sweep", *argv, "--resume") == 0  # the same definitions: nothing runs again
+    assert {s: _logged(tmp_path / "out" / f"runs-{s}.jsonl") for s in logs} == logs
     capsys.readouterr()
     other = json.dumps({"reviews-a0.5": {"dataset": str(data), "partition": "iid"}})
-    assert _bench("sweep", *argv[:-4], "--define", other, "--strategies", "fedavg-lora", "--resume") == 2
+    argv = ["--quick", "--out", str(tmp_path / "out"), "--settings", "reviews-a0.5", "--define", other, "--resume"]
+    assert _bench("sweep", *argv) == 2
     assert "defined as" in capsys.readouterr().err  # the name's logged rows are another setting's: refused
-    assert _logged(tmp_path / "out" / "runs-reviews-a0.5.jsonl") == rows
+    assert _logged(tmp_path / "out" / "runs-reviews-a0.5.jsonl") == logs["reviews-a0.5"]
 
 
 def test_select_quick_logs_each_run_on_the_tuning_half_and_resumes(tmp_path: Path, capsys):
