@@ -1,6 +1,6 @@
 """The sweep's matrix: its settings, sizings, strategies and FedHFT variants, and the run config each
-(setting, strategy, seed, rate) makes. Definitions only: the sweep, its report and ``fedhft bench select``
-read them."""
+(setting, strategy, seed, rate) makes. Definitions, and the settings a command line defines (``--define``):
+the sweep, its report and ``fedhft bench select`` read them; no runs here."""
 
 from __future__ import annotations
 
@@ -196,8 +196,8 @@ def sim_config(setting: dict, strategy: str, seed: int, lr: float, sizing: dict,
 
 def tune_setting(setting: str, per_dataset: bool) -> str:
     """Where ``setting``'s learning rates are tuned: its dataset's TUNE_SETTING, or TUNE_ONCE for all. A
-    defined setting on other data than the built-in datasets' is tuned on its own tuning half: a rate
-    tuned on SST-2 says little about a user's data."""
+    defined setting on other data than a built-in dataset (another file, other columns, a concept shift)
+    is tuned on its own tuning half: a rate tuned on SST-2 says little about it."""
     dataset = SETTINGS[setting]["dataset"]
     if setting in DEFINED and (
         dataset not in TUNE_SETTING or set(DEFINED[setting]) - {"dataset", "partition", "alpha"}
