@@ -207,8 +207,8 @@ def tune_setting(setting: str, per_dataset: bool) -> str:
 
 
 def runs_variant(variant: str, setting: str, quick: bool = False) -> bool:
-    """Whether the sweep runs ``variant`` on ``setting``: its own settings, else the ABLATION_SETTINGS
-    (every setting in quick mode, except where a variant names its own)."""
+    """Whether the sweep runs ``variant`` on ``setting``: its own settings, else the ABLATION_SETTINGS and
+    the settings the command line defines (every setting in quick mode, except where a variant names its own)."""
     if variant in VARIANT_SETTINGS:
         return setting in VARIANT_SETTINGS[variant]
-    return quick or setting in ABLATION_SETTINGS
+    return quick or setting in ABLATION_SETTINGS or setting in DEFINED

@@ -103,3 +103,10 @@ def test_select_refuses_a_data_override_and_keeps_a_defined_settings_rows_to_its
     assert not sel.same_row(row, "reviews-a0.5", "hetlora", 0.01, "s", "{}")  # logged before the definition
     row["setting_def"] = matrix.definition("reviews-a0.5")
     assert sel.same_row(row, "reviews-a0.5", "hetlora", 0.01, "s", "{}")
+
+
+def test_a_fedhft_ablation_named_on_the_command_line_runs_on_the_defined_settings_too():
+    matrix.define_settings(REVIEWS)
+    assert matrix.runs_variant("fedhft-k1", "reviews-a0.5")
+    assert matrix.runs_variant("fedhft-k1", "sst2-a0.3") and not matrix.runs_variant("fedhft-k1", "sst2-a5.0")
+    assert not matrix.runs_variant("fedhft-domains", "reviews-a0.5")  # it needs amazon's natural partition
