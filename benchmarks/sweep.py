@@ -397,16 +397,17 @@ def table(rows: list[dict], comparisons: list[dict], central: dict) -> str:
             f"{_f(r['personalized_worst10_acc_after_final'])} | {_f(r['personalized_majority_acc_final'])} | "
             f"{_f(r['global_accuracy_final'])} | {_f(r['global_accuracy_best'])} |"
         )
-    lines += [
-        "",
-        "Centralized LoRA bound (global test accuracy, per seed; as many steps as a run's clients take "
-        "together; its rate chosen on its own dataset's tuning half from the grid and up to two rates below it, "
-        "among those that beat the held-out majority label, decayed like the runs'): "
-        + "; ".join(
-            f"{k}: {v['accuracy']:.3f} (lr {v['lr']:g}, {v.get('steps', '?')} steps)"
-            for k, v in sorted(central.items())
-        ),
-    ]
+    if central:
+        lines += [
+            "",
+            "Centralized LoRA bound (global test accuracy, per seed; as many steps as a run's clients take "
+            "together; its rate chosen on its own dataset's tuning half from the grid and up to two rates below "
+            "it, among those that beat the held-out majority label, decayed like the runs'): "
+            + "; ".join(
+                f"{k}: {v['accuracy']:.3f} (lr {v['lr']:g}, {v.get('steps', '?')} steps)"
+                for k, v in sorted(central.items())
+            ),
+        ]
     lines += [
         "",
         "| setting | metric | FedHFT | best other | baseline | FedHFT - best | paired test |",
