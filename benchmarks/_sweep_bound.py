@@ -9,7 +9,15 @@ import json
 
 import numpy as np
 
-from benchmarks._sweep_matrix import SETTING_SIZING, SETTINGS, TUNE_SEED, definition, sim_config, tune_setting
+from benchmarks._sweep_matrix import (
+    SETTING_SIZING,
+    SETTINGS,
+    TUNE_SEED,
+    definition,
+    definition_field,
+    sim_config,
+    tune_setting,
+)
 from simulate import host_info
 
 #: Cap on the centralized bound's steps: none, so it takes as many steps as a federated run's clients
@@ -44,19 +52,18 @@ def _current_bound(entry: dict | None, setting: str) -> bool:
     )
 
 
-def _data_of(setting: str) -> dict:
-    """What a bound depends on: the setting's data, not how it is split over the clients."""
-    spec = SETTINGS.get(setting, {})
-    return (
-        {k: v for k, v in spec.items() if k not in ("partition", "alpha", "natural_key")} if spec else {"none": setting}
-    )
+def _data_of(setting: str) -> dict | None:
+    """What a bound depends on: the setting's data, not how it is split over the clients (None for a
+    logged setting that this command does not know)."""
+    spec = SETTINGS.get(setting)
+    return {k: v for k, v in spec.items() if k not in ("partition", "alpha", "natural_key")} if spec else None
 
 
 def _logged(bound: dict, setting: str, **extra) -> dict:
     """A bound entry of ``setting`` as logged: ``extra`` (a new bound's step cap and host), and a defined
     setting's definition (a bound copied from a setting on the same data takes its own)."""
     entry = {k: v for k, v in {**bound, **extra}.items() if k != "setting_def"}
-    return {**entry, "setting_def": definition(setting)} if definition(setting) is not None else entry
+    return {**entry, **definition_field(setting)}
 
 
 #: Pool examples outside the training subset that score the bound's rate on the tuning half.

@@ -166,6 +166,12 @@ def forget_definitions() -> None:
     DEFINED.clear()
 
 
+def definition_field(setting: str) -> dict:
+    """What a logged row or bound of ``setting`` carries of its definition: ``setting_def``, or nothing
+    for a built-in setting (rows from before definitions existed read the same)."""
+    return {"setting_def": definition(setting)} if setting in DEFINED else {}
+
+
 def definition(setting: str) -> str | None:
     """A defined setting's definition as logged with its rows and bounds (None for a built-in): a name
     defined again with other data never takes the rows of the first."""

@@ -32,6 +32,7 @@ from benchmarks.sweep import (
     append_line,
     define_settings,
     definition,
+    definition_field,
     forget_definitions,
     parse_definitions,
     run_key,
@@ -123,7 +124,7 @@ def _run(args, setting: str, strategy: str, name: str, lr: float, sizing: dict, 
         **run_one(run_key("select", setting, name, TUNE_SEED, lr), cfg),
         "sizing": json.dumps(sizing, sort_keys=True),
         "options": options,
-        **({"setting_def": definition(setting)} if definition(setting) is not None else {}),
+        **definition_field(setting),
     }
     log.parent.mkdir(parents=True, exist_ok=True)
     append_line(log, json.dumps(row, default=str))

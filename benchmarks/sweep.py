@@ -53,6 +53,7 @@ from benchmarks._sweep_matrix import (
     SIGNIFICANCE,
     define_settings,
     definition,
+    definition_field,
     forget_definitions,
     parse_definitions,
     runs_variant,
@@ -162,9 +163,11 @@ class Sweep:
             self.args.overrides,
             **extra,
         )
-        row = {**run_one(key, cfg), "sizing": json.dumps(self.sizing, sort_keys=True)}
-        if definition(key["setting"]) is not None:
-            row["setting_def"] = definition(key["setting"])
+        row = {
+            **run_one(key, cfg),
+            "sizing": json.dumps(self.sizing, sort_keys=True),
+            **definition_field(key["setting"]),
+        }
         append_line(run_log(self.out, key["setting"]), json.dumps(row, default=str))
         self.runs.append(row)
         self.ran += 1
