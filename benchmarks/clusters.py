@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ClusterRound", "cluster_rounds", "label_shares", "main", "summarize_memberships"]
+__all__ = [
+    "ClusterRound",
+    "cluster_rounds",
+    "concept_cluster_table",
+    "group_agreement",
+    "label_shares",
+    "main",
+    "summarize_memberships",
+]
 
 
 class ClusterRound(dict):
@@ -61,6 +69,48 @@ def summarize_memberships(memberships: np.ndarray, shares: np.ndarray) -> dict:
             }
         )
     return {"clusters_used": int(used.size), "clusters": clusters, "majority_agreement": agree / len(shares)}
+
+
+def group_agreement(clusters, groups) -> int:
+    """How many clients sit in the cluster matched to their group, under the one-to-one matching of
+    clusters to groups that matches the most (a client in an unmatched cluster counts as wrong)."""
+    from scipy.optimize import linear_sum_assignment
+
+    clusters, groups = np.asarray(clusters, np.int64), np.asarray(groups, np.int64)
+    if clusters.shape != groups.shape:
+        raise ValueError(f"{clusters.size} clusters for {groups.size} groups: one of each per client")
+    if not clusters.size:
+        return 0
+    counts = np.zeros((clusters.max() + 1, groups.max() + 1), np.int64)
+    np.add.at(counts, (clusters, groups), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    return int(counts[rows, cols].sum())
+
+
+def concept_cluster_table(runs: list[dict]) -> str:
+    """Per logged sweep run whose clients carry both a final cluster and a concept group: whether the
+    clusters are the groups (markdown; empty when no run has both)."""
+    lines = []
+    for r in runs:
+        clients = [c for c in (r.get("clients") or {}).values() if "cluster" in c and "group" in c]
+        if r.get("kind") != "eval" or not clients:
+            continue
+        clusters, groups = [c["cluster"] for c in clients], [c["group"] for c in clients]
+        matched = group_agreement(clusters, groups)
+        lines.append(
+            f"| {r['setting']} | {r['strategy']} | {r['seed']} | {len(set(clusters))} | {len(set(groups))} "
+            f"| {matched}/{len(clients)} |"
+        )
+    if not lines:
+        return ""
+    head = [
+        "FedHFT's clusters against the concept groups (each client's largest final membership; "
+        "matched: clients in the cluster matched one-to-one to their group):",
+        "",
+        "| setting | strategy | seed | clusters used | groups | matched |",
+        "|---|---|---|---|---|---|",
+    ]
+    return "\n".join(head + lines)
 
 
 def _read_labels(run_dir: Path, clients: list[str]) -> list[np.ndarray]:

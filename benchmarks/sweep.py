@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._host import hosts_note
+from benchmarks.clusters import concept_cluster_table
 from simulate import host_info
 from benchmarks._sweep_matrix import (
     STRATEGIES,
@@ -66,7 +67,8 @@ from benchmarks._sweep_plots import plot_clients, plot_curves
 
 
 def per_client_final(run_dir: Path) -> dict[str, dict[str, float]]:
-    """client -> the shard metrics of its last stored round (from the run's clients.jsonl)."""
+    """client -> the shard metrics of its last stored round (from the run's clients.jsonl), with its
+    final cluster (a clustering strategy) and its concept group (``concept_groups``) from results.json."""
     out: dict[str, tuple[int, dict]] = {}
     path = run_dir / "clients.jsonl"
     for line in path.read_text().splitlines() if path.exists() else []:
@@ -78,7 +80,16 @@ def per_client_final(run_dir: Path) -> dict[str, dict[str, float]]:
         if rec["round"] >= out.get(rec["client"], (-1, None))[0]:
             out[rec["client"]] = (rec["round"], metrics)
     keys = ("val_acc_after", "val_acc_before", "val_bal_acc_after", "val_majority_acc", "val_examples")
-    return {c: {k: m[k] for k in keys if k in m} for c, (_, m) in sorted(out.items())}
+    found = {c: {k: m[k] for k in keys if k in m} for c, (_, m) in sorted(out.items())}
+    doc_path = run_dir / "results.json"
+    doc = json.loads(doc_path.read_text()) if doc_path.exists() else {}
+    members, groups = doc.get("memberships") or {}, (doc.get("data") or {}).get("concept_groups") or {}
+    for client, rec in found.items():
+        if len(members.get(client) or []) > 0:  # a clustering strategy: the client's largest final membership
+            rec["cluster"] = int(np.argmax(members[client]))
+        if client in groups:
+            rec["group"] = int(groups[client])
+    return found
 
 
 def run_one(key: dict, cfg) -> dict:
@@ -645,6 +656,7 @@ def write_report(sweep: Sweep, settings: list[str], seeds: list[int], lrs, centr
             table(rows, comparisons, central),
             ablation_table(sweep.runs),
             reference_table(sweep.runs),
+            concept_cluster_table(sweep.runs),
             tuning_table(sweep.runs),
         )
         if x

@@ -95,6 +95,24 @@ def test_per_client_final_takes_each_clients_last_stored_round(tmp_path):
     assert per_client_final(tmp_path) == {"c0": {"val_acc_after": 0.7, "val_examples": 4}}
 
 
+def test_per_client_final_adds_each_clients_final_cluster_and_concept_group(tmp_path):
+    rows = [
+        {"round": 3, "client": c, "status": "stored", "metrics": {"val_acc_after": a}}
+        for c, a in (("c0", 0.9), ("c1", 0.8), ("c2", 0.6))
+    ]
+    (tmp_path / "clients.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = {
+        "memberships": {"c0": [0.2, 0.8], "c1": [0.9, 0.1], "c2": []},  # c2: a strategy without clusters
+        "data": {"concept_groups": {"c0": 1, "c1": 0, "c2": 1}},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    assert per_client_final(tmp_path) == {
+        "c0": {"val_acc_after": 0.9, "cluster": 1, "group": 1},
+        "c1": {"val_acc_after": 0.8, "cluster": 0, "group": 0},
+        "c2": {"val_acc_after": 0.6, "group": 1},
+    }
+
+
 def test_an_ablation_is_fedhft_with_its_settings(tmp_path):
     from benchmarks.sweep import FULL, SETTINGS, sim_config
 
